@@ -1,0 +1,1 @@
+"""Approximate nearest neighbour indexes (FAISS). A cache of the database, never the truth."""

@@ -1,0 +1,97 @@
+"""Keep one FAISS index per (space, modality) in step with the database.
+
+The index file records the store generation it reflects. On open: missing → build; damaged →
+rebuild; behind → catch up from vectors added and tombstones written since; then the vector count
+must equal the database's, or it is rebuilt. Readers do this in memory; writers also save.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmsearch.ann.faiss_index import AnnIndex, CorruptIndexError, SearchParams, choose_kind
+from mmsearch.store.store import Store
+
+ANN_DIR = "ann"
+
+
+@dataclass
+class SyncReport:
+    action: str  # "loaded", "caught-up", "built", "rebuilt"
+    reason: str = ""
+    generation: int = 0
+
+
+class SpaceIndex:
+    """The ANN index of one modality within one space."""
+
+    def __init__(self, store: Store, space_id: int, space_key: str, modality: str, kind: str = "auto") -> None:
+        self.store = store
+        self.space_id = space_id
+        self.space_key = space_key
+        self.modality = modality
+        self.kind_pref = kind
+        self.path = store.root / ANN_DIR / f"space{space_id}-{modality}.faiss"
+        self.ann: AnnIndex | None = None
+        self.generation = -1
+        self.dirty = False
+
+    def sync(self, *, save: bool) -> SyncReport:
+        """Bring the index up to the store's current generation. Returns what it had to do."""
+        with self.store.snapshot():
+            gen = self.store.generation()
+            report = self._sync_at(gen)
+        if save and self.dirty:
+            self.save()
+        return report
+
+    def _sync_at(self, gen: int) -> SyncReport:
+        if self.ann is None:
+            try:
+                ann, meta = AnnIndex.load(self.path)
+            except FileNotFoundError:
+                return self._rebuild(gen, "built", "no index file")
+            except (CorruptIndexError, KeyError, ValueError) as exc:
+                return self._rebuild(gen, "rebuilt", f"index file damaged: {exc}")
+            if meta.get("space_key") != self.space_key:
+                return self._rebuild(gen, "rebuilt", "index file belongs to another space")
+            if self.kind_pref != "auto" and meta["kind"] != self.kind_pref:
+                return self._rebuild(gen, "rebuilt", f"index kind changed to {self.kind_pref}")
+            self.ann, self.generation = ann, int(meta["generation"])
+        if self.generation > gen:
+            return self._rebuild(gen, "rebuilt", "index is ahead of the database")
+        action = "loaded"
+        if self.generation < gen:
+            removed = self.store.tombstones(self.space_id, self.modality, since_gen=self.generation, until_gen=gen)
+            if not self.ann.remove(removed):
+                return self._rebuild(gen, "rebuilt", f"{self.ann.kind} cannot delete in place")
+            ids, vecs = self.store.vectors(self.space_id, self.modality, since_gen=self.generation, until_gen=gen)
+            self.ann.add(ids, vecs)
+            self.generation = gen
+            self.dirty = True
+            action = "caught-up"
+        expected = self.store.count_vectors(self.space_id, self.modality)
+        if self.ann.ntotal != expected:
+            return self._rebuild(gen, "rebuilt", f"index holds {self.ann.ntotal} vectors, database {expected}")
+        if self.kind_pref == "auto" and self.ann.kind != choose_kind("auto", expected) and expected > 0:
+            return self._rebuild(gen, "rebuilt", f"{expected} vectors: switching to {choose_kind('auto', expected)}")
+        return SyncReport(action, generation=gen)
+
+    def _rebuild(self, gen: int, action: str, reason: str) -> SyncReport:
+        ids, vecs = self.store.vectors(self.space_id, self.modality)
+        dim = vecs.shape[1]
+        self.ann = AnnIndex.build(self.kind_pref, dim, ids, vecs)
+        self.generation = gen
+        self.dirty = True
+        return SyncReport(action, reason, gen)
+
+    def save(self) -> None:
+        assert self.ann is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.ann.save(self.path, {"generation": self.generation, "space_key": self.space_key, "modality": self.modality})
+        self.dirty = False
+
+    def search(self, queries, k: int, params: SearchParams | None = None):
+        assert self.ann is not None, "sync() first"
+        return self.ann.search(queries, k, params)

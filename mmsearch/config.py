@@ -1,0 +1,85 @@
+"""Settings: defaults < config file < environment < explicit arguments.
+
+Config file: ``$MMSEARCH_CONFIG`` or ``~/.config/mmsearch/config.toml``, e.g.::
+
+    store = "~/pictures-index"
+    model = "ViT-B-16:laion2b_s34b_b88k"
+    device = "cuda"
+    batch_size = 128
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from mmsearch.errors import UsageError
+
+DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
+DEFAULT_STORE = "indexes/default"
+
+
+@dataclass(frozen=True)
+class Settings:
+    store: str = DEFAULT_STORE
+    model: str | None = None  # None: the store's model, else DEFAULT_MODEL for a new store
+    device: str | None = None  # None/auto: cuda > mps > cpu
+    batch_size: int = 64
+    workers: int | None = None  # decode processes; None: cores - 1
+    index: str = "auto"  # auto | flat | ivf | hnsw | pq
+
+    @classmethod
+    def resolve(cls, **explicit: Any) -> "Settings":
+        s = cls()
+        s = replace(s, **_from_file())
+        s = replace(s, **_from_env())
+        s = replace(s, **{k: v for k, v in explicit.items() if v is not None})
+        if s.batch_size < 1:
+            raise UsageError(f"--batch-size {s.batch_size}: must be at least 1")
+        if s.workers is not None and s.workers < 0:
+            raise UsageError(f"--workers {s.workers}: must be 0 or more")
+        return s
+
+
+_NAMES = {f.name for f in fields(Settings)}
+_INTS = {"batch_size", "workers"}
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    if name in _INTS:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{where}: {name} must be a whole number, got {value!r}") from None
+    return str(value)
+
+
+def config_path() -> Path:
+    env = os.environ.get("MMSEARCH_CONFIG")
+    return Path(env).expanduser() if env else Path.home() / ".config" / "mmsearch" / "config.toml"
+
+
+def _from_file() -> dict[str, Any]:
+    path = config_path()
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"cannot read config file: {exc}", path=str(path)) from exc
+    unknown = set(data) - _NAMES
+    if unknown:
+        raise UsageError(f"unknown settings {sorted(unknown)}", path=str(path))
+    return {k: _coerce(k, v, str(path)) for k, v in data.items()}
+
+
+def _from_env() -> dict[str, Any]:
+    out = {}
+    for name in _NAMES:
+        value = os.environ.get(f"MMSEARCH_{name.upper()}")
+        if value:
+            out[name] = _coerce(name, value, f"MMSEARCH_{name.upper()}")
+    return out

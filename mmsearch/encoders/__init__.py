@@ -1,0 +1,1 @@
+"""Encoders turn decoded inputs into vectors of one embedding space."""

@@ -1,0 +1,1 @@
+"""discover (walk, classify) → decode (bytes → pixels/text, with limits) → pipeline (workers, batches)."""

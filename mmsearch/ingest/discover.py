@@ -1,0 +1,137 @@
+"""Walk folders and classify files; every problem becomes a (path, reason) event, never an abort."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from mmsearch.errors import UsageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown"})
+
+OnError = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    path: str  # absolute, symlinks in the folder part not resolved (what the user sees)
+    modality: str
+    size: int
+    mtime_ns: int
+
+
+def classify(path: str) -> str | None:
+    ext = os.path.splitext(path)[1].lower()
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    if ext in TEXT_EXTENSIONS:
+        return "text"
+    return None
+
+
+def display(path: str) -> str:
+    """A path safe to print: undecodable bytes (surrogate escapes) shown as ``\\xNN``."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def check_roots(roots: Iterable[str | os.PathLike]) -> list[str]:
+    """Absolute roots; a missing root is a usage error (and must never make us drop what it held)."""
+    out = []
+    for root in roots:
+        p = os.path.abspath(os.fspath(root))
+        if not os.path.exists(p):
+            raise UsageError("no such file or directory", path=display(p))
+        out.append(p)
+    if not out:
+        raise UsageError("give at least one folder or file to index")
+    return out
+
+
+def walk(roots: Iterable[str], on_error: OnError, *, skip: Iterable[str] = ()) -> Iterator[Candidate]:
+    """Yield indexable files under ``roots``. Hidden entries and ``skip`` folders are passed over.
+
+    Symlinks are followed (to files and folders) with loop detection; broken links, unreadable
+    folders and vanished files are reported through ``on_error``.
+    """
+    skip_set = {os.path.abspath(s) for s in skip}
+    seen_dirs: set[tuple[int, int]] = set()
+
+    def visit_file(path: str, st: os.stat_result | None) -> Iterator[Candidate]:
+        modality = classify(path)
+        if modality is None:
+            return
+        if st is None:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                if os.path.islink(path):
+                    on_error(path, "broken symlink")
+                else:
+                    on_error(path, "file vanished during the scan")
+                return
+            except OSError as exc:
+                on_error(path, f"cannot stat: {exc.strerror}")
+                return
+        if not stat.S_ISREG(st.st_mode):
+            return
+        yield Candidate(path, modality, st.st_size, st.st_mtime_ns)
+
+    def visit_dir(path: str) -> Iterator[Candidate]:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            on_error(path, f"cannot open folder: {exc.strerror}")
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:
+            if os.path.islink(path):
+                on_error(path, "symlink loop (folder already visited)")
+            return
+        seen_dirs.add(key)
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            on_error(path, f"cannot list folder: {exc.strerror}")
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            child = entry.path
+            if child in skip_set:
+                continue
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                yield from visit_dir(child)
+            else:
+                try:
+                    st = entry.stat(follow_symlinks=True)
+                except FileNotFoundError:
+                    st = None
+                    if entry.is_symlink() and classify(child):
+                        on_error(child, "broken symlink")
+                        continue
+                except OSError as exc:
+                    if classify(child):
+                        on_error(child, f"cannot stat: {exc.strerror}")
+                    continue
+                if st is not None:
+                    yield from visit_file(child, st)
+
+    for root in roots:
+        if os.path.isdir(root):
+            yield from visit_dir(root)
+        elif os.path.isfile(root):
+            if classify(root) is None:
+                on_error(root, f"unsupported file type {Path(root).suffix or '(no extension)'}")
+            else:
+                yield from visit_file(root, None)
+        else:
+            on_error(root, "not a regular file or folder")

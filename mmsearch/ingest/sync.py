@@ -1,0 +1,160 @@
+"""Sync a store with folders: add new files, re-embed changed ones, link moved/copied ones, drop vanished ones.
+
+Work is committed batch by batch, so an interrupted run leaves a consistent store and the next run
+resumes: a committed file's (size, mtime) matches its row and is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from mmsearch.encoders.base import Encoder
+from mmsearch.ingest.decode import Loaded
+from mmsearch.ingest.discover import Candidate, check_roots, display, walk
+from mmsearch.ingest.pipeline import DecodePool
+from mmsearch.store.schema import Space
+from mmsearch.store.store import Store, Upsert
+from mmsearch.types import IndexReport
+
+Progress = Callable[[int, int], None]  # (done, total)
+BATCH = 256  # files per transaction and per encoder call group
+
+
+class IndexInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``index``: everything committed so far is kept; ``report`` says how far it got."""
+
+    def __init__(self, report: IndexReport) -> None:
+        super().__init__("interrupted")
+        self.report = report
+
+
+def _under(path: str, prefixes: Sequence[str]) -> bool:
+    return any(path == p or path.startswith(p.rstrip(os.sep) + os.sep) for p in prefixes)
+
+
+def sync_paths(
+    store: Store,
+    encoder: Encoder,
+    space: Space,
+    paths: Sequence[str | os.PathLike],
+    *,
+    workers: int | None = None,
+    progress: Progress | None = None,
+    limits: dict[str, int] | None = None,
+    batch: int = BATCH,
+) -> IndexReport:
+    t0 = time.perf_counter()
+    roots = check_roots(paths)
+    report = IndexReport(space=space.spec)
+    walk_errors: list[tuple[str, str]] = []
+    candidates = list(walk(roots, lambda p, r: walk_errors.append((p, r)), skip=[str(store.root)]))
+    report.scanned = len(candidates)
+    total = len(candidates)
+    done = 0
+    if progress:
+        progress(0, total)
+
+    try:
+        # 1. What changed? Same (size, mtime) and a vector in this space → nothing to do.
+        todo: list[Candidate] = []
+        for start in range(0, total, 2048):
+            part = candidates[start : start + 2048]
+            known = store.lookup_sources([c.path for c in part])
+            with_vec = store.contents_with_vectors({k.content_id for k in known.values()}, space.id)
+            for c in part:
+                k = known.get(c.path)
+                if k and k.size == c.size and k.mtime_ns == c.mtime_ns and k.content_id in with_vec:
+                    report.unchanged += 1
+                    done += 1
+                else:
+                    todo.append(c)
+        if progress:
+            progress(done, total)
+
+        # 2. Read, hash, decode in workers; embed and commit batch by batch.
+        recipe = encoder.image_recipe()
+        pending: list[Loaded] = []
+        if walk_errors:
+            _commit(store, encoder, space, [], walk_errors, report)
+        with DecodePool(workers, len(todo)) as pool:
+            tasks = ((c.path, c.modality, recipe, limits) for c in todo)
+            for loaded in pool.map(tasks):
+                pending.append(loaded)
+                if len(pending) >= batch:
+                    _commit(store, encoder, space, pending, [], report)
+                    done += len(pending)
+                    pending = []
+                    if progress:
+                        progress(done, total)
+            if pending:
+                _commit(store, encoder, space, pending, [], report)
+                done += len(pending)
+                if progress:
+                    progress(done, total)
+
+        # 3. Vanished files: under a root we walked, not seen now, and not under a folder we failed to read.
+        seen = {c.path for c in candidates}
+        protected = [p for p, _ in walk_errors]
+        gone: list[str] = []
+        for root in roots:
+            gone.extend(u for u in store.uris_under(root) if u not in seen and not _under(u, protected))
+        if gone:
+            res = store.apply([], space.id, remove_uris=gone)
+            report.removed += res.removed_sources
+    except KeyboardInterrupt:
+        report.interrupted = True
+        report.seconds = time.perf_counter() - t0
+        raise IndexInterrupted(report) from None
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _commit(
+    store: Store,
+    encoder: Encoder,
+    space: Space,
+    loaded: list[Loaded],
+    errors: list[tuple[str, str]],
+    report: IndexReport,
+) -> None:
+    ok = [x for x in loaded if x.error is None]
+    errors = errors + [(x.path, x.error) for x in loaded if x.error is not None]
+    known = store.contents_by_sha([x.sha256 for x in ok], space.id)
+    previous = store.lookup_sources([x.path for x in ok])
+    need: dict[str, Loaded] = {}
+    for x in ok:
+        hit = known.get(x.sha256)
+        if hit is not None and hit[1]:
+            prev = previous.get(x.path)
+            if prev is not None and prev.content_id == hit[0]:
+                report.unchanged += 1  # touched, same bytes
+            else:
+                report.reused += 1
+        elif x.sha256 in need:
+            report.reused += 1  # duplicate within this batch
+        else:
+            need[x.sha256] = x
+    vectors: dict[str, np.ndarray] = {}
+    images = [x for x in need.values() if x.modality == "image"]
+    texts = [x for x in need.values() if x.modality == "text"]
+    if images:
+        vecs = encoder.embed_image_batch(np.stack([x.pixels for x in images]))
+        vectors.update(zip((x.sha256 for x in images), vecs))
+    if texts:
+        vecs = encoder.embed_texts([x.text for x in texts])
+        vectors.update(zip((x.sha256 for x in texts), vecs))
+    report.indexed += len(vectors)
+    upserts = [
+        Upsert(
+            uri=x.path, kind="file", size=x.size, mtime_ns=x.mtime_ns, sha256=x.sha256, modality=x.modality,
+            width=x.width, height=x.height, text=x.text, vector=vectors.get(x.sha256),
+        )
+        for x in ok
+    ]
+    store.apply(upserts, space.id, errors=errors)
+    report.failed += len(errors)
+    report.errors.extend((display(p), r) for p, r in errors)

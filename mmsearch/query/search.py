@@ -1,0 +1,63 @@
+"""Search one space: per-modality ANN indexes, merged by score, joined with metadata."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from mmsearch.ann.faiss_index import SearchParams
+from mmsearch.ann.sync import SpaceIndex
+from mmsearch.store.store import Store
+from mmsearch.types import Hit
+
+TYPES = ("image", "text", "any")
+
+
+def search_space(
+    store: Store,
+    indexes: dict[str, SpaceIndex],
+    query: np.ndarray,
+    *,
+    k: int,
+    modalities: Sequence[str],
+    space_spec: str,
+    under: str | None = None,
+    params: SearchParams | None = None,
+) -> list[Hit]:
+    """Top-``k`` hits for one unit query vector across ``modalities`` of one space."""
+    q = np.asarray(query, dtype=np.float32).reshape(1, -1)
+    fetch = k if under is None else k * 4
+    while True:
+        scored: list[tuple[float, int, str]] = []
+        exhausted = True
+        for modality in modalities:
+            idx = indexes[modality]
+            scores, ids = idx.search(q, fetch, params)
+            if idx.ann is not None and fetch < idx.ann.ntotal:
+                exhausted = False
+            scored.extend((float(s), int(i), modality) for s, i in zip(scores[0], ids[0]) if i >= 0)
+        scored.sort(key=lambda t: (-t[0], t[1]))
+        meta = store.content_meta([i for _, i, _ in scored])
+        hits: list[Hit] = []
+        for score, cid, modality in scored:
+            m = meta.get(cid)
+            if m is None:  # removed after the index snapshot; skip rather than show a ghost
+                continue
+            paths = m.uris
+            if under is not None:
+                prefix = under.rstrip(os.sep) + os.sep
+                paths = tuple(p for p in paths if p == under or p.startswith(prefix))
+                if not paths:
+                    continue
+            files = [p for p in paths if not p.startswith("text:")]
+            hits.append(
+                Hit(rank=len(hits) + 1, id=cid, score=score, modality=modality, path=files[0] if files else None,
+                    paths=paths, text=m.text, width=m.width, height=m.height, space=space_spec)
+            )
+            if len(hits) == k:
+                return hits
+        if exhausted or under is None:
+            return hits
+        fetch *= 4

@@ -1,0 +1,1 @@
+"""SQLite through SQLAlchemy: the source of truth for items, vectors and spaces."""

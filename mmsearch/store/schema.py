@@ -1,0 +1,108 @@
+"""SQLAlchemy 2.0 models.
+
+Vectors are keyed by *content* (sha256 of the bytes) and space, never by path: ``sources`` are the
+paths (or added texts) that point at content, so moves, renames and copies cost no encoder call.
+Ids are never reused (``sqlite_autoincrement``), so a FAISS id always means one content.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SCHEMA_VERSION = 1
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Space(Base):
+    """One embedding space = one model (+ weights + preprocessing version)."""
+
+    __tablename__ = "spaces"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(512), unique=True)
+    spec: Mapped[str] = mapped_column(Text)
+    family: Mapped[str] = mapped_column(String(256))
+    weights: Mapped[str] = mapped_column(String(256))
+    dim: Mapped[int]
+    metric: Mapped[str] = mapped_column(String(16))
+    modalities: Mapped[str] = mapped_column(String(64))  # comma separated
+    preprocess_version: Mapped[int]
+    info: Mapped[str] = mapped_column(Text, default="{}")  # JSON: preprocessing etc.
+    created_gen: Mapped[int]
+
+
+class Content(Base):
+    """One distinct piece of content (bytes of a file, or an added text)."""
+
+    __tablename__ = "contents"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    modality: Mapped[str] = mapped_column(String(16), index=True)
+    byte_size: Mapped[int]
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    text: Mapped[str | None] = mapped_column(Text)
+    created_gen: Mapped[int]
+    sources: Mapped[list["Source"]] = relationship(back_populates="content")
+
+
+class Source(Base):
+    """Where content comes from: a file path (``kind='file'``) or an added text (``kind='text'``)."""
+
+    __tablename__ = "sources"
+    __table_args__ = (Index("ix_sources_content", "content_id"), {"sqlite_autoincrement": True})
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uri: Mapped[str] = mapped_column(Text, unique=True)  # absolute path, or "text:<key>"
+    kind: Mapped[str] = mapped_column(String(8))
+    content_id: Mapped[int] = mapped_column(ForeignKey("contents.id"))
+    size: Mapped[int]
+    mtime_ns: Mapped[int]
+    updated_gen: Mapped[int]
+    content: Mapped[Content] = relationship(back_populates="sources")
+
+
+class Vector(Base):
+    """A content's embedding in one space, as an fp16 blob (the index is rebuilt from these)."""
+
+    __tablename__ = "vectors"
+    __table_args__ = (Index("ix_vectors_space_mod_gen", "space_id", "modality", "gen"),)
+    content_id: Mapped[int] = mapped_column(ForeignKey("contents.id", ondelete="CASCADE"), primary_key=True)
+    space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id"), primary_key=True)
+    modality: Mapped[str] = mapped_column(String(16))
+    vec: Mapped[bytes] = mapped_column(LargeBinary)
+    gen: Mapped[int]
+
+
+class Tombstone(Base):
+    """A vector that was deleted at generation ``gen``: lets an index catch up without a rebuild."""
+
+    __tablename__ = "tombstones"
+    __table_args__ = (Index("ix_tomb_space_mod_gen", "space_id", "modality", "gen"), {"sqlite_autoincrement": True})
+    id: Mapped[int] = mapped_column(primary_key=True)
+    content_id: Mapped[int]
+    space_id: Mapped[int]
+    modality: Mapped[str] = mapped_column(String(16))
+    gen: Mapped[int]
+
+
+class ErrorRecord(Base):
+    """The last problem seen with one path (cleared when the path later indexes fine)."""
+
+    __tablename__ = "errors"
+    __table_args__ = (UniqueConstraint("uri"), {"sqlite_autoincrement": True})
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uri: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    gen: Mapped[int]
+    at: Mapped[float]

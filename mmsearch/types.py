@@ -1,0 +1,93 @@
+"""Typed results returned by :class:`mmsearch.Engine`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result. ``id`` is the content id (one per distinct content; duplicates share it)."""
+
+    rank: int
+    id: int
+    score: float
+    modality: str
+    path: str | None  # first file path holding this content, None for added texts
+    paths: tuple[str, ...]  # every source: file paths and "text:<key>" uris
+    text: str | None = None  # the text (for text items)
+    width: int | None = None
+    height: int | None = None
+    space: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["paths"] = list(self.paths)
+        return d
+
+
+@dataclass
+class IndexReport:
+    """What one ``index`` run did."""
+
+    space: str = ""
+    scanned: int = 0
+    indexed: int = 0  # embedded now
+    reused: int = 0  # moved, renamed, copied or duplicate content: linked without embedding
+    unchanged: int = 0
+    removed: int = 0
+    failed: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and not self.interrupted
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["errors"] = [{"path": p, "reason": r} for p, r in self.errors]
+        d["ok"] = self.ok
+        return d
+
+
+@dataclass(frozen=True)
+class SpaceStats:
+    id: int
+    key: str
+    spec: str
+    dim: int
+    vectors: int
+    index: dict[str, str]  # modality -> index kind on disk ("flat", "ivf", …, or "none")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Stats:
+    store: str
+    items: dict[str, int]  # distinct contents per modality
+    sources: dict[str, int]  # files / added texts
+    spaces: tuple[SpaceStats, ...]
+    errors: int
+    generation: int
+    size_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["spaces"] = [s.to_dict() for s in self.spaces]
+        return d
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    path: str
+    reason: str
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -96,10 +96,12 @@ class OpenClipEncoder:
         except (ModelError, UsageError):
             raise
         except Exception as exc:  # open_clip raises RuntimeError/OSError/HF errors for missing weights
-            raise ModelError(
-                f"cannot load model {spec!r}: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
-                hint=_HUB_HINT,
-            ) from exc
+            msg = str(exc)
+            if "download" in msg.lower() or "hub" in msg.lower() or "connection" in msg.lower():
+                reason = "weights are not in the local cache and the Hugging Face hub cannot be reached"
+            else:
+                reason = f"{type(exc).__name__}: {msg.splitlines()[0][:200] if msg else ''}"
+            raise ModelError(f"cannot load model {spec!r}: {reason}", hint=_HUB_HINT) from exc
         model.eval()
         self._fp16 = self.device.startswith("cuda")
         if self._fp16:

@@ -50,7 +50,7 @@ def read_file(path: str, limit: int) -> tuple[bytes, os.stat_result]:
                 raise BadInput(f"file too large ({st.st_size:,} bytes > limit {limit:,})")
             data = f.read(limit + 1)
     except FileNotFoundError:
-        raise BadInput("file vanished before it could be read") from None
+        raise BadInput("no such file (removed while indexing?)") from None
     except PermissionError:
         raise BadInput("permission denied") from None
     except IsADirectoryError:

@@ -1,0 +1,40 @@
+# Two commands for a fresh machine (Python ≥ 3.11, offline is fine after install):
+#   make demo   set up, index the bundled sample folder with the built-in model, run example queries
+#   make test   set up, run the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_STORE := indexes/demo
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: demo test setup bench clean-demo
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# torch and torchvision must be a matched pair (open_clip needs torchvision)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO_STORE)
+	$(BIN)/mmsearch index samples/shapes --store $(DEMO_STORE) --model builtin:shapes
+	$(BIN)/mmsearch stats --store $(DEMO_STORE)
+	@echo; echo '$$ mmsearch query "a red circle" -k 5'
+	$(BIN)/mmsearch query "a red circle" --store $(DEMO_STORE) -k 5
+	@echo; echo '$$ mmsearch query "a small blue star" -k 5'
+	$(BIN)/mmsearch query "a small blue star" --store $(DEMO_STORE) -k 5
+	@echo; echo '$$ mmsearch query --image samples/shapes/images/$$(ls samples/shapes/images | head -1) -k 5'
+	$(BIN)/mmsearch query --image samples/shapes/images/$$(ls samples/shapes/images | head -1) --store $(DEMO_STORE) -k 5
+	@echo; echo '$$ mmsearch query "a yellow star" --type text -k 3'
+	$(BIN)/mmsearch query "a yellow star" --type text --store $(DEMO_STORE) -k 3
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_query.py

@@ -1,0 +1,198 @@
+"""The `mmsearch` command: parse, call Engine, render. No business logic lives here.
+
+Exit codes: 0 ok · 1 index finished but some files failed · 2 bad arguments · 3 store problem
+(missing, locked, damaged) · 4 model problem · 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from mmsearch import present
+from mmsearch.errors import MmsearchError
+
+app = typer.Typer(
+    name="mmsearch",
+    help="Search your photos and notes by meaning. Index folders, then query by text or image.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+# ---- shared options (one definition, reused by every command) ----------------------------------------
+StoreOpt = Annotated[Optional[Path], typer.Option("--store", "-s", help="Store folder [env MMSEARCH_STORE; default indexes/default].")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model spec: ARCH:TAG, hf-hub:ORG/REPO, local-dir:PATH, builtin:NAME [env MMSEARCH_MODEL].")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps [env MMSEARCH_DEVICE].")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Encoder batch size.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per line.")]
+PathsOpt = Annotated[bool, typer.Option("--paths", help="Print only paths, one per line.")]
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Translate library errors into one line on stderr and a documented exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from mmsearch.ingest.sync import IndexInterrupted
+
+        try:
+            return fn(*args, **kwargs)
+        except MmsearchError as exc:
+            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except IndexInterrupted as exc:
+            present.report(err, exc.report, present.Format.table)
+            err.print("interrupted: work committed so far is kept; run the same command to resume")
+            raise typer.Exit(130) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _engine(store: Path | None, **kw: Any):
+    from mmsearch.engine import Engine
+
+    return Engine.open(store, **kw)
+
+
+def _notices(eng) -> None:
+    for n in eng.notices:
+        err.print(f"[yellow]note:[/yellow] {n}", highlight=False)
+
+
+@app.command()
+@handle_errors
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Folders and files to index (re-running syncs them).", show_default=False)],
+    store: StoreOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    batch_size: BatchOpt = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Decode processes (0: decode in this process).")] = None,
+    index_kind: Annotated[Optional[str], typer.Option("--index", help="ANN index: auto, flat, ivf, hnsw, pq.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add new files, re-embed changed ones, link moved ones, drop removed ones."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    fmt = present.Format.json if as_json else present.Format.table
+    with _engine(store, model=model, device=device, batch_size=batch_size, workers=workers, index=index_kind) as eng:
+        bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                       TimeRemainingColumn(), console=err, disable=as_json or not err.is_terminal, transient=True)
+        with bar:
+            task = bar.add_task("index", total=None, rate="")
+
+            def progress(done: int, total: int) -> None:
+                elapsed = bar.tasks[0].elapsed or 0
+                rate = f"{done / elapsed:.0f} files/s" if elapsed > 0.5 else ""
+                bar.update(task, completed=done, total=total, rate=rate)
+
+            report = eng.index(paths, progress=progress)
+        _notices(eng)
+    if not as_json:
+        present.errors(err, report.errors, fmt, limit=20)
+    present.report(out, report, fmt)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command("add-text")
+@handle_errors
+def add_text(
+    texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to add.", show_default=False)] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", help="A .csv (column 'text', optional 'id') or .jsonl of texts.")] = None,
+    store: StoreOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Add texts that are not files (captions, notes, labels) to the store."""
+    with _engine(store, model=model, device=device) as eng:
+        n = eng.add_texts(texts or None, file=file)
+    out.print(f"added {n} texts")
+
+
+@app.command()
+@handle_errors
+def query(
+    text: Annotated[Optional[str], typer.Argument(help="What to look for, in words.", show_default=False)] = None,
+    image: Annotated[Optional[Path], typer.Option("--image", "-i", help="Search with an image instead of text.")] = None,
+    k: Annotated[int, typer.Option("-k", "--top", help="How many results.", min=1)] = 10,
+    type_: Annotated[Optional[str], typer.Option("--type", "-t", help="What to return: image, text or any [default: image when the store has images].")] = None,
+    under: Annotated[Optional[Path], typer.Option("--under", help="Only results below this folder.")] = None,
+    store: StoreOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    nprobe: Annotated[Optional[int], typer.Option("--nprobe", help="IVF lists to visit (recall vs speed).")] = None,
+    ef_search: Annotated[Optional[int], typer.Option("--ef-search", help="HNSW search breadth.")] = None,
+    as_json: JsonOpt = False,
+    as_jsonl: JsonlOpt = False,
+    as_paths: PathsOpt = False,
+) -> None:
+    """Search by text (mmsearch query "a red bicycle") or by image (--image cat.jpg)."""
+    fmt = present.pick_format(as_json, as_jsonl, as_paths)
+    if (text is None) == (image is None):
+        from mmsearch.errors import UsageError
+
+        raise UsageError("give a query text or --image PATH (one of them)")
+    with _engine(store, model=model, device=device, create=False) as eng:
+        results = eng.search(text=text, image=image, k=k, type=type_, under=under, nprobe=nprobe, ef_search=ef_search)
+        _notices(eng)
+    present.hits(out, results, fmt)
+
+
+@app.command()
+@handle_errors
+def stats(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Items per type, models (spaces), index kinds and store size."""
+    with _engine(store, create=False) as eng:
+        s = eng.stats()
+    present.stats(out, s, present.Format.json if as_json else present.Format.table)
+
+
+@app.command()
+@handle_errors
+def remove(
+    targets: Annotated[list[str], typer.Argument(help="Files, folders (everything below) or text:ID items to forget.", show_default=False)],
+    store: StoreOpt = None,
+) -> None:
+    """Forget files or folders (the files themselves are not touched)."""
+    with _engine(store, create=False) as eng:
+        n = eng.remove(targets)
+    out.print(f"removed {n} sources")
+
+
+@app.command()
+@handle_errors
+def errors(store: StoreOpt = None, as_json: JsonOpt = False, as_jsonl: JsonlOpt = False) -> None:
+    """Files that could not be indexed, with the reason."""
+    fmt = present.pick_format(as_json, as_jsonl, False)
+    with _engine(store, create=False) as eng:
+        items = eng.errors()
+    if fmt is present.Format.table and not items:
+        out.print("no errors recorded")
+        return
+    present.errors(out, items, fmt)
+
+
+def main() -> None:  # console-script entry point
+    import logging
+    import os
+
+    # open_clip and huggingface_hub log download failures on the root logger; we report them ourselves.
+    logging.basicConfig(level=os.environ.get("MMSEARCH_LOG_LEVEL", "CRITICAL").upper())
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

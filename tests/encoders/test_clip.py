@@ -1,0 +1,84 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmsearch.encoders.registry import load_encoder
+from mmsearch.errors import ModelError, UsageError
+from tests.conftest import make_tiny_model
+
+
+def test_local_dir_loads_through_open_clip_and_embeds_unit_vectors(tiny_model):
+    enc = load_encoder(tiny_model, device="cpu")
+    assert enc.space.dim == 32
+    assert enc.space.modalities == ("image", "text")
+    t = enc.embed_texts(["a red circle", "a blue square", "a red circle"])
+    assert t.shape == (3, 32) and t.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(t[0], t[2]) and not np.allclose(t[0], t[1])
+    ims = [Image.new("RGB", (50, 20), c) for c in ("red", "blue")]
+    v = enc.embed_images(ims)
+    assert v.shape == (2, 32)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+
+
+def test_local_dir_weights_are_really_loaded(tmp_path):
+    a = load_encoder("local-dir:" + str(make_tiny_model(tmp_path / "a", seed=1)), device="cpu")
+    b = load_encoder("local-dir:" + str(make_tiny_model(tmp_path / "b", seed=2)), device="cpu")
+    a2 = load_encoder("local-dir:" + str(tmp_path / "a"), device="cpu")
+    assert not np.allclose(a.embed_texts(["x"]), b.embed_texts(["x"]))
+    np.testing.assert_allclose(a.embed_texts(["x"]), a2.embed_texts(["x"]), atol=1e-6)
+    assert a.space.key != b.space.key and a.space.key == a2.space.key
+
+
+def test_space_key_survives_moving_the_model_folder(tmp_path):
+    src = make_tiny_model(tmp_path / "a", seed=3)
+    key1 = load_encoder(f"local-dir:{src}", device="cpu").space.key
+    moved = shutil.move(str(src), str(tmp_path / "elsewhere"))
+    key2 = load_encoder(f"local-dir:{moved}", device="cpu").space.key
+    assert key1 == key2
+
+
+def test_missing_weights_is_a_clear_error_not_random_weights(tmp_path):
+    folder = make_tiny_model(tmp_path / "m")
+    (folder / "open_clip_model.safetensors").unlink()
+    with pytest.raises(ModelError, match="no weights file"):
+        load_encoder(f"local-dir:{folder}", device="cpu")
+
+
+@pytest.mark.parametrize(
+    "spec, exc, match",
+    [
+        ("local-dir:/definitely/not/here", ModelError, "not found"),
+        ("ViT-B-32", UsageError, "ARCH:PRETRAINED"),
+        ("ViT-B-3:laion2b_s34b_b79k", ModelError, "did you mean"),
+        ("ViT-B-32:no_such_tag", ModelError, "unknown pretrained tag"),
+        ("builtin:nope", ModelError, "no built-in model"),
+    ],
+)
+def test_bad_specs_say_what_is_wrong(spec, exc, match):
+    with pytest.raises(exc, match=match):
+        load_encoder(spec, device="cpu")
+
+
+def test_hub_model_offline_says_how_to_use_a_local_copy(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="local-dir:PATH"):
+        load_encoder("RN50:openai", device="cpu")
+
+
+def test_invalid_config_json(tmp_path):
+    folder = make_tiny_model(tmp_path / "m")
+    (folder / "open_clip_config.json").write_text(json.dumps({"nope": 1}))
+    with pytest.raises(ModelError, match="invalid open_clip_config.json"):
+        load_encoder(f"local-dir:{folder}", device="cpu")
+
+
+def test_bad_device():
+    from mmsearch.encoders.clip import resolve_device
+
+    assert resolve_device(None) in ("cpu", "cuda", "mps")
+    with pytest.raises(UsageError, match="--device"):
+        resolve_device("tpu")

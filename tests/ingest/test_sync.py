@@ -1,0 +1,133 @@
+"""Re-running index syncs: unchanged skipped, changed re-embedded, removed dropped, moved linked."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmsearch.errors import UsageError
+from tests.conftest import write_images, write_texts
+
+
+class CountingEncoder:
+    """Wraps a real encoder and counts how many items reach the model."""
+
+    def __init__(self, inner):
+        self.inner, self.space, self.calls, self.items = inner, inner.space, 0, 0
+
+    def image_recipe(self):
+        return self.inner.image_recipe()
+
+    def embed_image_batch(self, pixels):
+        self.calls += 1
+        self.items += len(pixels)
+        return self.inner.embed_image_batch(pixels)
+
+    def embed_texts(self, texts):
+        self.calls += 1
+        self.items += len(texts)
+        return self.inner.embed_texts(texts)
+
+    def embed_images(self, images):
+        return self.inner.embed_images(images)
+
+
+@pytest.fixture
+def counted(engine_factory, tiny_model):
+    eng = engine_factory()
+    enc = CountingEncoder(eng.encoder(tiny_model))
+    eng._encoders[tiny_model] = enc
+    return eng, enc
+
+
+def test_reindex_skips_unchanged_picks_up_changed_and_removed(counted, tmp_path):
+    eng, enc = counted
+    data = tmp_path / "data"
+    imgs = write_images(data, 6)
+    notes = write_texts(data / "notes", ["first note", "second note"])
+    r1 = eng.index([data])
+    assert (r1.indexed, r1.failed, r1.scanned) == (8, 0, 8)
+    items_after_first = enc.items
+
+    r2 = eng.index([data])
+    assert (r2.indexed, r2.unchanged, r2.removed) == (0, 8, 0)
+    assert enc.items == items_after_first  # nothing re-embedded
+
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(imgs[0])  # changed content
+    os.utime(imgs[0], ns=(1, 1))  # and a different mtime for sure
+    imgs[1].unlink()
+    notes[0].write_text("first note, edited")
+    r3 = eng.index([data])
+    assert (r3.indexed, r3.removed, r3.unchanged) == (2, 1, 5)
+    assert enc.items == items_after_first + 2
+    st = eng.stats()
+    assert st.items == {"image": 5, "text": 2}
+    hits = eng.search(text="first note, edited", type="text", k=1)
+    assert hits[0].path == str(notes[0])
+
+
+def test_moved_renamed_and_copied_files_cost_no_encoder_call(counted, tmp_path):
+    eng, enc = counted
+    data = tmp_path / "data"
+    imgs = write_images(data / "a", 4)
+    eng.index([data])
+    before = enc.items
+    (data / "b").mkdir()
+    shutil.move(imgs[0], data / "b" / "moved.png")
+    os.rename(imgs[1], data / "a" / "renamed.png")
+    shutil.copy(imgs[2], data / "b" / "copy.png")
+    r = eng.index([data])
+    assert enc.items == before
+    assert r.indexed == 0 and r.reused == 3 and r.removed == 2
+    hit = eng.search(image=data / "b" / "copy.png", k=1)[0]
+    assert set(hit.paths) == {str(imgs[2]), str(data / "b" / "copy.png")}
+    assert eng.stats().items == {"image": 4}
+
+
+def test_bad_files_are_reported_skipped_and_the_run_goes_on(engine_factory, tmp_path):
+    eng = engine_factory()
+    data = tmp_path / "data"
+    write_images(data, 3)
+    (data / "zero.jpg").write_bytes(b"")
+    (data / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+    (data / "notes.txt").write_bytes(b"\xff\xfe bad utf8 \xff")
+    os.symlink(data / "nowhere.png", data / "dangling.png")
+    r = eng.index([data])
+    assert r.indexed == 3 and r.failed == 4
+    reasons = dict(r.errors)
+    assert "empty file" in reasons[str(data / "zero.jpg")]
+    assert "not UTF-8" in reasons[str(data / "notes.txt")]
+    assert "broken symlink" in reasons[str(data / "dangling.png")]
+    recorded = {e.path for e in eng.errors()}
+    assert recorded == set(reasons)
+    # fixing a file clears its error on the next run
+    (data / "notes.txt").write_text("fine now")
+    r2 = eng.index([data])
+    assert r2.indexed == 1 and str(data / "notes.txt") not in {e.path for e in eng.errors()}
+
+
+def test_missing_root_is_an_error_and_removes_nothing(engine_factory, tmp_path):
+    eng = engine_factory()
+    data = tmp_path / "data"
+    write_images(data, 3)
+    eng.index([data])
+    shutil.rmtree(data)
+    with pytest.raises(UsageError, match="no such file"):
+        eng.index([data])
+    assert eng.stats().items == {"image": 3}
+
+
+def test_worker_processes_give_the_same_vectors(engine_factory, tmp_path):
+    data = tmp_path / "data"
+    write_images(data, 70)  # above the inline threshold, so the pool really starts
+    a = engine_factory(tmp_path / "s1", workers=0)
+    b = engine_factory(tmp_path / "s2", workers=2)
+    a.index([data])
+    r = b.index([data])
+    assert r.indexed == 70
+    for p in sorted(data.iterdir())[:5]:
+        ha, hb = a.search(image=p, k=3), b.search(image=p, k=3)
+        assert [h.path for h in ha] == [h.path for h in hb]
+        assert ha[0].path == str(p)

@@ -1,0 +1,115 @@
+"""The public API: self-retrieval, index kinds, texts, removal, model mismatch."""
+
+import numpy as np
+import pytest
+
+from mmsearch import Engine, ModelError, StoreError, UsageError
+from tests.conftest import make_tiny_model, write_images, write_texts
+
+NOTES = ["buy milk and eggs", "the quarterly report is due friday", "a red bicycle leaning on a wall",
+         "call the plumber about the leak", "birthday party on saturday", "notes on transformer models"]
+
+
+@pytest.fixture
+def filled(engine_factory, tmp_path):
+    def make(index="auto"):
+        eng = engine_factory(tmp_path / f"store-{index}", index=index)
+        imgs = write_images(tmp_path / "data" / "img", 120)
+        notes = write_texts(tmp_path / "data" / "notes", NOTES)
+        eng.index([tmp_path / "data"])
+        return eng, imgs, notes
+
+    return make
+
+
+@pytest.mark.parametrize("index", ["flat", "ivf", "hnsw"])
+def test_self_retrieval_ranks_the_item_itself_first(filled, index):
+    eng, imgs, notes = filled(index)
+    assert eng.stats().spaces[0].index["image"] == index
+    for p in imgs[::10]:
+        hits = eng.search(image=p, k=5)
+        assert hits[0].path == str(p) and hits[0].score > 0.99
+        assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
+        assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    for p, text in zip(notes, NOTES):
+        hit = eng.search(text=text, type="text", k=1)[0]
+        assert hit.path == str(p) and hit.text == text
+
+
+def test_type_any_merges_modalities_and_default_prefers_images(filled):
+    eng, imgs, notes = filled()
+    assert {h.modality for h in eng.search(text="milk", k=5)} == {"image"}
+    both = eng.search(text=NOTES[0], type="any", k=200)
+    assert {h.modality for h in both} == {"image", "text"}
+    assert len(both) == len(imgs) + len(notes)
+
+
+def test_added_texts_are_searchable_and_image_to_text_works(engine_factory, tmp_path):
+    eng = engine_factory()
+    imgs = write_images(tmp_path / "img", 5)
+    eng.index([tmp_path / "img"])
+    assert eng.add_texts({"c1": "a cat on a sofa", "c2": "a dog in the park"}) == 2
+    assert eng.add_texts({"c1": "a cat on a sofa"}) == 0  # same text again: nothing new
+    hits = eng.search(text="a dog in the park", type="text", k=2)
+    assert hits[0].paths == ("text:c2",) and hits[0].path is None
+    img_to_text = eng.search(image=imgs[0], type="text", k=2)
+    assert {h.paths[0] for h in img_to_text} == {"text:c1", "text:c2"}
+    assert eng.remove(["text:c1"]) == 1
+    assert [h.paths for h in eng.search(text="a cat on a sofa", type="text", k=5)] == [("text:c2",)]
+
+
+def test_remove_folder_drops_its_items_from_search(engine_factory, tmp_path):
+    eng = engine_factory()
+    a = write_images(tmp_path / "a", 3, seed=1)
+    write_images(tmp_path / "b", 3, seed=2)
+    eng.index([tmp_path / "a", tmp_path / "b"])
+    assert eng.remove([tmp_path / "a"]) == 3
+    assert all(h.path.startswith(str(tmp_path / "b")) for h in eng.search(image=a[0], k=10))
+
+
+def test_under_filter(engine_factory, tmp_path):
+    eng = engine_factory()
+    write_images(tmp_path / "x" / "a", 10, seed=1)
+    b = write_images(tmp_path / "x" / "b", 10, seed=2)
+    eng.index([tmp_path / "x"])
+    hits = eng.search(image=b[0], k=20, under=tmp_path / "x" / "a")
+    assert len(hits) == 10 and all("/x/a/" in h.path for h in hits)
+
+
+def test_query_with_another_model_is_refused(engine_factory, tmp_path):
+    eng = engine_factory()
+    write_images(tmp_path / "img", 3)
+    eng.index([tmp_path / "img"])
+    eng.close()
+    other = "local-dir:" + str(make_tiny_model(tmp_path / "other", seed=99))
+    with Engine.open(tmp_path / "store", model=other) as e2:
+        with pytest.raises(ModelError, match="no vectors for model"):
+            e2.search(text="x")
+
+
+def test_bad_arguments_are_usage_errors(engine_factory, tmp_path):
+    eng = engine_factory()
+    write_images(tmp_path / "img", 2)
+    eng.index([tmp_path / "img"])
+    with pytest.raises(UsageError):
+        eng.search()
+    with pytest.raises(UsageError):
+        eng.search(text="a", image=tmp_path / "img" / "x.png")
+    with pytest.raises(UsageError, match="k=0"):
+        eng.search(text="a", k=0)
+    with pytest.raises(UsageError, match="type="):
+        eng.search(text="a", type="video")
+    with pytest.raises(UsageError, match="no such file"):
+        eng.search(image=tmp_path / "missing.png")
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    with pytest.raises(UsageError, match="junk.png"):
+        eng.search(image=tmp_path / "junk.png")
+    with pytest.raises(UsageError, match="dimensions"):
+        eng.search(vector=np.ones(5))
+    with pytest.raises(UsageError):
+        eng.add_texts("just one string")
+
+
+def test_opening_a_missing_store_for_reading(tmp_path):
+    with pytest.raises(StoreError, match="no mmsearch store"):
+        Engine.open(tmp_path / "none", create=False)

@@ -185,6 +185,28 @@ def errors(store: StoreOpt = None, as_json: JsonOpt = False, as_jsonl: JsonlOpt 
     present.errors(out, items, fmt)
 
 
+@app.command("eval")
+@handle_errors
+def eval_(
+    dataset: Annotated[Path, typer.Argument(help="CSV/JSONL of (image, caption), COCO captions JSON or Karpathy split JSON.", show_default=False)],
+    images_root: Annotated[Optional[Path], typer.Option("--images-root", help="Folder image paths are relative to [default: the dataset's folder].")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Karpathy split to use, e.g. test.")] = None,
+    store: Annotated[Optional[Path], typer.Option("--store", "-s", help="Store to index into [default: a temporary one].")] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    batch_size: BatchOpt = None,
+    index_kind: Annotated[Optional[str], typer.Option("--index", help="ANN index to compare with exact search.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recall@1/5/10 both ways on a captioned image set, exact search vs the ANN index."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mmsearch-eval-") as tmp:
+        with _engine(store or Path(tmp) / "store", model=model, device=device, batch_size=batch_size, index=index_kind) as eng:
+            report = eng.evaluate(dataset, images_root=images_root, split=split)
+    present.eval_report(out, report, present.Format.json if as_json else present.Format.table)
+
+
 def main() -> None:  # console-script entry point
     import logging
     import os

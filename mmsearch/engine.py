@@ -267,5 +267,18 @@ class Engine:
         return Stats(str(self.store.root), raw["contents"], raw["sources"], tuple(spaces), raw["errors"],
                      raw["generation"], size)
 
+    def evaluate(
+        self, dataset: str | os.PathLike, *, images_root: str | os.PathLike | None = None, split: str | None = None
+    ):
+        """Recall@1/5/10 text→image and image→text on a captioned dataset, exact search vs the ANN index.
+
+        Indexes the dataset's images and captions into this store (use a scratch store).
+        Returns :class:`mmsearch.query.evaluate.EvalReport`.
+        """
+        from mmsearch.query.evaluate import evaluate, load_dataset
+
+        data = load_dataset(dataset, images_root=images_root, split=split)
+        return evaluate(self, data)
+
     def errors(self) -> list[ErrorInfo]:
         return [ErrorInfo(e.uri, e.reason, e.at) for e in self.store.errors()]

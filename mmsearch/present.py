@@ -107,3 +107,22 @@ def stats(out: Console, s: Stats, fmt: Format) -> None:
     for sp in s.spaces:
         idx = ", ".join(f"{m}={k}" for m, k in sp.index.items())
         out.print(f"space {sp.id}: {sp.spec}  dim {sp.dim}  vectors {sp.vectors}  index {idx}", highlight=False)
+
+
+def eval_report(out: Console, r: Any, fmt: Format) -> None:
+    if fmt in (Format.json, Format.jsonl):
+        print(_dump(r.to_dict()))
+        return
+    out.print(f"[bold]{r.dataset}[/bold]: {r.images} images, {r.captions} captions, model {r.model}", highlight=False)
+    table = Table(box=None, header_style="bold")
+    for col in ("direction", "search"):
+        table.add_column(col)
+    ks = list(r.rows[0].recall) if r.rows else []
+    for k in ks:
+        table.add_column(f"R@{k}", justify="right")
+    table.add_column("queries/s", justify="right")
+    for row in r.rows:
+        table.add_row(row.direction, row.method, *(f"{100 * row.recall[k]:.1f}" for k in ks), f"{row.qps:,.0f}")
+    out.print(table)
+    if r.failed_images:
+        out.print(f"[yellow]{len(r.failed_images)} images could not be read[/yellow] (left out)")

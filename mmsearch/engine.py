@@ -35,6 +35,7 @@ class Engine:
         self.settings = settings
         self._encoders: dict[str, Encoder] = {}
         self._indexes: dict[tuple[int, str], SpaceIndex] = {}
+        self._spaces: tuple[int, list[Space]] = (-1, [])  # (generation read at, spaces) cache for queries
         self.notices: list[str] = []  # what the engine repaired on its own (the CLI shows these)
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -81,8 +82,13 @@ class Engine:
         enc = self.encoder(spec)
         return enc, self.store.ensure_space(enc.space)
 
-    def _read_space(self, space: str | None) -> Space:
-        spaces = self.store.spaces()
+    def _spaces_at(self, generation: int) -> list[Space]:
+        if self._spaces[0] != generation:
+            self._spaces = (generation, self.store.spaces())
+        return self._spaces[1]
+
+    def _read_space(self, space: str | None, generation: int | None = None) -> Space:
+        spaces = self._spaces_at(self.store.generation() if generation is None else generation)
         wanted = space or self.settings.model
         if not spaces:
             raise StoreError("store is empty", path=str(self.store.root), hint="run `mmsearch index PATH` first")
@@ -107,9 +113,9 @@ class Engine:
             self._indexes[key] = SpaceIndex(self.store, space.id, space.key, modality, self.settings.index)
         return self._indexes[key]
 
-    def _sync_indexes(self, space: Space, *, save: bool) -> None:
+    def _sync_indexes(self, space: Space, *, save: bool, generation: int | None = None) -> None:
         for modality in space.modalities.split(","):
-            rep = self._index(space, modality).sync(save=save)
+            rep = self._index(space, modality).sync(save=save, generation=generation)
             if rep.action == "rebuilt":
                 self.notices.append(f"index {space.id}/{modality} rebuilt from the database: {rep.reason}")
 
@@ -205,9 +211,10 @@ class Engine:
             raise UsageError(f"type={type!r}: expected one of {', '.join(TYPES)}")
         if text is not None and not text.strip():
             raise UsageError("the query text is empty")
-        sp = self._read_space(space)
+        gen = self.store.generation()
+        sp = self._read_space(space, gen)
         mods = sp.modalities.split(",")
-        self._sync_indexes(sp, save=False)
+        self._sync_indexes(sp, save=False, generation=gen)
         if type is None:
             type = "image" if self._index(sp, "image").ann.ntotal or "image" not in mods else "text"
             type = type if type in mods else mods[0]

@@ -18,7 +18,7 @@ ANN_DIR = "ann"
 
 @dataclass
 class SyncReport:
-    action: str  # "loaded", "caught-up", "built", "rebuilt"
+    action: str  # "current", "loaded", "caught-up", "built", "rebuilt"
     reason: str = ""
     generation: int = 0
 
@@ -37,8 +37,13 @@ class SpaceIndex:
         self.generation = -1
         self.dirty = False
 
-    def sync(self, *, save: bool) -> SyncReport:
-        """Bring the index up to the store's current generation. Returns what it had to do."""
+    def sync(self, *, save: bool, generation: int | None = None) -> SyncReport:
+        """Bring the index up to the store's current generation. Returns what it had to do.
+
+        ``generation``: the caller just read it; when the index already reflects it, no query runs.
+        """
+        if generation is not None and self.ann is not None and generation == self.generation:
+            return SyncReport("current", generation=generation)
         with self.store.snapshot():
             gen = self.store.generation()
             report = self._sync_at(gen)
@@ -47,6 +52,8 @@ class SpaceIndex:
         return report
 
     def _sync_at(self, gen: int) -> SyncReport:
+        if self.ann is not None and self.generation == gen:
+            return SyncReport("current", generation=gen)  # the common query path: one tiny read, no O(N) check
         if self.ann is None:
             try:
                 ann, meta = AnnIndex.load(self.path)

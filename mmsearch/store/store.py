@@ -475,15 +475,26 @@ class Store:
         return None if blob is None else np.frombuffer(blob, dtype=np.float16).astype(np.float32)
 
     def content_meta(self, content_ids: Sequence[int]) -> dict[int, ContentMeta]:
+        """Metadata and every source uri of some contents, in one query (the per-search join)."""
         ids = [int(i) for i in content_ids]
         out: dict[int, ContentMeta] = {}
         with self.read() as s:
             for part in _chunks(ids):
+                rows = s.execute(
+                    select(Content.id, Content.modality, Content.text, Content.width, Content.height, Source.uri)
+                    .outerjoin(Source, Source.content_id == Content.id)
+                    .where(Content.id.in_(part))
+                    .order_by(Content.id, Source.uri)
+                ).all()
                 uris: dict[int, list[str]] = {}
-                for cid, uri in s.execute(select(Source.content_id, Source.uri).where(Source.content_id.in_(part)).order_by(Source.uri)):
-                    uris.setdefault(cid, []).append(uri)
-                for c in s.scalars(select(Content).where(Content.id.in_(part))):
-                    out[c.id] = ContentMeta(c.id, c.modality, c.text, c.width, c.height, tuple(uris.get(c.id, ())))
+                for cid, modality, txt, w, h, uri in rows:
+                    if uri is not None:
+                        uris.setdefault(cid, []).append(uri)
+                    if cid not in out:
+                        out[cid] = ContentMeta(cid, modality, txt, w, h, ())
+                for cid, m in out.items():
+                    if cid in uris:
+                        out[cid] = ContentMeta(m.id, m.modality, m.text, m.width, m.height, tuple(uris[cid]))
         return out
 
     def content_id_for_uri(self, uri: str) -> int | None:

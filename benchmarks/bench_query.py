@@ -31,39 +31,31 @@ def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--kinds", default="flat,ivf,hnsw")
-    args = ap.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
+def measure(base: np.ndarray, queries: np.ndarray, kinds: list[str], *, params: dict | None = None) -> dict:
+    """Store ``base`` in a scratch store, then time Engine.search per index kind; recall@10 vs exact."""
     from mmsearch import Engine
     from mmsearch.encoders.base import SpaceInfo
     from mmsearch.store.store import Store, Upsert
 
+    n, dim = base.shape
     tmp = Path(tempfile.mkdtemp(prefix="mmsearch-qbench-"))
-    results = {}
+    out: dict = {"n": n, "dim": dim, "queries": len(queries), "per_kind": {}}
     try:
-        x = clustered(args.n + args.queries, args.dim)
-        base, queries = x[: args.n], x[args.n :]
         store = Store(tmp / "store", create=True)
-        sp = store.ensure_space(SpaceInfo(spec="bench:vectors", family="bench", weights="synthetic", dim=args.dim,
+        sp = store.ensure_space(SpaceInfo(spec="bench:vectors", family="bench", weights="given", dim=dim,
                                           modalities=("image",)))
         t0 = time.perf_counter()
-        for s in range(0, args.n, 5000):
+        for s in range(0, n, 5000):
             store.apply([Upsert(f"/bench/{i}.jpg", "file", 1, 1, f"{i:064x}", "image", vector=base[i])
-                         for i in range(s, min(s + 5000, args.n))], sp.id)
+                         for i in range(s, min(s + 5000, n))], sp.id)
         write_s = time.perf_counter() - t0
-        print(f"stored {args.n} x {args.dim} vectors in SQLite: {args.n / write_s:,.0f} rows/s")
+        out["sqlite_write_rows_s"] = round(n / write_s)
+        print(f"stored {n} x {dim} vectors in SQLite: {n / write_s:,.0f} rows/s")
         ids, stored = store.vectors(sp.id, "image")
-        exact = np.argsort(-(queries @ stored.T), axis=1)[:, :10]
-        truth = [set(ids[r]) for r in exact]
+        sims = queries @ stored.T
+        truth = [set(ids[r]) for r in np.argsort(-sims, axis=1)[:, :10]]
         store.close()
-
-        for kind in args.kinds.split(","):
+        for kind in kinds:
             shutil.rmtree(tmp / "store" / "ann", ignore_errors=True)
             with Engine.open(tmp / "store", index=kind, create=False) as eng:
                 t0 = time.perf_counter()
@@ -72,23 +64,35 @@ def main() -> None:
                 lat, rec = [], []
                 for q, t in zip(queries, truth):
                     t0 = time.perf_counter()
-                    hits = eng.search(vector=q, k=10)
+                    hits = eng.search(vector=q, k=10, **(params or {}))
                     lat.append(time.perf_counter() - t0)
                     rec.append(len({h.id for h in hits} & t) / 10)
                 lat.sort()
                 r = {
                     "build_s": round(build_s, 2),
-                    "p50_ms": round(1000 * statistics.median(lat), 2),
-                    "p95_ms": round(1000 * lat[int(0.95 * (len(lat) - 1))], 2),
+                    "p50_ms": round(1000 * statistics.median(lat), 3),
+                    "p95_ms": round(1000 * lat[int(0.95 * (len(lat) - 1))], 3),
                     "recall_at_10": round(float(np.mean(rec)), 4),
                 }
-                results[kind] = r
-                print(f"{kind:5s} build {r['build_s']:7.2f}s  p50 {r['p50_ms']:7.2f} ms  p95 {r['p95_ms']:7.2f} ms  recall@10 {r['recall_at_10']:.3f}")
-        path = save("query", {"n": args.n, "dim": args.dim, "queries": args.queries, "data": "clustered gaussian",
-                              "sqlite_write_rows_s": round(args.n / write_s), "per_kind": results})
-        print(f"wrote {path}")
+                out["per_kind"][kind] = r
+                print(f"{kind:5s} build {r['build_s']:7.2f}s  p50 {r['p50_ms']:7.3f} ms  p95 {r['p95_ms']:7.3f} ms  "
+                      f"recall@10 {r['recall_at_10']:.3f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--kinds", default="flat,ivf,hnsw")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    x = clustered(args.n + args.queries, args.dim)
+    res = measure(x[: args.n], x[args.n :], args.kinds.split(","))
+    print(f"wrote {save('query', {'data': 'clustered gaussian (centres + noise)', **res})}")
 
 
 if __name__ == "__main__":

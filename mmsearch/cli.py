@@ -81,15 +81,18 @@ def index(
     batch_size: BatchOpt = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decode processes (0: decode in this process).")] = None,
     index_kind: Annotated[Optional[str], typer.Option("--index", help="ANN index: auto, flat, ivf, hnsw, pq.")] = None,
+    commit_every: Annotated[Optional[int], typer.Option("--commit-every", min=1, help="Files per committed batch [default: 256]; an interrupted run keeps every committed batch.")] = None,
     as_json: JsonOpt = False,
+    as_jsonl: Annotated[bool, typer.Option("--jsonl", help="Print a JSON line per committed batch, then the report.")] = False,
 ) -> None:
     """Add new files, re-embed changed ones, link moved ones, drop removed ones."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    fmt = present.Format.json if as_json else present.Format.table
+    fmt = present.pick_format(as_json, as_jsonl, False)
+    machine = fmt is not present.Format.table
     with _engine(store, model=model, device=device, batch_size=batch_size, workers=workers, index=index_kind) as eng:
         bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-                       TimeRemainingColumn(), console=err, disable=as_json or not err.is_terminal, transient=True)
+                       TimeRemainingColumn(), console=err, disable=machine or not err.is_terminal, transient=True)
         with bar:
             task = bar.add_task("index", total=None, rate="")
 
@@ -98,11 +101,15 @@ def index(
                 rate = f"{done / elapsed:.0f} files/s" if elapsed > 0.5 else ""
                 bar.update(task, completed=done, total=total, rate=rate)
 
-            report = eng.index(paths, progress=progress)
+            on_commit = present.commit_event if as_jsonl else None
+            report = eng.index(paths, progress=progress, commit_every=commit_every, on_commit=on_commit)
         _notices(eng)
-    if not as_json:
+    if not machine:
         present.errors(err, report.errors, fmt, limit=20)
-    present.report(out, report, fmt)
+    if as_jsonl:
+        present.report_event(report)
+    else:
+        present.report(out, report, fmt)
     if report.failed:
         raise typer.Exit(1)
 
@@ -183,6 +190,21 @@ def errors(store: StoreOpt = None, as_json: JsonOpt = False, as_jsonl: JsonlOpt 
         out.print("no errors recorded")
         return
     present.errors(out, items, fmt)
+
+
+@app.command()
+@handle_errors
+def doctor(
+    store: StoreOpt = None,
+    repair: Annotated[bool, typer.Option("--repair/--no-repair", help="Repair what can be repaired (takes the writer lock).")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the store (database, index files vs database, files on disk) and repair what it can. Exit 3: problems remain."""
+    with _engine(store, create=False) as eng:
+        report = eng.doctor(repair=repair)
+    present.doctor(out, report, present.Format.json if as_json else present.Format.table)
+    if not report.ok:
+        raise typer.Exit(3)
 
 
 @app.command("eval")

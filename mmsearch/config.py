@@ -41,6 +41,9 @@ class Settings:
             raise UsageError(f"--batch-size {s.batch_size}: must be at least 1")
         if s.workers is not None and s.workers < 0:
             raise UsageError(f"--workers {s.workers}: must be 0 or more")
+        from mmsearch.ann.faiss_index import choose_kind
+
+        choose_kind(s.index, 0)  # an unknown --index is a usage error now, not after hours of indexing
         return s
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -13,12 +14,12 @@ from mmsearch.ann.sync import SpaceIndex
 from mmsearch.config import DEFAULT_MODEL, Settings
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import ModelError, StoreError, UsageError
-from mmsearch.ingest.sync import Progress, sync_paths
+from mmsearch.ingest.sync import BATCH, OnCommit, Progress, sync_paths
 from mmsearch.ingest.texts import normalise_items, read_text_file, text_sha
 from mmsearch.query.search import TYPES, search_space
 from mmsearch.store.schema import Space
 from mmsearch.store.store import Store, Upsert
-from mmsearch.types import ErrorInfo, Hit, IndexReport, SpaceStats, Stats
+from mmsearch.types import DoctorReport, ErrorInfo, Hit, IndexReport, SpaceStats, Stats
 
 
 class Engine:
@@ -113,26 +114,61 @@ class Engine:
             self._indexes[key] = SpaceIndex(self.store, space.id, space.key, modality, self.settings.index)
         return self._indexes[key]
 
-    def _sync_indexes(self, space: Space, *, save: bool, generation: int | None = None) -> None:
+    def _sync_indexes(self, space: Space, *, save: bool, generation: int | None = None, since: int | None = None) -> None:
+        """Bring the space's indexes up to date; say so when that repaired something.
+
+        ``since``: for a writer, the generation it started from; an index file missing or behind
+        *before* that is a repair (after a crash, say), while catching up with its own writes is not.
+        """
         for modality in space.modalities.split(","):
             rep = self._index(space, modality).sync(save=save, generation=generation)
+            where = f"index {space.id}/{modality}"
             if rep.action == "rebuilt":
-                self.notices.append(f"index {space.id}/{modality} rebuilt from the database: {rep.reason}")
+                self.notices.append(f"{where} rebuilt from the database: {rep.reason}")
+            elif rep.action == "built":
+                before = self._index(space, modality).ann.ntotal if since is None else \
+                    self.store.count_vectors(space.id, modality, until_gen=since)
+                if before:
+                    self.notices.append(f"{where} file was missing: built from the database ({before} vectors)")
+            elif rep.action == "caught-up" and rep.from_file:
+                from mmsearch.doctor import index_changes
+
+                target = rep.generation if since is None else since
+                added, removed = index_changes(self.store, space.id, modality, rep.previous, target)
+                if added or removed:  # the file missed changes made before this call (a crash, or a writer at work)
+                    self.notices.append(f"{where} file was behind the database ({added} vectors added, {removed} "
+                                        f"removed since its generation {rep.previous}): caught up from the database")
 
     # ---- writing ---------------------------------------------------------------------------------
-    def index(self, paths: Sequence[str | os.PathLike] | str | os.PathLike, *, progress: Progress | None = None) -> IndexReport:
+    def index(
+        self,
+        paths: Sequence[str | os.PathLike] | str | os.PathLike,
+        *,
+        progress: Progress | None = None,
+        commit_every: int | None = None,
+        on_commit: OnCommit | None = None,
+    ) -> IndexReport:
         """Sync the store with files and folders: add new, re-embed changed, link moved, drop vanished.
 
+        Work is committed every ``commit_every`` files (default 256); ``on_commit`` is called with a
+        :class:`mmsearch.types.BatchCommitted` once each batch is durable.
         Raises :class:`mmsearch.ingest.sync.IndexInterrupted` on Ctrl-C (committed work is kept).
         """
-        if isinstance(paths, (str, os.PathLike)):
+        if isinstance(paths, (str, bytes, os.PathLike)):
             paths = [paths]
+        elif not isinstance(paths, Iterable):
+            raise UsageError(f"paths must be a path or a list of paths, not {type(paths).__name__}")
+        batch = BATCH if commit_every is None else commit_every
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise UsageError(f"commit_every={commit_every!r}: must be a whole number of at least 1")
         with self.store.writer_lock("index"):
             enc, space = self._write_space()
+            before = self.store.generation()
             try:
-                report = sync_paths(self.store, enc, space, paths, workers=self.settings.workers, progress=progress)
+                report = sync_paths(self.store, enc, space, list(paths), workers=self.settings.workers,
+                                    progress=progress, batch=batch, on_commit=on_commit)
             finally:
-                self._sync_indexes(space, save=True)
+                self._sync_indexes(space, save=True, since=before)
                 self.store.write_manifest()
             report.notices.extend(self.notices)
             return report
@@ -146,6 +182,7 @@ class Engine:
             return 0
         with self.store.writer_lock("add-text"):
             enc, space = self._write_space()
+            before = self.store.generation()
             uris = [f"text:{key}" for key, _ in items]
             previous = self.store.lookup_sources(uris)
             shas = [text_sha(t) for _, t in items]
@@ -161,25 +198,31 @@ class Engine:
                 1 for u in upserts if u.uri not in previous or previous[u.uri].content_id != known.get(u.sha256, (None,))[0]
             )
             self.store.apply(upserts, space.id)
-            self._sync_indexes(space, save=True)
+            self._sync_indexes(space, save=True, since=before)
             self.store.write_manifest()
             return changed
 
     def remove(self, targets: Iterable[str | os.PathLike]) -> int:
         """Forget files (or everything under folders) and added texts (``text:<id>``). Returns sources removed."""
+        if isinstance(targets, (str, bytes, os.PathLike)):
+            targets = [targets]  # one path, not its characters (iterating "/photos" would name "/")
         uris: list[str] = []
         for t in targets:
-            t = os.fspath(t)
+            if not isinstance(t, (str, bytes, os.PathLike)):
+                raise UsageError(f"remove takes paths or text:ID strings, not {type(t).__name__}")
+            t = os.fsdecode(t)
             if t.startswith("text:"):
                 uris.append(t)
             else:
                 uris.extend(self.store.uris_under(os.path.abspath(t)))
+                uris.extend(self.store.error_uris_under(os.path.abspath(t)))
         if not uris:
             return 0
         with self.store.writer_lock("remove"):
+            before = self.store.generation()
             res = self.store.apply([], None, remove_uris=uris)
             for space in self.store.spaces():
-                self._sync_indexes(space, save=True)
+                self._sync_indexes(space, save=True, since=before)
             self.store.write_manifest()
             return res.removed_sources
 
@@ -209,8 +252,15 @@ class Engine:
             raise UsageError(f"k={k!r}: must be a positive whole number")
         if type is not None and type not in TYPES:
             raise UsageError(f"type={type!r}: expected one of {', '.join(TYPES)}")
+        if text is not None and not isinstance(text, str):
+            raise UsageError(f"text must be a string, not {builtins.type(text).__name__}")
         if text is not None and not text.strip():
             raise UsageError("the query text is empty")
+        for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UsageError(f"{name}={value!r}: must be a positive whole number")
+        if under is not None and not isinstance(under, (str, os.PathLike)):
+            raise UsageError(f"under must be a folder path, not {builtins.type(under).__name__}")
         gen = self.store.generation()
         sp = self._read_space(space, gen)
         mods = sp.modalities.split(",")
@@ -220,7 +270,10 @@ class Engine:
             type = type if type in mods else mods[0]
         modalities = mods if type == "any" else [type]
         if vector is not None:
-            q = np.asarray(vector, dtype=np.float32).reshape(-1)
+            try:
+                q = np.asarray(vector, dtype=np.float32).reshape(-1)
+            except (TypeError, ValueError):
+                raise UsageError("vector must be a sequence of numbers") from None
             if q.shape[0] != sp.dim:
                 raise UsageError(f"vector has {q.shape[0]} dimensions, space {sp.spec} has {sp.dim}")
         else:
@@ -246,6 +299,8 @@ class Engine:
         try:
             if isinstance(image, (bytes, bytearray)):
                 return decode_image(bytes(image))
+            if not isinstance(image, (str, os.PathLike)):
+                raise UsageError(f"image must be a path, bytes or a PIL image, not {type(image).__name__}")
             path = os.fspath(image)
             data, _ = read_file(path, MAX_FILE_BYTES)
             return decode_image(data)
@@ -289,3 +344,16 @@ class Engine:
 
     def errors(self) -> list[ErrorInfo]:
         return [ErrorInfo(e.uri, e.reason, e.at) for e in self.store.errors()]
+
+    def doctor(self, repair: bool = True) -> DoctorReport:
+        """Check the store (database, index files vs database, files on disk, lock) and repair what can be.
+
+        Repairing takes the writer lock (:class:`StoreLockedError` while another process writes).
+        See :mod:`mmsearch.doctor`.
+        """
+        from mmsearch.doctor import check_store
+
+        report = check_store(self.store, repair=repair)
+        self._indexes.clear()  # files may have been rebuilt: reload them on the next query
+        self._spaces = (-1, [])
+        return report

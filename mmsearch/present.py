@@ -126,3 +126,33 @@ def eval_report(out: Console, r: Any, fmt: Format) -> None:
     out.print(table)
     if r.failed_images:
         out.print(f"[yellow]{len(r.failed_images)} images could not be read[/yellow] (left out)")
+
+
+def commit_event(ev: Any) -> None:
+    """``index --jsonl``: one line per durable batch, flushed at once (a script may kill us any time)."""
+    print(_dump({"event": "commit", **ev.to_dict()}), flush=True)
+
+
+def report_event(r: IndexReport) -> None:
+    print(_dump({"event": "report", **r.to_dict()}), flush=True)
+
+
+_DOCTOR_STYLE = {"ok": "green", "note": "cyan", "repaired": "yellow", "problem": "bold red"}
+
+
+def doctor(out: Console, r: Any, fmt: Format) -> None:
+    if fmt in (Format.json, Format.jsonl):
+        print(_dump(r.to_dict()))
+        return
+    out.print(f"[bold]store[/bold] {r.store}", highlight=False)
+    for c in r.checks:
+        style = _DOCTOR_STYLE.get(c.status, "")
+        from rich.markup import escape
+
+        out.print(f"  [{style}]{c.status:>8}[/{style}]  {escape(c.name)}: {escape(c.detail)}", highlight=False)
+    if r.ok:
+        fixed = len([c for c in r.checks if c.status == "repaired"])
+        out.print(f"healthy{f' ({fixed} repaired)' if fixed else ''}")
+    else:
+        n = len([c for c in r.checks if c.status == "problem"])
+        out.print(f"[bold red]{n} problems remain[/bold red]" + ("" if r.repair else " (run without --no-repair to fix)"))

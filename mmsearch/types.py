@@ -91,3 +91,59 @@ class ErrorInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class BatchCommitted:
+    """One batch of ``index`` work made durable (passed to ``Engine.index(on_commit=…)``).
+
+    Everything listed here is in the store, even if the process dies right after.
+    """
+
+    generation: int  # the store generation this batch committed as
+    done: int  # files handled so far in this run (committed, unchanged or failed)
+    total: int  # files found by the walk
+    committed: tuple[str, ...]  # paths indexed or linked in this batch
+    failed: tuple[str, ...]  # paths whose error was recorded in this batch
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["committed"], d["failed"] = list(self.committed), list(self.failed)
+        return d
+
+
+@dataclass(frozen=True)
+class DoctorCheck:
+    """One finding of ``Engine.doctor``. ``status``: ok, note (informational), repaired or problem."""
+
+    name: str
+    status: str
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DoctorReport:
+    """What ``Engine.doctor`` checked, found and repaired. ``ok``: no problem left."""
+
+    store: str
+    repair: bool
+    checks: list[DoctorCheck] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[DoctorCheck]:
+        return [c for c in self.checks if c.status == "problem"]
+
+    @property
+    def repaired(self) -> list[DoctorCheck]:
+        return [c for c in self.checks if c.status == "repaired"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"store": self.store, "repair": self.repair, "ok": self.ok,
+                "checks": [c.to_dict() for c in self.checks]}

@@ -21,6 +21,8 @@ class SyncReport:
     action: str  # "current", "loaded", "caught-up", "built", "rebuilt"
     reason: str = ""
     generation: int = 0
+    previous: int = -1  # the generation the index reflected before catching up
+    from_file: bool = False  # the index was read from its file in this sync (not already in memory)
 
 
 class SpaceIndex:
@@ -66,9 +68,13 @@ class SpaceIndex:
             if self.kind_pref != "auto" and meta["kind"] != self.kind_pref:
                 return self._rebuild(gen, "rebuilt", f"index kind changed to {self.kind_pref}")
             self.ann, self.generation = ann, int(meta["generation"])
+            from_file = True
+        else:
+            from_file = False
         if self.generation > gen:
             return self._rebuild(gen, "rebuilt", "index is ahead of the database")
         action = "loaded"
+        previous = self.generation
         if self.generation < gen:
             removed = self.store.tombstones(self.space_id, self.modality, since_gen=self.generation, until_gen=gen)
             if not self.ann.remove(removed):
@@ -83,7 +89,7 @@ class SpaceIndex:
             return self._rebuild(gen, "rebuilt", f"index holds {self.ann.ntotal} vectors, database {expected}")
         if self.kind_pref == "auto" and self.ann.kind != choose_kind("auto", expected) and expected > 0:
             return self._rebuild(gen, "rebuilt", f"{expected} vectors: switching to {choose_kind('auto', expected)}")
-        return SyncReport(action, generation=gen)
+        return SyncReport(action, generation=gen, previous=previous, from_file=from_file)
 
     def _rebuild(self, gen: int, action: str, reason: str) -> SyncReport:
         ids, vecs = self.store.vectors(self.space_id, self.modality)

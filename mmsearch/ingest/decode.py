@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,9 +70,13 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS):
     if not data:
         raise BadInput("empty file (0 bytes)")
     try:
-        im = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # our own pixel limit below decides, with a clearer message
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise BadInput("not a recognised image (wrong extension or unsupported format)") from None
+    except Image.DecompressionBombError as exc:  # Pillow's hard stop, above twice its own limit
+        raise BadInput(f"image too large ({str(exc).split(',')[0]})") from None
     except Exception as exc:
         raise BadInput(f"cannot open image: {exc}") from None
     w, h = im.size

@@ -12,6 +12,11 @@ from mmsearch.errors import UsageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown"})
+#: Image formats people keep photos in that we cannot decode: reported per file, never skipped silently.
+UNSUPPORTED_IMAGE_EXTENSIONS = frozenset({
+    ".heic", ".heif", ".jxl", ".svg", ".svgz", ".psd", ".raw", ".cr2", ".cr3", ".nef", ".arw", ".dng",
+    ".orf", ".rw2", ".raf",
+})
 
 OnError = Callable[[str, str], None]
 
@@ -33,6 +38,22 @@ def classify(path: str) -> str | None:
     return None
 
 
+def name_problem(path: str) -> str | None:
+    """Why a path cannot be stored, or None. The store keeps paths as UTF-8 text."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "name is not valid UTF-8 (rename it to index it)"
+    return None
+
+
+def unsupported_image(path: str) -> str | None:
+    ext = os.path.splitext(path)[1].lower()
+    if ext in UNSUPPORTED_IMAGE_EXTENSIONS:
+        return f"unsupported image format {ext} (convert it to JPEG or PNG to index it)"
+    return None
+
+
 def display(path: str) -> str:
     """A path safe to print: undecodable bytes (surrogate escapes) shown as ``\\xNN``."""
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -42,7 +63,9 @@ def check_roots(roots: Iterable[str | os.PathLike]) -> list[str]:
     """Absolute roots; a missing root is a usage error (and must never make us drop what it held)."""
     out = []
     for root in roots:
-        p = os.path.abspath(os.fspath(root))
+        if not isinstance(root, (str, bytes, os.PathLike)):
+            raise UsageError(f"paths to index must be str or os.PathLike, not {type(root).__name__}")
+        p = os.path.abspath(os.fsdecode(root))
         if not os.path.exists(p):
             raise UsageError("no such file or directory", path=display(p))
         out.append(p)
@@ -63,6 +86,13 @@ def walk(roots: Iterable[str], on_error: OnError, *, skip: Iterable[str] = ()) -
     def visit_file(path: str, st: os.stat_result | None) -> Iterator[Candidate]:
         modality = classify(path)
         if modality is None:
+            why = unsupported_image(path)
+            if why:
+                on_error(path, why)
+            return
+        why = name_problem(path)
+        if why:
+            on_error(path, why)
             return
         if st is None:
             try:
@@ -81,6 +111,10 @@ def walk(roots: Iterable[str], on_error: OnError, *, skip: Iterable[str] = ()) -
         yield Candidate(path, modality, st.st_size, st.st_mtime_ns)
 
     def visit_dir(path: str) -> Iterator[Candidate]:
+        why = name_problem(path)
+        if why:
+            on_error(path, f"folder {why}; its files are skipped")
+            return
         try:
             st = os.stat(path)
         except OSError as exc:
@@ -130,7 +164,7 @@ def walk(roots: Iterable[str], on_error: OnError, *, skip: Iterable[str] = ()) -
             yield from visit_dir(root)
         elif os.path.isfile(root):
             if classify(root) is None:
-                on_error(root, f"unsupported file type {Path(root).suffix or '(no extension)'}")
+                on_error(root, unsupported_image(root) or f"unsupported file type {Path(root).suffix or '(no extension)'}")
             else:
                 yield from visit_file(root, None)
         else:

@@ -22,6 +22,9 @@ def default_workers() -> int:
 
 
 def _init_worker() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent alone handles it
     import torch
 
     torch.set_num_threads(1)  # one decode per core; the parent does the heavy maths
@@ -47,6 +50,12 @@ class DecodePool:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None and exc[0] is not None:  # Ctrl-C or an error: decoded-ahead files are not needed
+            procs = list((getattr(self._pool, "_processes", None) or {}).values())
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                proc.terminate()
+            return
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 

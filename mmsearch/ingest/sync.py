@@ -18,9 +18,10 @@ from mmsearch.ingest.discover import Candidate, check_roots, display, walk
 from mmsearch.ingest.pipeline import DecodePool
 from mmsearch.store.schema import Space
 from mmsearch.store.store import Store, Upsert
-from mmsearch.types import IndexReport
+from mmsearch.types import BatchCommitted, IndexReport
 
 Progress = Callable[[int, int], None]  # (done, total)
+OnCommit = Callable[[BatchCommitted], None]  # called after each batch is durable
 BATCH = 256  # files per transaction and per encoder call group
 
 
@@ -46,6 +47,7 @@ def sync_paths(
     progress: Progress | None = None,
     limits: dict[str, int] | None = None,
     batch: int = BATCH,
+    on_commit: OnCommit | None = None,
 ) -> IndexReport:
     t0 = time.perf_counter()
     roots = check_roots(paths)
@@ -78,30 +80,41 @@ def sync_paths(
         # 2. Read, hash, decode in workers; embed and commit batch by batch.
         recipe = encoder.image_recipe()
         pending: list[Loaded] = []
+
+        def committed(info: tuple[int, tuple[str, ...], tuple[str, ...]]) -> None:
+            if on_commit:
+                on_commit(BatchCommitted(info[0], done, total, tuple(map(display, info[1])), info[2]))
+
         if walk_errors:
-            _commit(store, encoder, space, [], walk_errors, report)
+            committed(_commit(store, encoder, space, [], walk_errors, report))
         with DecodePool(workers, len(todo)) as pool:
             tasks = ((c.path, c.modality, recipe, limits) for c in todo)
             for loaded in pool.map(tasks):
                 pending.append(loaded)
                 if len(pending) >= batch:
-                    _commit(store, encoder, space, pending, [], report)
+                    info = _commit(store, encoder, space, pending, [], report)
                     done += len(pending)
                     pending = []
+                    committed(info)
                     if progress:
                         progress(done, total)
             if pending:
-                _commit(store, encoder, space, pending, [], report)
+                info = _commit(store, encoder, space, pending, [], report)
                 done += len(pending)
+                committed(info)
                 if progress:
                     progress(done, total)
 
         # 3. Vanished files: under a root we walked, not seen now, and not under a folder we failed to read.
+        # An error recorded for a path that is neither a file now nor failed in this run is stale.
         seen = {c.path for c in candidates}
-        protected = [p for p, _ in walk_errors]
+        protected = [p for p, _ in walk_errors] + [display(p) for p, _ in walk_errors]
+        failed_now = {p for p, _ in report.errors}
         gone: list[str] = []
         for root in roots:
             gone.extend(u for u in store.uris_under(root) if u not in seen and not _under(u, protected))
+            gone.extend(u for u in store.error_uris_under(root)
+                        if u not in seen and u not in failed_now and not _under(u, protected))
         if gone:
             res = store.apply([], space.id, remove_uris=gone)
             report.removed += res.removed_sources
@@ -120,22 +133,25 @@ def _commit(
     loaded: list[Loaded],
     errors: list[tuple[str, str]],
     report: IndexReport,
-) -> None:
+) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
+    """Embed what is new, write one transaction; returns (generation, committed paths, failed paths)."""
     ok = [x for x in loaded if x.error is None]
-    errors = errors + [(x.path, x.error) for x in loaded if x.error is not None]
+    # error paths are stored as printable text (a non-UTF-8 name cannot be a database string)
+    errors = [(display(p), r) for p, r in errors] + [(display(x.path), x.error) for x in loaded if x.error is not None]
     known = store.contents_by_sha([x.sha256 for x in ok], space.id)
     previous = store.lookup_sources([x.path for x in ok])
     need: dict[str, Loaded] = {}
+    unchanged = reused = 0
     for x in ok:
         hit = known.get(x.sha256)
         if hit is not None and hit[1]:
             prev = previous.get(x.path)
             if prev is not None and prev.content_id == hit[0]:
-                report.unchanged += 1  # touched, same bytes
+                unchanged += 1  # touched, same bytes
             else:
-                report.reused += 1
+                reused += 1
         elif x.sha256 in need:
-            report.reused += 1  # duplicate within this batch
+            reused += 1  # duplicate within this batch
         else:
             need[x.sha256] = x
     vectors: dict[str, np.ndarray] = {}
@@ -147,7 +163,6 @@ def _commit(
     if texts:
         vecs = encoder.embed_texts([x.text for x in texts])
         vectors.update(zip((x.sha256 for x in texts), vecs))
-    report.indexed += len(vectors)
     upserts = [
         Upsert(
             uri=x.path, kind="file", size=x.size, mtime_ns=x.mtime_ns, sha256=x.sha256, modality=x.modality,
@@ -155,6 +170,11 @@ def _commit(
         )
         for x in ok
     ]
-    store.apply(upserts, space.id, errors=errors)
+    res = store.apply(upserts, space.id, errors=errors)
+    # Counted only once committed: an interrupted run's summary never claims work it did not keep.
+    report.indexed += len(vectors)
+    report.unchanged += unchanged
+    report.reused += reused
     report.failed += len(errors)
-    report.errors.extend((display(p), r) for p, r in errors)
+    report.errors.extend(errors)
+    return res.generation, tuple(x.path for x in ok), tuple(p for p, _ in errors)

@@ -21,11 +21,12 @@ import numpy as np
 from sqlalchemy import create_engine, delete, event, func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine as SAEngine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
 from mmsearch.encoders.base import SpaceInfo
 from mmsearch.errors import StoreError, StoreLockedError
+from mmsearch.store.safety import db_error, io_error, is_storage_error
 from mmsearch.store.schema import (
     SCHEMA_VERSION,
     Base,
@@ -101,6 +102,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # disk full, permissions: the old file is untouched
+        raise io_error(exc, str(path)) from exc
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -158,6 +161,8 @@ class Store:
             self._init_schema(create)
         except OperationalError as exc:
             raise StoreError(f"cannot open database: {exc.orig}", path=str(self.db_path)) from exc
+        except DatabaseError as exc:  # e.g. "file is not a database": a damaged or foreign file
+            raise db_error(exc, str(self.db_path)) from exc
 
     def close(self) -> None:
         self._reader.dispose()
@@ -165,6 +170,13 @@ class Store:
 
     # ---- schema ------------------------------------------------------------------------------
     def _init_schema(self, create: bool) -> None:
+        # Look first with a plain read: opening a current store never waits for a writer or needs write access.
+        with self._reader.connect() as conn:
+            tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "meta" in tables:
+                version = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar_one_or_none()
+                if version is not None and int(version) == SCHEMA_VERSION:
+                    return
         with self._writer.begin() as conn:
             tables = set(
                 r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")
@@ -199,8 +211,13 @@ class Store:
         if current is not None:
             yield current
             return
-        with Session(self._reader, expire_on_commit=False) as session, session.begin():
-            yield session
+        try:
+            with Session(self._reader, expire_on_commit=False) as session, session.begin():
+                yield session
+        except DatabaseError as exc:
+            if is_storage_error(exc):
+                raise db_error(exc, str(self.db_path)) from exc
+            raise
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -208,20 +225,30 @@ class Store:
         if getattr(self._local, "session", None) is not None:
             yield
             return
-        with Session(self._reader, expire_on_commit=False) as session, session.begin():
-            self._local.session = session
-            try:
-                yield
-            finally:
-                self._local.session = None
+        try:
+            with Session(self._reader, expire_on_commit=False) as session, session.begin():
+                self._local.session = session
+                try:
+                    yield
+                finally:
+                    self._local.session = None
+        except DatabaseError as exc:
+            if is_storage_error(exc):
+                raise db_error(exc, str(self.db_path)) from exc
+            raise
 
     @contextmanager
     def write(self) -> Iterator[tuple[Session, int]]:
         """A write transaction; yields the session and the new generation it commits as."""
-        with Session(self._writer, expire_on_commit=False) as session, session.begin():
-            gen = int(session.execute(select(Meta.value).where(Meta.key == "generation")).scalar_one()) + 1
-            session.execute(Meta.__table__.update().where(Meta.key == "generation").values(value=str(gen)))
-            yield session, gen
+        try:
+            with Session(self._writer, expire_on_commit=False) as session, session.begin():
+                gen = int(session.execute(select(Meta.value).where(Meta.key == "generation")).scalar_one()) + 1
+                session.execute(Meta.__table__.update().where(Meta.key == "generation").values(value=str(gen)))
+                yield session, gen
+        except DatabaseError as exc:  # disk full, damaged file, I/O error: rolled back, nothing half-written
+            if is_storage_error(exc):
+                raise db_error(exc, str(self.db_path)) from exc
+            raise
 
     def generation(self) -> int:
         with self.read() as s:
@@ -388,6 +415,7 @@ class Store:
                 for part in _chunks(list(remove_uris)):
                     removed_cids.update(s.scalars(select(Source.content_id).where(Source.uri.in_(part))))
                     result.removed_sources += s.execute(delete(Source).where(Source.uri.in_(part))).rowcount or 0
+                    s.execute(delete(ErrorRecord).where(ErrorRecord.uri.in_(part)))  # a forgotten path keeps no error
                 result.removed_contents += self._gc(s, removed_cids, gen)
             if errors:
                 stmt = sqlite_insert(ErrorRecord)
@@ -433,6 +461,15 @@ class Store:
                 )
             )
             return list(rows)
+
+    def error_uris_under(self, root: str) -> list[str]:
+        """Paths with a recorded error equal to ``root`` or below it."""
+        prefix = root.rstrip(os.sep) + os.sep
+        with self.read() as s:
+            return list(s.scalars(select(ErrorRecord.uri).where(
+                (ErrorRecord.uri == root)
+                | ((ErrorRecord.uri >= prefix) & (ErrorRecord.uri < prefix[:-1] + chr(ord(os.sep) + 1)))
+            )))
 
     # ---- reads for the index and for results -----------------------------------------------------
     def vectors(

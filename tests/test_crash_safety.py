@@ -245,8 +245,11 @@ def test_sigkill_at_random_points_never_loses_or_corrupts_committed_work(world, 
 
 def test_ctrl_c_exits_130_with_a_summary_and_the_next_run_resumes(world, tmp_path):
     store = tmp_path / "store"
+    # A job started in the background by a non-interactive shell (as CI runners may do) inherits SIGINT
+    # *ignored*, and Python then never raises KeyboardInterrupt: give the child the default, as a terminal would.
     proc = subprocess.Popen([sys.executable, "-m", "mmsearch", *_index_argv(world, store)], cwd=REPO, env=world.env,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = 0
     for line in proc.stdout:  # wait until two batches are committed, then press Ctrl-C
         if json.loads(line)["event"] == "commit":

@@ -113,3 +113,37 @@ def test_bad_arguments_are_usage_errors(engine_factory, tmp_path):
 def test_opening_a_missing_store_for_reading(tmp_path):
     with pytest.raises(StoreError, match="no mmsearch store"):
         Engine.open(tmp_path / "none", create=False)
+
+
+def test_pq_candidates_are_reranked_with_exact_vectors(tmp_path):
+    """IVF-PQ codes are lossy; hits must carry exact scores and match exact search's top hits."""
+    from mmsearch.encoders.base import SpaceInfo
+    from mmsearch.store.store import Store, Upsert
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(30, 32))
+    x = centres[rng.integers(0, 30, 1000)] + 0.3 * rng.normal(size=(1000, 32))  # < 1024: fast 4-bit PQ
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    store = Store(tmp_path / "s", create=True)
+    sp = store.ensure_space(SpaceInfo(spec="v", family="v", weights="w", dim=32, modalities=("image",)))
+    store.apply([Upsert(f"/v/{i}", "file", 1, 1, f"{i:064x}", "image", vector=x[i]) for i in range(1000)], sp.id)
+    store.close()
+    exact_ids = {}
+    with Engine.open(tmp_path / "s", index="flat", create=False) as flat:
+        for i in range(0, 300, 10):
+            exact_ids[i] = [(h.id, h.score) for h in flat.search(vector=x[i], k=10)]
+    import shutil
+
+    shutil.rmtree(tmp_path / "s" / "ann", ignore_errors=True)  # readers never write index files; be sure
+    agree = 0
+    with Engine.open(tmp_path / "s", index="pq", create=False) as pq:
+        assert pq.stats().spaces[0].index["image"] in ("pq", "none")
+        for i, want in exact_ids.items():
+            got = pq.search(vector=x[i], k=10)
+            assert pq.stats().spaces[0].index["image"] == "pq"
+            wanted = dict(want)
+            for h in got:  # scores are exact, not PQ approximations
+                if h.id in wanted:
+                    assert abs(h.score - wanted[h.id]) < 1e-5
+            agree += len({h.id for h in got} & set(wanted))
+    assert agree / (10 * len(exact_ids)) >= 0.95

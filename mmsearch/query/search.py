@@ -13,6 +13,19 @@ from mmsearch.store.store import Store
 from mmsearch.types import Hit
 
 TYPES = ("image", "text", "any")
+#: Index kinds whose scores are approximate (compressed codes): their candidates are re-scored with
+#: the exact vectors from the database. PQ alone kept 0.77 of the true top 10 on real embeddings.
+RERANKED = ("pq",)
+RERANK_FACTOR = 10
+
+
+def _reranked(store: Store, idx: SpaceIndex, q: np.ndarray, k: int, params: SearchParams | None) -> list[tuple[float, int]]:
+    """``RERANK_FACTOR``·k candidates from a compressed index, re-scored exactly, best ``k`` kept."""
+    _, ids = idx.search(q, max(k * RERANK_FACTOR, 100), params)
+    cand = [int(i) for i in ids[0] if i >= 0]
+    exact = store.vectors_for(cand, idx.space_id)
+    scored = sorted(((float(exact[i] @ q[0]), i) for i in cand if i in exact), key=lambda t: (-t[0], t[1]))
+    return scored[:k]
 
 
 def search_space(
@@ -34,10 +47,13 @@ def search_space(
         exhausted = True
         for modality in modalities:
             idx = indexes[modality]
-            scores, ids = idx.search(q, fetch, params)
+            if idx.ann is not None and idx.ann.kind in RERANKED:
+                scored.extend((s, i, modality) for s, i in _reranked(store, idx, q, fetch, params))
+            else:
+                scores, ids = idx.search(q, fetch, params)
+                scored.extend((float(s), int(i), modality) for s, i in zip(scores[0], ids[0]) if i >= 0)
             if idx.ann is not None and fetch < idx.ann.ntotal:
                 exhausted = False
-            scored.extend((float(s), int(i), modality) for s, i in zip(scores[0], ids[0]) if i >= 0)
         scored.sort(key=lambda t: (-t[0], t[1]))
         meta = store.content_meta([i for _, i, _ in scored])
         hits: list[Hit] = []

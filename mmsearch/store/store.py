@@ -511,6 +511,18 @@ class Store:
             blob = s.scalars(select(Vector.vec).where(Vector.content_id == content_id, Vector.space_id == space_id)).first()
         return None if blob is None else np.frombuffer(blob, dtype=np.float16).astype(np.float32)
 
+    def vectors_for(self, content_ids: Sequence[int], space_id: int) -> dict[int, np.ndarray]:
+        """The stored (fp16 → float32) vectors of some contents in one space: exact re-ranking."""
+        out: dict[int, np.ndarray] = {}
+        with self.read() as s:
+            for part in _chunks([int(i) for i in content_ids]):
+                rows = s.execute(
+                    select(Vector.content_id, Vector.vec).where(Vector.space_id == space_id, Vector.content_id.in_(part))
+                )
+                for cid, blob in rows:
+                    out[cid] = np.frombuffer(blob, dtype=np.float16).astype(np.float32)
+        return out
+
     def content_meta(self, content_ids: Sequence[int]) -> dict[int, ContentMeta]:
         """Metadata and every source uri of some contents, in one query (the per-search join)."""
         ids = [int(i) for i in content_ids]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -92,14 +92,14 @@ def sync_paths(
             for loaded in pool.map(tasks):
                 pending.append(loaded)
                 if len(pending) >= batch:
-                    info = _commit(store, encoder, space, pending, [], report)
+                    info = _commit(store, encoder, space, pending, [], report, _partial(progress, done, total, len(pending)))
                     done += len(pending)
                     pending = []
                     committed(info)
                     if progress:
                         progress(done, total)
             if pending:
-                info = _commit(store, encoder, space, pending, [], report)
+                info = _commit(store, encoder, space, pending, [], report, _partial(progress, done, total, len(pending)))
                 done += len(pending)
                 committed(info)
                 if progress:
@@ -126,6 +126,21 @@ def sync_paths(
     return report
 
 
+def _partial(progress: Progress | None, done: int, total: int, size: int) -> Callable[[float], None] | None:
+    """Progress inside one batch: the bar moves per encoder call, not only per commit."""
+    if progress is None:
+        return None
+    return lambda fraction: progress(done + int(size * fraction), total)
+
+
+def _embed_in_steps(fn: Callable[[Any], np.ndarray], items: Sequence[Any], step: int, tick: Callable[[int], None]) -> np.ndarray:
+    out = []
+    for start in range(0, len(items), step):
+        out.append(fn(items[start : start + step]))
+        tick(min(start + step, len(items)))
+    return np.concatenate(out)
+
+
 def _commit(
     store: Store,
     encoder: Encoder,
@@ -133,6 +148,7 @@ def _commit(
     loaded: list[Loaded],
     errors: list[tuple[str, str]],
     report: IndexReport,
+    partial: Callable[[float], None] | None = None,
 ) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
     """Embed what is new, write one transaction; returns (generation, committed paths, failed paths)."""
     ok = [x for x in loaded if x.error is None]
@@ -157,11 +173,20 @@ def _commit(
     vectors: dict[str, np.ndarray] = {}
     images = [x for x in need.values() if x.modality == "image"]
     texts = [x for x in need.values() if x.modality == "text"]
+    step = int(getattr(encoder, "batch_size", 64) or 64)
+    n_need = max(len(images) + len(texts), 1)
+
+    def tick(n: int) -> None:
+        if partial is not None:
+            partial(n / n_need)
+
     if images:
-        vecs = encoder.embed_image_batch(np.stack([x.pixels for x in images]))
+        vecs = _embed_in_steps(lambda part: encoder.embed_image_batch(np.stack([x.pixels for x in part])), images, step,
+                               lambda n: tick(n))
         vectors.update(zip((x.sha256 for x in images), vecs))
     if texts:
-        vecs = encoder.embed_texts([x.text for x in texts])
+        vecs = _embed_in_steps(lambda part: encoder.embed_texts([x.text for x in part]), texts, step,
+                               lambda n: tick(len(images) + n))
         vectors.update(zip((x.sha256 for x in texts), vecs))
     upserts = [
         Upsert(

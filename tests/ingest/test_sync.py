@@ -131,3 +131,15 @@ def test_worker_processes_give_the_same_vectors(engine_factory, tmp_path):
         ha, hb = a.search(image=p, k=3), b.search(image=p, k=3)
         assert [h.path for h in ha] == [h.path for h in hb]
         assert ha[0].path == str(p)
+
+
+def test_progress_moves_within_a_batch_and_ends_at_the_total(engine_factory, tmp_path):
+    eng = engine_factory(batch_size=4)  # encoder batches of 4 inside one commit batch of up to 256
+    write_images(tmp_path / "data", 20)
+    calls = []
+    eng.index([tmp_path / "data"], progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (20, 20)
+    assert all(t == 20 for _, t in calls)
+    dones = [d for d, _ in calls]
+    assert dones == sorted(dones)
+    assert len(set(d for d in dones if 0 < d < 20)) >= 3  # it moved while the batch was embedded

@@ -269,18 +269,6 @@ def _db_ids(store: Store, space_id: int, modality: str) -> np.ndarray:
         )
 
 
-def index_changes(store: Store, space_id: int, modality: str, after: int, until: int | None = None) -> tuple[int, int]:
-    """(vectors added, vectors removed) in one space and modality in generations ``after < gen <= until``."""
-    with store.read() as s:
-        qa = select(func.count()).select_from(Vector).where(
-            Vector.space_id == space_id, Vector.modality == modality, Vector.gen > after)
-        qr = select(func.count()).select_from(Tombstone).where(
-            Tombstone.space_id == space_id, Tombstone.modality == modality, Tombstone.gen > after)
-        if until is not None:
-            qa, qr = qa.where(Vector.gen <= until), qr.where(Tombstone.gen <= until)
-        return int(s.execute(qa).scalar_one()), int(s.execute(qr).scalar_one())
-
-
 def _check_indexes(store: Store, repair: bool) -> list[DoctorCheck]:
     out = []
     with store.snapshot():
@@ -320,7 +308,7 @@ def _check_index(store: Store, sp: Space, modality: str, db_gen: int, repair: bo
             elif file_gen > db_gen:
                 problem = f"index file is ahead of the database (generation {file_gen} > {db_gen})"
             else:
-                added, removed = index_changes(store, sp.id, modality, file_gen)
+                added, removed = store.changes(sp.id, modality, file_gen)
                 if added or removed:
                     behind = True
                     problem = (f"index file is behind the database (generation {file_gen}; {added} vectors added, "

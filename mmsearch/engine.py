@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from mmsearch.ann.faiss_index import SearchParams
-from mmsearch.ann.sync import SpaceIndex
+from mmsearch.ann.sync import SpaceIndex, repair_notice
 from mmsearch.config import DEFAULT_MODEL, Settings
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import ModelError, StoreError, UsageError
@@ -115,29 +115,12 @@ class Engine:
         return self._indexes[key]
 
     def _sync_indexes(self, space: Space, *, save: bool, generation: int | None = None, since: int | None = None) -> None:
-        """Bring the space's indexes up to date; say so when that repaired something.
-
-        ``since``: for a writer, the generation it started from; an index file missing or behind
-        *before* that is a repair (after a crash, say), while catching up with its own writes is not.
-        """
+        """Bring the space's indexes up to date; collect a notice when that repaired something."""
         for modality in space.modalities.split(","):
-            rep = self._index(space, modality).sync(save=save, generation=generation)
-            where = f"index {space.id}/{modality}"
-            if rep.action == "rebuilt":
-                self.notices.append(f"{where} rebuilt from the database: {rep.reason}")
-            elif rep.action == "built":
-                before = self._index(space, modality).ann.ntotal if since is None else \
-                    self.store.count_vectors(space.id, modality, until_gen=since)
-                if before:
-                    self.notices.append(f"{where} file was missing: built from the database ({before} vectors)")
-            elif rep.action == "caught-up" and rep.from_file:
-                from mmsearch.doctor import index_changes
-
-                target = rep.generation if since is None else since
-                added, removed = index_changes(self.store, space.id, modality, rep.previous, target)
-                if added or removed:  # the file missed changes made before this call (a crash, or a writer at work)
-                    self.notices.append(f"{where} file was behind the database ({added} vectors added, {removed} "
-                                        f"removed since its generation {rep.previous}): caught up from the database")
+            idx = self._index(space, modality)
+            notice = repair_notice(idx, idx.sync(save=save, generation=generation), since)
+            if notice:
+                self.notices.append(notice)
 
     # ---- writing ---------------------------------------------------------------------------------
     def index(

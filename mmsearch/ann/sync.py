@@ -108,3 +108,26 @@ class SpaceIndex:
     def search(self, queries, k: int, params: SearchParams | None = None):
         assert self.ann is not None, "sync() first"
         return self.ann.search(queries, k, params)
+
+
+def repair_notice(index: SpaceIndex, rep: SyncReport, since: int | None) -> str | None:
+    """A line for the user when a sync *repaired* something; None for routine catching up.
+
+    ``since``: for a writer, the generation it started from. An index file missing or behind before
+    that is a repair (after a crash, say); catching up with the writer's own changes is not.
+    """
+    where = f"index {index.space_id}/{index.modality}"
+    store = index.store
+    if rep.action == "rebuilt":
+        return f"{where} rebuilt from the database: {rep.reason}"
+    if rep.action == "built":
+        before = index.ann.ntotal if since is None or index.ann is None else \
+            store.count_vectors(index.space_id, index.modality, until_gen=since)
+        return f"{where} file was missing: built from the database ({before} vectors)" if before else None
+    if rep.action == "caught-up" and rep.from_file:
+        target = rep.generation if since is None else since
+        added, removed = store.changes(index.space_id, index.modality, rep.previous, target)
+        if added or removed:  # the file missed changes made before this call (a crash, or a writer at work)
+            return (f"{where} file was behind the database ({added} vectors added, {removed} removed since its "
+                    f"generation {rep.previous}): caught up from the database")
+    return None

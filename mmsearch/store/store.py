@@ -506,6 +506,17 @@ class Store:
                 q = q.where(Vector.gen <= until_gen)
             return int(s.execute(q).scalar_one())
 
+    def changes(self, space_id: int, modality: str, after: int, until: int | None = None) -> tuple[int, int]:
+        """(vectors added, vectors removed) in one space and modality in generations ``after < gen <= until``."""
+        with self.read() as s:
+            qa = select(func.count()).select_from(Vector).where(
+                Vector.space_id == space_id, Vector.modality == modality, Vector.gen > after)
+            qr = select(func.count()).select_from(Tombstone).where(
+                Tombstone.space_id == space_id, Tombstone.modality == modality, Tombstone.gen > after)
+            if until is not None:
+                qa, qr = qa.where(Vector.gen <= until), qr.where(Tombstone.gen <= until)
+            return int(s.execute(qa).scalar_one()), int(s.execute(qr).scalar_one())
+
     def vector_of(self, content_id: int, space_id: int) -> np.ndarray | None:
         with self.read() as s:
             blob = s.scalars(select(Vector.vec).where(Vector.content_id == content_id, Vector.space_id == space_id)).first()

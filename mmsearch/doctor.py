@@ -34,7 +34,7 @@ from mmsearch.ann.faiss_index import AnnIndex, CorruptIndexError
 from mmsearch.ann.sync import ANN_DIR, SpaceIndex
 from mmsearch.errors import StoreError, StoreLockedError
 from mmsearch.store.safety import DAMAGED_HINT
-from mmsearch.store.schema import Content, ErrorRecord, Source, Space, Tombstone, Vector
+from mmsearch.store.schema import Content, ErrorRecord, Source, Space, Vector
 from mmsearch.store.store import LOCK_NAME, MANIFEST, Store
 from mmsearch.types import DoctorCheck, DoctorReport
 

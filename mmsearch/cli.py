@@ -47,7 +47,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except MmsearchError as exc:
-            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            from rich.markup import escape  # a path or hint with [brackets] must print as is
+
+            err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except IndexInterrupted as exc:
             present.report(err, exc.report, present.Format.table)
@@ -205,6 +207,24 @@ def doctor(
     present.doctor(out, report, present.Format.json if as_json else present.Format.table)
     if not report.ok:
         raise typer.Exit(3)
+
+
+@app.command()
+@handle_errors
+def serve(
+    store: StoreOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface; the API has no authentication).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8765,
+) -> None:
+    """Serve the store over HTTP: a search page at / and a JSON API under /api (needs the server extra)."""
+    from mmsearch.server import serve as run_server  # imports FastAPI/uvicorn only now
+
+    def ready(root: Path, url: str) -> None:
+        err.print(f"serving {root} on {url}  (Ctrl-C to stop)", highlight=False)
+
+    run_server(store, model=model, device=device, host=host, port=port, on_ready=ready)
 
 
 @app.command("eval")

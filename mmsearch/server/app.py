@@ -1,0 +1,203 @@
+"""The HTTP API and web page over one read-side :class:`mmsearch.Engine`. Translates, holds no logic.
+
+Endpoints (all JSON unless noted)::
+
+    GET  /                          the search page (static HTML + vanilla JS)
+    GET  /api/search?q=…&k=&type=&under=   text query → list of hits (Hit.to_dict())
+    POST /api/search/image?k=&type=&under= image query (multipart field ``file``) → list of hits
+    GET  /api/stats                 Stats.to_dict()
+    GET  /api/errors                files that could not be indexed
+    GET  /api/file/{content_id}     the image file of an indexed image content (for thumbnails)
+
+Errors are ``{"error": message}``: 400 bad argument (UsageError), 413 upload too large, 422 invalid
+parameter, 404 unknown item, 500 model problem (ModelError), 503 store problem (StoreError).
+
+Thread safety: endpoints are plain ``def`` (FastAPI runs them in a thread pool). The Engine's
+query path updates shared caches (loaded encoders, the space list, the in-memory FAISS indexes,
+which are caught up when a writer has committed since), so every Engine call is made under one
+lock. This costs little: the model forward pass is serialised by the encoder's own lock anyway,
+and a FAISS search over the cached index is fast. Reads that touch only the database (the file
+lookup) need no lock: the store gives each thread its own snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, Optional, TypeVar
+
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mmsearch.engine import Engine
+from mmsearch.errors import MmsearchError, ModelError, StoreError, UsageError
+
+log = logging.getLogger("mmsearch.server")
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_UPLOAD_BYTES = 50 << 20  # a query image; larger uploads are refused with 413
+MAX_K = 1000
+T = TypeVar("T")
+
+# Magic bytes → media type for the formats we index and browsers may show. The content decides,
+# not the extension (a PNG named .jpg is indexed, so it is served as image/png).
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+)
+
+
+# Shared query parameters (module level: FastAPI resolves the string annotations in module globals).
+K = Annotated[int, Query(ge=1, le=MAX_K, description="How many results.")]
+Type = Annotated[Optional[Literal["image", "text", "any"]],
+                 Query(description="What to return [default: images when the store has any].")]
+Under = Annotated[Optional[str], Query(description="Only results below this folder (on the server).")]
+ContentId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="A content id from a search hit.")]
+
+
+def _media_type(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return "application/octet-stream"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    for magic, media in _MAGIC:
+        if head.startswith(magic):
+            return media
+    return "application/octet-stream"
+
+
+class _ErrorResponse(Exception):
+    """An HTTP error with a JSON ``{"error": …}`` body (for cases that are not MmsearchErrors)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _status_for(exc: MmsearchError) -> int:
+    if isinstance(exc, UsageError):
+        return 400
+    if isinstance(exc, ModelError):
+        return 500
+    if isinstance(exc, StoreError):
+        return 503
+    return 500
+
+
+def create_app(store_path: str | os.PathLike | None = None, *, model: str | None = None,
+               device: str | None = None) -> FastAPI:
+    """An app serving the store at ``store_path`` (default: the configured store).
+
+    The store is opened now, read-only (``create=False``): a missing or damaged store raises
+    :class:`StoreError` here, before anything listens. The model loads on the first query.
+    """
+    engine = Engine.open(store_path, model=model, device=device, create=False)
+    lock = threading.Lock()
+
+    def locked(call: Callable[[], T]) -> T:
+        with lock:
+            try:
+                return call()
+            finally:
+                for note in engine.notices:  # repairs the engine made on its own (e.g. an index caught up)
+                    log.warning("note: %s", note)
+                engine.notices.clear()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        try:
+            yield
+        finally:
+            engine.close()
+
+    app = FastAPI(title="mmsearch", summary="Cross-modal search over one mmsearch store.", lifespan=lifespan)
+    app.state.engine = engine
+    app.state.engine_lock = lock
+
+    # ---- errors: one JSON shape, never a traceback ------------------------------------------------
+    @app.exception_handler(MmsearchError)
+    async def _mmsearch_error(_req: Request, exc: MmsearchError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=_status_for(exc))
+
+    @app.exception_handler(_ErrorResponse)
+    async def _http_error(_req: Request, exc: _ErrorResponse) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _starlette_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:  # 404, 405 …
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("query", "body", "path"))
+            problems.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
+        return JSONResponse({"error": "; ".join(problems) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:  # a bug: log it, do not leak it
+        log.exception("unexpected error")
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
+
+    # ---- search ------------------------------------------------------------------------------------
+    def _search(**kw: Any) -> list[dict[str, Any]]:
+        return [h.to_dict() for h in locked(lambda: engine.search(**kw))]
+
+    @app.get("/api/search")
+    def search_text(q: Annotated[str, Query(description="What to look for, in words.")], k: K = 10,
+                    type: Type = None, under: Under = None) -> list[dict[str, Any]]:
+        return _search(text=q, k=k, type=type, under=under)
+
+    @app.post("/api/search/image")
+    def search_image(file: Annotated[UploadFile, File(description="The query image.")], k: K = 10,
+                     type: Type = None, under: Under = None) -> list[dict[str, Any]]:
+        data = file.file.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise _ErrorResponse(413, f"query image is over {MAX_UPLOAD_BYTES >> 20} MiB")
+        if not data:
+            raise UsageError("the uploaded query image is empty")
+        return _search(image=data, k=k, type=type, under=under)
+
+    # ---- store -------------------------------------------------------------------------------------
+    @app.get("/api/stats")
+    def stats() -> dict[str, Any]:
+        return locked(engine.stats).to_dict()
+
+    @app.get("/api/errors")
+    def errors() -> list[dict[str, Any]]:
+        return [e.to_dict() for e in locked(engine.errors)]
+
+    @app.get("/api/file/{content_id}", response_class=FileResponse)
+    def file(content_id: ContentId) -> FileResponse:
+        """The image file of an indexed image: only paths the store lists for that content are served."""
+        meta = engine.store.content_meta([content_id]).get(content_id)
+        if meta is None or meta.modality != "image":
+            raise _ErrorResponse(404, f"no indexed image with id {content_id}")
+        for uri in meta.uris:
+            if not uri.startswith("text:") and os.path.isfile(uri):
+                return FileResponse(uri, media_type=_media_type(uri),
+                                    headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"})
+        raise _ErrorResponse(404, f"image {content_id} is indexed, but none of its files is on disk any more")
+
+    # ---- the page ----------------------------------------------------------------------------------
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+    return app

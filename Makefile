@@ -31,6 +31,7 @@ demo: $(STAMP)
 	$(BIN)/mmsearch query --image samples/shapes/images/$$(ls samples/shapes/images | head -1) --store $(DEMO_STORE) -k 5
 	@echo; echo '$$ mmsearch query "a yellow star" --type text -k 3'
 	$(BIN)/mmsearch query "a yellow star" --type text --store $(DEMO_STORE) -k 3
+	@echo; echo 'Search page: $(BIN)/mmsearch serve --store $(DEMO_STORE)   then open http://127.0.0.1:8765/'
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

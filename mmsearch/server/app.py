@@ -45,19 +45,6 @@ MAX_UPLOAD_BYTES = 50 << 20  # a query image; larger uploads are refused with 41
 MAX_K = 1000
 T = TypeVar("T")
 
-# Magic bytes → media type for the formats we index and browsers may show. The content decides,
-# not the extension (a PNG named .jpg is indexed, so it is served as image/png).
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-    (b"BM", "image/bmp"),
-    (b"II*\x00", "image/tiff"),
-    (b"MM\x00*", "image/tiff"),
-)
-
-
 # Shared query parameters (module level: FastAPI resolves the string annotations in module globals).
 K = Annotated[int, Query(ge=1, le=MAX_K, description="How many results.")]
 Type = Annotated[Optional[Literal["image", "text", "any"]],
@@ -67,17 +54,14 @@ ContentId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="A content 
 
 
 def _media_type(path: str) -> str:
+    """The media type by content, not extension (a PNG named .jpg is indexed, so it is served as PNG)."""
+    from PIL import Image
+
     try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError:
+        with Image.open(path) as im:  # reads the header only
+            return Image.MIME.get(im.format or "", "application/octet-stream")
+    except Exception:  # unreadable or not an image any more
         return "application/octet-stream"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    for magic, media in _MAGIC:
-        if head.startswith(magic):
-            return media
-    return "application/octet-stream"
 
 
 class _ErrorResponse(Exception):

@@ -33,12 +33,29 @@ class SearchParams:
     ef_search: int | None = None
 
 
+PQ_MIN = 1000  # PQ codebooks need training data: below this many vectors a pq request gets exact search
+RETRAIN_GROWTH = 4  # an IVF/PQ index is retrained once it holds this many times what it was trained on
+
+
 def choose_kind(kind: str, n: int) -> str:
+    """The index kind to build for ``n`` vectors when ``kind`` was asked for."""
     if kind not in KINDS:
         raise UsageError(f"--index {kind!r}: expected one of {', '.join(KINDS)}")
+    if kind == "pq" and n < PQ_MIN:
+        return "flat"
     if kind != "auto":
         return kind
     return "flat" if n <= AUTO_FLAT_MAX else "ivf"
+
+
+def needs_rebuild(ann: "AnnIndex", wanted: str, n: int) -> str | None:
+    """Why an index of ``n`` vectors should be rebuilt for the requested kind, or None."""
+    kind = choose_kind(wanted, n)
+    if n > 0 and ann.kind != kind:
+        return f"{n} vectors: switching from {ann.kind} to {kind}"
+    if ann.kind in ("ivf", "pq") and n >= PQ_MIN and n > RETRAIN_GROWTH * max(ann.trained_n, 1):
+        return f"{n} vectors, trained on {ann.trained_n}: retraining"
+    return None
 
 
 def _nlist_for(n: int) -> int:
@@ -49,10 +66,11 @@ def _nlist_for(n: int) -> int:
 class AnnIndex:
     """One FAISS index of unit vectors keyed by int64 ids."""
 
-    def __init__(self, index: Any, kind: str, dim: int) -> None:
+    def __init__(self, index: Any, kind: str, dim: int, trained_n: int = 0) -> None:
         self.index = index
         self.kind = kind
         self.dim = dim
+        self.trained_n = trained_n  # vectors an IVF/PQ index was trained on (its lists fit that size)
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
@@ -70,14 +88,12 @@ class AnnIndex:
             nlist = _nlist_for(len(ids))
             if kind == "pq":
                 m = next(m for m in (64, 32, 16, 8, 4, 2, 1) if (dim % m == 0 and m <= max(dim // 2, 1)))
-                # PQ codebooks need 256 training points per sub-quantizer centroid
-                nbits = 8 if len(ids) >= 256 * 4 else 4
+                # k-means wants ≥ 39 points per centroid: 8-bit codes (256 centroids) from 9,984 vectors
+                nbits = 8 if len(ids) >= 256 * 39 else 4
                 factory = f"IVF{nlist},PQ{m}x{nbits}"
             else:
                 factory = f"IVF{nlist},Flat"
             index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-            if len(ids):
-                index.train(_f32(vecs))
         else:  # pragma: no cover - choose_kind validated
             raise UsageError(f"unknown index kind {kind}")
         ann = cls(index, kind, dim)
@@ -88,15 +104,12 @@ class AnnIndex:
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
-    @property
-    def is_trained(self) -> bool:
-        return bool(self.index.is_trained)
-
     def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
         if len(ids) == 0:
             return
-        if not self.index.is_trained:
+        if not self.index.is_trained:  # IVF/PQ: trained on the first vectors it gets
             self.index.train(_f32(vecs))
+            self.trained_n = len(ids)
         self.index.add_with_ids(_f32(vecs), np.ascontiguousarray(ids, dtype=np.int64))
 
     def remove(self, ids: np.ndarray) -> bool:
@@ -163,23 +176,35 @@ class AnnIndex:
 
         data = self.to_bytes()
         atomic_write_bytes(path, data)
-        sidecar = dict(meta, kind=self.kind, dim=self.dim, ntotal=self.ntotal,
+        sidecar = dict(meta, kind=self.kind, dim=self.dim, ntotal=self.ntotal, trained_n=self.trained_n,
                        sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
         atomic_write_bytes(path.with_suffix(".json"), (json.dumps(sidecar, indent=1) + "\n").encode())
 
     @classmethod
-    def load(cls, path: Path) -> tuple["AnnIndex", dict[str, Any]]:
+    def load(cls, path: Path, *, attempts: int = 4) -> tuple["AnnIndex", dict[str, Any]]:
+        """Load and verify against the sidecar's checksum.
+
+        A writer replaces the file and then its sidecar, so a reader in between sees a mismatch
+        that clears when read again: only a mismatch that persists is damage.
+        """
+        import time
+
         sidecar = path.with_suffix(".json")
-        try:
-            meta = json.loads(sidecar.read_text())
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError) as exc:
-            raise CorruptIndexError(f"cannot read {sidecar.name}: {exc}") from exc
-        if len(data) != meta.get("bytes") or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+        for attempt in range(attempts):
+            try:
+                meta = json.loads(sidecar.read_bytes())
+                data = path.read_bytes()
+            except FileNotFoundError:
+                raise
+            except (OSError, ValueError) as exc:
+                raise CorruptIndexError(f"cannot read {sidecar.name}: {exc}") from exc
+            if len(data) == meta.get("bytes") and hashlib.sha256(data).hexdigest() == meta.get("sha256"):
+                break
+            time.sleep(0.05 * (attempt + 1))
+        else:
             raise CorruptIndexError("checksum mismatch (truncated or modified)")
         ann = cls.from_bytes(data, meta["kind"], int(meta["dim"]))
+        ann.trained_n = int(meta.get("trained_n", 0))
         if ann.ntotal != meta.get("ntotal"):
             raise CorruptIndexError("vector count differs from its record")
         return ann, meta

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmsearch.ann.faiss_index import AnnIndex, CorruptIndexError, SearchParams, choose_kind
+from mmsearch.ann.faiss_index import AnnIndex, CorruptIndexError, SearchParams, choose_kind, needs_rebuild
 from mmsearch.store.store import Store
 
 ANN_DIR = "ann"
@@ -65,7 +65,7 @@ class SpaceIndex:
                 return self._rebuild(gen, "rebuilt", f"index file damaged: {exc}")
             if meta.get("space_key") != self.space_key:
                 return self._rebuild(gen, "rebuilt", "index file belongs to another space")
-            if self.kind_pref != "auto" and meta["kind"] != self.kind_pref:
+            if choose_kind(self.kind_pref, ann.ntotal) != meta["kind"] and ann.ntotal:
                 return self._rebuild(gen, "rebuilt", f"index kind changed to {self.kind_pref}")
             self.ann, self.generation = ann, int(meta["generation"])
             from_file = True
@@ -84,11 +84,13 @@ class SpaceIndex:
             self.generation = gen
             self.dirty = True
             action = "caught-up"
-        expected = self.store.count_vectors(self.space_id, self.modality)
-        if self.ann.ntotal != expected:
-            return self._rebuild(gen, "rebuilt", f"index holds {self.ann.ntotal} vectors, database {expected}")
-        if self.kind_pref == "auto" and self.ann.kind != choose_kind("auto", expected) and expected > 0:
-            return self._rebuild(gen, "rebuilt", f"{expected} vectors: switching to {choose_kind('auto', expected)}")
+        if from_file:  # a file may hold other ids than it says; catching up in memory is exact (ids never reused)
+            expected = self.store.count_vectors(self.space_id, self.modality)
+            if self.ann.ntotal != expected:
+                return self._rebuild(gen, "rebuilt", f"index holds {self.ann.ntotal} vectors, database {expected}")
+        why = needs_rebuild(self.ann, self.kind_pref, self.ann.ntotal)
+        if why:
+            return self._rebuild(gen, "rebuilt", why)
         return SyncReport(action, generation=gen, previous=previous, from_file=from_file)
 
     def _rebuild(self, gen: int, action: str, reason: str) -> SyncReport:

@@ -80,3 +80,40 @@ def test_auto_kind_by_size_and_bad_kind():
     assert choose_kind("auto", 10_000_000) == "ivf"
     with pytest.raises(UsageError, match="--index"):
         choose_kind("annoy", 1)
+
+
+def test_pq_on_too_few_vectors_falls_back_to_exact_and_switches_when_grown():
+    from mmsearch.ann.faiss_index import PQ_MIN, needs_rebuild
+
+    small = AnnIndex.build("pq", 32, np.arange(5), clustered(5))  # FAISS would raise "nx >= k" here
+    assert small.kind == "flat" and small.ntotal == 5
+    assert needs_rebuild(small, "pq", 5) is None
+    assert "switching from flat to pq" in needs_rebuild(small, "pq", PQ_MIN)
+
+
+def test_ivf_is_retrained_once_it_outgrows_its_training():
+    from mmsearch.ann.faiss_index import needs_rebuild
+
+    ann = AnnIndex.build("ivf", 32, np.arange(500), clustered(500))
+    assert ann.trained_n == 500
+    assert needs_rebuild(ann, "ivf", 1500) is None
+    assert "retraining" in needs_rebuild(ann, "ivf", 2500)
+
+
+def test_load_tolerates_a_writer_replacing_file_then_sidecar(tmp_path):
+    """A reader between the two renames of a save sees a mismatch that clears: not damage."""
+    import threading
+    import time
+
+    path = tmp_path / "i.faiss"
+    AnnIndex.build("flat", 32, np.arange(100), clustered(100)).save(path, {"generation": 1})
+    newer = AnnIndex.build("flat", 32, np.arange(200), clustered(200, seed=1))
+    path.write_bytes(newer.to_bytes())  # the data file is new, the sidecar still old
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    newer.save(staged / "i.faiss", {"generation": 2})
+    late = threading.Timer(0.03, lambda: (staged / "i.json").replace(path.with_suffix(".json")))
+    late.start()
+    loaded, meta = AnnIndex.load(path)
+    late.join()
+    assert meta["generation"] == 2 and loaded.ntotal == 200

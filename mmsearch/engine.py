@@ -37,7 +37,7 @@ class Engine:
         self._encoders: dict[str, Encoder] = {}
         self._indexes: dict[tuple[int, str], SpaceIndex] = {}
         self._spaces: tuple[int, list[Space]] = (-1, [])  # (generation read at, spaces) cache for queries
-        self.notices: list[str] = []  # what the engine repaired on its own (the CLI shows these)
+        self.notices: list[str] = []  # what the last call repaired on its own (the CLI shows these)
 
     # ---- lifecycle -------------------------------------------------------------------------------
     @classmethod
@@ -122,6 +122,16 @@ class Engine:
             if notice:
                 self.notices.append(notice)
 
+    def _sync_written(self, space: Space, before: int) -> None:
+        """After a write to ``space``: its indexes, and those of any other space that lost vectors
+        (a vanished or changed file drops its content's vectors in every model)."""
+        self._sync_indexes(space, save=True, since=before)
+        for other in self.store.spaces():
+            if other.id != space.id and any(
+                self.store.changes(other.id, m, before)[1] for m in other.modalities.split(",")
+            ):
+                self._sync_indexes(other, save=True, since=before)
+
     # ---- writing ---------------------------------------------------------------------------------
     def index(
         self,
@@ -144,6 +154,7 @@ class Engine:
         batch = BATCH if commit_every is None else commit_every
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise UsageError(f"commit_every={commit_every!r}: must be a whole number of at least 1")
+        self.notices = []
         with self.store.writer_lock("index"):
             enc, space = self._write_space()
             before = self.store.generation()
@@ -151,7 +162,7 @@ class Engine:
                 report = sync_paths(self.store, enc, space, list(paths), workers=self.settings.workers,
                                     progress=progress, batch=batch, on_commit=on_commit)
             finally:
-                self._sync_indexes(space, save=True, since=before)
+                self._sync_written(space, before)
                 self.store.write_manifest()
             report.notices.extend(self.notices)
             return report
@@ -163,6 +174,7 @@ class Engine:
         items = read_text_file(file) if file is not None else normalise_items(texts)  # type: ignore[arg-type]
         if not items:
             return 0
+        self.notices = []
         with self.store.writer_lock("add-text"):
             enc, space = self._write_space()
             before = self.store.generation()
@@ -181,7 +193,7 @@ class Engine:
                 1 for u in upserts if u.uri not in previous or previous[u.uri].content_id != known.get(u.sha256, (None,))[0]
             )
             self.store.apply(upserts, space.id)
-            self._sync_indexes(space, save=True, since=before)
+            self._sync_written(space, before)
             self.store.write_manifest()
             return changed
 
@@ -201,6 +213,7 @@ class Engine:
                 uris.extend(self.store.error_uris_under(os.path.abspath(t)))
         if not uris:
             return 0
+        self.notices = []
         with self.store.writer_lock("remove"):
             before = self.store.generation()
             res = self.store.apply([], None, remove_uris=uris)
@@ -244,13 +257,16 @@ class Engine:
                 raise UsageError(f"{name}={value!r}: must be a positive whole number")
         if under is not None and not isinstance(under, (str, os.PathLike)):
             raise UsageError(f"under must be a folder path, not {builtins.type(under).__name__}")
+        self.notices = []
         gen = self.store.generation()
         sp = self._read_space(space, gen)
         mods = sp.modalities.split(",")
         self._sync_indexes(sp, save=False, generation=gen)
         if type is None:
-            type = "image" if self._index(sp, "image").ann.ntotal or "image" not in mods else "text"
-            type = type if type in mods else mods[0]
+            has_images = "image" in mods and self._index(sp, "image").ann.ntotal > 0
+            type = "image" if has_images else ("text" if "text" in mods else mods[0])
+        elif type != "any" and type not in mods:
+            raise UsageError(f"type={type!r}: model {sp.spec} holds {', '.join(mods)}")
         modalities = mods if type == "any" else [type]
         if vector is not None:
             try:
@@ -308,7 +324,12 @@ class Engine:
                     except (OSError, ValueError, KeyError):
                         kinds[modality] = "none"
             spaces.append(SpaceStats(sp.id, sp.key, sp.spec, sp.dim, raw["vectors_per_space"].get(sp.id, 0), kinds))
-        size = sum(f.stat().st_size for f in self.store.root.rglob("*") if f.is_file())
+        size = 0
+        for f in self.store.root.rglob("*"):
+            try:
+                size += f.stat().st_size if f.is_file() else 0
+            except OSError:  # a writer's temp file renamed away mid-walk
+                pass
         return Stats(str(self.store.root), raw["contents"], raw["sources"], tuple(spaces), raw["errors"],
                      raw["generation"], size)
 

@@ -49,7 +49,7 @@ def hits(out: Console, items: Sequence[Hit], fmt: Format) -> None:
         return
     if fmt is Format.paths:
         for h in items:
-            print(h.path or h.paths[0] if h.paths else h.id)
+            print(h.path or (h.paths[0] if h.paths else h.id))
         return
     table = Table(box=None, header_style="bold")
     table.add_column("#", justify="right")
@@ -59,7 +59,7 @@ def hits(out: Console, items: Sequence[Hit], fmt: Format) -> None:
     for h in items:
         what = h.path or (h.paths[0] if h.paths else "")
         if h.modality == "text":
-            what = f"{excerpt(h.text)}  [dim]{what}[/dim]" if h.path else f"{excerpt(h.text)}  [dim]{what}[/dim]"
+            what = f"{excerpt(h.text)}  [dim]{what}[/dim]"
         if len(h.paths) > 1:
             what += f"  [dim](+{len(h.paths) - 1} copies)[/dim]"
         table.add_row(str(h.rank), f"{h.score:.3f}", h.modality, what)

@@ -89,3 +89,13 @@ def test_every_command_is_documented_in_the_readme():
     for cmd in app.registered_commands:
         name = cmd.name or cmd.callback.__name__
         assert f"mmsearch {name}" in readme, f"README does not mention `mmsearch {name}`"
+
+
+def test_csv_texts_keep_newlines_inside_quoted_fields(tmp_path, tiny_model):
+    f = tmp_path / "t.csv"
+    f.write_bytes(b'id,text\r\nn1,"line one\r\nline two"\r\n')
+    r = _run("add-text", "--file", f, "--store", tmp_path / "s", "--model", tiny_model)
+    assert r.exit_code == 0, r.output
+    with Engine.open(tmp_path / "s") as eng:
+        hit = eng.search(text="line one", type="text", k=1)[0]
+    assert hit.text.splitlines() == ["line one", "line two"]

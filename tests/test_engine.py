@@ -147,3 +147,30 @@ def test_pq_candidates_are_reranked_with_exact_vectors(tmp_path):
                     assert abs(h.score - wanted[h.id]) < 1e-5
             agree += len({h.id for h in got} & set(wanted))
     assert agree / (10 * len(exact_ids)) >= 0.95
+
+
+def test_a_vanished_file_updates_every_models_index_file(engine_factory, tmp_path):
+    """Content dropped while indexing with model B must leave model A's index file current too."""
+    other = "local-dir:" + str(make_tiny_model(tmp_path / "other", seed=5))
+    imgs = write_images(tmp_path / "img", 4)
+    engine_factory(tmp_path / "store").index([tmp_path / "img"])
+    engine_factory(tmp_path / "store", model=other).index([tmp_path / "img"])
+    imgs[0].unlink()
+    engine_factory(tmp_path / "store", model=other).index([tmp_path / "img"])
+    with Engine.open(tmp_path / "store", create=False) as reader:  # model A, the store's first
+        hits = reader.search(image=imgs[1], k=10)
+        assert reader.notices == []  # nothing was behind: no repair to report
+        assert str(imgs[0]) not in {h.path for h in hits} and len(hits) == 3
+        assert reader.doctor(repair=False).ok
+
+
+def test_notices_belong_to_the_call_that_made_them(engine_factory, tmp_path):
+    eng = engine_factory()
+    write_images(tmp_path / "img", 3)
+    eng.index([tmp_path / "img"])
+    for f in (tmp_path / "store" / "ann").glob("*.faiss"):
+        f.unlink()
+    first = eng.index([tmp_path / "img"]).notices
+    second = eng.index([tmp_path / "img"]).notices
+    assert second == [] and eng.notices == []
+    assert first == [] or all("index" in n for n in first)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import hashlib
 import json
 from pathlib import Path
@@ -46,7 +47,7 @@ def read_text_file(path: str | Path) -> list[tuple[str, str]]:
         raise UsageError(f"cannot read: {exc}", path=str(p)) from None
     rows: list[dict] = []
     if p.suffix.lower() == ".csv":
-        reader = csv.DictReader(raw.splitlines())
+        reader = csv.DictReader(io.StringIO(raw, newline=""))  # keeps newlines inside quoted fields
         if not reader.fieldnames or "text" not in reader.fieldnames:
             raise UsageError("CSV needs a 'text' column (and optionally 'id')", path=str(p))
         rows = list(reader)

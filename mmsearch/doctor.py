@@ -31,7 +31,7 @@ import numpy as np
 from sqlalchemy import func, select, text
 
 from mmsearch.ann.faiss_index import AnnIndex, CorruptIndexError
-from mmsearch.ann.sync import ANN_DIR, SpaceIndex
+from mmsearch.ann.sync import ANN_DIR, SpaceIndex, index_path
 from mmsearch.errors import StoreError, StoreLockedError
 from mmsearch.store.safety import DAMAGED_HINT
 from mmsearch.store.schema import Content, ErrorRecord, Source, Space, Vector
@@ -282,7 +282,7 @@ def _check_indexes(store: Store, repair: bool) -> list[DoctorCheck]:
 
 def _check_index(store: Store, sp: Space, modality: str, db_gen: int, repair: bool) -> DoctorCheck:
     name = f"index {sp.id}/{modality}"
-    path = store.root / ANN_DIR / f"space{sp.id}-{modality}.faiss"
+    path = index_path(store.root, sp.id, modality)
     with store.snapshot():
         expected = store.count_vectors(sp.id, modality)
         db_ids = _db_ids(store, sp.id, modality)
@@ -344,7 +344,7 @@ def _check_index(store: Store, sp: Space, modality: str, db_gen: int, repair: bo
 def _check_leftovers(store: Store, repair: bool) -> list[DoctorCheck]:
     ann_dir = store.root / ANN_DIR
     temps = sorted(store.root.glob(".*.tmp")) + (sorted(ann_dir.glob(".*.tmp")) if ann_dir.is_dir() else [])
-    known = {f"space{sp.id}-{m}" for sp in store.spaces() for m in sp.modalities.split(",")}
+    known = {index_path(store.root, sp.id, m).stem for sp in store.spaces() for m in sp.modalities.split(",")}
     strays = [p for p in (sorted(ann_dir.iterdir()) if ann_dir.is_dir() else [])
               if p.suffix in (".faiss", ".json") and not p.name.startswith(".") and p.stem not in known]
     found = temps + strays

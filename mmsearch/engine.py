@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from mmsearch.ann.faiss_index import SearchParams
-from mmsearch.ann.sync import SpaceIndex, repair_notice
+from mmsearch.ann.sync import SpaceIndex, recorded_kind, repair_notice
 from mmsearch.config import DEFAULT_MODEL, Settings
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import ModelError, StoreError, UsageError
@@ -280,7 +280,12 @@ class Engine:
             if enc.space.key != sp.key:
                 raise ModelError(f"model {sp.spec!r} now loads different weights than the store was built with",
                                  hint="re-index, or point --model at the original weights")
-            q = enc.embed_texts([text])[0] if text is not None else enc.embed_images([self._query_image(image)])[0]
+            if text is not None:
+                q = enc.embed_texts([text])[0]
+            else:  # the very preprocessing indexing uses, so an indexed image finds itself at cosine 1
+                from mmsearch.ingest.decode import preprocess
+
+                q = enc.embed_image_batch(preprocess(self._query_image(image), enc.image_recipe())[None])[0]
         return search_space(
             self.store, {m: self._index(sp, m) for m in modalities}, q, k=k, modalities=modalities,
             space_spec=sp.spec, under=os.path.abspath(under) if under is not None else None,
@@ -316,13 +321,7 @@ class Engine:
                 if idx is not None and idx.ann is not None:
                     kinds[modality] = idx.ann.kind
                 else:
-                    sidecar = self.store.root / "ann" / f"space{sp.id}-{modality}.json"
-                    try:
-                        import json
-
-                        kinds[modality] = json.loads(sidecar.read_text())["kind"]
-                    except (OSError, ValueError, KeyError):
-                        kinds[modality] = "none"
+                    kinds[modality] = recorded_kind(self.store.root, sp.id, modality)
             spaces.append(SpaceStats(sp.id, sp.key, sp.spec, sp.dim, raw["vectors_per_space"].get(sp.id, 0), kinds))
         size = 0
         for f in self.store.root.rglob("*"):

@@ -16,6 +16,21 @@ from mmsearch.store.store import Store
 ANN_DIR = "ann"
 
 
+def index_path(root: Path, space_id: int, modality: str) -> Path:
+    """Where the index of one modality of one space lives (its sidecar: the same name, ``.json``)."""
+    return Path(root) / ANN_DIR / f"space{space_id}-{modality}.faiss"
+
+
+def recorded_kind(root: Path, space_id: int, modality: str) -> str:
+    """The kind an index file says it is, without loading it ("none" when there is no readable file)."""
+    import json
+
+    try:
+        return str(json.loads(index_path(root, space_id, modality).with_suffix(".json").read_text())["kind"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "none"
+
+
 @dataclass
 class SyncReport:
     action: str  # "current", "loaded", "caught-up", "built", "rebuilt"
@@ -34,7 +49,7 @@ class SpaceIndex:
         self.space_key = space_key
         self.modality = modality
         self.kind_pref = kind
-        self.path = store.root / ANN_DIR / f"space{space_id}-{modality}.faiss"
+        self.path = index_path(store.root, space_id, modality)
         self.ann: AnnIndex | None = None
         self.generation = -1
         self.dirty = False

@@ -158,12 +158,15 @@ def evaluate(engine: "Engine", data: Dataset, *, ks: Sequence[int] = KS) -> Eval
     kmax = max(ks)
 
     # content ids ↔ dataset positions (identical images / captions share a content)
-    img_content = {p: store.content_id_for_uri(p) for p in data.images}
+    img_sources = store.lookup_sources(data.images)
+    img_content = {p: (img_sources[p].content_id if p in img_sources else None) for p in data.images}
     content_images: dict[int, set[int]] = {}
     for i, p in enumerate(data.images):
         if img_content[p] is not None:
             content_images.setdefault(img_content[p], set()).add(i)
-    cap_content = [store.content_id_for_uri(f"text:eval:{i}") for i in range(len(data.captions))]
+    cap_uris = [f"text:eval:{i}" for i in range(len(data.captions))]
+    cap_sources = store.lookup_sources(cap_uris)
+    cap_content = [cap_sources[u].content_id for u in cap_uris]
     content_caps: dict[int, set[int]] = {}
     for i, c in enumerate(cap_content):
         content_caps.setdefault(c, set()).add(data.caption_image[i])

@@ -39,41 +39,41 @@ def search_space(
     under: str | None = None,
     params: SearchParams | None = None,
 ) -> list[Hit]:
-    """Top-``k`` hits for one unit query vector across ``modalities`` of one space."""
+    """Top-``k`` hits for one unit query vector across ``modalities`` of one space.
+
+    With ``under``, the candidates are the contents with a file below that folder, scored exactly
+    (one range scan of the database), instead of asking the ANN index for ever more results.
+    """
     q = np.asarray(query, dtype=np.float32).reshape(1, -1)
-    fetch = k if under is None else k * 4
-    while True:
-        scored: list[tuple[float, int, str]] = []
-        exhausted = True
+    scored: list[tuple[float, int, str]] = []
+    if under is not None:
+        space_id = next(iter(indexes.values())).space_id
+        ids, mods, vecs = store.vectors_under(space_id, under, modalities)
+        sims = vecs @ q[0]
+        for j in np.argsort(-sims, kind="stable")[:k]:
+            scored.append((float(sims[j]), int(ids[j]), mods[j]))
+    else:
         for modality in modalities:
             idx = indexes[modality]
             if idx.ann is not None and idx.ann.kind in RERANKED:
-                scored.extend((s, i, modality) for s, i in _reranked(store, idx, q, fetch, params))
+                scored.extend((s, i, modality) for s, i in _reranked(store, idx, q, k, params))
             else:
-                scores, ids = idx.search(q, fetch, params)
+                scores, ids = idx.search(q, k, params)
                 scored.extend((float(s), int(i), modality) for s, i in zip(scores[0], ids[0]) if i >= 0)
-            if idx.ann is not None and fetch < idx.ann.ntotal:
-                exhausted = False
-        scored.sort(key=lambda t: (-t[0], t[1]))
-        meta = store.content_meta([i for _, i, _ in scored])
-        hits: list[Hit] = []
-        for score, cid, modality in scored:
-            m = meta.get(cid)
-            if m is None:  # removed after the index snapshot; skip rather than show a ghost
-                continue
-            paths = m.uris
-            if under is not None:
-                prefix = under.rstrip(os.sep) + os.sep
-                paths = tuple(p for p in paths if p == under or p.startswith(prefix))
-                if not paths:
-                    continue
-            files = [p for p in paths if not p.startswith("text:")]
-            hits.append(
-                Hit(rank=len(hits) + 1, id=cid, score=score, modality=modality, path=files[0] if files else None,
-                    paths=paths, text=m.text, width=m.width, height=m.height, space=space_spec)
-            )
-            if len(hits) == k:
-                return hits
-        if exhausted or under is None:
-            return hits
-        fetch *= 4
+    scored.sort(key=lambda t: (-t[0], t[1]))
+    meta = store.content_meta([i for _, i, _ in scored])
+    hits: list[Hit] = []
+    prefix = under.rstrip(os.sep) + os.sep if under is not None else ""
+    for score, cid, modality in scored:
+        m = meta.get(cid)
+        if m is None:  # removed after the index snapshot; skip rather than show a ghost
+            continue
+        paths = m.uris if under is None else tuple(p for p in m.uris if p == under or p.startswith(prefix))
+        files = [p for p in paths if not p.startswith("text:")]
+        hits.append(
+            Hit(rank=len(hits) + 1, id=cid, score=score, modality=modality, path=files[0] if files else None,
+                paths=paths, text=m.text, width=m.width, height=m.height, space=space_spec)
+        )
+        if len(hits) == k:
+            break
+    return hits

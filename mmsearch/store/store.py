@@ -93,6 +93,12 @@ def _chunks(seq: Sequence, n: int = _IN_CHUNK) -> Iterator[Sequence]:
         yield seq[i : i + n]
 
 
+def _under_clause(column, root: str):
+    """SQL for ``column`` equal to ``root`` or below it, as an index-friendly range (no LIKE escaping)."""
+    prefix = root.rstrip(os.sep) + os.sep
+    return (column == root) | ((column >= prefix) & (column < prefix[:-1] + chr(ord(os.sep) + 1)))
+
+
 def _total_changes(s: Session) -> int:
     """Rows inserted/updated/deleted so far on this connection: O(1), unlike counting a table."""
     return int(s.execute(text("SELECT total_changes()")).scalar_one())
@@ -457,24 +463,30 @@ class Store:
 
     def uris_under(self, root: str, *, kind: str = "file") -> list[str]:
         """All source uris equal to ``root`` or below it (``root`` is an absolute path)."""
-        prefix = root.rstrip(os.sep) + os.sep
         with self.read() as s:
-            rows = s.scalars(
-                select(Source.uri).where(
-                    Source.kind == kind,
-                    (Source.uri == root) | ((Source.uri >= prefix) & (Source.uri < prefix[:-1] + chr(ord(os.sep) + 1))),
-                )
-            )
-            return list(rows)
+            return list(s.scalars(select(Source.uri).where(Source.kind == kind, _under_clause(Source.uri, root))))
 
     def error_uris_under(self, root: str) -> list[str]:
         """Paths with a recorded error equal to ``root`` or below it."""
-        prefix = root.rstrip(os.sep) + os.sep
         with self.read() as s:
-            return list(s.scalars(select(ErrorRecord.uri).where(
-                (ErrorRecord.uri == root)
-                | ((ErrorRecord.uri >= prefix) & (ErrorRecord.uri < prefix[:-1] + chr(ord(os.sep) + 1)))
-            )))
+            return list(s.scalars(select(ErrorRecord.uri).where(_under_clause(ErrorRecord.uri, root))))
+
+    def vectors_under(self, space_id: int, root: str, modalities: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """(content ids, modalities, vectors) of the contents with a file at or below ``root``: the
+        candidate set of a folder-filtered search, one indexed range scan instead of an ANN loop."""
+        with self.read() as s:
+            below = select(Source.content_id).where(Source.kind == "file", _under_clause(Source.uri, root))
+            rows = s.execute(
+                select(Vector.content_id, Vector.modality, Vector.vec).where(
+                    Vector.space_id == space_id, Vector.modality.in_(list(modalities)), Vector.content_id.in_(below)
+                ).order_by(Vector.content_id)
+            ).all()
+            dim = s.execute(select(Space.dim).where(Space.id == space_id)).scalar_one()
+        if not rows:
+            return np.zeros(0, np.int64), [], np.zeros((0, dim), np.float32)
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vecs = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float16).reshape(len(rows), dim)
+        return ids, [r[1] for r in rows], vecs.astype(np.float32)
 
     # ---- reads for the index and for results -----------------------------------------------------
     def vectors(
@@ -556,10 +568,6 @@ class Store:
                 for cid, (modality, txt, w, h) in fields.items():
                     out[cid] = ContentMeta(cid, modality, txt, w, h, tuple(uris[cid]))
         return out
-
-    def content_id_for_uri(self, uri: str) -> int | None:
-        with self.read() as s:
-            return s.scalars(select(Source.content_id).where(Source.uri == uri)).first()
 
     def errors(self) -> list[ErrorRecord]:
         with self.read() as s:

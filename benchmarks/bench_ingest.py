@@ -89,11 +89,19 @@ def main() -> None:
             again = eng.index([data])
             resync = time.perf_counter() - t0
             print(f"re-sync with nothing changed: {resync:.2f}s ({args.n / resync:,.0f} files/s)")
+            moved = tmp / "moved"
+            data.rename(moved)
+            t0 = time.perf_counter()
+            after_move = eng.index([data.parent])
+            move_s = time.perf_counter() - t0
+            assert after_move.reused == args.n and after_move.indexed == 0, after_move
+            print(f"re-sync after moving the folder: {move_s:.2f}s ({args.n / move_s:,.0f} files/s, hashed, not decoded)")
         path = save("ingest", {
             "model": args.model, "n_images": args.n, "image": "640x480 JPEG", "avg_kb": round(avg_kb, 1),
             "batch_size": args.batch_size, "workers": args.workers, "device": getattr(enc, "device", None),
             "decode_preprocess_img_s_1proc": round(decode_rate, 1), "model_only_img_s": round(model_rate, 1),
             "end_to_end_img_s": round(e2e, 1), "resync_unchanged_files_s": round(args.n / resync, 1),
+            "resync_moved_files_s": round(args.n / move_s, 1),
         })
         print(f"wrote {path}")
     finally:

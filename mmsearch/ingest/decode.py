@@ -155,8 +155,10 @@ def preprocess(image, recipe: dict[str, Any]) -> np.ndarray:
     return _transform(recipe)(image).numpy()
 
 
-def load(path: str, modality: str, recipe: dict[str, Any] | None, limits: dict[str, int] | None = None) -> Loaded:
-    """Read, hash and (when ``recipe`` is given for images, always for texts) decode one file."""
+def load(
+    path: str, modality: str, recipe: dict[str, Any] | None, limits: dict[str, int] | None = None, decode: bool = True
+) -> Loaded:
+    """Read and hash one file; with ``decode``, also decode it (and preprocess images when ``recipe`` is given)."""
     limits = limits or {}
     out = Loaded(path, modality)
     try:
@@ -164,6 +166,8 @@ def load(path: str, modality: str, recipe: dict[str, Any] | None, limits: dict[s
         data, st = read_file(path, max_bytes)
         out.size, out.mtime_ns = st.st_size, st.st_mtime_ns
         out.sha256 = hashlib.sha256(data).hexdigest()
+        if not decode:
+            return out
         if modality == "image":
             im = decode_image(data, limits.get("max_image_pixels", MAX_IMAGE_PIXELS))
             out.width, out.height = im.size

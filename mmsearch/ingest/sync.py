@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -77,33 +77,37 @@ def sync_paths(
         if progress:
             progress(done, total)
 
-        # 2. Read, hash, decode in workers; embed and commit batch by batch.
+        # 2. Hash what changed (workers read + sha256, no decoding). Content the store already has a
+        #    vector for (moved, renamed, copied, touched) is linked as is: no decode, no model call.
+        # 3. Decode + preprocess the rest in workers; embed and commit batch by batch.
         recipe = encoder.image_recipe()
-        pending: list[Loaded] = []
 
-        def committed(info: tuple[int, tuple[str, ...], tuple[str, ...]]) -> None:
+        def flush(batch_items: list[Loaded]) -> None:
+            nonlocal done
+            info = _commit(store, encoder, space, batch_items, [], report, _partial(progress, done, total, len(batch_items)))
+            done += len(batch_items)
             if on_commit:
                 on_commit(BatchCommitted(info[0], done, total, tuple(map(display, info[1])), info[2]))
+            if progress:
+                progress(done, total)
 
         if walk_errors:
-            committed(_commit(store, encoder, space, [], walk_errors, report))
+            info = _commit(store, encoder, space, [], walk_errors, report)
+            if on_commit:
+                on_commit(BatchCommitted(info[0], done, total, tuple(map(display, info[1])), info[2]))
+        fresh: list[Candidate] = []
         with DecodePool(workers, len(todo)) as pool:
-            tasks = ((c.path, c.modality, recipe, limits) for c in todo)
-            for loaded in pool.map(tasks):
-                pending.append(loaded)
-                if len(pending) >= batch:
-                    info = _commit(store, encoder, space, pending, [], report, _partial(progress, done, total, len(pending)))
-                    done += len(pending)
-                    pending = []
-                    committed(info)
-                    if progress:
-                        progress(done, total)
-            if pending:
-                info = _commit(store, encoder, space, pending, [], report, _partial(progress, done, total, len(pending)))
-                done += len(pending)
-                committed(info)
-                if progress:
-                    progress(done, total)
+            hashed = pool.map((c.path, c.modality, None, limits, False) for c in todo)
+            for chunk in _batched(hashed, batch):
+                known = store.contents_by_sha([x.sha256 for x in chunk if x.error is None], space.id)
+                linkable = [x for x in chunk if x.error is not None or known.get(x.sha256, (0, False))[1]]
+                fresh.extend(Candidate(x.path, x.modality, x.size, x.mtime_ns) for x in chunk
+                             if x.error is None and not known.get(x.sha256, (0, False))[1])
+                if linkable:
+                    flush(linkable)
+            decoded = pool.map((c.path, c.modality, recipe, limits) for c in fresh)
+            for chunk in _batched(decoded, batch):
+                flush(chunk)
 
         # 3. Vanished files: under a root we walked, not seen now, and not under a folder we failed to read.
         # An error recorded for a path that is neither a file now nor failed in this run is stale.
@@ -124,6 +128,17 @@ def sync_paths(
         raise IndexInterrupted(report) from None
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _batched(items: Iterable[Loaded], size: int) -> Iterator[list[Loaded]]:
+    chunk: list[Loaded] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _partial(progress: Progress | None, done: int, total: int, size: int) -> Callable[[float], None] | None:

@@ -143,3 +143,21 @@ def test_progress_moves_within_a_batch_and_ends_at_the_total(engine_factory, tmp
     dones = [d for d, _ in calls]
     assert dones == sorted(dones)
     assert len(set(d for d in dones if 0 < d < 20)) >= 3  # it moved while the batch was embedded
+
+
+def test_moved_files_are_hashed_but_not_decoded(engine_factory, tmp_path, monkeypatch):
+    import mmsearch.ingest.decode as decode
+
+    eng = engine_factory()
+    imgs = write_images(tmp_path / "data" / "a", 5)
+    eng.index([tmp_path / "data"])
+    (tmp_path / "data" / "b").mkdir()
+    for p in imgs[:3]:
+        shutil.move(p, tmp_path / "data" / "b" / p.name)
+    write_images(tmp_path / "data" / "c", 1, seed=9)  # one really new image
+    calls = []
+    real = decode.decode_image
+    monkeypatch.setattr(decode, "decode_image", lambda data, *a, **kw: calls.append(1) or real(data, *a, **kw))
+    r = eng.index([tmp_path / "data"])
+    assert (r.reused, r.indexed, r.removed) == (3, 1, 3)
+    assert len(calls) == 1  # only the new image was decoded

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from mmsearch.encoders.base import Encoder
-from mmsearch.ingest.decode import Loaded
+from mmsearch.ingest.decode import Loaded, load
 from mmsearch.ingest.discover import Candidate, check_roots, display, walk
 from mmsearch.ingest.pipeline import DecodePool
 from mmsearch.store.schema import Space
@@ -23,6 +24,7 @@ from mmsearch.types import BatchCommitted, IndexReport
 Progress = Callable[[int, int], None]  # (done, total)
 OnCommit = Callable[[BatchCommitted], None]  # called after each batch is durable
 BATCH = 256  # files per transaction and per encoder call group
+HASH_THREADS = 4  # readers/hashers of changed files (I/O bound)
 
 
 class IndexInterrupted(KeyboardInterrupt):
@@ -96,17 +98,19 @@ def sync_paths(
             if on_commit:
                 on_commit(BatchCommitted(info[0], done, total, tuple(map(display, info[1])), info[2]))
         fresh: list[Candidate] = []
-        with DecodePool(workers, len(todo)) as pool:
-            hashed = pool.map((c.path, c.modality, None, limits, False) for c in todo)
-            for chunk in _batched(hashed, batch):
+        # Hashing is I/O and hashlib, both of which release the GIL: threads, no process start-up.
+        with ThreadPoolExecutor(max_workers=HASH_THREADS) as hasher:
+            for start in range(0, len(todo), batch):
+                chunk = list(hasher.map(lambda c: load(c.path, c.modality, None, limits, decode=False),
+                                        todo[start : start + batch]))
                 known = store.contents_by_sha([x.sha256 for x in chunk if x.error is None], space.id)
                 linkable = [x for x in chunk if x.error is not None or known.get(x.sha256, (0, False))[1]]
                 fresh.extend(Candidate(x.path, x.modality, x.size, x.mtime_ns) for x in chunk
                              if x.error is None and not known.get(x.sha256, (0, False))[1])
                 if linkable:
                     flush(linkable)
-            decoded = pool.map((c.path, c.modality, recipe, limits) for c in fresh)
-            for chunk in _batched(decoded, batch):
+        with DecodePool(workers, len(fresh)) as pool:
+            for chunk in _batched(pool.map((c.path, c.modality, recipe, limits) for c in fresh), batch):
                 flush(chunk)
 
         # 3. Vanished files: under a root we walked, not seen now, and not under a folder we failed to read.

@@ -114,9 +114,12 @@ class Engine:
             self._indexes[key] = SpaceIndex(self.store, space.id, space.key, modality, self.settings.index)
         return self._indexes[key]
 
-    def _sync_indexes(self, space: Space, *, save: bool, generation: int | None = None, since: int | None = None) -> None:
+    def _sync_indexes(
+        self, space: Space, *, save: bool, generation: int | None = None, since: int | None = None,
+        modalities: Sequence[str] | None = None,
+    ) -> None:
         """Bring the space's indexes up to date; collect a notice when that repaired something."""
-        for modality in space.modalities.split(","):
+        for modality in modalities or space.modalities.split(","):
             idx = self._index(space, modality)
             notice = repair_notice(idx, idx.sync(save=save, generation=generation), since)
             if notice:
@@ -261,13 +264,13 @@ class Engine:
         gen = self.store.generation()
         sp = self._read_space(space, gen)
         mods = sp.modalities.split(",")
-        self._sync_indexes(sp, save=False, generation=gen)
         if type is None:
-            has_images = "image" in mods and self._index(sp, "image").ann.ntotal > 0
+            has_images = "image" in mods and self.store.has_vectors(sp.id, "image")
             type = "image" if has_images else ("text" if "text" in mods else mods[0])
         elif type != "any" and type not in mods:
             raise UsageError(f"type={type!r}: model {sp.spec} holds {', '.join(mods)}")
         modalities = mods if type == "any" else [type]
+        self._sync_indexes(sp, save=False, generation=gen, modalities=modalities)  # only what is searched
         if vector is not None:
             try:
                 q = np.asarray(vector, dtype=np.float32).reshape(-1)

@@ -523,6 +523,13 @@ class Store:
                 q = q.where(Vector.gen <= until_gen)
             return int(s.execute(q).scalar_one())
 
+    def has_vectors(self, space_id: int, modality: str) -> bool:
+        """Whether a space holds any vector of a modality (an index probe, not a count)."""
+        with self.read() as s:
+            return s.execute(
+                select(Vector.content_id).where(Vector.space_id == space_id, Vector.modality == modality).limit(1)
+            ).first() is not None
+
     def changes(self, space_id: int, modality: str, after: int, until: int | None = None) -> tuple[int, int]:
         """(vectors added, vectors removed) in one space and modality in generations ``after < gen <= until``."""
         with self.read() as s:

@@ -84,19 +84,18 @@ def sync_paths(
         # 3. Decode + preprocess the rest in workers; embed and commit batch by batch.
         recipe = encoder.image_recipe()
 
-        def flush(batch_items: list[Loaded]) -> None:
+        def flush(items: list[Loaded], errors: list[tuple[str, str]] | None = None) -> None:
+            """Commit one batch (embedding what is new), then tell the callbacks."""
             nonlocal done
-            info = _commit(store, encoder, space, batch_items, [], report, _partial(progress, done, total, len(batch_items)))
-            done += len(batch_items)
+            info = _commit(store, encoder, space, items, errors or [], report, _partial(progress, done, total, len(items)))
+            done += len(items)
             if on_commit:
                 on_commit(BatchCommitted(info[0], done, total, tuple(map(display, info[1])), info[2]))
             if progress:
                 progress(done, total)
 
         if walk_errors:
-            info = _commit(store, encoder, space, [], walk_errors, report)
-            if on_commit:
-                on_commit(BatchCommitted(info[0], done, total, tuple(map(display, info[1])), info[2]))
+            flush([], walk_errors)
         fresh: list[Candidate] = []
         # Hashing is I/O and hashlib, both of which release the GIL: threads, no process start-up.
         with ThreadPoolExecutor(max_workers=HASH_THREADS) as hasher:
@@ -104,16 +103,17 @@ def sync_paths(
                 chunk = list(hasher.map(lambda c: load(c.path, c.modality, None, limits, decode=False),
                                         todo[start : start + batch]))
                 known = store.contents_by_sha([x.sha256 for x in chunk if x.error is None], space.id)
-                linkable = [x for x in chunk if x.error is not None or known.get(x.sha256, (0, False))[1]]
-                fresh.extend(Candidate(x.path, x.modality, x.size, x.mtime_ns) for x in chunk
-                             if x.error is None and not known.get(x.sha256, (0, False))[1])
+                linkable, new = [], []
+                for x in chunk:
+                    (linkable if x.error is not None or known.get(x.sha256, (0, False))[1] else new).append(x)
+                fresh.extend(Candidate(x.path, x.modality, x.size, x.mtime_ns) for x in new)
                 if linkable:
                     flush(linkable)
         with DecodePool(workers, len(fresh)) as pool:
             for chunk in _batched(pool.map((c.path, c.modality, recipe, limits) for c in fresh), batch):
                 flush(chunk)
 
-        # 3. Vanished files: under a root we walked, not seen now, and not under a folder we failed to read.
+        # 4. Vanished files: under a root we walked, not seen now, and not under a folder we failed to read.
         # An error recorded for a path that is neither a file now nor failed in this run is stale.
         seen = {c.path for c in candidates}
         protected = [p for p, _ in walk_errors] + [display(p) for p, _ in walk_errors]

@@ -1,39 +1,31 @@
-"""Shared fixtures. Nothing here downloads: models are built locally and loaded through `local-dir:`."""
+"""Shared fixtures, built on tests/kit.py (the helpers themselves live there).
+
+Nothing here downloads: models are built locally and loaded through `local-dir:`.
+The kit's builders are re-exported for files that still import them from here.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-TINY_CFG = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
+from tests.kit import (  # noqa: E402  (re-exported: `from tests.conftest import ...` keeps working)
+    TINY_CFG,
+    Corpus,
+    Indexed,
+    build_indexed,
+    counting_encoders,
+    make_tiny_model,
+    write_images,
+    write_texts,
+)
 
-
-def make_tiny_model(folder: Path, seed: int = 0, cfg: dict | None = None) -> Path:
-    """A seeded random open_clip CLIP saved in the local-dir format real checkpoints use."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    cfg = cfg or TINY_CFG
-    torch.manual_seed(seed)
-    model = open_clip.CLIP(**cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "open_clip_config.json").write_text(
-        json.dumps({"model_cfg": cfg, "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}})
-    )
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
-    return folder
+__all__ = ["TINY_CFG", "make_tiny_model", "write_images", "write_texts"]
 
 
 @pytest.fixture(scope="session")
@@ -48,31 +40,6 @@ def _isolate(tmp_path, monkeypatch):
     monkeypatch.setenv("MMSEARCH_STORE", str(tmp_path / "store"))
     monkeypatch.delenv("MMSEARCH_MODEL", raising=False)
     monkeypatch.delenv("MMSEARCH_DEVICE", raising=False)
-
-
-def write_images(folder: Path, n: int, seed: int = 0, size: tuple[int, int] = (40, 30)) -> list[Path]:
-    """Distinct random-pattern images (random tiny models separate them well)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i in range(n):
-        arr = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
-        p = folder / f"img_{seed}_{i:03d}.png"
-        Image.fromarray(arr).save(p)
-        out.append(p)
-    return out
-
-
-def write_texts(folder: Path, texts: list[str]) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i, t in enumerate(texts):
-        p = folder / f"note_{i:03d}.txt"
-        p.write_text(t, encoding="utf-8")
-        out.append(p)
-    return out
 
 
 @pytest.fixture
@@ -92,3 +59,26 @@ def engine_factory(tmp_path, tiny_model):
     yield make
     for e in opened:
         e.close()
+
+
+@pytest.fixture
+def counting():
+    """``counting:<spec>`` loads <spec> wrapped in a CountingEncoder, through the real registry.
+
+    Yields the recorder (:class:`tests.kit.Counting`): ``counting.spec(tiny_model)`` is the spec to
+    open an engine with, ``counting.last.items`` what reached the model. Unregistered at teardown.
+    """
+    with counting_encoders("counting") as rec:
+        yield rec
+
+
+@pytest.fixture
+def corpus() -> Corpus:
+    """What `indexed` writes; a test module overrides this fixture for another corpus."""
+    return Corpus()
+
+
+@pytest.fixture
+def indexed(tmp_path, tiny_model, corpus) -> Indexed:
+    """A store with ``corpus`` indexed by the tiny model (engine closed): see :class:`tests.kit.Indexed`."""
+    return build_indexed(tmp_path, tiny_model, corpus)

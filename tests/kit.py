@@ -1,0 +1,237 @@
+"""The shared test kit: builders, a counting encoder installed through the real registry, a CLI
+runner and store helpers. Plain functions and classes (the pytest fixtures built on them live in
+tests/conftest.py). Nothing here downloads: models are built locally and loaded through `local-dir:`.
+
+Contents:
+    TINY_CFG, make_tiny_model(folder, seed, cfg)  a seeded random open_clip CLIP in local-dir format
+    write_images(folder, n, seed, size)           distinct random-pattern PNGs
+    write_texts(folder, texts)                    one UTF-8 .txt file per text
+    CountingEncoder(inner)                        wraps a real encoder, counts calls/items reaching the model
+    counting_encoders(prefix)                     context manager: registers PREFIX:<inner spec> specs that
+                                                  load <inner spec> wrapped in a CountingEncoder; yields a
+                                                  Counting recorder of the instances made
+    cli(*args)                                    `mmsearch ARGS...` through typer's CliRunner
+    unit(dim), all_hits(eng, type, space)         a raw unit query vector; every item of a type
+    Corpus, Indexed, build_indexed(root, model, corpus)
+                                                  a store with images and texts indexed (the `indexed` fixture)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+if TYPE_CHECKING:  # heavy imports stay lazy: conftest imports this module at collection
+    from click.testing import Result
+
+    from mmsearch import Engine
+
+TINY_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+# ---- builders ---------------------------------------------------------------------------------------------
+def make_tiny_model(folder: Path, seed: int = 0, cfg: dict | None = None) -> Path:
+    """A seeded random open_clip CLIP saved in the local-dir format real checkpoints use."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    cfg = cfg or TINY_CFG
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": cfg, "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}})
+    )
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    return folder
+
+
+def write_images(folder: Path, n: int, seed: int = 0, size: tuple[int, int] = (40, 30)) -> list[Path]:
+    """Distinct random-pattern images (random tiny models separate them well), named img_SEED_III.png."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        arr = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+        p = folder / f"img_{seed}_{i:03d}.png"
+        Image.fromarray(arr).save(p)
+        out.append(p)
+    return out
+
+
+def write_texts(folder: Path, texts: list[str]) -> list[Path]:
+    """One UTF-8 file per text, named note_III.txt."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, t in enumerate(texts):
+        p = folder / f"note_{i:03d}.txt"
+        p.write_text(t, encoding="utf-8")
+        out.append(p)
+    return out
+
+
+# ---- a counting encoder, installed through the registry ---------------------------------------------------
+class CountingEncoder:
+    """Wraps a real encoder and counts the calls and items that reach the model on the source side.
+
+    It keeps the inner encoder's ``space``, so a store sees the same space (same spec, key, dim) as
+    with the inner encoder alone. Query-side ``embed_images`` is passed through uncounted.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.space, self.calls, self.items = inner, inner.space, 0, 0
+
+    def image_recipe(self) -> dict[str, Any]:
+        return self.inner.image_recipe()
+
+    def embed_image_batch(self, pixels):
+        self.calls += 1
+        self.items += len(pixels)
+        return self.inner.embed_image_batch(pixels)
+
+    def embed_texts(self, texts):
+        self.calls += 1
+        self.items += len(texts)
+        return self.inner.embed_texts(texts)
+
+    def embed_images(self, images):
+        return self.inner.embed_images(images)
+
+
+@dataclass
+class Counting:
+    """What :func:`counting_encoders` made: every CountingEncoder loaded while it was registered."""
+
+    prefix: str
+    made: list[CountingEncoder] = field(default_factory=list)
+
+    def spec(self, inner: str) -> str:
+        """The spec that loads ``inner`` wrapped in a CountingEncoder, e.g. ``counting:local-dir:/m``."""
+        return f"{self.prefix}:{inner}"
+
+    @property
+    def last(self) -> CountingEncoder:
+        """The encoder loaded last (an engine loads one per spec)."""
+        assert self.made, f"no {self.prefix}: encoder was loaded"
+        return self.made[-1]
+
+    @property
+    def items(self) -> int:
+        """Items that reached the model through every encoder made so far."""
+        return sum(e.items for e in self.made)
+
+
+@contextmanager
+def counting_encoders(prefix: str = "counting") -> Iterator[Counting]:
+    """Register ``PREFIX:<inner spec>``: loads ``<inner spec>`` with ``load_encoder`` and wraps it.
+
+    The prefix is unregistered (or what held it before restored) on leaving the block.
+    """
+    from mmsearch.encoders.registry import load_encoder, registered
+
+    rec = Counting(prefix)
+
+    def factory(spec: str, rest: str, **kw: Any) -> CountingEncoder:
+        enc = CountingEncoder(load_encoder(rest, **kw))
+        rec.made.append(enc)
+        return enc
+
+    with registered(prefix, factory):
+        yield rec
+
+
+# ---- the CLI --------------------------------------------------------------------------------------------
+_runner = None
+
+
+def cli(*args: Any) -> "Result":
+    """Run ``mmsearch ARGS...`` in-process; paths (str, bytes or Path) are passed as the OS gives them."""
+    global _runner
+    from typer.testing import CliRunner
+
+    from mmsearch.cli import app
+
+    if _runner is None:
+        _runner = CliRunner()
+    return _runner.invoke(app, [os.fsdecode(a) if isinstance(a, (bytes, os.PathLike)) else str(a) for a in args])
+
+
+# ---- store helpers --------------------------------------------------------------------------------------
+def unit(dim: int = 32) -> np.ndarray:
+    """A unit vector with equal components: a raw query every stored vector has some score against."""
+    return np.ones(dim, np.float32) / np.sqrt(dim)
+
+
+def all_hits(eng: "Engine", type: str = "any", space: str | None = None):
+    """Every item of one type, by a raw-vector query (no model needed).
+
+    The dimension comes from ``eng.stats()``: the named space (spec, key or id), else the one
+    dimension all the store's spaces share.
+    """
+    spaces = eng.stats().spaces
+    if space is not None:
+        dims = {s.dim for s in spaces if space in (s.spec, s.key, str(s.id))}
+    else:
+        dims = {s.dim for s in spaces}
+    assert len(dims) == 1, f"cannot tell the dimension of space {space!r} among {[(s.spec, s.dim) for s in spaces]}"
+    return eng.search(vector=unit(dims.pop()), type=type, k=100_000, space=space)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What :func:`build_indexed` writes: ``images`` images (seed ``seed``) and one file per text."""
+
+    images: int = 6
+    seed: int = 0
+    texts: tuple[str, ...] = ("hello there", "general kenobi", "a red bicycle")
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """A store built by :func:`build_indexed`: images under data/img, texts under data/notes."""
+
+    store: Path
+    data: Path
+    images: list[Path]
+    texts: list[Path]
+    corpus: Corpus
+
+    @property
+    def image_dir(self) -> Path:
+        return self.data / "img"
+
+    @property
+    def text_dir(self) -> Path:
+        return self.data / "notes"
+
+    @property
+    def roots(self) -> list[Path]:
+        """What was indexed; index these again to re-sync the same roots."""
+        return [self.image_dir, self.text_dir]
+
+
+def build_indexed(root: Path, model: str, corpus: Corpus = Corpus()) -> Indexed:
+    """Write ``corpus`` under ``root/data`` and index it into ``root/store`` (workers=0); the engine is closed."""
+    from mmsearch import Engine
+
+    data = root / "data"
+    images = write_images(data / "img", corpus.images, seed=corpus.seed)
+    texts = write_texts(data / "notes", list(corpus.texts))
+    ix = Indexed(root / "store", data, images, texts, corpus)
+    with Engine.open(ix.store, model=model, workers=0) as eng:
+        rep = eng.index(ix.roots)
+    assert rep.ok and rep.indexed == len(images) + len(texts), rep
+    return ix

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmsearch.encoders.registry import load_encoder
+from mmsearch.encoders.registry import load_encoder, register, registered, unregister
 from mmsearch.errors import ModelError, UsageError
-from tests.conftest import make_tiny_model
+from tests.kit import make_tiny_model
 
 
 def test_local_dir_loads_through_open_clip_and_embeds_unit_vectors(tiny_model):
@@ -76,9 +76,108 @@ def test_invalid_config_json(tmp_path):
         load_encoder(f"local-dir:{folder}", device="cpu")
 
 
-def test_bad_device():
+def _machine_device(torch) -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
+
+
+@pytest.mark.parametrize("auto", [None, "", "auto"])
+def test_auto_device_is_what_this_machine_has(auto):
+    import torch
+
     from mmsearch.encoders.clip import resolve_device
 
-    assert resolve_device(None) in ("cpu", "cuda", "mps")
-    with pytest.raises(UsageError, match="--device"):
-        resolve_device("tpu")
+    assert resolve_device(auto) == _machine_device(torch)
+
+
+@pytest.mark.parametrize(
+    "cuda, mps, expected",
+    [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu")],
+)
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    import torch
+
+    from mmsearch.encoders.clip import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert resolve_device(None) == expected
+
+
+@pytest.mark.parametrize("device", ["cpu", "mps", "cuda", "cuda:1"])
+def test_an_explicit_device_is_kept(monkeypatch, device):
+    import torch
+
+    from mmsearch.encoders.clip import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device(device) == device
+
+
+@pytest.mark.parametrize(
+    "device, match",
+    [("tpu", "--device tpu: expected auto, cpu, cuda"), ("cuda", "CUDA is not available"),
+     ("cuda:0", "CUDA is not available")],
+)
+def test_bad_device(monkeypatch, device, match):
+    import torch
+
+    from mmsearch.encoders.clip import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UsageError, match=match):
+        resolve_device(device)
+
+
+# ---- the registry seam: plugins and tests add and remove spec prefixes ---------------------------------------
+class _Fake:
+    def __init__(self, spec):
+        self.spec = spec
+
+
+def test_registered_prefix_loads_only_inside_the_block():
+    made = []
+
+    def factory(spec, rest, **kw):
+        made.append((spec, rest, kw))
+        return _Fake(spec)
+
+    with registered("fake-test", factory) as f:
+        assert f is factory
+        enc = load_encoder(" fake-test:some/where ", device="cpu", batch_size=3)
+        assert isinstance(enc, _Fake) and enc.spec == "fake-test:some/where"
+        assert made == [("fake-test:some/where", "some/where", {"device": "cpu", "batch_size": 3})]
+    with pytest.raises(ModelError, match="unknown open_clip architecture 'fake-test'"):  # gone: the fallback has it
+        load_encoder("fake-test:some/where", device="cpu")
+    with pytest.raises(KeyError, match="fake-test"):
+        unregister("fake-test")
+
+
+def test_registered_restores_what_held_the_prefix_before(tiny_model):
+    with pytest.raises(RuntimeError, match="boom"):
+        with registered("local-dir", lambda spec, rest, **kw: _Fake(spec)):
+            assert isinstance(load_encoder(tiny_model), _Fake)  # shadows the built-in…
+            raise RuntimeError("boom")
+    assert load_encoder(tiny_model, device="cpu").space.dim == 32  # …and the built-in is back, even after an error
+
+
+def test_register_and_unregister():
+    @register("fake-deco")
+    def factory(spec, rest, **kw):
+        return _Fake(rest)
+
+    try:
+        assert load_encoder("fake-deco:x").spec == "x"
+    finally:
+        assert unregister("fake-deco") is factory
+    with pytest.raises(KeyError):
+        unregister("fake-deco")
+
+
+@pytest.mark.parametrize("prefix", [None, "", "a:b"])
+def test_registered_refuses_a_prefix_no_spec_can_name(prefix):
+    with pytest.raises(ValueError, match="prefix"):
+        with registered(prefix, lambda *a, **k: None):
+            pass

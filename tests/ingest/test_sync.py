@@ -8,38 +8,15 @@ import pytest
 from PIL import Image
 
 from mmsearch.errors import UsageError
-from tests.conftest import write_images, write_texts
-
-
-class CountingEncoder:
-    """Wraps a real encoder and counts how many items reach the model."""
-
-    def __init__(self, inner):
-        self.inner, self.space, self.calls, self.items = inner, inner.space, 0, 0
-
-    def image_recipe(self):
-        return self.inner.image_recipe()
-
-    def embed_image_batch(self, pixels):
-        self.calls += 1
-        self.items += len(pixels)
-        return self.inner.embed_image_batch(pixels)
-
-    def embed_texts(self, texts):
-        self.calls += 1
-        self.items += len(texts)
-        return self.inner.embed_texts(texts)
-
-    def embed_images(self, images):
-        return self.inner.embed_images(images)
+from tests.kit import write_images, write_texts
 
 
 @pytest.fixture
-def counted(engine_factory, tiny_model):
-    eng = engine_factory()
-    enc = CountingEncoder(eng.encoder(tiny_model))
-    eng._encoders[tiny_model] = enc
-    return eng, enc
+def counted(engine_factory, tiny_model, counting):
+    """An engine whose model is the tiny one wrapped in a CountingEncoder (installed through the registry)."""
+    eng = engine_factory(model=counting.spec(tiny_model))
+    eng.encoder(counting.spec(tiny_model))  # loaded now, so `counting.last` is this engine's encoder
+    return eng, counting.last
 
 
 def test_reindex_skips_unchanged_picks_up_changed_and_removed(counted, tmp_path):

@@ -13,55 +13,19 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from sqlalchemy import event
-from typer.testing import CliRunner
 
 from mmsearch import Engine, StoreError, StoreLockedError
 from mmsearch.ann.sync import SpaceIndex
-from mmsearch.cli import app
 from mmsearch.store.store import Store
-from tests.conftest import TINY_CFG, make_tiny_model, write_images, write_texts
+from tests.kit import TINY_CFG, Corpus, all_hits, cli, make_tiny_model, write_images, write_texts
 
 REPO = Path(__file__).resolve().parents[1]
-runner = CliRunner()
-
-
-def _cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _unit(dim: int = 32) -> np.ndarray:
-    return np.ones(dim, np.float32) / np.sqrt(dim)
-
-
-def _all_hits(eng: Engine, type: str = "any", space: str | None = None):
-    """Every item of one type, by a raw-vector query (no model needed)."""
-    return eng.search(vector=_unit(eng._read_space(space).dim), type=type, k=100_000, space=space)
-
-
-class CountingEncoder:
-    def __init__(self, inner):
-        self.inner, self.space, self.items = inner, inner.space, 0
-
-    def image_recipe(self):
-        return self.inner.image_recipe()
-
-    def embed_image_batch(self, pixels):
-        self.items += len(pixels)
-        return self.inner.embed_image_batch(pixels)
-
-    def embed_texts(self, texts):
-        self.items += len(texts)
-        return self.inner.embed_texts(texts)
-
-    def embed_images(self, images):
-        return self.inner.embed_images(images)
 
 
 # ---- several models in one store -----------------------------------------------------------------------------
-def test_a_store_holds_two_models_side_by_side(tmp_path, tiny_model):
+def test_a_store_holds_two_models_side_by_side(tmp_path, tiny_model, counting):
     data = tmp_path / "data"
     imgs = write_images(data, 6)
     write_texts(data / "n", ["a lantern by the harbour", "granite and copper"])
@@ -71,9 +35,9 @@ def test_a_store_holds_two_models_side_by_side(tmp_path, tiny_model):
     with Engine.open(store, model=tiny_model, workers=0) as a:
         assert a.index([data]).indexed == 8
         first = {h.id: h.score for h in a.search(image=imgs[0], k=8)}
-    with Engine.open(store, model=other, workers=0) as b:
-        enc = CountingEncoder(b.encoder(other))
-        b._encoders[other] = enc
+    with Engine.open(store, model=counting.spec(other), workers=0) as b:
+        enc = b.encoder(counting.spec(other))
+        assert enc is counting.last  # the wrapped model, loaded through the registry
         rep = b.index([data])
         assert rep.indexed == 8 and enc.items == 8  # the second model embeds everything once
         st = b.stats()
@@ -84,14 +48,14 @@ def test_a_store_holds_two_models_side_by_side(tmp_path, tiny_model):
         assert b.search(image=imgs[0], k=1, space=tiny_model)[0].space == tiny_model
 
     # adding the second model left the first one's vectors and index untouched
-    with Engine.open(store, model=tiny_model, workers=0) as a:
+    with Engine.open(store, model=counting.spec(tiny_model), workers=0) as a:
         again = {h.id: h.score for h in a.search(image=imgs[0], k=8)}
         assert again.keys() == first.keys()
         assert all(abs(again[i] - first[i]) < 1e-5 for i in first)
-        enc = CountingEncoder(a.encoder(tiny_model))
-        a._encoders[tiny_model] = enc
+        enc = a.encoder(counting.spec(tiny_model))
+        assert enc is counting.last
         assert a.index([data]).unchanged == 8 and enc.items == 0  # nothing re-embedded for model A either
-    r = _cli("query", "granite and copper", "--type", "text", "--store", store, "--model", other, "--json")
+    r = cli("query", "granite and copper", "--type", "text", "--store", store, "--model", other, "--json")
     assert r.exit_code == 0, r.output
     assert '"space": "' + other in r.stdout
 
@@ -124,15 +88,15 @@ def test_a_second_writer_is_refused_with_the_holder_named(tmp_path, tiny_model):
                 eng.add_texts(["a note"])
             with pytest.raises(StoreLockedError):
                 eng.remove([data])
-            assert len(_all_hits(eng)) == 3  # readers are not blocked
+            assert len(all_hits(eng)) == 3  # readers are not blocked
             assert eng.stats().items == {"image": 3}
-        r = _cli("index", data, "--store", store, "--model", tiny_model)
+        r = cli("index", data, "--store", store, "--model", tiny_model)
         assert r.exit_code == 3 and f"pid {holder.pid}" in r.output and "Traceback" not in r.output
-        r = _cli("stats", "--store", store)
+        r = cli("stats", "--store", store)
         assert r.exit_code == 0
-        r = _cli("doctor", "--store", store)  # repairing needs the lock
+        r = cli("doctor", "--store", store)  # repairing needs the lock
         assert r.exit_code == 3 and "another process writes" in r.output
-        r = _cli("doctor", "--store", store, "--no-repair", "--json")
+        r = cli("doctor", "--store", store, "--no-repair", "--json")
         assert r.exit_code == 0 and "is writing" in r.stdout
     finally:
         holder.send_signal(signal.SIGKILL)  # dies holding the lock: the OS releases it
@@ -150,7 +114,7 @@ def test_a_reader_sees_the_last_committed_state_during_a_write(tmp_path, tiny_mo
     with Engine.open(store, model=tiny_model, workers=0) as w:
         w.index([data / "a"])
     reader = Engine.open(store, create=False)  # a long-lived reader (like the server)
-    assert len(_all_hits(reader, "image")) == 10
+    assert len(all_hits(reader, "image")) == 10
     problems: list[BaseException] = []
 
     def write() -> None:
@@ -166,12 +130,12 @@ def test_a_reader_sees_the_last_committed_state_during_a_write(tmp_path, tiny_mo
     try:
         while writer.is_alive():
             lo = reader.store.count_vectors(1, "image")
-            got = len(_all_hits(reader, "image"))
+            got = len(all_hits(reader, "image"))
             hi = reader.store.count_vectors(1, "image")
             assert lo <= got <= hi  # exactly some committed state, never a half-written one
             seen.append(got)
             with Engine.open(store, create=False) as fresh:  # a reader that opens mid-write
-                assert 10 <= len(_all_hits(fresh, "image")) <= 70
+                assert 10 <= len(all_hits(fresh, "image")) <= 70
                 fresh.stats()
     finally:
         writer.join()
@@ -180,36 +144,31 @@ def test_a_reader_sees_the_last_committed_state_during_a_write(tmp_path, tiny_mo
     assert seen == sorted(seen) and seen[0] >= 10
     assert any(10 < n < 70 for n in seen), seen  # it really read while the write was under way
     with Engine.open(store, create=False) as r:
-        assert len(_all_hits(r, "image")) == 70
+        assert len(all_hits(r, "image")) == 70
 
 
 # ---- index files: a cache rebuilt or caught up from the database -------------------------------------------------
 @pytest.fixture
-def indexed(tmp_path, tiny_model):
-    data = tmp_path / "data"
-    write_images(data / "a", 12, seed=1)
-    write_texts(data / "n", ["meadow", "glacier", "violin"])
-    store = tmp_path / "store"
-    with Engine.open(store, model=tiny_model, workers=0) as eng:
-        eng.index([data / "a", data / "n"])
-    return store, data
+def corpus():
+    """What the shared `indexed` fixture writes here: 12 images (seed 1) under data/img, 3 notes."""
+    return Corpus(images=12, seed=1, texts=("meadow", "glacier", "violin"))
 
 
 def test_deleted_index_file_is_rebuilt_with_a_notice(indexed):
-    store, _ = indexed
+    store = indexed.store
     (store / "ann" / "space1-image.faiss").unlink()
     (store / "ann" / "space1-image.json").unlink()
     with Engine.open(store, create=False) as eng:
-        assert len(_all_hits(eng, "image")) == 12
+        assert len(all_hits(eng, "image")) == 12
         assert "index 1/image file was missing: built from the database (12 vectors)" in eng.notices
-    r = _cli("query", "meadow", "--type", "image", "--store", store)  # the CLI says so too (a query loads
+    r = cli("query", "meadow", "--type", "image", "--store", store)  # the CLI says so too (a query loads
     # only the indexes it searches: a text query would not touch the image index)
     assert r.exit_code == 0 and "note:" in r.output and "missing" in r.output
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage-sidecar", "bit-flip"])
 def test_damaged_index_file_is_rebuilt(indexed, tiny_model, damage):
-    store, data = indexed
+    store = indexed.store
     path = store / "ann" / "space1-image.faiss"
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -220,22 +179,22 @@ def test_damaged_index_file_is_rebuilt(indexed, tiny_model, damage):
         raw[len(raw) // 2] ^= 0xFF
         path.write_bytes(bytes(raw))
     with Engine.open(store, create=False) as eng:
-        assert len(_all_hits(eng, "image")) == 12
+        assert len(all_hits(eng, "image")) == 12
         assert any("rebuilt from the database: index file damaged" in n for n in eng.notices), eng.notices
     with Engine.open(store, model=tiny_model, workers=0) as eng:  # a writer saves the repaired file
-        report = eng.index([data / "a", data / "n"])
+        report = eng.index(indexed.roots)
         assert any("damaged" in n for n in report.notices)
     with Engine.open(store, create=False) as eng:  # repaired on disk: nothing more to say
-        assert len(_all_hits(eng, "image")) == 12 and eng.notices == []
+        assert len(all_hits(eng, "image")) == 12 and eng.notices == []
 
 
 def test_index_file_behind_the_database_is_caught_up_incrementally(indexed, tiny_model, tmp_path):
-    store, data = indexed
+    store, images = indexed.store, indexed.image_dir
     old = tmp_path / "old-ann"
     shutil.copytree(store / "ann", old)  # the files as they were…
-    write_images(data / "a", 15, seed=1)  # …then 3 more images are committed
+    write_images(images, 15, seed=indexed.corpus.seed)  # …then 3 more images (the 12 again + 3) are committed
     with Engine.open(store, model=tiny_model, workers=0) as eng:
-        assert eng.index([data / "a", data / "n"]).indexed == 3
+        assert eng.index(indexed.roots).indexed == 3
     shutil.rmtree(store / "ann")
     shutil.copytree(old, store / "ann")  # as if the writer had died before saving its index files
 
@@ -246,30 +205,30 @@ def test_index_file_behind_the_database_is_caught_up_incrementally(indexed, tiny
     assert SpaceIndex(st, sp.id, sp.key, "text").sync(save=False).action == "caught-up"  # nothing to add: cheap
     st.close()
     with Engine.open(store, create=False) as eng:
-        assert len(_all_hits(eng, "image")) == 15
+        assert len(all_hits(eng, "image")) == 15
         assert any("behind the database (3 vectors added, 0 removed" in n for n in eng.notices), eng.notices
         assert not any("text" in n for n in eng.notices)  # its file was at an older generation, but complete
 
     # a long-lived reader catches up in memory when another engine writes
     with Engine.open(store, create=False) as reader:
-        assert len(_all_hits(reader, "image")) == 15
+        assert len(all_hits(reader, "image")) == 15
         with Engine.open(store, model=tiny_model, workers=0) as writer:
-            (data / "a" / "img_1_000.png").unlink()
-            writer.index([data / "a", data / "n"])
+            indexed.images[0].unlink()
+            writer.index(indexed.roots)
         idx = reader._index(reader.store.spaces()[0], "image")
         assert idx.sync(save=False).action == "caught-up"
-        assert len(_all_hits(reader, "image")) == 14
+        assert len(all_hits(reader, "image")) == 14
 
 
 def test_writer_notes_an_index_left_behind_by_a_crash(indexed, tiny_model, tmp_path):
-    store, data = indexed
+    store = indexed.store
     shutil.copytree(store / "ann", tmp_path / "old-ann")
     with Engine.open(store, model=tiny_model, workers=0) as eng:
         eng.add_texts(["tundra"])
     shutil.rmtree(store / "ann")
     shutil.copytree(tmp_path / "old-ann", store / "ann")
     with Engine.open(store, model=tiny_model, workers=0) as eng:
-        report = eng.index([data / "a", data / "n"])
+        report = eng.index(indexed.roots)
     assert any("index 1/text file was behind" in n for n in report.notices), report.notices
     assert not any("image" in n for n in report.notices)
 
@@ -294,16 +253,16 @@ def test_disk_full_in_the_database_is_a_clear_error_and_the_store_stays_intact(t
     eng.close()
     with Engine.open(store, model=tiny_model, workers=0) as again:
         assert again.store.integrity_problems() == []
-        kept = len(_all_hits(again, "image"))  # the batches committed before the disk filled
+        kept = len(all_hits(again, "image"))  # the batches committed before the disk filled
         assert 5 <= kept < 45 and (kept - 5) % 10 == 0
         assert again.index([data]).indexed == 45 - kept  # space again: it goes on where it stopped
         assert again.doctor(repair=False).ok
 
 
 def test_disk_full_writing_an_index_file_keeps_the_old_file(indexed, tiny_model, monkeypatch):
-    store, data = indexed
+    store, images = indexed.store, indexed.image_dir
     before = (store / "ann" / "space1-image.faiss").read_bytes()
-    write_images(data / "a", 14, seed=1)
+    write_images(images, 14, seed=indexed.corpus.seed)
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -312,20 +271,20 @@ def test_disk_full_writing_an_index_file_keeps_the_old_file(indexed, tiny_model,
         m.setattr(os, "fsync", full)
         with Engine.open(store, model=tiny_model, workers=0) as eng:
             with pytest.raises(StoreError, match="disk full"):
-                eng.index([data / "a", data / "n"])
+                eng.index(indexed.roots)
     assert (store / "ann" / "space1-image.faiss").read_bytes() == before  # untouched, no temp files left
     assert not list((store / "ann").glob(".*.tmp"))
     with Engine.open(store, create=False) as eng:  # the database has the 2 new images; the index catches up
-        assert len(_all_hits(eng, "image")) == 14
+        assert len(all_hits(eng, "image")) == 14
 
 
 def test_cli_reports_disk_full_with_exit_code_3(indexed, tiny_model, monkeypatch):
-    store, data = indexed
-    write_images(data / "a", 13, seed=1)
+    store, images = indexed.store, indexed.image_dir
+    write_images(images, 13, seed=indexed.corpus.seed)
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)
-    r = _cli("index", data / "a", data / "n", "--store", store, "--model", tiny_model, "--workers", "0")
+    r = cli("index", *indexed.roots, "--store", store, "--model", tiny_model, "--workers", "0")
     assert r.exit_code == 3 and "disk full" in r.output and "Traceback" not in r.output

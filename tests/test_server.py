@@ -20,29 +20,15 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from mmsearch import Engine, StoreError  # noqa: E402
 from mmsearch.server import create_app  # noqa: E402
-from tests.conftest import write_images, write_texts  # noqa: E402
+from tests.kit import cli  # noqa: E402
 
-TEXTS = ["hello there", "general kenobi", "a red bicycle"]
-
-
-@pytest.fixture
-def indexed(tmp_path, engine_factory):
-    """A store with 6 images and 3 text files; returns (store path, image paths)."""
-    data = tmp_path / "data"
-    imgs = write_images(data / "img", 6)
-    write_texts(data / "notes", TEXTS)
-    store = tmp_path / "store"
-    eng = engine_factory(store)
-    rep = eng.index([data])
-    assert rep.indexed == 9 and rep.ok
-    eng.close()
-    return store, imgs
+# `indexed` (tests/conftest.py): the kit's default corpus, 6 images and 3 texts
+# ("hello there", "general kenobi", "a red bicycle"), indexed by the tiny model.
 
 
 @pytest.fixture
 def client(indexed):
-    store, _ = indexed
-    with TestClient(create_app(store)) as c:
+    with TestClient(create_app(indexed.store)) as c:
         yield c
 
 
@@ -50,44 +36,52 @@ def _no_traceback(resp) -> None:
     assert "Traceback" not in resp.text and 'File "' not in resp.text
 
 
-def test_text_search_equals_the_engine(indexed, client):
-    store, _ = indexed
-    for params in ({"q": "hello there", "k": 3, "type": "text"}, {"q": "a picture", "k": 4},
-                   {"q": "kenobi", "k": 20, "type": "any"}):
-        r = client.get("/api/search", params=params)
-        assert r.status_code == 200, r.text
-        got = r.json()
-        with Engine.open(store, create=False) as eng:
-            want = [h.to_dict() for h in eng.search(text=params["q"], k=params["k"], type=params.get("type"))]
-        assert [g["path"] for g in got] == [w["path"] for w in want]
-        assert [g["id"] for g in got] == [w["id"] for w in want]
-        assert [round(g["score"], 5) for g in got] == [round(w["score"], 5) for w in want]
+@pytest.mark.parametrize("params", [
+    {"q": "hello there", "k": 3, "type": "text"},
+    {"q": "a picture", "k": 4},
+    {"q": "kenobi", "k": 20, "type": "any"},
+])
+def test_text_search_equals_the_engine(indexed, client, params):
+    r = client.get("/api/search", params=params)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    with Engine.open(indexed.store, create=False) as eng:
+        want = [h.to_dict() for h in eng.search(text=params["q"], k=params["k"], type=params.get("type"))]
+    assert want  # a comparison of two empty lists would prove nothing
+    assert [g["path"] for g in got] == [w["path"] for w in want]
+    assert [g["id"] for g in got] == [w["id"] for w in want]
+    assert [round(g["score"], 5) for g in got] == [round(w["score"], 5) for w in want]
+
+
+def test_text_hits_carry_their_text(client):
     assert client.get("/api/search", params={"q": "hello there", "type": "text", "k": 1}).json()[0]["text"] == "hello there"
 
 
-def test_under_filters_by_folder(indexed, client, tmp_path):
-    r = client.get("/api/search", params={"q": "x", "type": "any", "k": 50, "under": str(tmp_path / "data" / "notes")})
+def test_under_filters_by_folder(indexed, client):
+    r = client.get("/api/search", params={"q": "x", "type": "any", "k": 50, "under": str(indexed.text_dir)})
     assert r.status_code == 200
-    assert sorted(h["text"] for h in r.json()) == sorted(TEXTS)
+    assert sorted(h["text"] for h in r.json()) == sorted(indexed.corpus.texts)
 
 
-def test_image_upload_ranks_the_same_image_first(indexed, client):
-    _, imgs = indexed
-    for img in (imgs[2], imgs[5]):
-        r = client.post("/api/search/image", params={"k": 3}, files={"file": (img.name, img.read_bytes(), "image/png")})
-        assert r.status_code == 200, r.text
-        hits = r.json()
-        assert hits[0]["path"] == str(img) and hits[0]["score"] > 0.99 and len(hits) == 3
+@pytest.mark.parametrize("i", [2, 5])
+def test_image_upload_ranks_the_same_image_first(indexed, client, i):
+    img = indexed.images[i]
+    r = client.post("/api/search/image", params={"k": 3}, files={"file": (img.name, img.read_bytes(), "image/png")})
+    assert r.status_code == 200, r.text
+    hits = r.json()
+    assert hits[0]["path"] == str(img) and hits[0]["score"] > 0.99 and len(hits) == 3
+
+
+def test_image_upload_can_search_texts(indexed, client):
     r = client.post("/api/search/image", params={"type": "text", "k": 2},
-                    files={"file": ("q.png", imgs[0].read_bytes(), "image/png")})
+                    files={"file": ("q.png", indexed.images[0].read_bytes(), "image/png")})
     assert r.status_code == 200 and [h["modality"] for h in r.json()] == ["text", "text"]
 
 
 def test_stats_and_errors_match_the_engine(indexed, client):
-    store, _ = indexed
     r = client.get("/api/stats")
     assert r.status_code == 200
-    with Engine.open(store, create=False) as eng:
+    with Engine.open(indexed.store, create=False) as eng:
         want = eng.stats().to_dict()
     got = r.json()
     assert got["items"] == want["items"] == {"image": 6, "text": 3}
@@ -96,23 +90,29 @@ def test_stats_and_errors_match_the_engine(indexed, client):
     assert r.status_code == 200 and r.json() == []
 
 
-def test_file_serves_indexed_images_only(indexed, client):
-    _, imgs = indexed
+def test_file_serves_indexed_images_only(client):
     hit = client.get("/api/search", params={"q": "x", "k": 1, "type": "image"}).json()[0]
     r = client.get(f"/api/file/{hit['id']}")
     assert r.status_code == 200
     assert r.content == open(hit["path"], "rb").read() and r.headers["content-type"] == "image/png"
-    for bad in (999999, 0):
-        r = client.get(f"/api/file/{bad}")
-        assert r.status_code in (404, 422) and "error" in r.json()
     text_hit = client.get("/api/search", params={"q": "x", "k": 1, "type": "text"}).json()[0]
     r = client.get(f"/api/file/{text_hit['id']}")  # a text item is not served as a file
-    assert r.status_code == 404
-    r = client.get("/api/file/..%2F..%2Fetc%2Fpasswd")
-    assert r.status_code in (404, 422) and "error" in r.json()
+    assert r.status_code == 404 and "no indexed image" in r.json()["error"]
     os.remove(hit["path"])  # indexed, but gone from disk
     r = client.get(f"/api/file/{hit['id']}")
     assert r.status_code == 404 and "disk" in r.json()["error"]
+
+
+@pytest.mark.parametrize("bad, status, word", [
+    ("999999", 404, "no indexed image"),
+    ("0", 422, "content_id"),
+    (str(2**63), 422, "content_id"),
+    ("..%2F..%2Fetc%2Fpasswd", 404, "Not Found"),
+])
+def test_file_of_an_unknown_or_invalid_id_is_an_error(client, bad, status, word):
+    r = client.get(f"/api/file/{bad}")
+    assert r.status_code == status and word in r.json()["error"], r.text
+    _no_traceback(r)
 
 
 @pytest.mark.parametrize("params,status,word", [
@@ -130,19 +130,19 @@ def test_bad_params_give_a_message_and_no_traceback(client, params, status, word
     _no_traceback(r)
 
 
-def test_bad_upload_is_a_400(client):
-    r = client.post("/api/search/image", files={"file": ("x.png", b"not an image", "image/png")})
-    assert r.status_code == 400 and "query image" in r.json()["error"]
+@pytest.mark.parametrize("files, status, word", [
+    ({"file": ("x.png", b"not an image", "image/png")}, 400, "query image"),
+    ({"file": ("x.png", b"", "image/png")}, 400, "empty"),
+    (None, 422, "file"),
+], ids=["not-an-image", "empty", "no-file"])
+def test_bad_upload_is_an_error_with_a_message(client, files, status, word):
+    r = client.post("/api/search/image", files=files)
+    assert r.status_code == status and word in r.json()["error"], r.text
     _no_traceback(r)
-    r = client.post("/api/search/image", files={"file": ("x.png", b"", "image/png")})
-    assert r.status_code == 400 and "empty" in r.json()["error"]
-    r = client.post("/api/search/image")
-    assert r.status_code == 422 and "file" in r.json()["error"]
 
 
 def test_wrong_model_is_a_500_with_the_message(indexed):
-    store, _ = indexed
-    with TestClient(create_app(store, model="local-dir:/no/such/model")) as c:
+    with TestClient(create_app(indexed.store, model="local-dir:/no/such/model")) as c:
         r = c.get("/api/search", params={"q": "x"})
     assert r.status_code == 500 and "error" in r.json()
     _no_traceback(r)
@@ -162,7 +162,7 @@ def test_page_is_served(client):
 
 
 def test_concurrent_requests_agree(indexed, client):
-    _, imgs = indexed
+    imgs = indexed.images
     want = client.get("/api/search", params={"q": "general kenobi", "type": "any", "k": 5}).json()
 
     def one(i: int):
@@ -187,7 +187,7 @@ def _free_port() -> int:
 
 def test_serve_command_runs_a_real_server(indexed, tmp_path):
     pytest.importorskip("uvicorn")
-    store, _ = indexed
+    store = indexed.store
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     log = open(tmp_path / "serve.log", "w+")
@@ -225,19 +225,11 @@ def test_serve_command_runs_a_real_server(indexed, tmp_path):
 
 
 def test_serve_reports_a_missing_store_before_listening(tmp_path):
-    from typer.testing import CliRunner
-
-    from mmsearch.cli import app
-
-    r = CliRunner().invoke(app, ["serve", "--store", str(tmp_path / "missing"), "--port", str(_free_port())])
+    r = cli("serve", "--store", tmp_path / "missing", "--port", _free_port())
     assert r.exit_code == 3 and "no mmsearch store" in r.output
 
 
 def test_serve_without_the_extra_says_how_to_install(tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    from mmsearch.cli import app
-
     monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi → ImportError
-    r = CliRunner().invoke(app, ["serve", "--store", str(tmp_path)])
+    r = cli("serve", "--store", tmp_path)
     assert r.exit_code == 2 and "pip install 'mmsearch[server]'" in r.output

@@ -3,12 +3,9 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
-
-from mmsearch.cli import app
 from mmsearch.errors import UsageError
 from mmsearch.query.evaluate import _recall, load_dataset
-from tests.conftest import write_images
+from tests.kit import cli, write_images
 
 
 @pytest.fixture
@@ -16,7 +13,9 @@ def images(tmp_path):
     return write_images(tmp_path / "imgs", 8)
 
 
-def test_all_formats_give_the_same_pairs(tmp_path, images):
+@pytest.fixture
+def datasets(tmp_path, images):
+    """The same three captions of two images in every format load_dataset reads."""
     names = [f"imgs/{p.name}" for p in images[:2]]
     (tmp_path / "d.csv").write_text(f"image,caption\n{names[0]},one\n{names[0]},uno\n{names[1]},two\n")
     (tmp_path / "d.jsonl").write_text(
@@ -31,24 +30,27 @@ def test_all_formats_give_the_same_pairs(tmp_path, images):
         {"filename": images[1].name, "filepath": "imgs", "split": "test", "sentences": [{"raw": "two"}]},
         {"filename": images[2].name, "filepath": "imgs", "split": "train", "sentences": [{"raw": "three"}]},
     ]}))
-    expected = None
-    for f, split in (("d.csv", None), ("d.jsonl", None), ("coco.json", None), ("karpathy.json", "test")):
-        d = load_dataset(tmp_path / f, split=split)
-        got = (d.images, d.captions, d.caption_image)
-        assert got[0] == [str(images[0]), str(images[1])] and got[1] == ["one", "uno", "two"] and got[2] == [0, 0, 1]
-        expected = expected or got
-        assert got == expected
+    return tmp_path
 
 
-def test_bad_datasets_name_the_problem(tmp_path):
-    with pytest.raises(UsageError, match="no such dataset"):
-        load_dataset(tmp_path / "none.csv")
-    (tmp_path / "x.csv").write_text("foo,bar\n1,2\n")
-    with pytest.raises(UsageError, match="needs one of"):
-        load_dataset(tmp_path / "x.csv")
-    (tmp_path / "x.json").write_text("{}")
-    with pytest.raises(UsageError, match="unrecognised JSON"):
-        load_dataset(tmp_path / "x.json")
+@pytest.mark.parametrize("f, split", [("d.csv", None), ("d.jsonl", None), ("coco.json", None), ("karpathy.json", "test")])
+def test_all_formats_give_the_same_pairs(datasets, images, f, split):
+    d = load_dataset(datasets / f, split=split)
+    assert d.images == [str(images[0]), str(images[1])]
+    assert d.captions == ["one", "uno", "two"]
+    assert d.caption_image == [0, 0, 1]
+
+
+@pytest.mark.parametrize("name, content, match", [
+    ("none.csv", None, "no such dataset"),
+    ("x.csv", "foo,bar\n1,2\n", "needs one of"),
+    ("x.json", "{}", "unrecognised JSON"),
+])
+def test_bad_datasets_name_the_problem(tmp_path, name, content, match):
+    if content is not None:
+        (tmp_path / name).write_text(content)
+    with pytest.raises(UsageError, match=match):
+        load_dataset(tmp_path / name)
 
 
 def test_recall_counts_a_hit_when_the_right_item_is_within_k():
@@ -61,7 +63,7 @@ def test_recall_counts_a_hit_when_the_right_item_is_within_k():
 def test_eval_end_to_end_exact_equals_flat_and_recall_is_monotone(tmp_path, images, tiny_model):
     lines = [f"image,caption"] + [f"imgs/{p.name},caption number {i}" for i, p in enumerate(images)]
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
-    r = CliRunner().invoke(app, ["eval", str(tmp_path / "d.csv"), "--model", tiny_model, "--index", "flat", "--json"])
+    r = cli("eval", tmp_path / "d.csv", "--model", tiny_model, "--index", "flat", "--json")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     assert rep["images"] == 8 and rep["captions"] == 8
@@ -71,5 +73,5 @@ def test_eval_end_to_end_exact_equals_flat_and_recall_is_monotone(tmp_path, imag
         assert rows[(direction, "exact")]["recall"] == rows[(direction, "flat")]["recall"]
         rec = rows[(direction, "exact")]["recall"]
         assert rec["R@1"] <= rec["R@5"] <= rec["R@10"] == 1.0  # 8 candidates: top 10 holds them all
-    r = CliRunner().invoke(app, ["eval", str(tmp_path / "d.csv"), "--model", tiny_model])
+    r = cli("eval", tmp_path / "d.csv", "--model", tiny_model)
     assert r.exit_code == 0 and "R@1" in r.stdout and "exact" in r.stdout

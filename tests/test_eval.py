@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from mmsearch.errors import UsageError
 from mmsearch.query.evaluate import _recall, load_dataset
 from tests.kit import cli, write_images

@@ -47,9 +47,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except MmsearchError as exc:
-            from rich.markup import escape  # a path or hint with [brackets] must print as is
-
-            err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
+            err.print(present.styled("[bold red]error:[/bold red] {}", exc))  # a path or hint with [brackets] prints as is
             raise typer.Exit(exc.exit_code) from None
         except IndexInterrupted as exc:
             present.report(err, exc.report, present.Format.table)
@@ -70,7 +68,7 @@ def _engine(store: Path | None, **kw: Any):
 
 def _notices(eng) -> None:
     for n in eng.notices:
-        err.print(f"[yellow]note:[/yellow] {n}", highlight=False)
+        err.print(present.styled("[yellow]note:[/yellow] {}", n))
 
 
 @app.command()
@@ -222,7 +220,7 @@ def serve(
     from mmsearch.server import serve as run_server  # imports FastAPI/uvicorn only now
 
     def ready(root: Path, url: str) -> None:
-        err.print(f"serving {root} on {url}  (Ctrl-C to stop)", highlight=False)
+        err.print(present.styled("serving {} on {}  (Ctrl-C to stop)", root, url))
 
     run_server(store, model=model, device=device, host=host, port=port, on_ready=ready)
 

@@ -1,4 +1,8 @@
-"""Render Engine results for people (rich tables) and scripts (json / jsonl / paths)."""
+"""Render Engine results for people (rich tables) and scripts (json / jsonl / paths).
+
+For people, every user- or file-system-supplied string goes through :func:`styled` (never into a
+markup string or a str table cell): it prints as data. Scripts get json.dumps / print: raw.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any, Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mmsearch.types import ErrorInfo, Hit, IndexReport, Stats
 
@@ -26,6 +31,34 @@ def pick_format(as_json: bool, as_jsonl: bool, as_paths: bool) -> Format:
 
         raise UsageError("choose one of --json, --jsonl, --paths")
     return chosen[0] if chosen else Format.table
+
+
+_SLOT = "\x00"
+
+
+def styled(template: str, *values: object) -> Text:
+    """Our markup ``template`` ([dim], [red] …) with each ``{}`` filled by a value shown exactly as it is.
+
+    Values are what users and the file system supply (paths, texts, error reasons, model specs): they
+    never reach the markup parser, so ``[draft] x.png`` keeps its brackets, ``:smile:`` stays text, and
+    ``[/b]`` in a folder name (or a ``[`` in a path and a ``]`` in the reason after it) cannot end the
+    command with a MarkupError. A value takes the style around its slot (``[dim]{}[/dim]``); a
+    :class:`~rich.text.Text` value keeps its own styles too.
+    """
+    marked = Text.from_markup(template.replace("{}", _SLOT), emoji=False)
+    slots = [i for i, ch in enumerate(marked.plain) if ch == _SLOT]
+    if len(slots) != len(values):
+        raise ValueError(f"{template!r} has {len(slots)} slots for {len(values)} values")
+    out, todo = Text(), iter(values)
+    for n, piece in enumerate(marked.divide(cut for i in slots for cut in (i, i + 1))):
+        if n % 2:  # odd pieces are the one-character slots: swap in the value, keep the slot's styles
+            v = next(todo)
+            value = v.copy() if isinstance(v, Text) else Text(str(v))
+            for span in reversed(piece.spans):
+                value.stylize_before(span.style)
+            piece = value
+        out.append_text(piece)
+    return out
 
 
 def _dump(obj: Any) -> str:
@@ -57,12 +90,11 @@ def hits(out: Console, items: Sequence[Hit], fmt: Format) -> None:
     table.add_column("type")
     table.add_column("result", overflow="fold")
     for h in items:
-        what = h.path or (h.paths[0] if h.paths else "")
-        if h.modality == "text":
-            what = f"{excerpt(h.text)}  [dim]{what}[/dim]"
+        where = h.path or (h.paths[0] if h.paths else "")
+        what = styled("{}  [dim]{}[/dim]", excerpt(h.text), where) if h.modality == "text" else styled("{}", where)
         if len(h.paths) > 1:
-            what += f"  [dim](+{len(h.paths) - 1} copies)[/dim]"
-        table.add_row(str(h.rank), f"{h.score:.3f}", h.modality, what)
+            what.append_text(styled("  [dim](+{} copies)[/dim]", len(h.paths) - 1))
+        table.add_row(str(h.rank), f"{h.score:.3f}", styled("{}", h.modality), what)  # str cells are markup
     if not items:
         out.print("[dim]no results[/dim]")
     else:
@@ -91,7 +123,7 @@ def errors(out: Console, items: Iterable[tuple[str, str]] | Sequence[ErrorInfo],
         return
     shown = rows if limit is None else rows[:limit]
     for p, r in shown:
-        out.print(f"[red]skipped[/red] {p}: {r}", markup=True, highlight=False)
+        out.print(styled("[red]skipped[/red] {}: {}", p, r))
     if limit is not None and len(rows) > limit:
         out.print(f"… and {len(rows) - limit} more (see `mmsearch errors`)")
 
@@ -100,20 +132,20 @@ def stats(out: Console, s: Stats, fmt: Format) -> None:
     if fmt in (Format.json, Format.jsonl):
         print(_dump(s.to_dict()))
         return
-    out.print(f"[bold]store[/bold] {s.store}  (generation {s.generation}, {s.size_bytes / 1e6:.1f} MB)")
+    out.print(styled("[bold]store[/bold] {}  (generation {}, {} MB)", s.store, s.generation, f"{s.size_bytes / 1e6:.1f}"))
     items = ", ".join(f"{n} {m}" for m, n in sorted(s.items.items())) or "empty"
     sources = ", ".join(f"{n} {k}" for k, n in sorted(s.sources.items())) or "none"
-    out.print(f"items: {items}   sources: {sources}   errors: {s.errors}")
+    out.print(styled("items: {}   sources: {}   errors: {}", items, sources, s.errors))
     for sp in s.spaces:
         idx = ", ".join(f"{m}={k}" for m, k in sp.index.items())
-        out.print(f"space {sp.id}: {sp.spec}  dim {sp.dim}  vectors {sp.vectors}  index {idx}", highlight=False)
+        out.print(styled("space {}: {}  dim {}  vectors {}  index {}", sp.id, sp.spec, sp.dim, sp.vectors, idx))
 
 
 def eval_report(out: Console, r: Any, fmt: Format) -> None:
     if fmt in (Format.json, Format.jsonl):
         print(_dump(r.to_dict()))
         return
-    out.print(f"[bold]{r.dataset}[/bold]: {r.images} images, {r.captions} captions, model {r.model}", highlight=False)
+    out.print(styled("[bold]{}[/bold]: {} images, {} captions, model {}", r.dataset, r.images, r.captions, r.model))
     table = Table(box=None, header_style="bold")
     for col in ("direction", "search"):
         table.add_column(col)
@@ -122,7 +154,8 @@ def eval_report(out: Console, r: Any, fmt: Format) -> None:
         table.add_column(f"R@{k}", justify="right")
     table.add_column("queries/s", justify="right")
     for row in r.rows:
-        table.add_row(row.direction, row.method, *(f"{100 * row.recall[k]:.1f}" for k in ks), f"{row.qps:,.0f}")
+        table.add_row(styled("{}", row.direction), styled("{}", row.method), *(f"{100 * row.recall[k]:.1f}" for k in ks),
+                      f"{row.qps:,.0f}")
     out.print(table)
     if r.failed_images:
         out.print(f"[yellow]{len(r.failed_images)} images could not be read[/yellow] (left out)")
@@ -144,12 +177,10 @@ def doctor(out: Console, r: Any, fmt: Format) -> None:
     if fmt in (Format.json, Format.jsonl):
         print(_dump(r.to_dict()))
         return
-    out.print(f"[bold]store[/bold] {r.store}", highlight=False)
+    out.print(styled("[bold]store[/bold] {}", r.store))
     for c in r.checks:
-        style = _DOCTOR_STYLE.get(c.status, "")
-        from rich.markup import escape
-
-        out.print(f"  [{style}]{c.status:>8}[/{style}]  {escape(c.name)}: {escape(c.detail)}", highlight=False)
+        status = Text(f"{c.status:>8}", style=_DOCTOR_STYLE.get(c.status, ""))
+        out.print(styled("  {}  {}: {}", status, c.name, c.detail))
     if r.ok:
         fixed = len([c for c in r.checks if c.status == "repaired"])
         out.print(f"healthy{f' ({fixed} repaired)' if fixed else ''}")

@@ -28,6 +28,7 @@ def test_constants():
 def test_deterministic_per_seed():
     a = W.generate(3, 12)
     b = W.generate(3, 12)
+    assert len(a) == len(b) == 12
     assert [s.captions for s in a] == [s.captions for s in b]
     assert [s.objects for s in a] == [s.objects for s in b]
     for x, y in zip(_pixels(a), _pixels(b)):
@@ -37,6 +38,7 @@ def test_deterministic_per_seed():
 def test_prefix_stable():
     a = W.generate(5, 10)
     b = W.generate(5, 4)
+    assert (len(a), len(b)) == (10, 4)
     for x, y in zip(_pixels(a[:4]), _pixels(b)):
         assert np.array_equal(x, y)
 
@@ -49,7 +51,9 @@ def test_different_seeds_differ():
 
 @pytest.mark.parametrize("size", [48, 64, 96])
 def test_images_rgb_of_requested_size(size):
-    for s in W.generate(11, 6, size=size, two_object_rate=0.5):
+    scenes = W.generate(11, 6, size=size, two_object_rate=0.5)
+    assert len(scenes) == 6
+    for s in scenes:
         assert s.image.mode == "RGB"
         assert s.image.size == (size, size)
 
@@ -72,14 +76,17 @@ def test_captions_mention_colour_and_shape():
             assert s.objects[0].label != s.objects[1].label
 
 
-def test_two_object_rate_extremes():
-    assert all(len(s.objects) == 1 for s in W.generate(4, 30, two_object_rate=0.0))
-    assert all(len(s.objects) == 2 for s in W.generate(4, 30, two_object_rate=1.0))
+@pytest.mark.parametrize("rate, objects", [(0.0, 1), (1.0, 2)])
+def test_two_object_rate_extremes(rate, objects):
+    scenes = W.generate(4, 30, two_object_rate=rate)
+    assert [len(s.objects) for s in scenes] == [objects] * 30
 
 
 def test_object_is_drawn_in_its_colour():
     # The object's colour must dominate the pixels at its centre, whatever the background.
-    for s in W.generate(9, 40, two_object_rate=0.0):
+    scenes = W.generate(9, 40, two_object_rate=0.0)
+    assert len(scenes) == 40
+    for s in scenes:
         o = s.objects[0]
         x0, y0, x1, y1 = o.bbox
         cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
@@ -110,6 +117,7 @@ def test_sample_writer(tmp_path):
     imgs = sorted((tmp_path / "demo" / "images").glob("*.png"))
     notes = sorted((tmp_path / "demo" / "notes").glob("*.txt"))
     assert len(imgs) == 8 and len(notes) >= 5
+    assert len(m["images"]) == 8
     assert json.loads((tmp_path / "demo" / "manifest.json").read_text())["images"] == m["images"]
     for item in m["images"]:
         assert (tmp_path / "demo" / item["file"]).is_file()

@@ -83,6 +83,7 @@ def test_stored_embeddings_match_open_clip_reference(arch, tmp_path):
     ref_img = torch.nn.functional.normalize(ref_img, dim=-1).numpy()
     ref_txt = torch.nn.functional.normalize(ref_txt, dim=-1).numpy()
 
+    assert len(ref_img) == len(query_side) == len(paths) and len(ref_txt) == len(texts)  # zip below drops nothing
     for p, ref in zip(paths, ref_img):
         got = stored[str(p)]
         cos = float(got @ ref / np.linalg.norm(got))

@@ -15,8 +15,9 @@ from tests.kit import write_images, write_texts
 def counted(engine_factory, tiny_model, counting):
     """An engine whose model is the tiny one wrapped in a CountingEncoder (installed through the registry)."""
     eng = engine_factory(model=counting.spec(tiny_model))
-    eng.encoder(counting.spec(tiny_model))  # loaded now, so `counting.last` is this engine's encoder
-    return eng, counting.last
+    enc = eng.encoder(counting.spec(tiny_model))  # the instance this engine embeds with
+    assert enc is counting.last  # made by the registered factory
+    return eng, enc
 
 
 def test_reindex_skips_unchanged_picks_up_changed_and_removed(counted, tmp_path):

@@ -20,6 +20,8 @@ from mmsearch.errors import UsageError
 
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 DEFAULT_STORE = "indexes/default"
+#: ANN index kinds (``mmsearch.ann`` builds them; listed here so settings validate without importing it).
+INDEX_KINDS = ("auto", "flat", "ivf", "hnsw", "pq")
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,8 @@ class Settings:
             raise UsageError(f"--batch-size {s.batch_size}: must be at least 1")
         if s.workers is not None and s.workers < 0:
             raise UsageError(f"--workers {s.workers}: must be 0 or more")
-        from mmsearch.ann.faiss_index import choose_kind
-
-        choose_kind(s.index, 0)  # an unknown --index is a usage error now, not after hours of indexing
+        if s.index not in INDEX_KINDS:  # a usage error now, not after hours of indexing
+            raise UsageError(f"--index {s.index!r}: expected one of {', '.join(INDEX_KINDS)}")
         return s
 
 

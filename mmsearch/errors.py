@@ -49,3 +49,14 @@ class DecodeError(MmsearchError):
     """One input file could not be read or decoded. Recorded per file; never aborts a run."""
 
     exit_code = 1
+
+
+class IndexInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``Engine.index``: everything committed so far is kept; ``report`` says how far it got.
+
+    A ``KeyboardInterrupt`` (not an :class:`MmsearchError`), so code that stops on Ctrl-C still stops.
+    """
+
+    def __init__(self, report) -> None:  # report: mmsearch.types.IndexReport
+        super().__init__("interrupted")
+        self.report = report

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,8 @@ class Hit:
     width: int | None = None
     height: int | None = None
     space: str = ""
+    #: comparable across spaces (set when a search merged several spaces; see mmsearch.query.calibrate)
+    calibrated: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -122,6 +124,16 @@ class DoctorCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def fixed(cls, name: str, repair: bool, problem: str, do: Callable[[], str]) -> "DoctorCheck":
+        """A problem, repaired by ``do()`` when asked to (its return says how); a failed repair stays a problem."""
+        if not repair:
+            return cls(name, "problem", problem)
+        try:
+            return cls(name, "repaired", f"{problem}: {do()}")
+        except Exception as exc:
+            return cls(name, "problem", f"{problem}; repair failed: {str(exc).splitlines()[0][:300]}")
 
 
 @dataclass

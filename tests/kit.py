@@ -235,3 +235,14 @@ def build_indexed(root: Path, model: str, corpus: Corpus = Corpus()) -> Indexed:
         rep = eng.index(ix.roots)
     assert rep.ok and rep.indexed == len(images) + len(texts), rep
     return ix
+
+
+def index_file(store: Path, space_id: int = 1, modality: str = "image") -> Path:
+    """The generation file the pointer of one index names (its current file)."""
+    from mmsearch.ann.space_index import read_record
+
+    return Path(store) / "ann" / read_record(store, space_id, modality)["file"]
+
+
+def index_pointer(store: Path, space_id: int = 1, modality: str = "image") -> Path:
+    return Path(store) / "ann" / f"space{space_id}-{modality}.json"

@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 
 from mmsearch import Engine
 from mmsearch.ann.faiss_index import AnnIndex
+from mmsearch.ann.space_index import read_record
 from mmsearch.cli import app
+from mmsearch.store.files import file_sha256, pointer_path, write_json
 from tests.conftest import write_images, write_texts
 
 runner = CliRunner()
@@ -41,6 +43,11 @@ def _doctor(store, repair: bool):
         return eng.doctor(repair=repair)
 
 
+def _index_file(store, space_id=1, modality="image"):
+    """The generation file the pointer of one index names."""
+    return store / "ann" / read_record(store, space_id, modality)["file"]
+
+
 def _status(report) -> dict[str, str]:
     return {c.name: c.status for c in report.checks}
 
@@ -49,21 +56,25 @@ def test_a_healthy_store(store):
     rep = _doctor(store, repair=True)
     assert rep.ok and not rep.repaired and not rep.problems
     assert {"lock", "database", "foreign-keys", "contents", "files", "errors", "vectors 1", "index 1/image",
-            "index 1/text", "leftovers", "manifest"} <= set(_status(rep))
+            "index 1/text", "index files", "leftovers", "manifest"} <= set(_status(rep))
     r = _cli("doctor", "--store", store, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["ok"] is True
     r = _cli("doctor", "--store", store)
     assert r.exit_code == 0 and "healthy" in r.stdout
 
 
-@pytest.mark.parametrize("damage", ["delete", "truncate", "sidecar-only"])
+@pytest.mark.parametrize("damage", ["delete", "truncate", "flip", "pointer-only"])
 def test_missing_or_damaged_index_files_are_rebuilt(store, damage):
-    path = store / "ann" / "space1-image.faiss"
+    path = _index_file(store)
     if damage == "delete":
         path.unlink()
-        path.with_suffix(".json").unlink()
+        pointer_path(store / "ann", "space1-image").unlink()
     elif damage == "truncate":
         path.write_bytes(path.read_bytes()[:100])
+    elif damage == "flip":  # same size: only the checksum doctor verifies can see it
+        raw = bytearray(path.read_bytes())
+        raw[-40] ^= 0xFF
+        path.write_bytes(bytes(raw))
     else:
         path.unlink()
     r = _cli("doctor", "--store", store, "--no-repair")
@@ -72,8 +83,9 @@ def test_missing_or_damaged_index_files_are_rebuilt(store, damage):
     assert rep.ok and _status(rep)["index 1/image"] == "repaired"
     assert "rebuilt from the database (10 vectors)" in next(c.detail for c in rep.checks if c.name == "index 1/image")
     assert _doctor(store, repair=False).ok
-    ann, meta = AnnIndex.load(path)
-    assert ann.ntotal == 10
+    rec = read_record(store, 1, "image")
+    ann = AnnIndex.read(_index_file(store), rec["kind"], rec["dim"], mmap=True)
+    assert ann.ntotal == rec["ntotal"] == 10
 
 
 def test_index_behind_is_caught_up_and_disagreeing_index_rebuilt(store, tmp_path, tiny_model):
@@ -88,11 +100,12 @@ def test_index_behind_is_caught_up_and_disagreeing_index_rebuilt(store, tmp_path
     rep = _doctor(store, repair=True)
     assert rep.ok and "caught up" in next(c.detail for c in rep.checks if c.name == "index 1/text")
 
-    # same generation and count, other ids: only the id check can see it
-    path = store / "ann" / "space1-image.faiss"
-    ann, meta = AnnIndex.load(path)
-    wrong = AnnIndex.build("flat", 32, np.arange(1000, 1000 + ann.ntotal), np.eye(ann.ntotal, 32, dtype=np.float32))
-    wrong.save(path, {k: meta[k] for k in ("generation", "space_key", "modality")})
+    # same generation and count, other ids, a consistent record: only the id check can see it
+    path, rec = _index_file(store), read_record(store, 1, "image")
+    wrong = AnnIndex.build("flat", 32, np.arange(1000, 1000 + rec["ntotal"]), np.eye(rec["ntotal"], 32, dtype=np.float32))
+    wrong.write(path)
+    write_json(pointer_path(store / "ann", "space1-image"),
+               {**rec, "bytes": path.stat().st_size, "sha256": file_sha256(path)})
     rep = _doctor(store, repair=False)
     assert "disagrees with the database" in next(c.detail for c in rep.checks if c.name == "index 1/image")
     rep = _doctor(store, repair=True)
@@ -134,23 +147,29 @@ def test_files_gone_from_disk_are_dropped_but_a_missing_folder_is_kept(store, tm
 def test_stale_lock_record_leftovers_and_stale_errors(store, tmp_path):
     (store / "writer.lock.json").write_text(json.dumps(
         {"pid": 2 ** 22 + 12345, "host": socket.gethostname(), "what": "index", "since": 0, "argv": []}))
-    (store / "ann" / ".space1-image.faiss.4242.tmp").write_bytes(b"half written")
-    (store / "ann" / "space9-image.faiss").write_bytes(b"of no model")
+    strays = [store / "ann" / ".space1-image.g7.faiss.4242.tmp",  # an interrupted save
+              store / "ann" / "space1-image.g1.faiss",  # a generation no pointer names (a crash before the pointer)
+              store / "ann" / "space9-image.g3.faiss",  # an index of no model
+              store / "ann" / "space1-image.faiss"]  # the single-file layout of older versions
+    for p in strays:
+        p.write_bytes(b"nothing reads this")
+    (store / ".manifest.json.77.tmp").write_bytes(b"half written")
     with Engine.open(store, create=False) as eng:
         eng.store.apply([], None, errors=[(str(tmp_path / "data" / "a" / "gone.png"), "empty file (0 bytes)")])
     rep = _doctor(store, repair=False)
     assert rep.ok  # all harmless: notes
     st = _status(rep)
-    assert st["lock"] == st["leftovers"] == st["errors"] == "note"
+    assert st["lock"] == st["leftovers"] == st["index files"] == st["errors"] == "note"
     assert "stale lock record of pid" in next(c.detail for c in rep.checks if c.name == "lock")
     rep = _doctor(store, repair=True)
     st = _status(rep)
-    assert st["lock"] == st["leftovers"] == st["errors"] == "repaired"
+    assert st["lock"] == st["leftovers"] == st["index files"] == st["errors"] == "repaired"
     assert not (store / "writer.lock.json").exists()
-    assert not (store / "ann" / ".space1-image.faiss.4242.tmp").exists()
-    assert not (store / "ann" / "space9-image.faiss").exists()
+    assert not any(p.exists() for p in strays) and not (store / ".manifest.json.77.tmp").exists()
+    assert _index_file(store).exists() and _index_file(store, 1, "text").exists()  # the current ones stay
     with Engine.open(store, create=False) as eng:
         assert eng.errors() == []
+        assert len(eng.search(vector=np.ones(32) / np.sqrt(32), type="image", k=100)) == 10
 
 
 def test_a_damaged_database_is_reported_not_hidden(store):

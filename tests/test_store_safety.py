@@ -17,9 +17,10 @@ import pytest
 from sqlalchemy import event
 
 from mmsearch import Engine, StoreError, StoreLockedError
-from mmsearch.ann.sync import SpaceIndex
+from mmsearch.ann.space_index import SpaceIndex
 from mmsearch.store.store import Store
-from tests.kit import TINY_CFG, Corpus, all_hits, cli, make_tiny_model, write_images, write_texts
+from tests.kit import (TINY_CFG, Corpus, all_hits, cli, index_file, index_pointer, make_tiny_model, write_images,
+                       write_texts)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,8 +157,8 @@ def corpus():
 
 def test_deleted_index_file_is_rebuilt_with_a_notice(indexed):
     store = indexed.store
-    (store / "ann" / "space1-image.faiss").unlink()
-    (store / "ann" / "space1-image.json").unlink()
+    index_file(store).unlink()
+    index_pointer(store).unlink()
     with Engine.open(store, create=False) as eng:
         assert len(all_hits(eng, "image")) == 12
         assert "index 1/image file was missing: built from the database (12 vectors)" in eng.notices
@@ -166,18 +167,20 @@ def test_deleted_index_file_is_rebuilt_with_a_notice(indexed):
     assert r.exit_code == 0 and "note:" in r.output and "missing" in r.output
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage-sidecar", "bit-flip"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage-pointer", "file-gone", "garbage-file"])
 def test_damaged_index_file_is_rebuilt(indexed, tiny_model, damage):
+    """What a query can see without reading the whole file (a flipped byte of the same size is doctor's:
+    it verifies checksums, see test_doctor)."""
     store = indexed.store
-    path = store / "ann" / "space1-image.faiss"
+    path = index_file(store)
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    elif damage == "garbage-sidecar":
-        path.with_suffix(".json").write_text("{not json")
+    elif damage == "garbage-pointer":
+        index_pointer(store).write_text("{not json")
+    elif damage == "file-gone":
+        path.unlink()
     else:
-        raw = bytearray(path.read_bytes())
-        raw[len(raw) // 2] ^= 0xFF
-        path.write_bytes(bytes(raw))
+        path.write_bytes(os.urandom(path.stat().st_size))
     with Engine.open(store, create=False) as eng:
         assert len(all_hits(eng, "image")) == 12
         assert any("rebuilt from the database: index file damaged" in n for n in eng.notices), eng.notices
@@ -215,7 +218,7 @@ def test_index_file_behind_the_database_is_caught_up_incrementally(indexed, tiny
         with Engine.open(store, model=tiny_model, workers=0) as writer:
             indexed.images[0].unlink()
             writer.index(indexed.roots)
-        idx = reader._index(reader.store.spaces()[0], "image")
+        idx = reader.indexes.get(reader.store.spaces()[0], "image")
         assert idx.sync(save=False).action == "caught-up"
         assert len(all_hits(reader, "image")) == 14
 
@@ -241,9 +244,9 @@ def test_disk_full_in_the_database_is_a_clear_error_and_the_store_stays_intact(t
     store = tmp_path / "store"
     eng = Engine.open(store, model=tiny_model, workers=0)
     eng.index([data / "a"])
-    eng.store._writer.dispose()
+    eng.store.db.writer.dispose()
 
-    @event.listens_for(eng.store._writer, "connect")
+    @event.listens_for(eng.store.db.writer, "connect")
     def _cap(dbapi_conn, _record):  # the database may grow by one page: as good as a full disk
         pages = dbapi_conn.execute("PRAGMA page_count").fetchone()[0]
         dbapi_conn.execute(f"PRAGMA max_page_count = {pages + 1}")
@@ -261,7 +264,8 @@ def test_disk_full_in_the_database_is_a_clear_error_and_the_store_stays_intact(t
 
 def test_disk_full_writing_an_index_file_keeps_the_old_file(indexed, tiny_model, monkeypatch):
     store, images = indexed.store, indexed.image_dir
-    before = (store / "ann" / "space1-image.faiss").read_bytes()
+    path = index_file(store)
+    before = path.read_bytes()
     write_images(images, 14, seed=indexed.corpus.seed)
 
     def full(fd):
@@ -272,7 +276,7 @@ def test_disk_full_writing_an_index_file_keeps_the_old_file(indexed, tiny_model,
         with Engine.open(store, model=tiny_model, workers=0) as eng:
             with pytest.raises(StoreError, match="disk full"):
                 eng.index(indexed.roots)
-    assert (store / "ann" / "space1-image.faiss").read_bytes() == before  # untouched, no temp files left
+    assert index_file(store) == path and path.read_bytes() == before  # untouched, no temp files left
     assert not list((store / "ann").glob(".*.tmp"))
     with Engine.open(store, create=False) as eng:  # the database has the 2 new images; the index catches up
         assert len(all_hits(eng, "image")) == 14

@@ -1,4 +1,5 @@
-"""FAISS behind one narrow interface: build, add, remove, search, atomic save/load.
+"""FAISS behind one narrow interface: build (trained on a sample, filled in blocks), add, remove, search,
+write to a file and read it back memory-mapped.
 
 Kinds: ``flat`` (exact, ``IndexIDMap2`` over ``IndexFlatIP``), ``ivf`` (``IVF{nlist},Flat``),
 ``hnsw`` (``IDMap2`` over ``HNSW32``), ``pq`` (``IVF{nlist},PQ{m}``). Vectors are unit length, the
@@ -8,18 +9,16 @@ index, so concurrent queries cannot race on ``nprobe``/``efSearch``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from mmsearch.config import INDEX_KINDS as KINDS
 from mmsearch.errors import UsageError
 
-KINDS = ("auto", "flat", "ivf", "hnsw", "pq")
 AUTO_FLAT_MAX = 50_000  # below this, exact search is fast enough on one core (~10 ms/query at 512-d)
 
 
@@ -27,7 +26,7 @@ class CorruptIndexError(Exception):
     """An index file is unreadable, truncated or does not match its checksum."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchParams:
     nprobe: int | None = None
     ef_search: int | None = None
@@ -58,6 +57,23 @@ def needs_rebuild(ann: "AnnIndex", wanted: str, n: int) -> str | None:
     return None
 
 
+def _ivf_factory(kind: str, dim: int, n: int) -> str:
+    nlist = _nlist_for(n)
+    if kind == "ivf":
+        return f"IVF{nlist},Flat"
+    m = next(m for m in (64, 32, 16, 8, 4, 2, 1) if (dim % m == 0 and m <= max(dim // 2, 1)))
+    nbits = 8 if n >= 256 * 39 else 4  # k-means wants ≥ 39 points per centroid: 8-bit codes from 9,984 vectors
+    return f"IVF{nlist},PQ{m}x{nbits}"
+
+
+def train_size(ann: "AnnIndex") -> int:
+    """How many vectors to train an IVF/PQ index on: enough per list and per PQ centroid, not the whole set."""
+    import faiss
+
+    nlist = faiss.extract_index_ivf(ann.index).nlist
+    return max(64 * nlist, 256 * 64, 20_000)
+
+
 def _nlist_for(n: int) -> int:
     # FAISS wants ≥ ~39 training points per list; 4·sqrt(n) lists is the usual starting point.
     return max(1, min(int(4 * math.sqrt(max(n, 1))), n // 39 if n >= 39 else 1, 65536))
@@ -70,34 +86,43 @@ class AnnIndex:
         self.index = index
         self.kind = kind
         self.dim = dim
-        self.trained_n = trained_n  # vectors an IVF/PQ index was trained on (its lists fit that size)
+        self.trained_n = trained_n  # vectors an IVF/PQ index was made for (its lists fit that size)
+        self.mapped = False  # read-only memory map of a file: search only (reload writable to change)
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
-    def build(cls, kind: str, dim: int, ids: np.ndarray, vecs: np.ndarray) -> "AnnIndex":
+    def empty(cls, kind: str, dim: int, n: int) -> "AnnIndex":
+        """An empty index of the kind ``kind`` resolves to for ``n`` vectors (IVF/PQ still to be trained)."""
         import faiss
 
-        kind = choose_kind(kind, len(ids))
+        kind = choose_kind(kind, n)
         if kind == "flat":
             index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         elif kind == "hnsw":
             hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
             hnsw.hnsw.efConstruction = 80
             index = faiss.IndexIDMap2(hnsw)
-        elif kind in ("ivf", "pq"):
-            nlist = _nlist_for(len(ids))
-            if kind == "pq":
-                m = next(m for m in (64, 32, 16, 8, 4, 2, 1) if (dim % m == 0 and m <= max(dim // 2, 1)))
-                # k-means wants ≥ 39 points per centroid: 8-bit codes (256 centroids) from 9,984 vectors
-                nbits = 8 if len(ids) >= 256 * 39 else 4
-                factory = f"IVF{nlist},PQ{m}x{nbits}"
-            else:
-                factory = f"IVF{nlist},Flat"
-            index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-        else:  # pragma: no cover - choose_kind validated
-            raise UsageError(f"unknown index kind {kind}")
-        ann = cls(index, kind, dim)
-        ann.add(ids, vecs)  # an IVF built empty is trained on its first add
+        else:  # ivf, pq
+            index = faiss.index_factory(dim, _ivf_factory(kind, dim, n), faiss.METRIC_INNER_PRODUCT)
+        return cls(index, kind, dim, trained_n=n if kind in ("ivf", "pq") else 0)
+
+    @classmethod
+    def build(cls, kind: str, dim: int, ids: np.ndarray, vecs: np.ndarray) -> "AnnIndex":
+        """An index of these vectors, held in memory at once (small sets; see :meth:`build_from`)."""
+        return cls.build_from(kind, dim, len(ids), lambda n: vecs[:n], [(ids, vecs)])
+
+    @classmethod
+    def build_from(cls, kind: str, dim: int, n: int, sample: Callable[[int], np.ndarray],
+                   blocks: Iterable[tuple[np.ndarray, np.ndarray]]) -> "AnnIndex":
+        """An index of ``n`` vectors that arrive in ``blocks`` of (ids, vectors): memory stays one block.
+
+        ``sample(m)`` gives up to ``m`` representative vectors; IVF/PQ are trained on them first.
+        """
+        ann = cls.empty(kind, dim, n)
+        if not ann.index.is_trained and n:
+            ann.index.train(_f32(sample(train_size(ann))))
+        for ids, vecs in blocks:
+            ann.add(ids, vecs)
         return ann
 
     @property
@@ -107,7 +132,7 @@ class AnnIndex:
     def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
         if len(ids) == 0:
             return
-        if not self.index.is_trained:  # IVF/PQ: trained on the first vectors it gets
+        if not self.index.is_trained:  # an IVF/PQ made empty and never trained: fit to what it first gets
             self.index.train(_f32(vecs))
             self.trained_n = len(ids)
         self.index.add_with_ids(_f32(vecs), np.ascontiguousarray(ids, dtype=np.int64))
@@ -152,63 +177,56 @@ class AnnIndex:
                 faiss.omp_set_num_threads(threads)
         return scores, ids
 
-    # ---- persistence ----------------------------------------------------------------------------
+    # ---- files --------------------------------------------------------------------------------
+    def write(self, path: Path) -> None:
+        """Write the index to ``path`` (the caller makes it atomic: a temp name, then a rename)."""
+        import errno
+
+        import faiss
+
+        try:
+            faiss.write_index(self.index, str(path))
+        except RuntimeError as exc:  # FAISS reports a failed fwrite as text only
+            reason = str(exc).splitlines()[0][:200]
+            raise OSError(errno.ENOSPC if "No space left" in reason else errno.EIO, reason) from exc
+
     def to_bytes(self) -> bytes:
         import faiss
 
         return faiss.serialize_index(self.index).tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes, kind: str, dim: int) -> "AnnIndex":
+    def from_bytes(cls, data: bytes, kind: str, dim: int, trained_n: int = 0) -> "AnnIndex":
         import faiss
 
         try:
             index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
         except Exception as exc:  # faiss raises RuntimeError on truncated/garbage data
             raise CorruptIndexError(f"cannot read index: {str(exc).splitlines()[0][:200]}") from exc
-        if index.d != dim:
-            raise CorruptIndexError(f"index has dim {index.d}, expected {dim}")
-        return cls(index, kind, dim)
-
-    def save(self, path: Path, meta: dict[str, Any]) -> None:
-        """Write ``path`` and its ``.json`` sidecar atomically (sidecar last, with the checksum)."""
-        from mmsearch.store.store import atomic_write_bytes
-
-        data = self.to_bytes()
-        atomic_write_bytes(path, data)
-        sidecar = dict(meta, kind=self.kind, dim=self.dim, ntotal=self.ntotal, trained_n=self.trained_n,
-                       sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
-        atomic_write_bytes(path.with_suffix(".json"), (json.dumps(sidecar, indent=1) + "\n").encode())
+        return cls._checked(index, kind, dim, trained_n)
 
     @classmethod
-    def load(cls, path: Path, *, attempts: int = 4) -> tuple["AnnIndex", dict[str, Any]]:
-        """Load and verify against the sidecar's checksum.
+    def read(cls, path: Path, kind: str, dim: int, *, mmap: bool, trained_n: int = 0) -> "AnnIndex":
+        """Read an index file. ``mmap``: map it read-only instead of reading it (a cold query then touches
+        only the pages it searches; the index cannot be changed); else a private, writable copy."""
+        import faiss
 
-        A writer replaces the file and then its sidecar, so a reader in between sees a mismatch
-        that clears when read again: only a mismatch that persists is damage.
-        """
-        import time
+        flags = (faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY) if mmap else 0
+        try:
+            index = faiss.read_index(str(path), flags)
+        except Exception as exc:
+            if isinstance(exc, FileNotFoundError) or not path.exists():
+                raise FileNotFoundError(str(path)) from None
+            raise CorruptIndexError(f"cannot read index: {str(exc).splitlines()[0][:200]}") from exc
+        ann = cls._checked(index, kind, dim, trained_n)
+        ann.mapped = mmap
+        return ann
 
-        sidecar = path.with_suffix(".json")
-        for attempt in range(attempts):
-            try:
-                meta = json.loads(sidecar.read_bytes())
-                data = path.read_bytes()
-            except FileNotFoundError:
-                raise
-            except (OSError, ValueError) as exc:
-                raise CorruptIndexError(f"cannot read {sidecar.name}: {exc}") from exc
-            if len(data) == meta.get("bytes") and hashlib.sha256(data).hexdigest() == meta.get("sha256"):
-                break
-            time.sleep(0.05 * (attempt + 1))
-        else:
-            raise CorruptIndexError("checksum mismatch (truncated or modified)")
-        ann = cls.from_bytes(data, meta["kind"], int(meta["dim"]))
-        ann.trained_n = int(meta.get("trained_n", 0))
-        if ann.ntotal != meta.get("ntotal"):
-            raise CorruptIndexError("vector count differs from its record")
-        return ann, meta
-
+    @classmethod
+    def _checked(cls, index: Any, kind: str, dim: int, trained_n: int) -> "AnnIndex":
+        if index.d != dim:
+            raise CorruptIndexError(f"index has dim {index.d}, expected {dim}")
+        return cls(index, kind, dim, trained_n)
 
 def gpu_available() -> bool:
     try:

@@ -170,14 +170,11 @@ def create_app(store_path: str | os.PathLike | None = None, *, model: str | None
     @app.get("/api/file/{content_id}", response_class=FileResponse)
     def file(content_id: ContentId) -> FileResponse:
         """The image file of an indexed image: only paths the store lists for that content are served."""
-        meta = engine.store.content_meta([content_id]).get(content_id)
-        if meta is None or meta.modality != "image":
-            raise _ErrorResponse(404, f"no indexed image with id {content_id}")
-        for uri in meta.uris:
-            if not uri.startswith("text:") and os.path.isfile(uri):
-                return FileResponse(uri, media_type=_media_type(uri),
-                                    headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"})
-        raise _ErrorResponse(404, f"image {content_id} is indexed, but none of its files is on disk any more")
+        path = engine.file_of(content_id, "image")  # only files the store lists for that content
+        if path is None:
+            raise _ErrorResponse(404, f"no indexed image with id {content_id} has a file on disk")
+        return FileResponse(path, media_type=_media_type(path),
+                            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"})
 
     # ---- the page ----------------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

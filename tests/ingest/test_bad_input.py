@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import mmsearch.ingest.decode as decode
-import mmsearch.ingest.sync as ingest_sync
+import mmsearch.ingest.plan as ingest_plan
 from mmsearch import Engine, StoreError, UsageError
 from mmsearch.cli import app
 from tests.conftest import write_images, write_texts
@@ -147,7 +147,7 @@ def test_files_that_vanish_or_change_during_the_run(engine_factory, tmp_path, mo
     data = tmp_path / "data"
     imgs = write_images(data, 4)
     notes = write_texts(data / "n", ["first version"])
-    real_walk = ingest_sync.walk
+    real_walk = ingest_plan.walk
 
     def walk_then_change(*a, **k):  # between the scan and the read: one file goes, one changes
         yield from real_walk(*a, **k)
@@ -155,7 +155,7 @@ def test_files_that_vanish_or_change_during_the_run(engine_factory, tmp_path, mo
         notes[0].write_text("second version, longer")
 
     with monkeypatch.context() as m:
-        m.setattr(ingest_sync, "walk", walk_then_change)
+        m.setattr(ingest_plan, "walk", walk_then_change)
         report = eng.index([data])
     assert "removed while indexing" in _reasons(eng)[str(imgs[2])]
     assert report.indexed == 4 and report.failed == 1

@@ -1,0 +1,199 @@
+"""One FAISS index per (space, modality), kept in step with the database.
+
+On disk: ``ann/space<ID>-<modality>.g<GEN>.faiss`` holds generation GEN; the pointer
+``ann/space<ID>-<modality>.json`` names the current file with its generation, kind, size, vector count
+and checksum. A save writes a new generation file, then replaces the pointer (the one commit point),
+then collects older generations, so a reader always finds a complete file and never has to retry.
+
+On sync: missing → build; damaged → rebuild; behind → catch up from the vectors added and tombstones
+written since; a vector count that differs from the database's → rebuild. A reader whose file is
+current maps it read-only (a cold query reads only the pages it searches); a writer, or a reader that
+must catch up, reads a private copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmsearch.ann.faiss_index import AnnIndex, CorruptIndexError, SearchParams, choose_kind, needs_rebuild
+from mmsearch.store.files import (atomic_write_with, collect_generations, file_sha256, generation_file,
+                                  pointer_path, read_pointer, write_json)
+from mmsearch.store.store import Store
+
+ANN_DIR = "ann"
+SUFFIX = ".faiss"
+
+
+def index_name(space_id: int, modality: str) -> str:
+    return f"space{space_id}-{modality}"
+
+
+def read_record(root: Path, space_id: int, modality: str) -> dict[str, Any] | None:
+    """The pointer record of one index (kind, generation, …) without loading it; None when unreadable."""
+    try:
+        return read_pointer(Path(root) / ANN_DIR, index_name(space_id, modality))
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class SyncReport:
+    action: str  # "current", "loaded", "caught-up", "built", "rebuilt"
+    reason: str = ""
+    generation: int = 0
+    previous: int = -1  # the generation the index reflected before catching up
+    from_file: bool = False  # the index was read from its file in this sync (not already in memory)
+
+
+class SpaceIndex:
+    """The ANN index of one modality within one space."""
+
+    def __init__(self, store: Store, space_id: int, space_key: str, modality: str, kind: str = "auto") -> None:
+        self.store = store
+        self.space_id = space_id
+        self.space_key = space_key
+        self.modality = modality
+        self.kind_pref = kind
+        self.folder = store.root / ANN_DIR
+        self.name = index_name(space_id, modality)
+        self.ann: AnnIndex | None = None
+        self.generation = -1
+        self.dirty = False
+
+    @property
+    def pointer(self) -> Path:
+        return pointer_path(self.folder, self.name)
+
+    # ---- sync ------------------------------------------------------------------------------------
+    def sync(self, *, save: bool, generation: int | None = None) -> SyncReport:
+        """Bring the index up to the store's current generation. Returns what it had to do.
+
+        ``generation``: the caller just read it; when the index already reflects it, no query runs.
+        ``save``: a writer's sync; it loads a writable copy and saves what changed.
+        """
+        if generation is not None and self.ann is not None and generation == self.generation:
+            return SyncReport("current", generation=generation)
+        with self.store.snapshot():
+            report = self._sync_at(self.store.generation(), writable=save)
+        if save and self.dirty:
+            self.save()
+        return report
+
+    def _sync_at(self, gen: int, *, writable: bool) -> SyncReport:
+        if self.ann is not None and self.generation == gen:
+            return SyncReport("current", generation=gen)  # the common query path: one tiny read, no O(N) check
+        if self.ann is not None and (self.ann.mapped and (writable or self.generation != gen)):
+            self.ann = None  # a read-only map cannot change: read the file again (it may be newer by now)
+        from_file = self.ann is None
+        if from_file:
+            try:
+                self.ann, self.generation = self.read_file(gen, writable=writable)
+            except FileNotFoundError:
+                return self._rebuild(gen, "built", "no index file")
+            except CorruptIndexError as exc:
+                return self._rebuild(gen, "rebuilt", str(exc))
+            if choose_kind(self.kind_pref, self.ann.ntotal) != self.ann.kind and self.ann.ntotal:
+                return self._rebuild(gen, "rebuilt", f"index kind changed to {self.kind_pref}")
+        if self.generation > gen:
+            return self._rebuild(gen, "rebuilt", "index is ahead of the database")
+        previous, action = self.generation, "loaded"
+        if self.generation < gen:
+            if not self._catch_up(gen):
+                return self._rebuild(gen, "rebuilt", f"{self.ann.kind} cannot delete in place")
+            action = "caught-up"
+        if from_file:  # a file may hold other ids than it says; catching up in memory is exact (ids never reused)
+            expected = self.store.count_vectors(self.space_id, self.modality)
+            if self.ann.ntotal != expected:
+                return self._rebuild(gen, "rebuilt", f"index holds {self.ann.ntotal} vectors, database {expected}")
+        why = needs_rebuild(self.ann, self.kind_pref, self.ann.ntotal)
+        if why:
+            return self._rebuild(gen, "rebuilt", why)
+        return SyncReport(action, generation=gen, previous=previous, from_file=from_file)
+
+    def _catch_up(self, gen: int) -> bool:
+        removed = self.store.tombstones(self.space_id, self.modality, since_gen=self.generation, until_gen=gen)
+        if not self.ann.remove(removed):
+            return False
+        for ids, vecs in self.store.iter_vectors(self.space_id, self.modality, since_gen=self.generation, until_gen=gen):
+            self.ann.add(ids, vecs)
+        self.generation, self.dirty = gen, True
+        return True
+
+    def _rebuild(self, gen: int, action: str, reason: str) -> SyncReport:
+        """Build from the database in blocks: IVF/PQ trained on a sample, vectors added a block at a time."""
+        n = self.store.count_vectors(self.space_id, self.modality)
+        dim = next(sp.dim for sp in self.store.spaces() if sp.id == self.space_id)
+        self.ann = AnnIndex.build_from(
+            self.kind_pref, dim, n, lambda m: self.store.sample_vectors(self.space_id, self.modality, m),
+            self.store.iter_vectors(self.space_id, self.modality))
+        self.generation, self.dirty = gen, True
+        return SyncReport(action, reason, gen)
+
+    # ---- files -----------------------------------------------------------------------------------
+    def read_file(self, db_gen: int, *, writable: bool, verify: bool = False) -> tuple[AnnIndex, int]:
+        """The current file as (index, generation). Raises FileNotFoundError, or CorruptIndexError with why.
+
+        Checks what is cheap (the record, the file's size, the vector count); ``verify`` also the checksum.
+        """
+        try:
+            rec = read_pointer(self.folder, self.name)
+            kind, dim, file_gen = str(rec["kind"]), int(rec["dim"]), int(rec["generation"])
+            if rec.get("space_key") != self.space_key:
+                raise CorruptIndexError("index file belongs to another space")
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CorruptIndexError(f"index file damaged: its record is unreadable ({exc})") from None
+        path = self.folder / rec["file"]
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise CorruptIndexError(f"index file damaged: {rec['file']} is missing") from None
+        if size != rec.get("bytes"):
+            raise CorruptIndexError(f"index file damaged: {size} bytes, its record says {rec.get('bytes')}")
+        if verify and file_sha256(path) != rec.get("sha256"):
+            raise CorruptIndexError("index file damaged: checksum mismatch (modified)")
+        mmap = not writable and file_gen == db_gen  # a file that must catch up is read, not mapped
+        try:
+            ann = AnnIndex.read(path, kind, dim, mmap=mmap, trained_n=int(rec.get("trained_n", 0)))
+        except CorruptIndexError as exc:
+            raise CorruptIndexError(f"index file damaged: {exc}") from None
+        if ann.ntotal != rec.get("ntotal"):
+            raise CorruptIndexError("index file damaged: vector count differs from its record")
+        return ann, file_gen
+
+    def save(self) -> None:
+        """Write this generation's file, point at it (the commit), collect older generations."""
+        assert self.ann is not None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = generation_file(self.folder, self.name, self.generation, SUFFIX)
+        atomic_write_with(path, self.ann.write)
+        write_json(self.pointer, {
+            "file": path.name, "generation": self.generation, "space_key": self.space_key, "modality": self.modality,
+            "kind": self.ann.kind, "dim": self.ann.dim, "ntotal": self.ann.ntotal, "trained_n": self.ann.trained_n,
+            "bytes": path.stat().st_size, "sha256": file_sha256(path),
+        })
+        collect_generations(self.folder, self.name, keep=path.name)
+        self.dirty = False
+
+    def search(self, queries: np.ndarray, k: int, params: SearchParams | None = None):
+        assert self.ann is not None, "sync() first"
+        return self.ann.search(queries, k, params)
+
+
+def index_ids(ann: AnnIndex) -> np.ndarray:
+    """Every id an index holds (for checking it against the database)."""
+    import faiss
+
+    index = ann.index
+    if hasattr(index, "id_map"):  # IndexIDMap2 over flat or HNSW
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    ivf = faiss.extract_index_ivf(index)
+    lists = ivf.invlists
+    parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(ivf.nlist)
+             if lists.list_size(i)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)

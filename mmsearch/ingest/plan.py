@@ -1,0 +1,93 @@
+"""Planning a sync: walk the folders, then decide by content what each file needs.
+
+1. ``unchanged``: same (size, mtime) as its row, and its content has a vector in this space.
+2. Hash the rest on threads (read + sha256 release the GIL; no process start-up). Content the store
+   already has a vector for (moved, renamed, copied, touched) is *linkable*: no decode, no model call.
+3. The rest is *fresh*: decoded and embedded.
+4. ``vanished``: rows under a walked root not seen now (and not under a folder that failed to read).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence
+
+from mmsearch.errors import UsageError
+from mmsearch.ingest.decode import Loaded, load
+from mmsearch.ingest.discover import Candidate, display, walk
+from mmsearch.store.schema import Space
+from mmsearch.store.store import Store
+from mmsearch.util import batched, under_any
+
+HASH_THREADS = 4  # readers/hashers of changed files (I/O bound)
+LOOKUP = 2048  # paths looked up per query
+
+
+@dataclass
+class Plan:
+    """What a walk found and what of it is already current."""
+
+    roots: list[str]
+    candidates: list[Candidate]
+    walk_errors: list[tuple[str, str]] = field(default_factory=list)
+    unchanged: int = 0
+    todo: list[Candidate] = field(default_factory=list)  # new, changed or touched: to hash
+
+
+def plan(store: Store, space: Space, roots: Sequence[str]) -> Plan:
+    """Walk ``roots`` and set aside every file whose row is current (steps 1 of the module doc)."""
+    p = Plan(list(roots), [])
+    p.candidates = list(walk(roots, lambda path, why: p.walk_errors.append((path, why)), skip=[str(store.root)]))
+    for part in batched(p.candidates, LOOKUP):
+        known = store.lookup_sources([c.path for c in part])
+        with_vec = store.contents_with_vectors({k.content_id for k in known.values()}, space.id)
+        for c in part:
+            k = known.get(c.path)
+            if k and k.size == c.size and k.mtime_ns == c.mtime_ns and k.content_id in with_vec:
+                p.unchanged += 1
+            else:
+                p.todo.append(c)
+    return p
+
+
+def hashed(store: Store, space: Space, todo: Sequence[Candidate], batch: int,
+           limits: dict[str, int] | None = None) -> Iterator[tuple[list[Loaded], list[Candidate]]]:
+    """Hash ``todo`` a batch at a time: yields (linkable items incl. read errors, fresh candidates)."""
+    with ThreadPoolExecutor(max_workers=HASH_THREADS) as hasher:
+        for part in batched(todo, batch):
+            chunk = list(hasher.map(lambda c: load(c.path, c.modality, None, limits, decode=False), part))
+            known = store.contents_by_sha([x.sha256 for x in chunk if x.error is None], space.id)
+            linkable = [x for x in chunk if x.error is not None or known.get(x.sha256, (0, False))[1]]
+            fresh = [Candidate(x.path, x.modality, x.size, x.mtime_ns) for x in chunk
+                     if x.error is None and not known.get(x.sha256, (0, False))[1]]
+            yield linkable, fresh
+
+
+def vanished(store: Store, p: Plan, failed_now: set[str]) -> list[str]:
+    """Rows under a walked root not seen now; a recorded error of a path neither seen nor failing now is stale."""
+    seen = {c.path for c in p.candidates}
+    protected = [path for path, _ in p.walk_errors] + [display(path) for path, _ in p.walk_errors]
+    gone: list[str] = []
+    for root in p.roots:
+        gone += [u for u in store.uris_under(root) if u not in seen and not under_any(u, protected)]
+        gone += [u for u in store.error_uris_under(root)
+                 if u not in seen and u not in failed_now and not under_any(u, protected)]
+    return gone
+
+
+def removal_uris(store: Store, targets: Iterable[str | os.PathLike] | str | os.PathLike) -> list[str]:
+    """Every stored uri that forgetting ``targets`` (files, folders: all below, ``text:<id>``) removes."""
+    if isinstance(targets, (str, bytes, os.PathLike)):
+        targets = [targets]  # one path, not its characters (iterating "/photos" would name "/")
+    uris: list[str] = []
+    for t in targets:
+        if not isinstance(t, (str, bytes, os.PathLike)):
+            raise UsageError(f"remove takes paths or text:ID strings, not {type(t).__name__}")
+        t = os.fsdecode(t)
+        if t.startswith("text:"):
+            uris.append(t)
+        else:
+            uris += store.uris_under(os.path.abspath(t)) + store.error_uris_under(os.path.abspath(t))
+    return uris

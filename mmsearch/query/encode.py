@@ -1,0 +1,99 @@
+"""A query → one unit vector in a given space: text through the space's text tower, an image through
+the very preprocessing indexing uses (so an indexed image finds itself at cosine 1), or a raw vector."""
+
+from __future__ import annotations
+
+import builtins
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from mmsearch.ann.faiss_index import SearchParams
+from mmsearch.encoders.base import Encoder
+from mmsearch.errors import ModelError, UsageError
+from mmsearch.store.schema import Space
+
+TYPES = ("image", "text", "any")
+
+
+@dataclass(frozen=True)
+class Query:
+    """One validated search request (exactly one of ``text``, ``image``, ``vector``)."""
+
+    text: str | None = None
+    image: Any = None
+    vector: np.ndarray | None = None
+    k: int = 10
+    type: str | None = None
+    under: str | None = None  # absolute folder
+    params: SearchParams = SearchParams()
+
+    @property
+    def modality(self) -> str | None:
+        """What the query itself is (None for a raw vector, which belongs to one space)."""
+        return "text" if self.text is not None else ("image" if self.image is not None else None)
+
+    @classmethod
+    def make(cls, text: str | None = None, image: Any = None, vector: Any = None, *, k: int = 10,
+             type: str | None = None, under: Any = None, nprobe: int | None = None,
+             ef_search: int | None = None) -> "Query":
+        """Check every argument; a bad one is a :class:`UsageError` naming it."""
+        if sum(x is not None for x in (text, image, vector)) != 1:
+            raise UsageError("give exactly one of text, image or vector")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise UsageError(f"k={k!r}: must be a positive whole number")
+        if type is not None and type not in TYPES:
+            raise UsageError(f"type={type!r}: expected one of {', '.join(TYPES)}")
+        if text is not None and not isinstance(text, str):
+            raise UsageError(f"text must be a string, not {builtins.type(text).__name__}")
+        if text is not None and not text.strip():
+            raise UsageError("the query text is empty")
+        for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UsageError(f"{name}={value!r}: must be a positive whole number")
+        if under is not None and not isinstance(under, (str, os.PathLike)):
+            raise UsageError(f"under must be a folder path, not {builtins.type(under).__name__}")
+        if vector is not None:
+            try:
+                vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+            except (TypeError, ValueError):
+                raise UsageError("vector must be a sequence of numbers") from None
+        return cls(text, image, vector, k, type, os.path.abspath(under) if under is not None else None,
+                   SearchParams(nprobe=nprobe, ef_search=ef_search))
+
+
+def embed_query(query: Query, space: Space, encoder: Callable[[str], Encoder]) -> np.ndarray:
+    """The query as a unit vector of ``space`` (``encoder(spec)`` loads the space's model when needed)."""
+    if query.vector is not None:
+        if query.vector.shape[0] != space.dim:
+            raise UsageError(f"vector has {query.vector.shape[0]} dimensions, space {space.spec} has {space.dim}")
+        return query.vector
+    enc = encoder(space.spec)
+    if enc.space.key != space.key:
+        raise ModelError(f"model {space.spec!r} now loads different weights than the store was built with",
+                         hint="re-index, or point --model at the original weights")
+    if query.text is not None:
+        return enc.embed_texts([query.text])[0]
+    from mmsearch.ingest.decode import preprocess
+
+    return enc.embed_image_batch(preprocess(query_image(query.image), enc.image_recipe())[None])[0]
+
+
+def query_image(image: Any):
+    """A query image (path, bytes or PIL image) decoded as indexing decodes files."""
+    from mmsearch.ingest.decode import MAX_FILE_BYTES, BadInput, decode_image, read_file, to_rgb
+
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+        return to_rgb(image)
+    try:
+        if isinstance(image, (bytes, bytearray)):
+            return decode_image(bytes(image))
+        if not isinstance(image, (str, os.PathLike)):
+            raise UsageError(f"image must be a path, bytes or a PIL image, not {type(image).__name__}")
+        data, _ = read_file(os.fspath(image), MAX_FILE_BYTES)
+        return decode_image(data)
+    except BadInput as exc:
+        where = None if isinstance(image, (bytes, bytearray)) else os.fspath(image)
+        raise UsageError(f"query image: {exc}", path=where) from None

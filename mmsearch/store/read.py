@@ -1,0 +1,271 @@
+"""Read queries: what ingest looks up, what the index is built from, what a result shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import func, select
+
+from mmsearch.store.schema import Content, ErrorRecord, Meta, Source, Space, Tombstone, Vector
+from mmsearch.util import chunks, under_bounds
+
+if TYPE_CHECKING:
+    from mmsearch.store.session import Database
+
+#: Vectors read per block when an index is (re)built: bounded memory, whatever the store's size.
+BLOCK = 65_536
+
+
+@dataclass(frozen=True)
+class SourceState:
+    id: int
+    content_id: int
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class ContentMeta:
+    id: int
+    modality: str
+    text: str | None
+    width: int | None
+    height: int | None
+    uris: tuple[str, ...]
+
+
+def decode_vectors(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    """fp16 blobs as stored → an (N, dim) float32 array."""
+    if not blobs:
+        return np.zeros((0, dim), np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), dim).astype(np.float32)
+
+
+def under_clause(column, root: str):
+    """SQL for ``column`` equal to ``root`` or below it, as an index-friendly range (no LIKE escaping)."""
+    low, high = under_bounds(root)
+    return (column == root) | ((column >= low) & (column < high))
+
+
+def _where(space_id: int, modality: str, after: int = 0, until: int | None = None, table=Vector):
+    cond = [table.space_id == space_id, table.modality == modality]
+    if after:
+        cond.append(table.gen > after)
+    if until is not None:
+        cond.append(table.gen <= until)
+    return cond
+
+
+class Reads:
+    """Read methods of :class:`mmsearch.store.store.Store` (``self.db`` is its :class:`Database`)."""
+
+    db: "Database"
+
+    def generation(self) -> int:
+        return self.db.generation()
+
+    def spaces(self) -> list[Space]:
+        with self.db.read() as s:
+            return list(s.scalars(select(Space).order_by(Space.id)))
+
+    def _dim(self, s, space_id: int) -> int:
+        return int(s.execute(select(Space.dim).where(Space.id == space_id)).scalar_one())
+
+    # ---- lookups used by ingest --------------------------------------------------------------------
+    def lookup_sources(self, uris: Sequence[str]) -> dict[str, SourceState]:
+        out: dict[str, SourceState] = {}
+        with self.db.read() as s:
+            for part in chunks(list(uris)):
+                rows = s.execute(select(Source.uri, Source.id, Source.content_id, Source.size, Source.mtime_ns)
+                                 .where(Source.uri.in_(part)))
+                out.update((uri, SourceState(sid, cid, size, mtime)) for uri, sid, cid, size, mtime in rows)
+        return out
+
+    def contents_with_vectors(self, content_ids: Iterable[int], space_id: int) -> set[int]:
+        out: set[int] = set()
+        with self.db.read() as s:
+            for part in chunks(list(content_ids)):
+                out.update(s.scalars(select(Vector.content_id)
+                                     .where(Vector.space_id == space_id, Vector.content_id.in_(part))))
+        return out
+
+    def contents_by_sha(self, shas: Iterable[str], space_id: int) -> dict[str, tuple[int, bool]]:
+        """sha256 → (content id, has a vector in ``space_id``)."""
+        out: dict[str, tuple[int, bool]] = {}
+        with self.db.read() as s:
+            for part in chunks(list(set(shas))):
+                rows = s.execute(
+                    select(Content.sha256, Content.id, Vector.space_id)
+                    .outerjoin(Vector, (Vector.content_id == Content.id) & (Vector.space_id == space_id))
+                    .where(Content.sha256.in_(part)))
+                out.update((sha, (cid, sp is not None)) for sha, cid, sp in rows)
+        return out
+
+    def uris_under(self, root: str, *, kind: str = "file") -> list[str]:
+        """All source uris equal to ``root`` or below it (``root`` is an absolute path)."""
+        with self.db.read() as s:
+            return list(s.scalars(select(Source.uri).where(Source.kind == kind, under_clause(Source.uri, root))))
+
+    def error_uris_under(self, root: str) -> list[str]:
+        """Paths with a recorded error equal to ``root`` or below it."""
+        with self.db.read() as s:
+            return list(s.scalars(select(ErrorRecord.uri).where(under_clause(ErrorRecord.uri, root))))
+
+    def file_uris(self) -> list[str]:
+        with self.db.read() as s:
+            return list(s.scalars(select(Source.uri).where(Source.kind == "file")))
+
+    def error_uris(self) -> list[str]:
+        with self.db.read() as s:
+            return list(s.scalars(select(ErrorRecord.uri)))
+
+    # ---- vectors: what indexes are built from ----------------------------------------------------
+    def vectors_under(self, space_id: int, root: str, modalities: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """(content ids, modalities, vectors) of the contents with a file at or below ``root``: the
+        candidate set of a folder-filtered search, one indexed range scan instead of an ANN loop."""
+        with self.db.read() as s:
+            below = select(Source.content_id).where(Source.kind == "file", under_clause(Source.uri, root))
+            rows = s.execute(select(Vector.content_id, Vector.modality, Vector.vec).where(
+                Vector.space_id == space_id, Vector.modality.in_(list(modalities)), Vector.content_id.in_(below)
+            ).order_by(Vector.content_id)).all()
+            dim = self._dim(s, space_id)
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return ids, [r[1] for r in rows], decode_vectors([r[2] for r in rows], dim)
+
+    def iter_vectors(self, space_id: int, modality: str, *, since_gen: int = 0, until_gen: int | None = None,
+                     block: int = BLOCK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids int64, vectors float32) blocks of one space and modality, in id order (keyset paging).
+
+        Run it inside :meth:`snapshot` when the blocks must all come from one state.
+        """
+        last = -1
+        while True:
+            with self.db.read() as s:
+                rows = s.execute(select(Vector.content_id, Vector.vec)
+                                 .where(*_where(space_id, modality, since_gen, until_gen), Vector.content_id > last)
+                                 .order_by(Vector.content_id).limit(block)).all()
+                dim = self._dim(s, space_id)
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield np.fromiter((r[0] for r in rows), np.int64, len(rows)), decode_vectors([r[1] for r in rows], dim)
+            if len(rows) < block:
+                return
+
+    def vectors(self, space_id: int, modality: str, *, since_gen: int = 0,
+                until_gen: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """All (ids, vectors) of one space and modality (optionally those added after ``since_gen``) at once."""
+        parts = list(self.iter_vectors(space_id, modality, since_gen=since_gen, until_gen=until_gen))
+        if not parts:
+            with self.db.read() as s:
+                return np.zeros(0, np.int64), np.zeros((0, self._dim(s, space_id)), np.float32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def vector_ids(self, space_id: int, modality: str) -> np.ndarray:
+        with self.db.read() as s:
+            return np.fromiter(s.scalars(select(Vector.content_id).where(*_where(space_id, modality))
+                                         .order_by(Vector.content_id)), np.int64)
+
+    def sample_vectors(self, space_id: int, modality: str, n: int, *, seed: int = 0) -> np.ndarray:
+        """``n`` vectors drawn at random (all when there are fewer): training data for IVF/PQ, no full load."""
+        ids = self.vector_ids(space_id, modality)
+        if len(ids) > n:
+            ids = np.sort(np.random.default_rng(seed).choice(ids, n, replace=False))
+        found = self.vectors_for(ids.tolist(), space_id)
+        with self.db.read() as s:
+            dim = self._dim(s, space_id)
+        return np.stack([found[int(i)] for i in ids if int(i) in found]) if found else np.zeros((0, dim), np.float32)
+
+    def spread_vectors(self, space_id: int, modality: str, n: int) -> np.ndarray:
+        """About ``n`` vectors spread over the id range (every ``count // n``-th): cheap, deterministic, no full read."""
+        with self.db.read() as s:
+            count = s.execute(select(func.count()).select_from(Vector).where(*_where(space_id, modality))).scalar_one()
+            step = max(1, int(count) // max(n, 1))
+            rows = s.execute(select(Vector.vec).where(*_where(space_id, modality), (Vector.content_id % step) == 0)
+                             .order_by(Vector.content_id).limit(n)).scalars().all()
+            return decode_vectors(rows, self._dim(s, space_id))
+
+    def tombstones(self, space_id: int, modality: str, *, since_gen: int, until_gen: int | None = None) -> np.ndarray:
+        with self.db.read() as s:
+            q = select(Tombstone.content_id).where(*_where(space_id, modality, since_gen, until_gen, Tombstone))
+            return np.fromiter(s.scalars(q), dtype=np.int64)
+
+    def count_vectors(self, space_id: int, modality: str, *, until_gen: int | None = None) -> int:
+        with self.db.read() as s:
+            q = select(func.count()).select_from(Vector).where(*_where(space_id, modality, 0, until_gen))
+            return int(s.execute(q).scalar_one())
+
+    def has_vectors(self, space_id: int, modality: str) -> bool:
+        """Whether a space holds any vector of a modality (an index probe, not a count)."""
+        with self.db.read() as s:
+            return s.execute(select(Vector.content_id).where(*_where(space_id, modality)).limit(1)).first() is not None
+
+    def changes(self, space_id: int, modality: str, after: int, until: int | None = None) -> tuple[int, int]:
+        """(vectors added, vectors removed) in one space and modality in generations ``after < gen <= until``."""
+        with self.db.read() as s:
+            added = s.execute(select(func.count()).select_from(Vector)
+                              .where(*_where(space_id, modality, after, until))).scalar_one()
+            removed = s.execute(select(func.count()).select_from(Tombstone)
+                                .where(*_where(space_id, modality, after, until, Tombstone))).scalar_one()
+        return int(added), int(removed)
+
+    def vectors_for(self, content_ids: Sequence[int], space_id: int) -> dict[int, np.ndarray]:
+        """The stored (fp16 → float32) vectors of some contents in one space: exact re-ranking."""
+        out: dict[int, np.ndarray] = {}
+        with self.db.read() as s:
+            dim = self._dim(s, space_id)
+            for part in chunks([int(i) for i in content_ids]):
+                rows = s.execute(select(Vector.content_id, Vector.vec)
+                                 .where(Vector.space_id == space_id, Vector.content_id.in_(part))).all()
+                out.update(zip((r[0] for r in rows), decode_vectors([r[1] for r in rows], dim)))
+        return out
+
+    # ---- what results show ---------------------------------------------------------------------------
+    def content_meta(self, content_ids: Sequence[int]) -> dict[int, ContentMeta]:
+        """Metadata and every source uri of some contents, in one query (the per-search join)."""
+        fields: dict[int, tuple] = {}
+        uris: dict[int, list[str]] = {}
+        with self.db.read() as s:
+            for part in chunks([int(i) for i in content_ids]):
+                rows = s.execute(
+                    select(Content.id, Content.modality, Content.text, Content.width, Content.height, Source.uri)
+                    .outerjoin(Source, Source.content_id == Content.id)
+                    .where(Content.id.in_(part)).order_by(Content.id, Source.uri))
+                for cid, modality, txt, w, h, uri in rows:
+                    fields.setdefault(cid, (modality, txt, w, h))
+                    bucket = uris.setdefault(cid, [])
+                    if uri is not None:
+                        bucket.append(uri)
+        return {cid: ContentMeta(cid, *f, tuple(uris[cid])) for cid, f in fields.items()}
+
+    def errors(self) -> list[ErrorRecord]:
+        with self.db.read() as s:
+            return list(s.scalars(select(ErrorRecord).order_by(ErrorRecord.uri)))
+
+    def stats(self) -> dict:
+        with self.db.read() as s:
+            return {
+                "contents": dict(s.execute(select(Content.modality, func.count()).group_by(Content.modality)).all()),
+                "sources": dict(s.execute(select(Source.kind, func.count()).group_by(Source.kind)).all()),
+                "vectors_per_space": dict(s.execute(select(Vector.space_id, func.count()).group_by(Vector.space_id)).all()),
+                "errors": s.execute(select(func.count()).select_from(ErrorRecord)).scalar_one(),
+                "generation": int(s.execute(select(Meta.value).where(Meta.key == "generation")).scalar_one()),
+                "spaces": list(s.scalars(select(Space).order_by(Space.id))),
+            }
+
+    # ---- what doctor looks at --------------------------------------------------------------------------
+    def orphan_contents(self) -> list[int]:
+        """Contents no file or text points at any more."""
+        with self.db.read() as s:
+            return list(s.scalars(select(Content.id).where(
+                ~select(Source.id).where(Source.content_id == Content.id).exists())))
+
+    def missing_vectors(self, space: Space) -> int:
+        """How many items of the space's modalities have no vector in it."""
+        with self.db.read() as s:
+            return int(s.execute(select(func.count()).select_from(Content).where(
+                Content.modality.in_(space.modalities.split(",")),
+                ~select(Vector.content_id).where(Vector.content_id == Content.id, Vector.space_id == space.id).exists(),
+            )).scalar_one())

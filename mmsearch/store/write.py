@@ -1,0 +1,168 @@
+"""The write path: one batch in one transaction (contents, vectors, sources, errors, removals)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+from sqlalchemy import delete, select, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from mmsearch.errors import StoreError
+from mmsearch.store.schema import Content, ErrorRecord, Source, Space, Tombstone, Vector
+from mmsearch.util import chunks
+
+if TYPE_CHECKING:
+    from mmsearch.encoders.base import SpaceInfo
+    from mmsearch.store.session import Database
+
+
+@dataclass
+class Upsert:
+    """One source to point at one content (with its vector when newly embedded)."""
+
+    uri: str
+    kind: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    modality: str
+    width: int | None = None
+    height: int | None = None
+    text: str | None = None
+    vector: np.ndarray | None = None
+
+
+@dataclass
+class ApplyResult:
+    added_contents: int = 0
+    added_vectors: int = 0
+    removed_contents: int = 0
+    removed_sources: int = 0
+    generation: int = 0
+
+
+def _total_changes(s: Session) -> int:
+    """Rows inserted/updated/deleted so far on this connection: O(1), unlike counting a table."""
+    return int(s.execute(text("SELECT total_changes()")).scalar_one())
+
+
+def _inserted(s: Session, stmt, rows: list[dict]) -> int:
+    before = _total_changes(s)
+    s.execute(stmt, rows)
+    return _total_changes(s) - before
+
+
+def gc_contents(s: Session, content_ids: Iterable[int], gen: int) -> int:
+    """Delete those contents no source points at any more, tombstoning their vectors."""
+    ids = list(set(content_ids))
+    if not ids:
+        return 0
+    still: set[int] = set()
+    for part in chunks(ids):
+        still.update(s.scalars(select(Source.content_id).where(Source.content_id.in_(part))))
+    orphans = [c for c in ids if c not in still]
+    for part in chunks(orphans):
+        vecs = s.execute(select(Vector.content_id, Vector.space_id, Vector.modality).where(Vector.content_id.in_(part))).all()
+        if vecs:
+            s.execute(sqlite_insert(Tombstone), [{"content_id": c, "space_id": sp, "modality": m, "gen": gen}
+                                                 for c, sp, m in vecs])
+        s.execute(delete(Vector).where(Vector.content_id.in_(part)))
+        s.execute(delete(Content).where(Content.id.in_(part)))
+    return len(orphans)
+
+
+class Writes:
+    """Write methods of :class:`mmsearch.store.store.Store` (``self.db`` is its :class:`Database`)."""
+
+    db: "Database"
+
+    def write_manifest(self) -> None: ...  # provided by Store
+
+    def ensure_space(self, info: "SpaceInfo") -> Space:
+        with self.db.read() as s:
+            found = s.scalars(select(Space).where(Space.key == info.key)).first()
+        if found is not None:
+            if found.dim != info.dim:
+                raise StoreError(f"space {info.key} is recorded with dim {found.dim}, model gives {info.dim}")
+            return found
+        with self.db.write() as (s, gen):
+            space = Space(key=info.key, spec=info.spec, family=info.family, weights=info.weights, dim=info.dim,
+                          metric=info.metric, modalities=",".join(info.modalities),
+                          preprocess_version=info.preprocess_version, info=json.dumps(info.extra), created_gen=gen)
+            s.add(space)
+        self.write_manifest()
+        return space
+
+    def apply(self, upserts: Sequence[Upsert], space_id: int | None, *, errors: Sequence[tuple[str, str]] = (),
+              remove_uris: Sequence[str] = ()) -> ApplyResult:
+        """Write one batch in one transaction: contents, vectors, sources, errors, removals."""
+        result = ApplyResult()
+        with self.db.write() as (s, gen):
+            result.generation = gen
+            if upserts:
+                _upsert(s, upserts, space_id, gen, result)
+            if remove_uris:
+                removed: set[int] = set()
+                for part in chunks(list(remove_uris)):
+                    removed.update(s.scalars(select(Source.content_id).where(Source.uri.in_(part))))
+                    result.removed_sources += s.execute(delete(Source).where(Source.uri.in_(part))).rowcount or 0
+                    s.execute(delete(ErrorRecord).where(ErrorRecord.uri.in_(part)))  # a forgotten path keeps no error
+                result.removed_contents += gc_contents(s, removed, gen)
+            if errors:
+                now = time.time()
+                stmt = sqlite_insert(ErrorRecord)
+                s.execute(stmt.on_conflict_do_update(index_elements=["uri"],
+                                                     set_={"reason": stmt.excluded.reason, "gen": gen, "at": now}),
+                          [{"uri": uri, "reason": reason, "gen": gen, "at": now} for uri, reason in errors])
+        return result
+
+    def drop_contents(self, content_ids: Iterable[int]) -> int:
+        """Drop contents no source points at (doctor's repair of orphans). Returns how many went."""
+        with self.db.write() as (s, gen):
+            return gc_contents(s, content_ids, gen)
+
+    def delete_rows(self, table: str, rowids: Sequence[int]) -> None:
+        """Delete rows of ``table`` by rowid (doctor's repair of rows whose parent is gone)."""
+        if table not in ("sources", "vectors"):
+            raise ValueError(f"refusing to delete rows of {table!r}")
+        with self.db.write() as (s, _gen):
+            for part in chunks([int(r) for r in rowids]):
+                s.execute(text(f"DELETE FROM {table} WHERE rowid IN ({','.join(map(str, part))})"))
+
+
+def _upsert(s: Session, upserts: Sequence[Upsert], space_id: int | None, gen: int, result: ApplyResult) -> None:
+    rows = [{"sha256": u.sha256, "modality": u.modality, "byte_size": u.size, "width": u.width, "height": u.height,
+             "text": u.text, "created_gen": gen} for u in {u.sha256: u for u in upserts}.values()]
+    result.added_contents = _inserted(s, sqlite_insert(Content).on_conflict_do_nothing(index_elements=["sha256"]), rows)
+    ids: dict[str, int] = {}
+    for part in chunks(list({u.sha256 for u in upserts})):
+        ids.update(s.execute(select(Content.sha256, Content.id).where(Content.sha256.in_(part))).all())
+    vec_rows = {}
+    for u in upserts:
+        if u.vector is not None:
+            if space_id is None:
+                raise ValueError("vector given without a space")
+            vec_rows[ids[u.sha256]] = {"content_id": ids[u.sha256], "space_id": space_id, "modality": u.modality,
+                                       "vec": np.asarray(u.vector, dtype=np.float16).tobytes(), "gen": gen}
+    if vec_rows:
+        stmt = sqlite_insert(Vector).on_conflict_do_nothing(index_elements=["content_id", "space_id"])
+        result.added_vectors = _inserted(s, stmt, list(vec_rows.values()))
+    uris = [u.uri for u in upserts]
+    old: dict[str, int] = {}
+    for part in chunks(uris):
+        old.update(s.execute(select(Source.uri, Source.content_id).where(Source.uri.in_(part))).all())
+    stmt = sqlite_insert(Source)
+    s.execute(stmt.on_conflict_do_update(
+        index_elements=["uri"],
+        set_={k: stmt.excluded[k] for k in ("kind", "content_id", "size", "mtime_ns", "updated_gen")},
+    ), [{"uri": u.uri, "kind": u.kind, "content_id": ids[u.sha256], "size": u.size, "mtime_ns": u.mtime_ns,
+         "updated_gen": gen} for u in {u.uri: u for u in upserts}.values()])
+    for part in chunks(uris):
+        s.execute(delete(ErrorRecord).where(ErrorRecord.uri.in_(part)))
+    new_cid = {u.uri: ids[u.sha256] for u in upserts}
+    result.removed_contents += gc_contents(s, {cid for uri, cid in old.items() if cid != new_cid[uri]}, gen)

@@ -42,7 +42,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from mmsearch.ingest.sync import IndexInterrupted
+        from mmsearch.errors import IndexInterrupted
 
         try:
             return fn(*args, **kwargs)

@@ -92,3 +92,18 @@ def test_csv_texts_keep_newlines_inside_quoted_fields(tmp_path, tiny_model):
     with Engine.open(tmp_path / "s") as eng:
         hit = eng.search(text="line one", type="text", k=1)[0]
     assert hit.text.splitlines() == ["line one", "line two"]
+
+
+def test_help_and_import_stay_light():
+    """`mmsearch --help` (and `import mmsearch`) load neither numpy nor SQLAlchemy (nor torch, faiss)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mmsearch\nfrom typer.testing import CliRunner\nfrom mmsearch.cli import app\n"
+            "assert CliRunner().invoke(app, ['--help']).exit_code == 0\n"
+            "print(sorted(m for m in ('numpy', 'sqlalchemy', 'torch', 'faiss', 'open_clip') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from mmsearch import Engine, IndexInterrupted  # the lazy names still resolve
+
+    assert Engine.__name__ == "Engine" and issubclass(IndexInterrupted, KeyboardInterrupt)

@@ -80,92 +80,88 @@ def walk(roots: Iterable[str], on_error: OnError, *, skip: Iterable[str] = ()) -
     Symlinks are followed (to files and folders) with loop detection; broken links, unreadable
     folders and vanished files are reported through ``on_error``.
     """
-    skip_set = {os.path.abspath(s) for s in skip}
-    seen_dirs: set[tuple[int, int]] = set()
+    walker = _Walker(on_error, {os.path.abspath(s) for s in skip})
+    for root in roots:
+        if os.path.isdir(root):
+            yield from walker.folder(root)
+        elif os.path.isfile(root):
+            if classify(root) is None:
+                on_error(root, unsupported_image(root) or f"unsupported file type {Path(root).suffix or '(no extension)'}")
+            else:
+                yield from walker.file(root, None)
+        else:
+            on_error(root, "not a regular file or folder")
 
-    def visit_file(path: str, st: os.stat_result | None) -> Iterator[Candidate]:
+
+class _Walker:
+    def __init__(self, on_error: OnError, skip: set[str]) -> None:
+        self.on_error = on_error
+        self.skip = skip
+        self.seen_dirs: set[tuple[int, int]] = set()
+
+    def file(self, path: str, st: os.stat_result | None) -> Iterator[Candidate]:
         modality = classify(path)
-        if modality is None:
-            why = unsupported_image(path)
-            if why:
-                on_error(path, why)
-            return
-        why = name_problem(path)
+        why = unsupported_image(path) if modality is None else name_problem(path)
         if why:
-            on_error(path, why)
+            self.on_error(path, why)
+        if modality is None or why:
             return
         if st is None:
             try:
                 st = os.stat(path)
             except FileNotFoundError:
-                if os.path.islink(path):
-                    on_error(path, "broken symlink")
-                else:
-                    on_error(path, "file vanished during the scan")
+                self.on_error(path, "broken symlink" if os.path.islink(path) else "file vanished during the scan")
                 return
             except OSError as exc:
-                on_error(path, f"cannot stat: {exc.strerror}")
+                self.on_error(path, f"cannot stat: {exc.strerror}")
                 return
-        if not stat.S_ISREG(st.st_mode):
-            return
-        yield Candidate(path, modality, st.st_size, st.st_mtime_ns)
+        if stat.S_ISREG(st.st_mode):
+            yield Candidate(path, modality, st.st_size, st.st_mtime_ns)
 
-    def visit_dir(path: str) -> Iterator[Candidate]:
-        why = name_problem(path)
-        if why:
-            on_error(path, f"folder {why}; its files are skipped")
-            return
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            on_error(path, f"cannot open folder: {exc.strerror}")
-            return
-        key = (st.st_dev, st.st_ino)
-        if key in seen_dirs:
-            if os.path.islink(path):
-                on_error(path, "symlink loop (folder already visited)")
-            return
-        seen_dirs.add(key)
-        try:
-            with os.scandir(path) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            on_error(path, f"cannot list folder: {exc.strerror}")
-            return
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            child = entry.path
-            if child in skip_set:
+    def folder(self, path: str) -> Iterator[Candidate]:
+        entries = self._entries(path)
+        for entry in entries or ():
+            if entry.name.startswith(".") or entry.path in self.skip:
                 continue
             try:
                 is_dir = entry.is_dir(follow_symlinks=True)
             except OSError:
                 is_dir = False
             if is_dir:
-                yield from visit_dir(child)
-            else:
-                try:
-                    st = entry.stat(follow_symlinks=True)
-                except FileNotFoundError:
-                    st = None
-                    if entry.is_symlink() and classify(child):
-                        on_error(child, "broken symlink")
-                        continue
-                except OSError as exc:
-                    if classify(child):
-                        on_error(child, f"cannot stat: {exc.strerror}")
-                    continue
-                if st is not None:
-                    yield from visit_file(child, st)
+                yield from self.folder(entry.path)
+                continue
+            try:
+                st = entry.stat(follow_symlinks=True)
+            except FileNotFoundError:
+                if entry.is_symlink() and classify(entry.path):
+                    self.on_error(entry.path, "broken symlink")
+                continue
+            except OSError as exc:
+                if classify(entry.path):
+                    self.on_error(entry.path, f"cannot stat: {exc.strerror}")
+                continue
+            yield from self.file(entry.path, st)
 
-    for root in roots:
-        if os.path.isdir(root):
-            yield from visit_dir(root)
-        elif os.path.isfile(root):
-            if classify(root) is None:
-                on_error(root, unsupported_image(root) or f"unsupported file type {Path(root).suffix or '(no extension)'}")
-            else:
-                yield from visit_file(root, None)
-        else:
-            on_error(root, "not a regular file or folder")
+    def _entries(self, path: str) -> list[os.DirEntry] | None:
+        """A folder's entries by name; None (reported) when it cannot be read or was seen (a loop)."""
+        why = name_problem(path)
+        if why:
+            self.on_error(path, f"folder {why}; its files are skipped")
+            return None
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            self.on_error(path, f"cannot open folder: {exc.strerror}")
+            return None
+        key = (st.st_dev, st.st_ino)
+        if key in self.seen_dirs:
+            if os.path.islink(path):
+                self.on_error(path, "symlink loop (folder already visited)")
+            return None
+        self.seen_dirs.add(key)
+        try:
+            with os.scandir(path) as it:
+                return sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            self.on_error(path, f"cannot list folder: {exc.strerror}")
+            return None

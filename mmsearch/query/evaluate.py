@@ -148,17 +148,9 @@ def _json_pairs(p: Path, split: str | None) -> list[tuple[str, str]]:
 
 
 # ---- evaluation ------------------------------------------------------------------------------------------
-def evaluate(engine: "Engine", data: Dataset, *, ks: Sequence[int] = KS) -> EvalReport:
-    """Index the images and captions into ``engine``'s store, then measure Recall@K both ways."""
-    report_idx = engine.index(data.images)
-    failed = {p for p, _ in report_idx.errors}
-    engine.add_texts({f"eval:{i}": c for i, c in enumerate(data.captions)})
-    store = engine.store
-    space = engine.space()
-    enc = engine.encoder(space.spec)
-    kmax = max(ks)
-
-    # content ids ↔ dataset positions (identical images / captions share a content)
+def _content_maps(store, data: Dataset) -> tuple[dict[int, set[int]], dict[int, set[int]], dict[str, int | None]]:
+    """Content ids ↔ dataset positions (identical images / captions share a content): (content → images,
+    content → images its captions describe, image path → content)."""
     img_sources = store.lookup_sources(data.images)
     img_content = {p: (img_sources[p].content_id if p in img_sources else None) for p in data.images}
     content_images: dict[int, set[int]] = {}
@@ -167,11 +159,22 @@ def evaluate(engine: "Engine", data: Dataset, *, ks: Sequence[int] = KS) -> Eval
             content_images.setdefault(img_content[p], set()).add(i)
     cap_uris = [f"text:eval:{i}" for i in range(len(data.captions))]
     cap_sources = store.lookup_sources(cap_uris)
-    cap_content = [cap_sources[u].content_id for u in cap_uris]
     content_caps: dict[int, set[int]] = {}
-    for i, c in enumerate(cap_content):
-        content_caps.setdefault(c, set()).add(data.caption_image[i])
+    for i, uri in enumerate(cap_uris):
+        content_caps.setdefault(cap_sources[uri].content_id, set()).add(data.caption_image[i])
+    return content_images, content_caps, img_content
 
+
+def evaluate(engine: "Engine", data: Dataset, *, ks: Sequence[int] = KS) -> EvalReport:
+    """Index the images and captions into ``engine``'s store, then measure Recall@K both ways."""
+    report_idx = engine.index(data.images)
+    engine.add_texts({f"eval:{i}": c for i, c in enumerate(data.captions)})
+    store = engine.store
+    space = engine.space()
+    enc = engine.encoder(space.spec)
+    kmax = max(ks)
+
+    content_images, content_caps, img_content = _content_maps(store, data)
     ids_img, vec_img = store.vectors(space.id, "image")
     ids_txt, vec_txt = store.vectors(space.id, "text")
     keep_img = np.isin(ids_img, list(content_images))

@@ -113,7 +113,13 @@ def create_app(store_path: str | os.PathLike | None = None, *, model: str | None
     app.state.engine = engine
     app.state.engine_lock = lock
 
-    # ---- errors: one JSON shape, never a traceback ------------------------------------------------
+    _error_handlers(app)
+    _routes(app, engine, locked)
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Errors: one JSON shape, never a traceback."""
     @app.exception_handler(MmsearchError)
     async def _mmsearch_error(_req: Request, exc: MmsearchError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=_status_for(exc))
@@ -139,6 +145,8 @@ def create_app(store_path: str | os.PathLike | None = None, *, model: str | None
         log.exception("unexpected error")
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
 
+
+def _routes(app: FastAPI, engine: Engine, locked: Callable[[Callable[[], Any]], Any]) -> None:
     # ---- search ------------------------------------------------------------------------------------
     def _search(**kw: Any) -> list[dict[str, Any]]:
         return [h.to_dict() for h in locked(lambda: engine.search(**kw))]
@@ -180,5 +188,3 @@ def create_app(store_path: str | os.PathLike | None = None, *, model: str | None
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
-
-    return app

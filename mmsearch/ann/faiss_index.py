@@ -212,6 +212,8 @@ class AnnIndex:
         import faiss
 
         flags = (faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY) if mmap else 0
+        if mmap and kind == "flat":
+            _prefetch(path)  # an exact search touches every page: let the kernel stream them in meanwhile
         try:
             index = faiss.read_index(str(path), flags)
         except Exception as exc:
@@ -227,6 +229,22 @@ class AnnIndex:
         if index.d != dim:
             raise CorruptIndexError(f"index has dim {index.d}, expected {dim}")
         return cls(index, kind, dim, trained_n)
+
+def _prefetch(path: Path) -> None:
+    """Ask the kernel to read a file ahead, sequentially and in the background (no copy into this process)."""
+    import os
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except (OSError, AttributeError):  # not on this platform
+        pass
+    finally:
+        os.close(fd)
+
 
 def gpu_available() -> bool:
     try:

@@ -190,21 +190,6 @@ class AnnIndex:
             reason = str(exc).splitlines()[0][:200]
             raise OSError(errno.ENOSPC if "No space left" in reason else errno.EIO, reason) from exc
 
-    def to_bytes(self) -> bytes:
-        import faiss
-
-        return faiss.serialize_index(self.index).tobytes()
-
-    @classmethod
-    def from_bytes(cls, data: bytes, kind: str, dim: int, trained_n: int = 0) -> "AnnIndex":
-        import faiss
-
-        try:
-            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-        except Exception as exc:  # faiss raises RuntimeError on truncated/garbage data
-            raise CorruptIndexError(f"cannot read index: {str(exc).splitlines()[0][:200]}") from exc
-        return cls._checked(index, kind, dim, trained_n)
-
     @classmethod
     def read(cls, path: Path, kind: str, dim: int, *, mmap: bool, trained_n: int = 0) -> "AnnIndex":
         """Read an index file. ``mmap``: map it read-only instead of reading it (a cold query then touches

@@ -3,7 +3,9 @@
 On disk: ``ann/space<ID>-<modality>.g<GEN>.faiss`` holds generation GEN; the pointer
 ``ann/space<ID>-<modality>.json`` names the current file with its generation, kind, size, vector count
 and checksum. A save writes a new generation file, then replaces the pointer (the one commit point),
-then collects older generations, so a reader always finds a complete file and never has to retry.
+then collects older generations, so a reader finds a complete file (a reader that read the pointer just
+before a save collected its file reads the new pointer once more). The single ``NAME.faiss`` +
+sidecar of stores made before generations is read the same way and collected by the next save.
 
 On sync: missing → build; damaged → rebuild; behind → catch up from the vectors added and tombstones
 written since; a vector count that differs from the database's → rebuild. A reader whose file is
@@ -32,10 +34,18 @@ def index_name(space_id: int, modality: str) -> str:
     return f"space{space_id}-{modality}"
 
 
+def _record(folder: Path, name: str) -> dict[str, Any]:
+    rec = read_pointer(folder, name)
+    rec.setdefault("file", f"{name}{SUFFIX}")  # a sidecar of the single-file layout before generations
+    if not isinstance(rec["file"], str) or "/" in rec["file"]:
+        raise ValueError("pointer names no file")
+    return rec
+
+
 def read_record(root: Path, space_id: int, modality: str) -> dict[str, Any] | None:
     """The pointer record of one index (kind, generation, …) without loading it; None when unreadable."""
     try:
-        return read_pointer(Path(root) / ANN_DIR, index_name(space_id, modality))
+        return _record(Path(root) / ANN_DIR, index_name(space_id, modality))
     except (OSError, ValueError):
         return None
 
@@ -86,7 +96,7 @@ class SpaceIndex:
     def _sync_at(self, gen: int, *, writable: bool) -> SyncReport:
         if self.ann is not None and self.generation == gen:
             return SyncReport("current", generation=gen)  # the common query path: one tiny read, no O(N) check
-        if self.ann is not None and (self.ann.mapped and (writable or self.generation != gen)):
+        if self.ann is not None and self.ann.mapped:  # (not current, see above)
             self.ann = None  # a read-only map cannot change: read the file again (it may be newer by now)
         from_file = self.ann is None
         if from_file:
@@ -138,33 +148,45 @@ class SpaceIndex:
         """The current file as (index, generation). Raises FileNotFoundError, or CorruptIndexError with why.
 
         Checks what is cheap (the record, the file's size, the vector count); ``verify`` also the checksum.
+        A file that vanished because a save replaced the pointer meanwhile is looked up again.
         """
+        for _attempt in range(3):
+            rec = self._pointer_record()
+            try:
+                return self._open(rec, db_gen, writable=writable, verify=verify), int(rec["generation"])
+            except FileNotFoundError:
+                if self._pointer_record().get("file") == rec["file"]:  # not a save racing us: it is gone
+                    raise CorruptIndexError(f"index file damaged: {rec['file']} is missing") from None
+        raise CorruptIndexError("index file keeps changing while it is read")
+
+    def _pointer_record(self) -> dict[str, Any]:
         try:
-            rec = read_pointer(self.folder, self.name)
-            kind, dim, file_gen = str(rec["kind"]), int(rec["dim"]), int(rec["generation"])
-            if rec.get("space_key") != self.space_key:
-                raise CorruptIndexError("index file belongs to another space")
+            rec = _record(self.folder, self.name)
+            int(rec["generation"]), int(rec["dim"]), str(rec["kind"])
         except FileNotFoundError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CorruptIndexError(f"index file damaged: its record is unreadable ({exc})") from None
+        if rec.get("space_key") != self.space_key:
+            raise CorruptIndexError("index file belongs to another space")
+        return rec
+
+    def _open(self, rec: dict[str, Any], db_gen: int, *, writable: bool, verify: bool) -> AnnIndex:
         path = self.folder / rec["file"]
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise CorruptIndexError(f"index file damaged: {rec['file']} is missing") from None
+        size = path.stat().st_size  # FileNotFoundError: see read_file
         if size != rec.get("bytes"):
             raise CorruptIndexError(f"index file damaged: {size} bytes, its record says {rec.get('bytes')}")
         if verify and file_sha256(path) != rec.get("sha256"):
             raise CorruptIndexError("index file damaged: checksum mismatch (modified)")
-        mmap = not writable and file_gen == db_gen  # a file that must catch up is read, not mapped
+        mmap = not writable and int(rec["generation"]) == db_gen  # a file that must catch up is read, not mapped
         try:
-            ann = AnnIndex.read(path, kind, dim, mmap=mmap, trained_n=int(rec.get("trained_n", 0)))
+            ann = AnnIndex.read(path, str(rec["kind"]), int(rec["dim"]), mmap=mmap,
+                                trained_n=int(rec.get("trained_n", 0)))
         except CorruptIndexError as exc:
             raise CorruptIndexError(f"index file damaged: {exc}") from None
         if ann.ntotal != rec.get("ntotal"):
             raise CorruptIndexError("index file damaged: vector count differs from its record")
-        return ann, file_gen
+        return ann
 
     def save(self) -> None:
         """Write this generation's file, point at it (the commit), collect older generations."""
@@ -177,7 +199,7 @@ class SpaceIndex:
             "kind": self.ann.kind, "dim": self.ann.dim, "ntotal": self.ann.ntotal, "trained_n": self.ann.trained_n,
             "bytes": path.stat().st_size, "sha256": file_sha256(path),
         })
-        collect_generations(self.folder, self.name, keep=path.name)
+        collect_generations(self.folder, self.name, keep=path.name, suffix=SUFFIX)
         self.dirty = False
 
     def search(self, queries: np.ndarray, k: int, params: SearchParams | None = None):

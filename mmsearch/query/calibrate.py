@@ -47,6 +47,6 @@ class BackgroundZ:
 
     def __call__(self, space: Space, modality: str, query: np.ndarray, scores: np.ndarray) -> np.ndarray:
         sims = self.background(space, modality) @ np.asarray(query, np.float32)
-        if len(sims) < 2:  # nothing to compare with: the raw score is all there is
-            return np.asarray(scores, np.float64)
+        if len(sims) < 2:  # nothing to compare with: neutral, never a raw cosine among z-scores
+            return np.zeros(len(scores))
         return (np.asarray(scores, np.float64) - float(sims.mean())) / max(float(sims.std()), 1e-6)

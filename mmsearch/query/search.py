@@ -59,21 +59,27 @@ def targets(store: Store, spaces: Sequence[Space], query: Query, chosen: Space |
         candidates = [spaces[0]]
     else:
         candidates = [sp for sp in spaces if query.modality in modalities(sp)] or [spaces[0]]
+    wanted = query.type or default_type(store, candidates)
     out = []
     for sp in candidates:
         mods = modalities(sp)
-        if query.type == "any":
+        if wanted == "any":
             out.append((sp, mods))
-        elif query.type is not None:
-            if query.type in mods:
-                out.append((sp, [query.type]))
-        else:
-            has_images = "image" in mods and store.has_vectors(sp.id, "image")
-            out.append((sp, ["image" if has_images else ("text" if "text" in mods else mods[0])]))
+        elif wanted in mods:
+            out.append((sp, [wanted]))
     if not out:
         held = "; ".join(f"model {sp.spec} holds {', '.join(modalities(sp))}" for sp in candidates)
         raise UsageError(f"type={query.type!r}: {held}")
     return out
+
+
+def default_type(store: Store, spaces: Sequence[Space]) -> str:
+    """What a query returns without ``type``: images when any of the spaces holds some, else texts
+    (decided once for all spaces, so a merged list never mixes an image answer with a text one)."""
+    if any("image" in modalities(sp) and store.has_vectors(sp.id, "image") for sp in spaces):
+        return "image"
+    mods = modalities(spaces[0])
+    return "text" if any("text" in modalities(sp) for sp in spaces) else mods[0]
 
 
 # ---- one space ------------------------------------------------------------------------------------------

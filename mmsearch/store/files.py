@@ -65,8 +65,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def generation_file(folder: Path, name: str, generation: int, suffix: str) -> Path:
-    """Where generation ``generation`` of ``name`` lives (the pointer names it once it is complete)."""
-    return folder / f"{name}.g{generation}{suffix}"
+    """A new file for generation ``generation`` of ``name`` (the pointer names it once it is complete).
+
+    Every save gets its own name (a random tag after the generation), so a save at the same generation
+    (a rebuild, another index kind) never replaces the file the current pointer names.
+    """
+    import secrets
+
+    return folder / f"{name}.g{generation}-{secrets.token_hex(4)}{suffix}"
 
 
 def pointer_path(folder: Path, name: str) -> Path:
@@ -76,18 +82,21 @@ def pointer_path(folder: Path, name: str) -> Path:
 def read_pointer(folder: Path, name: str) -> dict[str, Any]:
     """The current pointer record. Raises FileNotFoundError when there is none, ValueError when garbled."""
     data = json.loads(pointer_path(folder, name).read_bytes())
-    if not isinstance(data, dict) or not isinstance(data.get("file"), str):
-        raise ValueError("pointer names no file")
+    if not isinstance(data, dict):
+        raise ValueError("pointer is not a JSON object")
     return data
 
 
-def collect_generations(folder: Path, name: str, keep: str | None) -> list[Path]:
-    """Delete the generation files of ``name`` other than ``keep`` (a file name); returns what went.
+def collect_generations(folder: Path, name: str, keep: str | None, suffix: str) -> list[Path]:
+    """Delete the generation files of ``name`` other than ``keep`` (a file name), and the single
+    ``NAME<suffix>`` file of stores made before generations; returns what went.
 
     A reader that opened an old generation keeps its open file or mapping (POSIX unlink semantics).
     """
     gone = []
-    for p in folder.glob(f"{name}.g*"):
+    for p in [*folder.glob(f"{name}.g*"), folder / f"{name}{suffix}"]:
+        if not p.exists():
+            continue
         if p.name != keep and not p.name.startswith("."):
             try:
                 p.unlink()

@@ -44,7 +44,7 @@ def writer_lock(root: Path, what: str = "write") -> Iterator[None]:
         holder = read_holder(root)
         if holder and not holder.get("unreadable"):
             since = time.ctime(holder["since"]) if holder.get("since") else "?"
-            who = f"pid {holder.get('pid')} on {holder.get('host')} ({holder.get('what')}, since {since})"
+            who = describe(holder).removesuffix(")") + f", since {since})"
         else:
             who = "another process"
         raise StoreLockedError(f"store is being written by {who}", path=str(root),

@@ -179,13 +179,17 @@ class Reads:
         return np.stack([found[int(i)] for i in ids if int(i) in found]) if found else np.zeros((0, dim), np.float32)
 
     def spread_vectors(self, space_id: int, modality: str, n: int) -> np.ndarray:
-        """About ``n`` vectors spread over the id range (every ``count // n``-th): cheap, deterministic, no full read."""
+        """About ``n`` vectors spread evenly over the space's rows of one modality (every ``count // n``-th
+        by id): deterministic, and only the chosen vectors are read."""
         with self.db.read() as s:
-            count = s.execute(select(func.count()).select_from(Vector).where(*_where(space_id, modality))).scalar_one()
-            step = max(1, int(count) // max(n, 1))
-            rows = s.execute(select(Vector.vec).where(*_where(space_id, modality), (Vector.content_id % step) == 0)
-                             .order_by(Vector.content_id).limit(n)).scalars().all()
-            return decode_vectors(rows, self._dim(s, space_id))
+            count = int(s.execute(select(func.count()).select_from(Vector).where(*_where(space_id, modality))).scalar_one())
+            step = max(1, count // max(n, 1))
+            numbered = select(Vector.content_id, func.row_number().over(order_by=Vector.content_id).label("rn")) \
+                .where(*_where(space_id, modality)).subquery()
+            ids = list(s.scalars(select(numbered.c.content_id).where((numbered.c.rn - 1) % step == 0).limit(n)))
+        found = self.vectors_for(ids, space_id)
+        with self.db.read() as s:
+            return np.stack([found[i] for i in ids]) if found else np.zeros((0, self._dim(s, space_id)), np.float32)
 
     def tombstones(self, space_id: int, modality: str, *, since_gen: int, until_gen: int | None = None) -> np.ndarray:
         with self.db.read() as s:

@@ -46,17 +46,9 @@ class Store(Reads, Writes, Checks):
     def close(self) -> None:
         self.db.close()
 
-    def read(self):
-        """A read session over one snapshot (see :meth:`Database.read`)."""
-        return self.db.read()
-
     def snapshot(self):
         """Every read in the block sees one committed state (see :meth:`Database.snapshot`)."""
         return self.db.snapshot()
-
-    def write(self):
-        """A write transaction yielding ``(session, generation)`` (see :meth:`Database.write`)."""
-        return self.db.write()
 
     @contextmanager
     def writer_lock(self, what: str = "write") -> Iterator[None]:

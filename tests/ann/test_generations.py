@@ -104,3 +104,48 @@ def test_rebuilds_stream_from_the_database_in_blocks(store, kind, monkeypatch):
     assert blocks == [256] * 4 + [176]  # never more than one block of vectors in memory at once
     rec = read_record(st.root, space.id, "image")
     assert rec["kind"] == kind and rec["ntotal"] == 1200
+
+
+def test_a_save_at_the_same_generation_never_replaces_the_file_in_force(store):
+    st, space = store
+    _writer_sync(st, space, "flat")
+    current = index_file(st.root)
+    IndexSet(st, "hnsw").sync(space, save=True)  # another kind, no data change: same generation
+    assert index_file(st.root) != current and read_record(st.root, space.id, "image")["kind"] == "hnsw"
+
+
+def test_a_reader_racing_a_save_reads_the_new_pointer_instead_of_rebuilding(store, monkeypatch):
+    st, space = store
+    _writer_sync(st, space)
+    reader = SpaceIndex(st, space.id, space.key, "image")
+    stale = read_record(st.root, space.id, "image")
+    _add(st, space, 50, 5)
+    _writer_sync(st, space)  # the generation the reader is about to open is collected
+    from mmsearch.store import files
+
+    calls = []
+    real_read = files.read_pointer
+
+    def first_stale(folder, name):  # the reader read the pointer just before the save replaced it
+        calls.append(name)
+        return dict(stale) if len(calls) == 1 else real_read(folder, name)
+
+    monkeypatch.setattr("mmsearch.ann.space_index.read_pointer", first_stale)
+    rep = reader.sync(save=False)
+    assert rep.action == "loaded" and reader.ann.ntotal == 55 and len(calls) >= 2
+
+
+def test_a_store_from_before_generations_loads_without_a_rebuild(store):
+    st, space = store
+    _writer_sync(st, space)
+    rec = read_record(st.root, space.id, "image")
+    legacy = st.root / "ann" / "space1-image.faiss"
+    index_file(st.root).rename(legacy)  # the single-file layout: NAME.faiss + a sidecar without "file"
+    from mmsearch.store.files import pointer_path, write_json
+
+    write_json(pointer_path(st.root / "ann", "space1-image"), {k: v for k, v in rec.items() if k != "file"})
+    rep = SpaceIndex(st, space.id, space.key, "image").sync(save=False)
+    assert rep.action == "loaded" and rep.from_file
+    _add(st, space, 50, 5)
+    _writer_sync(st, space)  # the next save moves it to a generation file and collects the old one
+    assert not legacy.exists() and index_file(st.root).name.startswith("space1-image.g")

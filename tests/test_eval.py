@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mmsearch.errors import UsageError
-from mmsearch.query.evaluate import _recall, load_dataset
+from mmsearch.query.evaluate import recall_at, load_dataset
 from tests.kit import cli, write_images
 
 
@@ -54,14 +54,14 @@ def test_bad_datasets_name_the_problem(tmp_path, name, content, match):
         load_dataset(tmp_path / name)
 
 
-def test_recall_counts_a_hit_when_the_right_item_is_within_k():
+def testrecall_at_counts_a_hit_when_the_right_item_is_within_k():
     ranked = [[5, 3, 9], [1, 2, 3]]
     rel = {0: {3}, 1: {7}}
-    r = _recall(ranked, lambda row, qi: [int(c) in rel[qi] for c in row], (1, 2, 3))
+    r = recall_at(ranked, lambda row, qi: [int(c) in rel[qi] for c in row], (1, 2, 3))
     assert r == {1: 0.0, 2: 0.5, 3: 0.5}
 
 
-def test_eval_end_to_end_exact_equals_flat_and_recall_is_monotone(tmp_path, images, tiny_model):
+def test_eval_end_to_end_exact_equals_flat_andrecall_at_is_monotone(tmp_path, images, tiny_model):
     lines = [f"image,caption"] + [f"imgs/{p.name},caption number {i}" for i, p in enumerate(images)]
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
     r = cli("eval", tmp_path / "d.csv", "--model", tiny_model, "--index", "flat", "--json")

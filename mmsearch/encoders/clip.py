@@ -97,7 +97,7 @@ class OpenClipEncoder:
             raise
         except Exception as exc:  # open_clip raises RuntimeError/OSError/HF errors for missing weights
             msg = str(exc)
-            if "download" in msg.lower() or "hub" in msg.lower() or "connection" in msg.lower():
+            if _hub_unreachable(exc):
                 reason = "weights are not in the local cache and the Hugging Face hub cannot be reached"
             else:
                 reason = f"{type(exc).__name__}: {msg.splitlines()[0][:200] if msg else ''}"
@@ -161,6 +161,24 @@ class OpenClipEncoder:
             tokens = self._tokenizer(texts[start : start + self.batch_size]).to(self.device)
             out.append(self._model.encode_text(tokens).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _hub_unreachable(exc: BaseException) -> bool:
+    """Whether a load failed because weights are not cached and the hub cannot give them (by exception
+    type, following the cause chain: open_clip wraps huggingface_hub's errors)."""
+    try:
+        from huggingface_hub import errors as hf
+    except ImportError:  # pragma: no cover - open_clip depends on it
+        return False
+    kinds = tuple(getattr(hf, name) for name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled",
+                                                 "RepositoryNotFoundError", "HfHubHTTPError") if hasattr(hf, name))
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kinds + (ConnectionError, TimeoutError)):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

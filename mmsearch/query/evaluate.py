@@ -202,14 +202,14 @@ def evaluate(engine: "Engine", data: Dataset, *, ks: Sequence[int] = KS) -> Eval
         t0 = time.perf_counter()
         exact = _exact_topk(queries, vecs, kmax)
         t_exact = time.perf_counter() - t0
-        out.rows.append(EvalRow(direction, "exact", _recall([ids[r] for r in exact], correct, ks), len(queries),
+        out.rows.append(EvalRow(direction, "exact", recall_at([ids[r] for r in exact], correct, ks), len(queries),
                                 len(queries) / max(t_exact, 1e-9)))
         engine.indexes.sync(space, [modality], save=False)
         idx = engine.indexes.get(space, modality)
         t0 = time.perf_counter()
         ann_ids = [np.array([i for _, i in row], np.int64) for row in top_ids(store, idx, queries, kmax)]
         t_ann = time.perf_counter() - t0  # as users get them: a PQ index's candidates re-ranked exactly
-        out.rows.append(EvalRow(direction, idx.ann.kind, _recall(ann_ids, correct, ks), len(queries),
+        out.rows.append(EvalRow(direction, idx.ann.kind, recall_at(ann_ids, correct, ks), len(queries),
                                 len(queries) / max(t_ann, 1e-9)))
     return out
 
@@ -225,7 +225,7 @@ def _exact_topk(q: np.ndarray, x: np.ndarray, k: int, block: int = 1024) -> list
     return out
 
 
-def _recall(ranked: Sequence[np.ndarray], correct, ks: Sequence[int]) -> dict[int, float]:
+def recall_at(ranked: Sequence[np.ndarray], correct, ks: Sequence[int]) -> dict[int, float]:
     hits = {k: 0 for k in ks}
     for qi, r in enumerate(ranked):
         ok = correct(np.asarray(r)[np.asarray(r) >= 0], qi)

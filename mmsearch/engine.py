@@ -193,7 +193,6 @@ class Engine:
         """
         from mmsearch.doctor import check_store
 
-        report = check_store(self.store, self.indexes, repair=repair)
-        self.indexes.clear()  # files may have been rebuilt: reload them on the next query
+        report = check_store(self.store, self.indexes, repair=repair)  # IndexSet.check forgets loaded indexes
         self._spaces = (-1, [])
         return report

@@ -1,5 +1,10 @@
 """The `mmsearch` command: parse, call Engine, render. No business logic lives here.
 
+`query` first asks a running `mmsearch serve` on the same store (found through ``<store>/server.json``,
+see :mod:`mmsearch.server.client`): that path imports no numpy, SQLAlchemy, FAISS or model code, and
+prints what the in-process search prints. No server, or none that can answer this query exactly:
+it searches in-process. ``--no-server`` (env ``MMSEARCH_NO_SERVER=1``) always searches in-process.
+
 Exit codes: 0 ok · 1 index finished but some files failed · 2 bad arguments · 3 store problem
 (missing, locked, damaged) · 4 model problem · 130 interrupted.
 """
@@ -7,7 +12,9 @@ Exit codes: 0 ok · 1 index finished but some files failed · 2 bad arguments ·
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
@@ -66,8 +73,8 @@ def _engine(store: Path | None, **kw: Any):
     return Engine.open(store, **kw)
 
 
-def _notices(eng) -> None:
-    for n in eng.notices:
+def _notices(notices: list[str]) -> None:
+    for n in notices:
         err.print(present.styled("[yellow]note:[/yellow] {}", n))
 
 
@@ -103,7 +110,7 @@ def index(
 
             on_commit = present.commit_event if as_jsonl else None
             report = eng.index(paths, progress=progress, commit_every=commit_every, on_commit=on_commit)
-        _notices(eng)
+        _notices(eng.notices)
     if not machine:
         present.errors(err, report.errors, fmt, limit=20)
     if as_jsonl:
@@ -142,6 +149,7 @@ def query(
     device: DeviceOpt = None,
     nprobe: Annotated[Optional[int], typer.Option("--nprobe", help="IVF lists to visit (recall vs speed).")] = None,
     ef_search: Annotated[Optional[int], typer.Option("--ef-search", help="HNSW search breadth.")] = None,
+    no_server: Annotated[bool, typer.Option("--no-server", envvar="MMSEARCH_NO_SERVER", help="Search in this process even when `mmsearch serve` runs on the store [env MMSEARCH_NO_SERVER=1].")] = False,
     as_json: JsonOpt = False,
     as_jsonl: JsonlOpt = False,
     as_paths: PathsOpt = False,
@@ -152,10 +160,83 @@ def query(
         from mmsearch.errors import UsageError
 
         raise UsageError("give a query text or --image PATH (one of them)")
+    if not no_server and _served(fmt, store, model=model, device=device, text=text, image=image, k=k, type=type_,
+                                 under=under, nprobe=nprobe, ef_search=ef_search):
+        return
     with _engine(store, model=model, device=device, create=False) as eng:
         results = eng.search(text=text, image=image, k=k, type=type_, under=under, nprobe=nprobe, ef_search=ef_search)
-        _notices(eng)
+        _notices(eng.notices)
     present.hits(out, results, fmt)
+
+
+_served_tried = False  # main() asked the store's server already and none answered: do not ask twice
+
+
+def _served(fmt: present.Format, store: Path | None, **search: Any) -> bool:
+    """Print the query's hits as a running `mmsearch serve` on the store answers them; False: none can."""
+    if _served_tried:
+        return False
+    from mmsearch.server import client  # standard library only
+
+    served = client.search(store, **search)
+    if served is None:
+        return False
+    _notices(served.notices)
+    present.hits(out, served.hits, fmt)
+    return True
+
+
+def _fast_query(argv: list[str]) -> bool | None:
+    """`mmsearch query ARGS` answered by a server, without typer's parameter coercion.
+
+    That coercion imports pydantic (a few tenths of a second, more than the whole served query), so
+    ``main`` parses ARGS with the query command's own parser (raw strings) and converts them by the
+    function's annotations. True: served and printed; False: asked, no server; None: not asked
+    (``--help``, ``--no-server``, a value that does not convert …): the full CLI decides.
+    """
+    import typer.main
+
+    cmd = typer.main.get_command(app).commands["query"]
+    try:
+        opts, extra, _ = cmd.make_parser(cmd.context_class(cmd, info_name="query")).parse_args(list(argv))
+        hints = typing.get_type_hints(query, include_extras=True)
+        kw = {}
+        for p in cmd.params:
+            raw = opts.pop(p.name, None)
+            if raw is None and isinstance(p.envvar, str):
+                raw = os.environ.get(p.envvar) or None
+            kw[p.name] = None if raw is None else _convert(raw, hints[p.name])
+    except Exception:  # whatever it is, the full CLI reports it
+        return None
+    if opts or extra or kw["no_server"] or (kw["text"] is None) == (kw["image"] is None):
+        return None
+    try:
+        fmt = present.pick_format(bool(kw.pop("as_json")), bool(kw.pop("as_jsonl")), bool(kw.pop("as_paths")))
+    except MmsearchError:
+        return None
+    del kw["no_server"]
+    kw["k"] = 10 if kw["k"] is None else kw["k"]
+    return handle_errors(_served)(fmt, kw.pop("store"), type=kw.pop("type_"), **kw)
+
+
+_TRUE, _FALSE = {"1", "true", "t", "yes", "y", "on"}, {"0", "false", "f", "no", "n", "off"}
+
+
+def _convert(raw: Any, hint: Any) -> Any:
+    """A raw command-line value as the parameter's type (bool, int with min/max, str, Path); else ValueError."""
+    base, info = typing.get_args(hint)[:2] if typing.get_origin(hint) is Annotated else (hint, None)
+    options = [a for a in typing.get_args(base) if a is not type(None)]
+    base = options[0] if len(options) == 1 else base  # Optional[X] -> X
+    if base is bool:
+        if isinstance(raw, bool) or str(raw).lower() in _TRUE | _FALSE:
+            return raw if isinstance(raw, bool) else str(raw).lower() in _TRUE
+    elif base is int and isinstance(raw, str):
+        value = int(raw)
+        if (getattr(info, "min", None) is None or value >= info.min) and (getattr(info, "max", None) is None or value <= info.max):
+            return value
+    elif base in (str, Path) and isinstance(raw, str):
+        return base(raw)
+    raise ValueError(f"{raw!r} for {hint!r}")
 
 
 @app.command()
@@ -213,10 +294,13 @@ def serve(
     store: StoreOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface; the API has no authentication).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8765,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface; the page's API has no authentication).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free port).")] = 8765,
 ) -> None:
-    """Serve the store over HTTP: a search page at / and a JSON API under /api (needs the server extra)."""
+    """Serve the store over HTTP: a search page at / and a JSON API under /api (needs the server extra).
+
+    While it runs, `mmsearch query` on the same store sends its queries here (a file server.json in the store says where).
+    """
     from mmsearch.server import serve as run_server  # imports FastAPI/uvicorn only now
 
     def ready(root: Path, url: str) -> None:
@@ -249,8 +333,16 @@ def eval_(
 
 def main() -> None:  # console-script entry point
     import logging
-    import os
 
+    global _served_tried
+    if sys.argv[1:2] == ["query"]:
+        try:
+            served = _fast_query(sys.argv[2:])
+        except typer.Exit as exc:  # an error the server reported, printed as in-process prints it
+            sys.exit(exc.exit_code)
+        if served:
+            return
+        _served_tried = served is False
     # open_clip and huggingface_hub log download failures on the root logger; we report them ourselves.
     logging.basicConfig(level=os.environ.get("MMSEARCH_LOG_LEVEL", "CRITICAL").upper())
     app()

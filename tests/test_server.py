@@ -78,6 +78,52 @@ def test_image_upload_can_search_texts(indexed, client):
     assert r.status_code == 200 and [h["modality"] for h in r.json()] == ["text", "text"]
 
 
+def test_search_takes_a_space_and_search_parameters(indexed, client, tiny_model):
+    r = client.get("/api/search", params={"q": "kenobi", "type": "any", "k": 4, "space": tiny_model, "nprobe": 2,
+                                          "ef_search": 8})
+    assert r.status_code == 200, r.text
+    with Engine.open(indexed.store, create=False) as eng:
+        want = [h.to_dict() for h in eng.search(text="kenobi", type="any", k=4, space=tiny_model)]
+    assert [h["id"] for h in r.json()] == [h["id"] for h in want]
+    r = client.get("/api/search", params={"q": "x", "nprobe": 0})
+    assert r.status_code == 422 and "nprobe" in r.json()["error"]
+    r = client.get("/api/search", params={"q": "x", "space": "no-such-space"})
+    assert r.status_code in (400, 500) and "error" in r.json()
+    _no_traceback(r)
+
+
+def test_the_cli_endpoint_requires_the_token(indexed):
+    with TestClient(create_app(indexed.store, token="the-token")) as c:
+        for headers in ({}, {"X-Mmsearch-Token": "wrong"}, {"X-Mmsearch-Token": ""}):
+            r = c.post("/api/query", params={"q": "hello there", "type": "text"}, headers=headers)
+            assert r.status_code == 403 and "X-Mmsearch-Token" in r.json()["error"]
+        r = c.post("/api/query", params={"q": "hello there", "type": "text", "k": 2}, headers={"X-Mmsearch-Token": "the-token"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [h["text"] for h in body["hits"]][:1] == ["hello there"] and len(body["hits"]) == 2
+        assert body["notices"] == []
+        img = indexed.images[3]
+        r = c.post("/api/query", params={"k": 1}, content=img.read_bytes(), headers={"X-Mmsearch-Token": "the-token"})
+        assert r.status_code == 200 and r.json()["hits"][0]["path"] == str(img)
+        assert c.get("/api/search", params={"q": "x"}).status_code == 200  # the page's API needs no token
+
+
+@pytest.mark.parametrize("params, status, code, word", [
+    ({"q": "x", "type": "video"}, 400, 2, "type='video'"),
+    ({"q": "x", "k": "many"}, 400, 2, "k='many'"),
+    ({"q": "x", "k": "0"}, 400, 2, "k=0"),
+    ({"k": "3"}, 400, 2, "exactly one"),
+    ({"q": "x", "space": "local-dir:/no/such/model"}, 500, 4, "error"),
+])
+def test_the_cli_endpoint_reports_errors_with_their_exit_code(indexed, params, status, code, word):
+    app = create_app(indexed.store)
+    with TestClient(app) as c:
+        r = c.post("/api/query", params=params, headers={"X-Mmsearch-Token": app.state.token})
+    assert r.status_code == status and r.json()["exit_code"] == code, r.text
+    assert word in r.json()["error"] or word == "error"
+    _no_traceback(r)
+
+
 def test_stats_and_errors_match_the_engine(indexed, client):
     r = client.get("/api/stats")
     assert r.status_code == 200

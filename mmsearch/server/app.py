@@ -3,14 +3,27 @@
 Endpoints (all JSON unless noted)::
 
     GET  /                          the search page (static HTML + vanilla JS)
-    GET  /api/search?q=…&k=&type=&under=   text query → list of hits (Hit.to_dict())
-    POST /api/search/image?k=&type=&under= image query (multipart field ``file``) → list of hits
+    GET  /api/search?q=…&k=&type=&under=&space=&nprobe=&ef_search=   text query → list of hits (Hit.to_dict())
+    POST /api/search/image?k=&type=&under=&space=&nprobe=&ef_search=  image query (multipart field ``file``)
     GET  /api/stats                 Stats.to_dict()
     GET  /api/errors                files that could not be indexed
     GET  /api/file/{content_id}     the image file of an indexed image content (for thumbnails)
+    POST /api/query?q=&k=&type=&under=&space=&nprobe=&ef_search=   the CLI's endpoint (`mmsearch query`
+                                    on a served store): header ``X-Mmsearch-Token`` required; the body is
+                                    the query image's bytes (empty for a text query); answers
+                                    ``{"hits": [...], "notices": [...]}``
 
 Errors are ``{"error": message}``: 400 bad argument (UsageError), 413 upload too large, 422 invalid
 parameter, 404 unknown item, 500 model problem (ModelError), 503 store problem (StoreError).
+``/api/query`` adds ``"exit_code"`` (what in-process `mmsearch query` exits with) to an mmsearch
+error, and answers 403 without the right token.
+
+The token: ``mmsearch serve`` puts a random token in ``<store>/server.json`` (mode 0600, see
+:mod:`mmsearch.server.discovery`); only ``/api/query`` requires it. It lets the CLI know it talks to
+the server that wrote the file it read (not whatever took the port since), and nobody can use the
+CLI endpoint without reading that private file. The page's endpoints stay open, as before, so a
+browser on this machine needs no token: they answer the same searches, which is why the default
+``--host`` is 127.0.0.1 and the README says to keep it unless the network is trusted.
 
 Thread safety: endpoints are plain ``def`` (FastAPI runs them in a thread pool). The Engine's
 query path updates shared caches (loaded encoders, the space list, the in-memory FAISS indexes,
@@ -22,8 +35,10 @@ lookup) need no lock: the store gives each thread its own snapshot.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
+import secrets
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,15 +48,16 @@ from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmsearch.engine import Engine
 from mmsearch.errors import MmsearchError, ModelError, StoreError, UsageError
+from mmsearch.server.discovery import MAX_UPLOAD_BYTES, QUERY_PATH, TOKEN_HEADER
 
 log = logging.getLogger("mmsearch.server")
 
 STATIC = Path(__file__).resolve().parent / "static"
-MAX_UPLOAD_BYTES = 50 << 20  # a query image; larger uploads are refused with 413
 MAX_K = 1000
 T = TypeVar("T")
 
@@ -50,6 +66,9 @@ K = Annotated[int, Query(ge=1, le=MAX_K, description="How many results.")]
 Type = Annotated[Optional[Literal["image", "text", "any"]],
                  Query(description="What to return [default: images when the store has any].")]
 Under = Annotated[Optional[str], Query(description="Only results below this folder (on the server).")]
+Space = Annotated[Optional[str], Query(description="One model's space (spec, key or id) [default: every space].")]
+NProbe = Annotated[Optional[int], Query(ge=1, description="IVF lists to visit.")]
+EfSearch = Annotated[Optional[int], Query(ge=1, description="HNSW search breadth.")]
 ContentId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="A content id from a search hit.")]
 
 
@@ -84,22 +103,25 @@ def _status_for(exc: MmsearchError) -> int:
 
 
 def create_app(store_path: str | os.PathLike | None = None, *, model: str | None = None,
-               device: str | None = None) -> FastAPI:
+               device: str | None = None, token: str | None = None) -> FastAPI:
     """An app serving the store at ``store_path`` (default: the configured store).
 
     The store is opened now, read-only (``create=False``): a missing or damaged store raises
     :class:`StoreError` here, before anything listens. The model loads on the first query.
+    ``token``: what ``/api/query`` requires in its header (default: a new random one, ``app.state.token``).
     """
     engine = Engine.open(store_path, model=model, device=device, create=False)
     lock = threading.Lock()
 
-    def locked(call: Callable[[], T]) -> T:
+    def locked(call: Callable[[], T], notes: list[str] | None = None) -> T:
         with lock:
             try:
                 return call()
             finally:
                 for note in engine.notices:  # repairs the engine made on its own (e.g. an index caught up)
                     log.warning("note: %s", note)
+                if notes is not None:
+                    notes.extend(engine.notices)
                 engine.notices.clear()
 
     @asynccontextmanager
@@ -112,9 +134,11 @@ def create_app(store_path: str | os.PathLike | None = None, *, model: str | None
     app = FastAPI(title="mmsearch", summary="Cross-modal search over one mmsearch store.", lifespan=lifespan)
     app.state.engine = engine
     app.state.engine_lock = lock
+    app.state.token = token or secrets.token_urlsafe(32)
 
     _error_handlers(app)
     _routes(app, engine, locked)
+    _cli_route(app, engine, locked)
     return app
 
 
@@ -153,18 +177,20 @@ def _routes(app: FastAPI, engine: Engine, locked: Callable[[Callable[[], Any]], 
 
     @app.get("/api/search")
     def search_text(q: Annotated[str, Query(description="What to look for, in words.")], k: K = 10,
-                    type: Type = None, under: Under = None) -> list[dict[str, Any]]:
-        return _search(text=q, k=k, type=type, under=under)
+                    type: Type = None, under: Under = None, space: Space = None, nprobe: NProbe = None,
+                    ef_search: EfSearch = None) -> list[dict[str, Any]]:
+        return _search(text=q, k=k, type=type, under=under, space=space, nprobe=nprobe, ef_search=ef_search)
 
     @app.post("/api/search/image")
     def search_image(file: Annotated[UploadFile, File(description="The query image.")], k: K = 10,
-                     type: Type = None, under: Under = None) -> list[dict[str, Any]]:
+                     type: Type = None, under: Under = None, space: Space = None, nprobe: NProbe = None,
+                     ef_search: EfSearch = None) -> list[dict[str, Any]]:
         data = file.file.read(MAX_UPLOAD_BYTES + 1)
         if len(data) > MAX_UPLOAD_BYTES:
             raise _ErrorResponse(413, f"query image is over {MAX_UPLOAD_BYTES >> 20} MiB")
         if not data:
             raise UsageError("the uploaded query image is empty")
-        return _search(image=data, k=k, type=type, under=under)
+        return _search(image=data, k=k, type=type, under=under, space=space, nprobe=nprobe, ef_search=ef_search)
 
     # ---- store -------------------------------------------------------------------------------------
     @app.get("/api/stats")
@@ -188,3 +214,42 @@ def _routes(app: FastAPI, engine: Engine, locked: Callable[[Callable[[], Any]], 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+
+def _cli_route(app: FastAPI, engine: Engine, locked: Callable[..., Any]) -> None:
+    """``POST /api/query``: what `mmsearch query` sends when a server runs (mmsearch.server.client).
+
+    Arguments go to Engine.search unchecked, so a bad one raises the very UsageError it raises
+    in-process; the error answer carries that error's exit code.
+    """
+    token = app.state.token.encode()
+
+    def integer(params: Any, name: str) -> int | None:
+        raw = params.get(name)
+        if raw is None:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise UsageError(f"{name}={raw!r}: must be a positive whole number") from None
+
+    @app.post(QUERY_PATH, include_in_schema=False)
+    async def query(request: Request) -> JSONResponse:
+        if not hmac.compare_digest(request.headers.get(TOKEN_HEADER, "").encode(), token):
+            return JSONResponse({"error": f"missing or wrong {TOKEN_HEADER} (see <store>/server.json)"}, status_code=403)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_UPLOAD_BYTES:
+                raise _ErrorResponse(413, f"query image is over {MAX_UPLOAD_BYTES >> 20} MiB")
+        p = request.query_params
+        notes: list[str] = []
+        try:
+            k = integer(p, "k")
+            kw = dict(text=p.get("q"), image=bytes(body) if body else None, k=10 if k is None else k,
+                      type=p.get("type"), under=p.get("under"), space=p.get("space"),
+                      nprobe=integer(p, "nprobe"), ef_search=integer(p, "ef_search"))
+            hits = await run_in_threadpool(locked, lambda: engine.search(**kw), notes)
+        except MmsearchError as exc:
+            return JSONResponse({"error": str(exc), "exit_code": exc.exit_code}, status_code=_status_for(exc))
+        return JSONResponse({"hits": [h.to_dict() for h in hits], "notices": notes})

@@ -1,0 +1,162 @@
+"""The served path of `mmsearch query`: send the query to a running `mmsearch serve` on the same store.
+
+Standard library only (plus :mod:`mmsearch.types`, :mod:`mmsearch.config` and :mod:`mmsearch.errors`,
+which are light): a query answered by a server costs a CLI start and one local HTTP request instead
+of loading numpy, SQLAlchemy, FAISS and the model.
+
+:func:`search` returns ``None`` whenever no server can answer exactly as the in-process search
+would, and the caller then searches in-process:
+
+* no ``server.json`` in the store, or it is not ours, malformed or private no more, or its pid is gone;
+* the file names another store (a copied folder), another protocol version, another ``--device``,
+  or the server was started with ``--model`` while this query searches every space;
+* nothing listens (connect timeout :data:`CONNECT_TIMEOUT`), the token is refused, the endpoint is
+  unknown, the server fails (not an mmsearch error) or does not answer within :data:`READ_TIMEOUT`;
+* the query image cannot be read here or is over the upload limit (in-process names the problem).
+
+An mmsearch error the server reports (bad argument, model or store problem) is raised as
+:class:`ServedError` with the same message and exit code as in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import urllib.parse
+from dataclasses import dataclass, fields
+from typing import Any
+
+from mmsearch.errors import MmsearchError
+from mmsearch.server import discovery
+from mmsearch.types import Hit
+
+CONNECT_TIMEOUT = 0.5  # seconds; a local server accepts at once, a refused port fails at once
+READ_TIMEOUT = 120.0  # seconds; the first query of a fresh server loads the model
+_HIT_FIELDS = {f.name for f in fields(Hit)}
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+class ServedError(MmsearchError):
+    """An mmsearch error reported by the server; ``exit_code`` is the one the server's error has."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Served:
+    hits: list[Hit]
+    notices: list[str]
+    url: str
+
+
+def search(store: str | os.PathLike | None = None, *, model: str | None = None, device: str | None = None,
+           text: str | None = None, image: str | os.PathLike | None = None, k: int = 10, type: str | None = None,
+           under: str | os.PathLike | None = None, nprobe: int | None = None,
+           ef_search: int | None = None) -> Served | None:
+    """The query answered by the store's running server, or None: search in-process then."""
+    from mmsearch.config import Settings
+
+    settings = Settings.resolve(store=os.fspath(store) if store is not None else None, model=model, device=device)
+    root = os.path.abspath(os.path.expanduser(settings.store))  # as Store computes its root
+    info = discovery.read(root)
+    if info is None or info["protocol"] != discovery.PROTOCOL or info.get("device") != settings.device:
+        return None
+    if os.path.realpath(info["store"]) != os.path.realpath(root):
+        return None  # a copied store folder: its file names the original's server
+    params: dict[str, Any] = {"k": k}
+    if settings.model != info.get("model"):
+        if settings.model is None:
+            return None  # the server reads one space; this query searches them all
+        params["space"] = settings.model
+    body = b""
+    if text is not None:
+        params["q"] = text
+    if image is not None:
+        body = _read_image(image)
+        if body is None:
+            return None
+    for name, value in (("type", type), ("nprobe", nprobe), ("ef_search", ef_search)):
+        if value is not None:
+            params[name] = value
+    if under is not None:
+        params["under"] = os.path.abspath(under)  # relative to this process's folder, as in-process
+    answer = _post(info, f"{discovery.QUERY_PATH}?{urllib.parse.urlencode(params)}", body)
+    if answer is None:
+        return None
+    status, data = answer
+    if status == 200:
+        return _served(data, info["url"])
+    error = data.get("error") if isinstance(data, dict) else None
+    code = data.get("exit_code") if isinstance(data, dict) else None
+    if not isinstance(error, str) or not isinstance(code, int) or isinstance(code, bool):
+        return None  # not an mmsearch error (refused token, unknown endpoint, a bug): in-process decides
+    if image is not None and error.startswith("query image:"):
+        error = f"{os.fspath(image)}: {error}"  # in-process names the file it read
+    raise ServedError(error, code)
+
+
+def _read_image(image: str | os.PathLike) -> bytes | None:
+    try:
+        with open(image, "rb") as f:
+            data = f.read(discovery.MAX_UPLOAD_BYTES + 1)
+    except OSError:
+        return None
+    return data if 0 < len(data) <= discovery.MAX_UPLOAD_BYTES else None
+
+
+def _post(info: dict[str, Any], target: str, body: bytes) -> tuple[int, Any] | None:
+    """(status, parsed JSON) of one POST, or None when no answer came (or it was not JSON).
+
+    HTTP/1.1 by hand over a socket (``Connection: close``, read to the end): http.client would
+    import the email package, a sizeable share of a served query's whole time.
+    """
+    url = urllib.parse.urlsplit(info["url"])
+    token = info["token"]
+    if url.scheme != "http" or not url.hostname or url.port is None or not _TOKEN_CHARS.issuperset(token):
+        return None
+    head = (f"POST {target} HTTP/1.1\r\nHost: {url.netloc}\r\n{discovery.TOKEN_HEADER}: {token}\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
+            "Accept: application/json\r\nConnection: close\r\n\r\n")
+    chunks = []
+    try:
+        with socket.create_connection((url.hostname, url.port), timeout=CONNECT_TIMEOUT) as sock:
+            sock.settimeout(READ_TIMEOUT)
+            sock.sendall(head.encode("ascii") + body)
+            while chunk := sock.recv(1 << 16):
+                chunks.append(chunk)
+    except OSError:  # refused, timed out, reset
+        return None
+    return _parse_response(b"".join(chunks))
+
+
+def _parse_response(raw: bytes) -> tuple[int, Any] | None:
+    head, sep, payload = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status_line = lines[0].split(" ", 2)
+    if not sep or len(status_line) < 2 or not status_line[0].startswith("HTTP/1.") or not status_line[1].isdigit():
+        return None
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    if headers.get("transfer-encoding", "identity").lower() != "identity":
+        return None  # chunked: not what the API sends; let in-process answer
+    length = headers.get("content-length")
+    if length is not None:
+        if not length.isdigit() or len(payload) < int(length):
+            return None  # cut short
+        payload = payload[: int(length)]
+    try:
+        return int(status_line[1]), json.loads(payload.decode("utf-8"))
+    except ValueError:
+        return None
+
+
+def _served(data: Any, url: str) -> Served | None:
+    try:
+        hits = [Hit(**{**{k: v for k, v in h.items() if k in _HIT_FIELDS}, "paths": tuple(h["paths"])})
+                for h in data["hits"]]
+        notices = [str(n) for n in data.get("notices", [])]
+    except (TypeError, KeyError, AttributeError):
+        return None
+    return Served(hits, notices, url)

@@ -5,6 +5,8 @@ Config file: ``$MMSEARCH_CONFIG`` or ``~/.config/mmsearch/config.toml``, e.g.::
     store = "~/pictures-index"
     model = "ViT-B-16:laion2b_s34b_b88k"
     device = "cuda"
+    runtime = "auto"        # auto | torch | onnx  (auto: ONNX Runtime on the CPU, torch on CUDA/MPS)
+    precision = "auto"      # auto | fp32 | int8   (CPU runtime; auto: fastest that keeps fidelity)
     batch_size = 128
 """
 
@@ -22,13 +24,18 @@ DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 DEFAULT_STORE = "indexes/default"
 #: ANN index kinds (``mmsearch.ann`` builds them; listed here so settings validate without importing it).
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw", "pq")
+#: Encoder runtimes and CPU precisions (``mmsearch.encoders.runtime`` uses them; listed here for the same reason).
+RUNTIMES = ("auto", "torch", "onnx")
+PRECISIONS = ("auto", "fp32", "int8")
 
 
 @dataclass(frozen=True)
 class Settings:
     store: str = DEFAULT_STORE
     model: str | None = None  # None: the store's model, else DEFAULT_MODEL for a new store
-    device: str | None = None  # None/auto: cuda > mps > cpu
+    device: str | None = None  # None/auto: cuda when a driver and torch see one, else cpu
+    runtime: str | None = None  # None/auto | torch | onnx (see mmsearch.encoders.runtime)
+    precision: str | None = None  # None/auto | fp32 | int8 (the CPU runtime's precision)
     batch_size: int = 64
     workers: int | None = None  # decode processes; None: cores - 1
     index: str = "auto"  # auto | flat | ivf | hnsw | pq
@@ -43,6 +50,10 @@ class Settings:
             raise UsageError(f"--batch-size {s.batch_size}: must be at least 1")
         if s.workers is not None and s.workers < 0:
             raise UsageError(f"--workers {s.workers}: must be 0 or more")
+        for name, allowed in (("runtime", RUNTIMES), ("precision", PRECISIONS)):
+            value = getattr(s, name)
+            if value is not None and value not in allowed:
+                raise UsageError(f"--{name} {value!r}: expected one of {', '.join(allowed)}")
         if s.index not in INDEX_KINDS:  # a usage error now, not after hours of indexing
             raise UsageError(f"--index {s.index!r}: expected one of {', '.join(INDEX_KINDS)}")
         return s

@@ -44,10 +44,14 @@ class Engine:
     @classmethod
     def open(cls, path: str | os.PathLike | None = None, *, model: str | None = None, device: str | None = None,
              batch_size: int | None = None, workers: int | None = None, index: str | None = None,
-             create: bool = True) -> "Engine":
-        """Open (or with ``create``, make) the store at ``path`` (default ``indexes/default``)."""
+             runtime: str | None = None, precision: str | None = None, create: bool = True) -> "Engine":
+        """Open (or with ``create``, make) the store at ``path`` (default ``indexes/default``).
+
+        ``runtime``/``precision``: how models run (see :mod:`mmsearch.encoders.runtime`).
+        """
         settings = Settings.resolve(store=os.fspath(path) if path is not None else None, model=model, device=device,
-                                    batch_size=batch_size, workers=workers, index=index)
+                                    batch_size=batch_size, workers=workers, index=index, runtime=runtime,
+                                    precision=precision)
         return cls(Store(Path(settings.store), create=create), settings)
 
     def close(self) -> None:
@@ -65,7 +69,9 @@ class Engine:
         if spec not in self._encoders:
             from mmsearch.encoders.registry import load_encoder
 
-            self._encoders[spec] = load_encoder(spec, device=self.settings.device, batch_size=self.settings.batch_size)
+            s = self.settings
+            self._encoders[spec] = load_encoder(spec, device=s.device, batch_size=s.batch_size, runtime=s.runtime,
+                                                precision=s.precision)
         return self._encoders[spec]
 
     def space(self, name: str | None = None) -> Space:

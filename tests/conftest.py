@@ -33,13 +33,21 @@ def tiny_model(tmp_path_factory) -> str:
     return "local-dir:" + str(make_tiny_model(tmp_path_factory.mktemp("models") / "tiny"))
 
 
+@pytest.fixture(scope="session")
+def runtime_cache(tmp_path_factory) -> Path:
+    """One ONNX export cache for the session: each test model is exported once, never into the user's cache."""
+    return tmp_path_factory.mktemp("runtime-cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolate(tmp_path, monkeypatch):
+def _isolate(tmp_path, monkeypatch, runtime_cache):
     """Every test gets its own config/store location: no test sees the user's files."""
+    monkeypatch.setenv("MMSEARCH_CACHE", str(runtime_cache))
     monkeypatch.setenv("MMSEARCH_CONFIG", str(tmp_path / "no-config.toml"))
     monkeypatch.setenv("MMSEARCH_STORE", str(tmp_path / "store"))
     monkeypatch.delenv("MMSEARCH_MODEL", raising=False)
-    monkeypatch.delenv("MMSEARCH_DEVICE", raising=False)
+    for name in ("MMSEARCH_DEVICE", "MMSEARCH_RUNTIME", "MMSEARCH_PRECISION", "MMSEARCH_THREADS"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""open_clip image+text encoders.
+"""open_clip image+text encoders on torch: the reference runtime, and the one CUDA and MPS use.
+
+On the CPU the same models run through :mod:`mmsearch.encoders.onnx` (exported once by
+:mod:`mmsearch.encoders.export`); :func:`mmsearch.encoders.registry.load_encoder` picks.
 
 Spec strings (see :mod:`mmsearch.encoders.registry`):
 
@@ -12,16 +15,15 @@ Spec strings (see :mod:`mmsearch.encoders.registry`):
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
 import threading
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from mmsearch.encoders.base import SpaceInfo
+from mmsearch.encoders.spec import ModelRef
 from mmsearch.errors import ModelError, UsageError
 
 _HUB_HINT = "pass --model local-dir:PATH to a downloaded copy, or run once online so the hub cache has it"
@@ -45,41 +47,10 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def weights_fingerprint(path: Path) -> str:
-    """A cheap, content-based tag for a weights file: size + first and last MiB."""
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    h.update(str(size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if size > 2 << 20:
-            f.seek(-(1 << 20), os.SEEK_END)
-            h.update(f.read())
-    return "sha256-" + h.hexdigest()[:16]
-
-
-def _find_weights(folder: Path) -> Path | None:
-    for pattern in ("*.safetensors", "*.bin", "*.pth", "*.pt"):
-        found = sorted(folder.glob(pattern))
-        if found:
-            return found[0]
-    return None
-
-
 class OpenClipEncoder:
     """An open_clip CLIP model: images and texts into one space."""
 
-    def __init__(
-        self,
-        spec: str,
-        *,
-        model_name: str,
-        pretrained: str | None,
-        weights: str,
-        device: str | None = None,
-        batch_size: int = 64,
-        random_seed: int | None = None,
-    ) -> None:
+    def __init__(self, ref: ModelRef, *, device: str | None = None, batch_size: int = 64) -> None:
         import open_clip
         import torch
 
@@ -87,12 +58,13 @@ class OpenClipEncoder:
         self.batch_size = batch_size
         self._lock = threading.Lock()  # torch modules are not safe to call from several threads at once
         try:
-            if random_seed is not None:
-                torch.manual_seed(random_seed)
+            _check_names(ref)
+            if ref.random_seed is not None:
+                torch.manual_seed(ref.random_seed)
             model, _, preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=pretrained, device=self.device
+                ref.model_name, pretrained=ref.pretrained, device=self.device
             )
-            self._tokenizer = open_clip.get_tokenizer(model_name)
+            self.tokenizer = open_clip.get_tokenizer(ref.model_name)
         except (ModelError, UsageError):
             raise
         except Exception as exc:  # open_clip raises RuntimeError/OSError/HF errors for missing weights
@@ -101,25 +73,20 @@ class OpenClipEncoder:
                 reason = "weights are not in the local cache and the Hugging Face hub cannot be reached"
             else:
                 reason = f"{type(exc).__name__}: {msg.splitlines()[0][:200] if msg else ''}"
-            raise ModelError(f"cannot load model {spec!r}: {reason}", hint=_HUB_HINT) from exc
+            raise ModelError(f"cannot load model {ref.spec!r}: {reason}", hint=_HUB_HINT) from exc
         model.eval()
         self._fp16 = self.device.startswith("cuda")
         if self._fp16:
             model = model.half()
-        self._model = model
+        self.model = model  # the torch module (export reads it)
         self._preprocess = preprocess
         self._pp_cfg = dict(open_clip.get_model_preprocess_cfg(model))
         with torch.no_grad():
             dim = int(self._embed_texts_raw(["probe"]).shape[1])
-        family = "open_clip-local-dir" if model_name.startswith("local-dir:") else model_name
-        self.space = SpaceInfo(
-            spec=spec,
-            family=family,
-            weights=weights,
-            dim=dim,
-            modalities=("image", "text"),
-            extra={"model_name": model_name, "preprocess": _jsonable(self._pp_cfg)},
-        )
+        self.space = SpaceInfo(spec=ref.spec, family=ref.family, weights=ref.weights, dim=dim,
+                               modalities=("image", "text"),
+                               extra={"model_name": ref.model_name, "preprocess": _jsonable(self._pp_cfg),
+                                      "runtime": "torch", "device": self.device})
 
     # ---- preprocessing recipe (runs in decode workers) -------------------------------------
     def image_recipe(self) -> dict[str, Any]:
@@ -138,7 +105,7 @@ class OpenClipEncoder:
             for start in range(0, len(pixels), self.batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(pixels[start : start + self.batch_size]))
                 x = x.to(self.device, dtype=torch.float16 if self._fp16 else torch.float32)
-                out.append(self._model.encode_image(x).float().cpu().numpy())
+                out.append(self.model.encode_image(x).float().cpu().numpy())
         return _normalise(np.concatenate(out) if out else np.zeros((0, self.space.dim), np.float32))
 
     def embed_images(self, images: Sequence[Any]) -> np.ndarray:
@@ -158,8 +125,8 @@ class OpenClipEncoder:
     def _embed_texts_raw(self, texts: list[str]) -> np.ndarray:
         out = []
         for start in range(0, len(texts), self.batch_size):
-            tokens = self._tokenizer(texts[start : start + self.batch_size]).to(self.device)
-            out.append(self._model.encode_text(tokens).float().cpu().numpy())
+            tokens = self.tokenizer(texts[start : start + self.batch_size]).to(self.device)
+            out.append(self.model.encode_text(tokens).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -191,53 +158,21 @@ def _jsonable(cfg: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(cfg, default=list))
 
 
-# ---- spec parsing --------------------------------------------------------------------------------
-def builtin_dir(name: str) -> Path:
-    return Path(__file__).resolve().parent.parent / "models" / name
-
-
-def load_local_dir(spec: str, folder: Path, **kw: Any) -> OpenClipEncoder:
-    folder = folder.expanduser().resolve()
-    if not folder.is_dir():
-        raise ModelError(f"model folder not found for {spec!r}", path=str(folder))
-    config = folder / "open_clip_config.json"
-    if not config.is_file():
-        raise ModelError("not an open_clip model folder: open_clip_config.json is missing", path=str(folder))
-    try:
-        json.loads(config.read_text(encoding="utf-8"))["model_cfg"]
-    except (ValueError, KeyError) as exc:
-        raise ModelError(f"invalid open_clip_config.json ({exc})", path=str(config)) from exc
-    weights = _find_weights(folder)
-    if weights is None:  # open_clip would silently run with random weights here
-        raise ModelError("no weights file (*.safetensors, *.bin, *.pth) in model folder", path=str(folder))
-    return OpenClipEncoder(
-        spec, model_name=f"local-dir:{folder}", pretrained=None, weights=weights_fingerprint(weights), **kw
-    )
-
-
-def load_open_clip(spec: str, **kw: Any) -> OpenClipEncoder:
-    """``ARCH:TAG``, ``ARCH:random[@seed]`` or ``hf-hub:org/repo``."""
+# ---- names ------------------------------------------------------------------------------------------
+def _check_names(ref: ModelRef) -> None:
+    """An unknown architecture or pretrained tag is a clear error (with close matches), not open_clip's."""
     import open_clip
 
-    if spec.startswith("hf-hub:"):
-        return OpenClipEncoder(spec, model_name=spec, pretrained=None, weights=spec.split(":", 1)[1], **kw)
-    arch, sep, tag = spec.partition(":")
-    if not sep or not tag:
-        raise UsageError(
-            f"--model {spec!r}: expected ARCH:PRETRAINED (e.g. ViT-B-32:laion2b_s34b_b79k), "
-            "hf-hub:ORG/REPO, local-dir:PATH or builtin:NAME"
-        )
+    if ref.model_name.startswith(("hf-hub:", "local-dir:")):
+        return
     models = open_clip.list_models()
-    if arch not in models:
-        close = difflib.get_close_matches(arch, models, n=3)
-        raise ModelError(f"unknown open_clip architecture {arch!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
-    if tag == "random" or tag.startswith("random@"):
-        seed = int(tag.split("@", 1)[1]) if "@" in tag else 0
-        return OpenClipEncoder(spec, model_name=arch, pretrained=None, weights=f"random@{seed}", random_seed=seed, **kw)
-    tags = [t for a, t in open_clip.list_pretrained() if a == arch]
-    if tag not in tags and not os.path.isfile(tag):
-        raise ModelError(
-            f"unknown pretrained tag {tag!r} for {arch}",
-            hint=f"known tags: {', '.join(tags) or 'none'}",
-        )
-    return OpenClipEncoder(spec, model_name=arch, pretrained=tag, weights=tag, **kw)
+    if ref.model_name not in models:
+        close = difflib.get_close_matches(ref.model_name, models, n=3)
+        raise ModelError(f"unknown open_clip architecture {ref.model_name!r}"
+                         + (f"; did you mean {', '.join(close)}?" if close else ""))
+    if ref.pretrained is None:
+        return
+    tags = [t for a, t in open_clip.list_pretrained() if a == ref.model_name]
+    if ref.pretrained not in tags and not os.path.isfile(ref.pretrained):
+        raise ModelError(f"unknown pretrained tag {ref.pretrained!r} for {ref.model_name}",
+                         hint=f"known tags: {', '.join(tags) or 'none'}")

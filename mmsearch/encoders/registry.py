@@ -2,7 +2,8 @@
 
 A spec ``PREFIX:REST`` goes to the factory registered for ``PREFIX``; a spec with no registered
 prefix goes to the fallback (open_clip's ``ARCH:PRETRAINED`` names). A factory is called as
-``factory(spec, rest, device=..., batch_size=...)`` and returns an :class:`Encoder`.
+``factory(spec, rest, device=..., batch_size=...)`` (plus ``runtime=``/``precision=`` when the user
+set them; take ``**kw``) and returns an :class:`Encoder`.
 
 Registering and removing a factory (plugins, and tests that need a fake or wrapping encoder)::
 
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from mmsearch.encoders.base import Encoder
+from mmsearch.encoders.spec import ModelRef, builtin_ref, local_dir_ref, named_ref
 from mmsearch.errors import ModelError
 
 Factory = Callable[..., Encoder]
@@ -74,45 +76,62 @@ def registered(prefix: str, factory: Factory) -> Iterator[Factory]:
             _PREFIXES[prefix] = previous
 
 
-def load_encoder(spec: str, *, device: str | None = None, batch_size: int = 64) -> Encoder:
-    """Load the encoder a spec names. Raises :class:`ModelError` with a fix when it cannot."""
+def load_encoder(spec: str, *, device: str | None = None, batch_size: int = 64, runtime: str | None = None,
+                 precision: str | None = None) -> Encoder:
+    """Load the encoder a spec names. Raises :class:`ModelError` with a fix when it cannot.
+
+    ``runtime`` (``auto``, ``torch``, ``onnx``) and ``precision`` (``auto``, ``fp32``, ``int8``) reach
+    the factory only when given, so a plugin that knows nothing of them keeps working.
+    """
     spec = spec.strip()
     prefix, sep, rest = spec.partition(":")
     factory = _PREFIXES.get(prefix) if sep else None
+    options = {k: v for k, v in (("runtime", runtime), ("precision", precision)) if v is not None}
     if factory is not None:
-        return factory(spec, rest, device=device, batch_size=batch_size)
+        return factory(spec, rest, device=device, batch_size=batch_size, **options)
     for fallback in _FALLBACK:
-        return fallback(spec, spec, device=device, batch_size=batch_size)
+        return fallback(spec, spec, device=device, batch_size=batch_size, **options)
     raise ModelError(f"no encoder understands model spec {spec!r}")
+
+
+def open_clip_encoder(ref: ModelRef, *, device: str | None = None, batch_size: int = 64, runtime: str | None = None,
+                      precision: str | None = None) -> Encoder:
+    """An open_clip model on the runtime its device gets (:mod:`mmsearch.encoders.runtime`).
+
+    On the CPU: the cached ONNX export (made now, once, when there is none), so nothing imports torch
+    once it exists. On CUDA/MPS, or with ``runtime="torch"``: open_clip on torch.
+    """
+    from mmsearch.encoders.runtime import check_precision, choose
+
+    chosen, device = choose(device, runtime)
+    precision = check_precision(precision)
+    if chosen == "torch":
+        from mmsearch.encoders.clip import OpenClipEncoder
+
+        return OpenClipEncoder(ref, device=device, batch_size=batch_size)
+    from mmsearch.encoders.cache import Entry
+    from mmsearch.encoders.export import ensure_export
+    from mmsearch.encoders.onnx import OnnxClipEncoder
+
+    entry = Entry.for_key(ref.key)
+    return OnnxClipEncoder(ref, entry, ensure_export(ref, entry), precision=precision, batch_size=batch_size)
 
 
 @register("local-dir")
 def _local_dir(spec: str, rest: str, **kw: Any) -> Encoder:
-    from mmsearch.encoders.clip import load_local_dir
-
-    return load_local_dir(spec, Path(rest), **kw)
+    return open_clip_encoder(local_dir_ref(spec, Path(rest)), **kw)
 
 
 @register("builtin")
 def _builtin(spec: str, rest: str, **kw: Any) -> Encoder:
-    from mmsearch.encoders.clip import builtin_dir, load_local_dir
-
-    folder = builtin_dir(rest)
-    if not folder.is_dir():
-        available = sorted(p.name for p in folder.parent.glob("*/") if (p / "open_clip_config.json").exists())
-        raise ModelError(f"no built-in model {rest!r}", hint=f"built-in models: {', '.join(available) or 'none'}")
-    return load_local_dir(spec, folder, **kw)
+    return open_clip_encoder(builtin_ref(spec, rest), **kw)
 
 
 @register("hf-hub")
 def _hf_hub(spec: str, rest: str, **kw: Any) -> Encoder:
-    from mmsearch.encoders.clip import load_open_clip
-
-    return load_open_clip(spec, **kw)
+    return open_clip_encoder(named_ref(spec), **kw)
 
 
 @register(None)
 def _open_clip_name(spec: str, rest: str, **kw: Any) -> Encoder:
-    from mmsearch.encoders.clip import load_open_clip
-
-    return load_open_clip(spec, **kw)
+    return open_clip_encoder(named_ref(spec), **kw)

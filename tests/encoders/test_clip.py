@@ -10,8 +10,9 @@ from mmsearch.errors import ModelError, UsageError
 from tests.kit import make_tiny_model
 
 
-def test_local_dir_loads_through_open_clip_and_embeds_unit_vectors(tiny_model):
-    enc = load_encoder(tiny_model, device="cpu")
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_local_dir_loads_through_open_clip_and_embeds_unit_vectors(tiny_model, runtime):
+    enc = load_encoder(tiny_model, device="cpu", runtime=runtime)
     assert enc.space.dim == 32
     assert enc.space.modalities == ("image", "text")
     t = enc.embed_texts(["a red circle", "a blue square", "a red circle"])
@@ -19,8 +20,9 @@ def test_local_dir_loads_through_open_clip_and_embeds_unit_vectors(tiny_model):
     np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
     assert np.allclose(t[0], t[2]) and not np.allclose(t[0], t[1])
     ims = [Image.new("RGB", (50, 20), c) for c in ("red", "blue")]
-    v = enc.embed_images(ims)
-    assert v.shape == (2, 32)
+    pixels = np.stack([load_encoder(tiny_model, runtime="torch").preprocess(im) for im in ims])
+    v = enc.embed_image_batch(pixels)
+    assert v.shape == (2, 32) and not np.allclose(v[0], v[1])
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
 
 

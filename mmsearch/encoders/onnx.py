@@ -1,0 +1,111 @@
+"""An exported open_clip model on ONNX Runtime: the CPU runtime. Imports neither torch nor open_clip.
+
+Built from a runtime-cache entry (:mod:`mmsearch.encoders.cache`, written by
+:mod:`mmsearch.encoders.export`). Each tower's session is made on first use, so a text query loads
+only the text tower and a sync with nothing to embed loads neither.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from mmsearch.encoders.base import SpaceInfo
+from mmsearch.encoders.cache import Entry
+from mmsearch.encoders.runtime import pick_precision
+from mmsearch.encoders.spec import ModelRef
+from mmsearch.errors import ModelError, UsageError
+
+
+def cpu_threads() -> int:
+    """Threads per ONNX Runtime session: ``$MMSEARCH_THREADS``, else every core this process may use."""
+    env = os.environ.get("MMSEARCH_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise UsageError(f"MMSEARCH_THREADS={env!r}: must be a whole number") from None
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class OnnxClipEncoder:
+    """Images and texts of one open_clip model, through ONNX Runtime on the CPU."""
+
+    def __init__(self, ref: ModelRef, entry: Entry, meta: dict[str, Any], *, precision: str = "auto",
+                 batch_size: int = 64) -> None:
+        self.entry, self.batch_size, self.device = entry, batch_size, "cpu"
+        self._meta = meta
+        self._precision = {t: pick_precision(v["fidelity"], precision) for t, v in meta["towers"].items()}
+        self._sessions: dict[str, Any] = {}
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+        space = meta["space"]
+        self.space = SpaceInfo(spec=ref.spec, family=ref.family, weights=ref.weights, dim=int(space["dim"]),
+                               modalities=tuple(space["modalities"]),
+                               extra={**space.get("extra", {}), "runtime": "onnxruntime", "device": "cpu",
+                                      "precision": dict(self._precision)})
+
+    # ---- the encoder contract -----------------------------------------------------------------------
+    def image_recipe(self) -> dict[str, Any]:
+        return dict(self._meta["recipe"])
+
+    def embed_image_batch(self, pixels: np.ndarray) -> np.ndarray:
+        return self._run("image", np.ascontiguousarray(pixels, dtype=np.float32))
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise UsageError("embed_texts takes a list of strings, not one string")
+        return self._run("text", self._tokens(list(texts)))
+
+    def describe(self) -> dict[str, Any]:
+        """What runs: runtime, precision per tower and its measured fidelity to torch fp32."""
+        return {"runtime": "onnxruntime", "device": "cpu", "threads": cpu_threads(),
+                "towers": {t: {"precision": p, "fidelity": self._meta["towers"][t]["fidelity"].get(p)}
+                           for t, p in self._precision.items()}}
+
+    # ---- internals ----------------------------------------------------------------------------------
+    def _run(self, tower: str, batch: np.ndarray) -> np.ndarray:
+        if len(batch) == 0:
+            return np.zeros((0, self.space.dim), np.float32)
+        with self._lock:
+            session = self._session(tower)
+            name = session.get_inputs()[0].name
+            out = [session.run(None, {name: batch[i : i + self.batch_size]})[0]
+                   for i in range(0, len(batch), self.batch_size)]
+        x = np.concatenate(out).astype(np.float32, copy=False)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    def _session(self, tower: str):
+        if tower not in self._sessions:
+            import onnxruntime as ort
+
+            spec = self._meta["towers"].get(tower)
+            if spec is None:
+                raise ModelError(f"model {self.space.spec!r} has no {tower} tower")
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = cpu_threads()
+            options.inter_op_num_threads = 1
+            path = self.entry.folder / spec["files"][self._precision[tower]]
+            try:
+                self._sessions[tower] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # a damaged cache entry: say where, and how to recover
+                raise ModelError(f"cannot load the exported {tower} tower ({type(exc).__name__}: {exc})",
+                                 path=str(path), hint="clear the runtime cache (mmsearch cache --clear) to re-export") from exc
+        return self._sessions[tower]
+
+    def _tokens(self, texts: list[str]) -> np.ndarray:
+        if self._tokenizer is None:
+            tok = self._meta["tokenizer"]
+            if tok["kind"] == "tokenizers":
+                from mmsearch.encoders.tokenize import LightTokenizer
+
+                self._tokenizer = LightTokenizer(self.entry.folder / tok["file"], tok["clean"])
+            else:  # a tokenizer we cannot mirror without open_clip (e.g. a Hugging Face one): use open_clip's
+                import open_clip
+
+                fn = open_clip.get_tokenizer(self._meta["space"]["extra"]["model_name"])
+                self._tokenizer = lambda texts: fn(texts).numpy()
+        return self._tokenizer(texts)

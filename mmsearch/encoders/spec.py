@@ -1,0 +1,110 @@
+"""Model spec → :class:`ModelRef`: what a spec names, worked out without importing torch or open_clip.
+
+The reference carries the space key (family, weights tag, preprocessing version), which is all a
+store needs to recognise its space and all the runtime cache needs to find an export. Checking that
+an architecture or tag exists needs open_clip, so it happens when the model is really loaded.
+
+Spec grammar (see :mod:`mmsearch.encoders.clip`): ``ARCH:TAG``, ``ARCH:random[@SEED]``,
+``hf-hub:ORG/REPO``, ``local-dir:PATH``, ``builtin:NAME``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmsearch.encoders.base import PREPROCESS_VERSION
+from mmsearch.errors import ModelError, UsageError
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One open_clip model as a spec names it."""
+
+    spec: str  # as the user wrote it
+    model_name: str  # what open_clip's factory takes: ARCH, hf-hub:ORG/REPO or local-dir:/abs/path
+    pretrained: str | None  # open_clip pretrained tag (None: weights come with model_name)
+    weights: str  # the weights tag in the space key
+    random_seed: int | None = None
+
+    @property
+    def family(self) -> str:
+        return "open_clip-local-dir" if self.model_name.startswith("local-dir:") else self.model_name
+
+    @property
+    def key(self) -> str:
+        """The space key (:attr:`mmsearch.encoders.base.SpaceInfo.key`) the model's vectors carry."""
+        return f"{self.family}|{self.weights}|pp{PREPROCESS_VERSION}"
+
+
+def weights_fingerprint(path: Path) -> str:
+    """A cheap, content-based tag for a weights file: size + first and last MiB."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        if size > 2 << 20:
+            f.seek(-(1 << 20), os.SEEK_END)
+            h.update(f.read())
+    return "sha256-" + h.hexdigest()[:16]
+
+
+def find_weights(folder: Path) -> Path | None:
+    for pattern in ("*.safetensors", "*.bin", "*.pth", "*.pt"):
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def builtin_dir(name: str) -> Path:
+    return Path(__file__).resolve().parent.parent / "models" / name
+
+
+def local_dir_ref(spec: str, folder: Path) -> ModelRef:
+    """A ``local-dir:`` folder (config and weights checked here: open_clip would run random weights)."""
+    folder = folder.expanduser().resolve()
+    if not folder.is_dir():
+        raise ModelError(f"model folder not found for {spec!r}", path=str(folder))
+    config = folder / "open_clip_config.json"
+    if not config.is_file():
+        raise ModelError("not an open_clip model folder: open_clip_config.json is missing", path=str(folder))
+    try:
+        json.loads(config.read_text(encoding="utf-8"))["model_cfg"]
+    except (ValueError, KeyError) as exc:
+        raise ModelError(f"invalid open_clip_config.json ({exc})", path=str(config)) from exc
+    weights = find_weights(folder)
+    if weights is None:
+        raise ModelError("no weights file (*.safetensors, *.bin, *.pth) in model folder", path=str(folder))
+    return ModelRef(spec, f"local-dir:{folder}", None, weights_fingerprint(weights))
+
+
+def builtin_ref(spec: str, name: str) -> ModelRef:
+    folder = builtin_dir(name)
+    if not folder.is_dir():
+        available = sorted(p.name for p in folder.parent.glob("*/") if (p / "open_clip_config.json").exists())
+        raise ModelError(f"no built-in model {name!r}", hint=f"built-in models: {', '.join(available) or 'none'}")
+    return local_dir_ref(spec, folder)
+
+
+def named_ref(spec: str) -> ModelRef:
+    """``ARCH:TAG``, ``ARCH:random[@seed]`` or ``hf-hub:org/repo`` (names checked when loaded)."""
+    if spec.startswith("hf-hub:"):
+        return ModelRef(spec, spec, None, spec.split(":", 1)[1])
+    arch, sep, tag = spec.partition(":")
+    if not sep or not tag or not arch:
+        raise UsageError(
+            f"--model {spec!r}: expected ARCH:PRETRAINED (e.g. ViT-B-32:laion2b_s34b_b79k), "
+            "hf-hub:ORG/REPO, local-dir:PATH or builtin:NAME"
+        )
+    if tag == "random" or tag.startswith("random@"):
+        try:
+            seed = int(tag.split("@", 1)[1]) if "@" in tag else 0
+        except ValueError:
+            raise UsageError(f"--model {spec!r}: the seed after 'random@' must be a whole number") from None
+        return ModelRef(spec, arch, None, f"random@{seed}", random_seed=seed)
+    return ModelRef(spec, arch, tag, tag)

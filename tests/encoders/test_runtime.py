@@ -1,0 +1,138 @@
+"""The runtime seam: open_clip models on ONNX Runtime (the CPU default) agree with torch, the export is
+made once and cached, the tokenizer is open_clip's token for token, and the quick paths need no torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmsearch.encoders import cache
+from mmsearch.encoders.registry import load_encoder
+from mmsearch.errors import ModelError, UsageError
+from tests.kit import write_images
+
+PROBE_TEXTS = ["a red circle", "A BLUE square!!", "it's the dog's toy, isn't it?", "红色的自行车", "naïve café — déjà vu",
+               "emoji 🚲🐶\tand\nnewlines", "&amp;lt;b&amp;gt;", "3.14 and 12345", "x" * 300, " ".join(["word"] * 90),
+               "<start_of_text> inside", "हिन्दी पाठ", "ﬁ ligature", "a\u0301 combining", "don't_stop-now"]
+
+
+def _images(n: int = 8) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 255, 96)
+    out = []
+    for i in range(n):
+        a = np.outer(np.ones(72), ramp)[..., None] * rng.random(3) + rng.integers(0, 60, 3)
+        out.append(Image.fromarray(np.clip(a + rng.normal(0, 8, a.shape), 0, 255).astype(np.uint8)))
+    return out
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture(params=["tiny", "builtin:shapes"])
+def spec(request, tiny_model) -> str:
+    return tiny_model if request.param == "tiny" else request.param
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_cpu_runtime_matches_torch_fp32(spec, precision):
+    ref = load_encoder(spec, runtime="torch", device="cpu")
+    fast = load_encoder(spec, device="cpu", precision=precision)
+    assert fast.describe()["runtime"] == "onnxruntime" and fast.space.key == ref.space.key
+    pixels = np.stack([ref.preprocess(im) for im in _images()])
+    floor = 0.999 if precision == "auto" else 0.99999
+    assert _cos(fast.embed_image_batch(pixels), ref.embed_image_batch(pixels)).min() >= floor
+    assert _cos(fast.embed_texts(PROBE_TEXTS), ref.embed_texts(PROBE_TEXTS)).min() >= floor
+
+
+def test_each_tower_runs_at_a_precision_whose_measured_fidelity_holds(spec):
+    auto = load_encoder(spec, device="cpu").describe()["towers"]
+    assert set(auto) == {"image", "text"}
+    assert all(t["fidelity"] >= 0.999 for t in auto.values()), auto
+    forced = load_encoder(spec, device="cpu", precision="int8").describe()["towers"]
+    assert {t["precision"] for t in forced.values()} == {"int8"}
+    assert all(0.9 < t["fidelity"] <= 1.0 for t in forced.values())  # shown, whatever it is
+
+
+@pytest.mark.parametrize("clean,context", [("lower", 77), ("whitespace", 32), ("canonicalize", 16)])
+def test_light_tokenizer_matches_open_clip_token_for_token(tmp_path, clean, context):
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from mmsearch.encoders.tokenize import LightTokenizer, build, clean_mode
+
+    reference = SimpleTokenizer(context_length=context, clean=clean)
+    assert clean_mode(reference) == clean
+    build(reference, tmp_path / "tokenizer.json")
+    light = LightTokenizer(tmp_path / "tokenizer.json", clean)
+    np.testing.assert_array_equal(light(PROBE_TEXTS), reference(PROBE_TEXTS).numpy())
+
+
+def test_export_is_made_once_and_reused(tmp_path):
+    from tests.kit import make_tiny_model
+
+    spec = "local-dir:" + str(make_tiny_model(tmp_path / "m", seed=21))
+    first = load_encoder(spec, device="cpu")
+    meta_file = first.entry.meta_path
+    stamp = meta_file.stat().st_mtime_ns
+    again = load_encoder(spec, device="cpu")
+    assert again.entry == first.entry and meta_file.stat().st_mtime_ns == stamp
+    listed = [(meta, size) for e, meta, size in cache.entries() if e == first.entry]
+    assert len(listed) == 1 and listed[0][0]["key"] == first.space.key and listed[0][1] > 0
+
+
+def test_a_damaged_export_is_a_clear_error_and_a_partial_one_is_redone(tmp_path):
+    from tests.kit import make_tiny_model
+
+    spec = "local-dir:" + str(make_tiny_model(tmp_path / "m", seed=22))
+    enc = load_encoder(spec, device="cpu")
+    meta = json.loads(enc.entry.meta_path.read_text())
+    (enc.entry.folder / meta["towers"]["text"]["files"]["fp32"]).write_bytes(b"not onnx")
+    with pytest.raises(ModelError, match="cache --clear"):
+        load_encoder(spec, device="cpu", precision="fp32").embed_texts(["x"])
+    (enc.entry.folder / meta["towers"]["image"]["files"]["int8"]).unlink()  # partial: re-exported on next load
+    again = load_encoder(spec, device="cpu", precision="fp32")
+    assert again.embed_texts(["x"]).shape == (1, 32)
+
+
+def test_clearing_the_cache_removes_exports(tiny_model):
+    load_encoder(tiny_model, device="cpu")
+    removed, size = cache.clear()
+    assert removed >= 1 and size > 0 and list(cache.entries()) == []
+    assert load_encoder(tiny_model, device="cpu").embed_texts(["x"]).shape == (1, 32)  # exported again
+
+
+@pytest.mark.parametrize("kw,match", [({"runtime": "tensorrt"}, "--runtime"), ({"precision": "int4"}, "--precision"),
+                                      ({"runtime": "onnx", "device": "cuda"}, "CPU only"),
+                                      ({"device": "tpu"}, "--device")])
+def test_bad_runtime_options_are_usage_errors(tiny_model, kw, match):
+    with pytest.raises(UsageError, match=match):
+        load_encoder(tiny_model, **kw)
+
+
+HEAVY = ("torch", "open_clip", "torchvision")
+
+
+def _cli_modules(*argv: str) -> tuple[int, list[str]]:
+    """Run the CLI in a fresh interpreter; its exit code and which heavy modules it imported."""
+    code = ("import sys\nfrom mmsearch.cli import main\nsys.argv = ['mmsearch', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    rc = e.code or 0\nelse:\n    rc = 0\n"
+            f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules), rc)")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("HEAVY")]
+    assert line, out.stdout + out.stderr
+    heavy, rc = line[-1].removeprefix("HEAVY ").rsplit(" ", 1)
+    return int(rc), eval(heavy)
+
+
+def test_no_change_resync_and_a_text_query_import_no_torch(tmp_path, tiny_model):
+    write_images(tmp_path / "photos", n=6)
+    store = str(tmp_path / "store")
+    assert _cli_modules("index", str(tmp_path / "photos"), "--store", store, "--model", tiny_model)[0] == 0
+    assert _cli_modules("index", str(tmp_path / "photos"), "--store", store) == (0, [])
+    assert _cli_modules("query", "a red circle", "--store", store) == (0, [])

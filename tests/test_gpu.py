@@ -9,10 +9,10 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.fixture(scope="module")
 def cpu_and_gpu():
-    """The same seeded ViT-B-32 loaded for the CPU and for CUDA (fp16 there)."""
+    """The same seeded ViT-B-32 on torch fp32 on the CPU (the reference) and on CUDA (fp16 there)."""
     from mmsearch.encoders.registry import load_encoder
 
-    cpu = load_encoder("ViT-B-32:random@3", device="cpu")
+    cpu = load_encoder("ViT-B-32:random@3", device="cpu", runtime="torch")
     gpu = load_encoder("ViT-B-32:random@3", device="cuda")
     assert (cpu.device, gpu.device) == ("cpu", "cuda")  # really two paths: no silent fall-back to the CPU
     return cpu, gpu

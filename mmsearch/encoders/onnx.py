@@ -88,6 +88,8 @@ class OnnxClipEncoder:
             options = ort.SessionOptions()
             options.intra_op_num_threads = cpu_threads()
             options.inter_op_num_threads = 1
+            # Idle threads sleep instead of spinning: the cores are shared with decode workers.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             path = self.entry.folder / spec["files"][self._precision[tower]]
             try:
                 self._sessions[tower] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

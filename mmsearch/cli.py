@@ -194,18 +194,23 @@ def _fast_query(argv: list[str]) -> bool | None:
     function's annotations. True: served and printed; False: asked, no server; None: not asked
     (``--help``, ``--no-server``, a value that does not convert …): the full CLI decides.
     """
+    import inspect
+
     import typer.main
 
-    cmd = typer.main.get_command(app).commands["query"]
+    alone = typer.Typer(add_completion=False)  # the query command alone: building every command costs more
+    alone.command("query")(query)
+    cmd = typer.main.get_command(alone)
     try:
         opts, extra, _ = cmd.make_parser(cmd.context_class(cmd, info_name="query")).parse_args(list(argv))
         hints = typing.get_type_hints(query, include_extras=True)
+        defaults = {n: p.default for n, p in inspect.signature(query).parameters.items()}
         kw = {}
-        for p in cmd.params:
+        for p in (p for p in cmd.params if p.name in defaults):  # anything else left in opts: not ours to parse
             raw = opts.pop(p.name, None)
             if raw is None and isinstance(p.envvar, str):
                 raw = os.environ.get(p.envvar) or None
-            kw[p.name] = None if raw is None else _convert(raw, hints[p.name])
+            kw[p.name] = defaults[p.name] if raw is None else _convert(raw, hints[p.name])
     except Exception:  # whatever it is, the full CLI reports it
         return None
     if opts or extra or kw["no_server"] or (kw["text"] is None) == (kw["image"] is None):
@@ -215,7 +220,6 @@ def _fast_query(argv: list[str]) -> bool | None:
     except MmsearchError:
         return None
     del kw["no_server"]
-    kw["k"] = 10 if kw["k"] is None else kw["k"]
     return handle_errors(_served)(fmt, kw.pop("store"), type=kw.pop("type_"), **kw)
 
 

@@ -34,10 +34,10 @@ SERVER_FILE = "server.json"
 class Served:
     """A server running on ``store`` in a thread; ``calls``: the searches its engine made."""
 
-    def __init__(self, store: Path, monkeypatch) -> None:
+    def __init__(self, store: Path, monkeypatch, **kw) -> None:
         self.store = store
         self.calls: list[dict] = []
-        self.server = make_server(store, host="127.0.0.1", port=0, log_level="warning")
+        self.server = make_server(store, host="127.0.0.1", port=0, log_level="warning", **kw)
         engine = self.server.app.state.engine
         search = engine.search
 
@@ -142,6 +142,19 @@ def test_server_errors_print_as_in_process_errors(served, indexed, tmp_path, arg
     assert got.output == want.output and "error:" in got.output and "Traceback" not in got.output
 
 
+def test_a_server_pinned_to_a_model_answers_only_that_models_queries(indexed, tiny_model, monkeypatch):
+    s = Served(indexed.store, monkeypatch, model=tiny_model)
+    try:
+        assert s.info()["model"] == tiny_model
+        got, want = _both(s.store, "kenobi", "--type", "any", "--json")  # every space: not what the server reads
+        assert s.calls == [] and got.stdout == want.stdout
+        got, want = _both(s.store, "kenobi", "--type", "any", "--json", "--model", tiny_model)
+        assert len(s.calls) == 1 and s.calls[0]["space"] is None
+        _same_hits(json.loads(got.stdout), json.loads(want.stdout))
+    finally:
+        s.stop()
+
+
 def test_no_server_never_contacts_the_server(served, indexed, monkeypatch):
     assert cli("query", "hello there", "--store", served.store, "--no-server").exit_code == 0
     monkeypatch.setenv("MMSEARCH_NO_SERVER", "1")
@@ -170,7 +183,7 @@ def _write(path: Path, info: dict, mode: int = 0o600) -> None:
 
 
 @pytest.mark.parametrize("stale", ["dead-pid", "nothing-listening", "wrong-token", "world-readable", "other-store",
-                                   "garbage", "other-protocol"])
+                                   "garbage", "other-protocol", "other-device"])
 def test_a_stale_or_foreign_server_file_falls_back_to_in_process(served, stale):
     info = served.info()
     mode = 0o600
@@ -184,6 +197,8 @@ def test_a_stale_or_foreign_server_file_falls_back_to_in_process(served, stale):
         mode = 0o644
     elif stale == "other-store":
         info["store"] = str(served.store.parent / "elsewhere")  # a copied store folder
+    elif stale == "other-device":
+        info["device"] = "cuda:7"  # a query embedded elsewhere may score differently
     elif stale == "other-protocol":
         info["protocol"] = info["protocol"] + 1
     if stale == "garbage":

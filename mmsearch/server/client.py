@@ -7,9 +7,10 @@ of loading numpy, SQLAlchemy, FAISS and the model.
 :func:`search` returns ``None`` whenever no server can answer exactly as the in-process search
 would, and the caller then searches in-process:
 
-* no ``server.json`` in the store, or it is not ours, malformed or private no more, or its pid is gone;
-* the file names another store (a copied folder), another protocol version, another ``--device``,
-  or the server was started with ``--model`` while this query searches every space;
+* no ``server.json`` in the store, or it is not ours, readable by others or malformed, or its pid is gone;
+* the file names another store (a copied folder) or protocol version, the server embeds queries
+  with other settings (device, runtime, precision: :data:`discovery.ENCODER_SETTINGS`), or it was
+  started with ``--model`` while this query searches every space;
 * nothing listens (connect timeout :data:`CONNECT_TIMEOUT`), the token is refused, the endpoint is
   unknown, the server fails (not an mmsearch error) or does not answer within :data:`READ_TIMEOUT`;
 * the query image cannot be read here or is over the upload limit (in-process names the problem).
@@ -62,8 +63,10 @@ def search(store: str | os.PathLike | None = None, *, model: str | None = None, 
     settings = Settings.resolve(store=os.fspath(store) if store is not None else None, model=model, device=device)
     root = os.path.abspath(os.path.expanduser(settings.store))  # as Store computes its root
     info = discovery.read(root)
-    if info is None or info["protocol"] != discovery.PROTOCOL or info.get("device") != settings.device:
+    if info is None or info["protocol"] != discovery.PROTOCOL:
         return None
+    if any(getattr(settings, name, None) != info.get(name) for name in discovery.ENCODER_SETTINGS):
+        return None  # another device, runtime or precision embeds the query differently
     if os.path.realpath(info["store"]) != os.path.realpath(root):
         return None  # a copied store folder: its file names the original's server
     params: dict[str, Any] = {"k": k}

@@ -5,7 +5,8 @@ Standard library only (the query client imports this; it must stay light).
 ``<store>/server.json``, written by the server once it listens and removed when it stops::
 
     {"url": "http://127.0.0.1:8765", "pid": 4242, "started_at": 1760000000.0, "store": "/abs/store",
-     "version": "0.1.0", "protocol": 1, "model": null, "device": null, "token": "…"}
+     "version": "0.1.0", "protocol": 1, "model": null, "device": null, "runtime": null,
+     "precision": null, "token": "…"}
 
 ``protocol`` is :data:`PROTOCOL`, the version of the ``/api/query`` exchange (a client ignores a
 server that speaks another); ``version`` (the server's mmsearch) is for people.
@@ -29,6 +30,8 @@ FILE_NAME = "server.json"
 TOKEN_HEADER = "X-Mmsearch-Token"
 QUERY_PATH = "/api/query"  # the CLI's endpoint (token required)
 MAX_UPLOAD_BYTES = 50 << 20  # a query image; larger uploads are refused with 413
+#: settings that change a query's vector: a client whose settings differ searches in-process
+ENCODER_SETTINGS = ("device", "runtime", "precision")
 PROTOCOL = 1  # bump when /api/query's request or answer changes incompatibly
 _MAX_FILE = 64 << 10
 _FIELDS = {"url": str, "pid": int, "token": str, "store": str, "protocol": int}

@@ -53,7 +53,8 @@ class Server(uvicorn.Server):
         eng = self.app.state.engine
         info = {"url": self.url, "pid": os.getpid(), "started_at": time.time(), "store": str(self.root),
                 "version": _version(), "protocol": discovery.PROTOCOL, "model": eng.settings.model,
-                "device": eng.settings.device, "token": self.app.state.token}
+                **{name: getattr(eng.settings, name, None) for name in discovery.ENCODER_SETTINGS},
+                "token": self.app.state.token}
         try:
             self.announced = discovery.write(self.root, info)
         except OSError as exc:  # a read-only store folder: serve anyway; the CLI will not find this server

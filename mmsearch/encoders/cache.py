@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 #: Bumped when the export format changes; older entries are ignored (and re-exported).
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 
 
 def root() -> Path:

@@ -38,7 +38,7 @@ class OnnxClipEncoder:
                  batch_size: int = 64) -> None:
         self.entry, self.batch_size, self.device = entry, batch_size, "cpu"
         self._meta = meta
-        self._precision = {t: pick_precision(v["fidelity"], precision) for t, v in meta["towers"].items()}
+        self._precision = {t: pick_precision(v, precision) for t, v in meta["towers"].items()}
         self._sessions: dict[str, Any] = {}
         self._tokenizer: Any = None
         self._lock = threading.Lock()

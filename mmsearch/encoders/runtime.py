@@ -5,8 +5,8 @@ so ``auto`` there means the CPU, and the CPU means ONNX Runtime. Only where a dr
 asked whether CUDA works. MPS is used when asked for (``--device mps``); ``auto`` on a Mac uses the
 CPU runtime (ONNX Runtime), which needs no torch to start.
 
-Precision on the CPU (``--precision``): ``auto`` takes, per tower, the fastest precision whose
-measured fidelity to torch fp32 (recorded at export) is at least :data:`MIN_FIDELITY`; ``fp32`` and
+Precision on the CPU (``--precision``): ``auto`` takes, per tower, the fastest precision (timed at
+export) whose measured fidelity to torch fp32 (also recorded at export) is at least :data:`MIN_FIDELITY`; ``fp32`` and
 ``int8`` force one (the fidelity is shown by ``mmsearch cache``).
 """
 
@@ -62,8 +62,11 @@ def check_precision(precision: str | None) -> str:
     return precision
 
 
-def pick_precision(fidelity: dict[str, float], wanted: str) -> str:
-    """The precision to run one tower at, given its measured fidelity per precision."""
+def pick_precision(tower: dict, wanted: str) -> str:
+    """The precision to run one tower at: ``wanted``, or for ``auto`` the fastest (as measured at export;
+    else by :data:`SPEED_ORDER`) whose measured fidelity to torch fp32 is at least :data:`MIN_FIDELITY`."""
     if wanted != "auto":
         return wanted
-    return next((p for p in SPEED_ORDER if fidelity.get(p, 0.0) >= MIN_FIDELITY), "fp32")
+    fidelity, speed = tower["fidelity"], tower.get("ms_per_item", {})
+    kept = [p for p in SPEED_ORDER if fidelity.get(p, 0.0) >= MIN_FIDELITY]
+    return min(kept, key=lambda p: speed.get(p, SPEED_ORDER.index(p))) if kept else "fp32"

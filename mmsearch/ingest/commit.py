@@ -70,14 +70,21 @@ def commit(store: Store, encoder: Encoder, space: Space, items: Sequence[Loaded]
 
 
 def embed(encoder: Encoder, items: Sequence[Loaded], partial: Partial | None = None) -> dict[str, np.ndarray]:
-    """sha256 → vector for decoded items, in encoder-sized steps (``partial`` hears of each step)."""
+    """sha256 → vector for decoded items, in encoder-sized steps (``partial`` hears of each step).
+
+    Images arrive as the workers' ``uint8`` crops; the normalised float32 batch the encoder takes is
+    made here, one step at a time (:func:`mmsearch.ingest.pixels.to_batch`).
+    """
+    from mmsearch.ingest.pixels import to_batch
+
     step = int(getattr(encoder, "batch_size", 64) or 64)
     images = [x for x in items if x.modality == "image"]
     texts = [x for x in items if x.modality == "text"]
     total = max(len(images) + len(texts), 1)
+    recipe = encoder.image_recipe() if images else None
     vectors: dict[str, np.ndarray] = {}
     done = 0
-    for group, fn in ((images, lambda part: encoder.embed_image_batch(np.stack([x.pixels for x in part]))),
+    for group, fn in ((images, lambda part: encoder.embed_image_batch(to_batch([x.pixels for x in part], recipe))),
                       (texts, lambda part: encoder.embed_texts([x.text for x in part]))):
         for start in range(0, len(group), step):
             part = group[start : start + step]

@@ -1,22 +1,34 @@
-"""Bytes → pixels or text, with limits. Runs in decode workers; must stay picklable and light.
+"""Bytes → pixels or text, with limits. Runs in decode workers; must stay picklable and light
+(Pillow and numpy only: no torch, no open_clip).
 
 Images are shown to the model as a viewer would see them: EXIF orientation applied, the first
 frame of animations, transparency composited on white, any mode (CMYK, 16-bit, palette, grey)
-converted to RGB. Then the model's own open_clip preprocessing runs (the *recipe*), so pixels match
-open_clip's reference path exactly.
+converted to RGB. Then the model's preprocessing recipe runs (:mod:`mmsearch.ingest.pixels`, the
+same pixels open_clip's transform computes) and the worker hands back the ``uint8`` crop.
+
+JPEGs are decoded *reduced* when the model needs far fewer pixels than the file has: Pillow's
+``draft`` asks libjpeg for a 1/2, 1/4 or 1/8 scale DCT decode, the smallest whose result is still at
+least the size open_clip's resize produces (computed for the image as displayed, so EXIF rotations
+that swap the axes are accounted for). A 12 MP photo then decodes at ~0.2 MP. The resize is then
+computed from the full image's size and resamples exactly the region the reduced decode covers, so
+geometry is unchanged; only the anti-aliasing filter differs (DCT scaling, then a shorter bicubic),
+which stays within the fidelity tests' cosine ≥ 0.999 of open_clip on the full decode
+(tests/ingest/test_pixels.py). That is why ``PREPROCESS_VERSION`` was not bumped: vectors made before
+and after are comparable. Stored width/height are always the full image's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+
+from mmsearch.ingest.pixels import Box, plan, prepare, resize_size
 
 MAX_IMAGE_PIXELS = 100_000_000  # decompression-bomb guard (≈ 10k × 10k)
 MAX_TEXT_BYTES = 1 << 20  # text files above 1 MiB are skipped with an error
@@ -39,7 +51,7 @@ class Loaded:
     width: int | None = None
     height: int | None = None
     text: str | None = None
-    pixels: np.ndarray | None = None
+    pixels: np.ndarray | None = None  # uint8 (H, W, 3), the model input before normalisation (pixels.to_batch)
     error: str | None = None
 
 
@@ -63,8 +75,12 @@ def read_file(path: str, limit: int) -> tuple[bytes, os.stat_result]:
     return data, st
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS):
-    """Decode image bytes into an RGB PIL image (orientation fixed, alpha on white)."""
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, *, draft: Callable[[Any], None] | None = None):
+    """Decode image bytes into an RGB PIL image (orientation fixed, alpha on white).
+
+    ``draft(image)`` is called on the opened, size-checked image before its pixels are decoded: the
+    place to ask for a reduced decode (see :func:`decode_picture`).
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
@@ -84,6 +100,8 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS):
         raise BadInput(f"image too large ({w}×{h} = {w * h:,} pixels > limit {max_pixels:,})")
     try:
         im.seek(0)
+        if draft is not None:
+            draft(im)
         im.load()
         im = ImageOps.exif_transpose(im)
         return to_rgb(im)
@@ -91,6 +109,64 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS):
         raise
     except Exception as exc:  # truncated data, bad EXIF, decoder errors
         raise BadInput(f"cannot decode image ({im.format or 'unknown format'}): {exc}") from None
+
+
+@dataclass
+class Picture:
+    """A decoded image: RGB, as displayed; a reduced decode of a larger image when ``box`` is set."""
+
+    image: Any  # PIL image
+    width: int  # the full image's size, as displayed
+    height: int
+    box: Box | None = None  # the region of ``image`` that the full image maps to
+
+
+_SWAPS_AXES = (5, 6, 7, 8)  # EXIF orientations that transpose (TRANSPOSE, ROTATE_270, TRANSVERSE, ROTATE_90)
+
+
+def decode_picture(data: bytes, recipe: dict[str, Any] | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> Picture:
+    """Decode image bytes for ``recipe``: a JPEG as small as the recipe's resize allows (DCT scaling)."""
+    seen: dict[str, Any] = {}
+
+    def reduce(im: Any) -> None:
+        if recipe is None or im.format not in ("JPEG", "MPO"):  # only libjpeg decodes at a scale
+            return
+        orientation = im.getexif().get(0x0112, 1)  # EXIF sits before the image data in a JPEG
+        raw_w, raw_h = im.size
+        swap = orientation in _SWAPS_AXES
+        shown_w, shown_h = (raw_h, raw_w) if swap else (raw_w, raw_h)
+        need_w, need_h = resize_size(shown_w, shown_h, recipe)
+        if swap:
+            need_w, need_h = need_h, need_w
+        if need_w < 1 or need_h < 1 or min(raw_w // need_w, raw_h // need_h) < 2:
+            return  # no reduction possible (or the recipe cannot resize this image: prepare says why)
+        got = im.draft("RGB", (need_w, need_h))  # scale s ≤ min(w // need_w, h // need_h): each side ≥ need
+        if got is not None and im.size != (raw_w, raw_h):
+            seen.update(size=(shown_w, shown_h), box=_oriented_box(got[1], im.size, orientation))
+
+    image = decode_image(data, max_pixels, draft=reduce)
+    if "box" not in seen:
+        return Picture(image, *image.size)
+    return Picture(image, *seen["size"], box=seen["box"])
+
+
+def _oriented_box(box: Box, size: tuple[int, int], orientation: int) -> Box:
+    """Where ``box`` (in an image of ``size``, as stored) lies once the EXIF ``orientation`` is applied."""
+    x0, y0, x1, y1 = box
+    w, h = size
+    corners = {
+        2: lambda x, y: (w - x, y),  # FLIP_LEFT_RIGHT
+        3: lambda x, y: (w - x, h - y),  # ROTATE_180
+        4: lambda x, y: (x, h - y),  # FLIP_TOP_BOTTOM
+        5: lambda x, y: (y, x),  # TRANSPOSE
+        6: lambda x, y: (h - y, x),  # ROTATE_270 (clockwise)
+        7: lambda x, y: (h - y, w - x),  # TRANSVERSE
+        8: lambda x, y: (y, w - x),  # ROTATE_90 (counter-clockwise)
+    }.get(orientation)
+    if corners is None:
+        return box
+    (ax, ay), (bx, by) = corners(x0, y0), corners(x1, y1)
+    return (min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
 
 
 def to_rgb(im):
@@ -132,35 +208,14 @@ def decode_text(data: bytes, limit: int = MAX_TEXT_BYTES) -> str:
 
 
 # ---- worker entry point ----------------------------------------------------------------------------
-_TRANSFORMS: dict[str, Any] = {}
-
-
-def _transform(recipe: dict[str, Any]):
-    key = json.dumps(recipe, sort_keys=True)
-    fn = _TRANSFORMS.get(key)
-    if fn is None:
-        if recipe.get("kind") != "open_clip":
-            raise ValueError(f"unknown image recipe {recipe.get('kind')!r}")
-        from open_clip.transform import PreprocessCfg, image_transform_v2
-
-        cfg = dict(recipe["cfg"])
-        if isinstance(cfg.get("size"), list):
-            cfg["size"] = tuple(cfg["size"])
-        fn = image_transform_v2(PreprocessCfg(**cfg), is_train=False)
-        _TRANSFORMS[key] = fn
-    return fn
-
-
-def preprocess(image, recipe: dict[str, Any]) -> np.ndarray:
-    return _transform(recipe)(image).numpy()
-
-
 def load(
     path: str, modality: str, recipe: dict[str, Any] | None, limits: dict[str, int] | None = None, decode: bool = True
 ) -> Loaded:
-    """Read and hash one file; with ``decode``, also decode it (and preprocess images when ``recipe`` is given)."""
+    """Read and hash one file; with ``decode``, also decode it (and prepare an image's ``uint8`` model
+    input when ``recipe`` is given: :func:`mmsearch.ingest.pixels.prepare`)."""
     limits = limits or {}
     out = Loaded(path, modality)
+    p = plan(recipe) if recipe is not None and decode and modality == "image" else None  # a bad recipe raises
     try:
         max_bytes = limits.get("max_text_bytes", MAX_TEXT_BYTES) if modality == "text" else limits.get("max_file_bytes", MAX_FILE_BYTES)
         data, st = read_file(path, max_bytes)
@@ -169,10 +224,10 @@ def load(
         if not decode:
             return out
         if modality == "image":
-            im = decode_image(data, limits.get("max_image_pixels", MAX_IMAGE_PIXELS))
-            out.width, out.height = im.size
-            if recipe is not None:
-                out.pixels = preprocess(im, recipe)
+            pic = decode_picture(data, recipe, limits.get("max_image_pixels", MAX_IMAGE_PIXELS))
+            out.width, out.height = pic.width, pic.height
+            if p is not None:
+                out.pixels = prepare_picture(pic, p)
         elif modality == "text":
             out.text = decode_text(data, max_bytes)
         else:
@@ -182,3 +237,11 @@ def load(
     except MemoryError:
         out.error = "out of memory while decoding"
     return out
+
+
+def prepare_picture(pic: Picture, recipe: Any) -> np.ndarray:
+    """The model's ``uint8 (H, W, 3)`` input for a decoded picture (an image open_clip cannot resize is bad input)."""
+    try:
+        return prepare(pic.image, recipe, size=(pic.width, pic.height), box=pic.box)
+    except ValueError as exc:
+        raise BadInput(f"cannot preprocess image: {exc}") from None

@@ -1,5 +1,7 @@
 """A query → one unit vector in a given space: text through the space's text tower, an image through
-the very preprocessing indexing uses (so an indexed image finds itself at cosine 1), or a raw vector."""
+the very decode and preprocessing indexing uses (the same reduced JPEG decode, :func:`prepare` and
+:func:`to_batch` of :mod:`mmsearch.ingest.pixels`, so an indexed image finds itself at cosine 1), or a
+raw vector. An already decoded PIL image is prepared at the size it has (no reduced decode to share)."""
 
 from __future__ import annotations
 
@@ -76,24 +78,26 @@ def embed_query(query: Query, space: Space, encoder: Callable[[str], Encoder]) -
                          hint="re-index, or point --model at the original weights")
     if query.text is not None:
         return enc.embed_texts([query.text])[0]
-    from mmsearch.ingest.decode import preprocess
+    from mmsearch.ingest.pixels import to_batch
 
-    return enc.embed_image_batch(preprocess(query_image(query.image), enc.image_recipe())[None])[0]
+    recipe = enc.image_recipe()
+    return enc.embed_image_batch(to_batch([query_image(query.image, recipe)], recipe))[0]
 
 
-def query_image(image: Any):
-    """A query image (path, bytes or PIL image) decoded as indexing decodes files."""
-    from mmsearch.ingest.decode import MAX_FILE_BYTES, BadInput, decode_image, read_file, to_rgb
+def query_image(image: Any, recipe: dict[str, Any]) -> np.ndarray:
+    """A query image (path, bytes or PIL image) decoded and prepared as indexing does files → ``uint8 (H, W, 3)``."""
+    from mmsearch.ingest.decode import MAX_FILE_BYTES, BadInput, Picture, decode_picture, prepare_picture, read_file, to_rgb
 
-    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
-        return to_rgb(image)
     try:
+        if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+            rgb = to_rgb(image)
+            return prepare_picture(Picture(rgb, *rgb.size), recipe)
         if isinstance(image, (bytes, bytearray)):
-            return decode_image(bytes(image))
+            return prepare_picture(decode_picture(bytes(image), recipe), recipe)
         if not isinstance(image, (str, os.PathLike)):
             raise UsageError(f"image must be a path, bytes or a PIL image, not {type(image).__name__}")
         data, _ = read_file(os.fspath(image), MAX_FILE_BYTES)
-        return decode_image(data)
+        return prepare_picture(decode_picture(data, recipe), recipe)
     except BadInput as exc:
-        where = None if isinstance(image, (bytes, bytearray)) else os.fspath(image)
+        where = None if isinstance(image, (bytes, bytearray)) or hasattr(image, "convert") else os.fspath(image)
         raise UsageError(f"query image: {exc}", path=where) from None

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import urllib.parse
 from dataclasses import dataclass, fields
 from typing import Any
@@ -111,46 +110,27 @@ def _read_image(image: str | os.PathLike) -> bytes | None:
 
 
 def _post(info: dict[str, Any], target: str, body: bytes) -> tuple[int, Any] | None:
-    """(status, parsed JSON) of one POST, or None when no answer came (or it was not JSON).
+    """(status, parsed JSON) of one POST through :mod:`http.client`, or None when no answer came (or no JSON)."""
+    import http.client
 
-    HTTP/1.1 by hand over a socket (``Connection: close``, read to the end): http.client would
-    import the email package, a sizeable share of a served query's whole time.
-    """
     url = urllib.parse.urlsplit(info["url"])
     token = info["token"]
     if url.scheme != "http" or not url.hostname or url.port is None or not _TOKEN_CHARS.issuperset(token):
         return None
-    head = (f"POST {target} HTTP/1.1\r\nHost: {url.netloc}\r\n{discovery.TOKEN_HEADER}: {token}\r\n"
-            f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
-            "Accept: application/json\r\nConnection: close\r\n\r\n")
-    chunks = []
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=CONNECT_TIMEOUT)
     try:
-        with socket.create_connection((url.hostname, url.port), timeout=CONNECT_TIMEOUT) as sock:
-            sock.settimeout(READ_TIMEOUT)
-            sock.sendall(head.encode("ascii") + body)
-            while chunk := sock.recv(1 << 16):
-                chunks.append(chunk)
-    except OSError:  # refused, timed out, reset
+        conn.connect()
+        conn.sock.settimeout(READ_TIMEOUT)  # connecting is quick or refused; the first answer may load a model
+        conn.request("POST", target, body=body, headers={discovery.TOKEN_HEADER: token, "Accept": "application/json",
+                                                          "Content-Type": "application/octet-stream"})
+        response = conn.getresponse()
+        status, payload = response.status, response.read()
+    except (OSError, http.client.HTTPException):  # refused, timed out, reset, cut short
         return None
-    return _parse_response(b"".join(chunks))
-
-
-def _parse_response(raw: bytes) -> tuple[int, Any] | None:
-    head, sep, payload = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status_line = lines[0].split(" ", 2)
-    if not sep or len(status_line) < 2 or not status_line[0].startswith("HTTP/1.") or not status_line[1].isdigit():
-        return None
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    if headers.get("transfer-encoding", "identity").lower() != "identity":
-        return None  # chunked: not what the API sends; let in-process answer
-    length = headers.get("content-length")
-    if length is not None:
-        if not length.isdigit() or len(payload) < int(length):
-            return None  # cut short
-        payload = payload[: int(length)]
+    finally:
+        conn.close()
     try:
-        return int(status_line[1]), json.loads(payload.decode("utf-8"))
+        return status, json.loads(payload.decode("utf-8"))
     except ValueError:
         return None
 

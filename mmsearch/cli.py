@@ -38,6 +38,8 @@ err = Console(stderr=True, soft_wrap=True)
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", "-s", help="Store folder [env MMSEARCH_STORE; default indexes/default].")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model spec: ARCH:TAG, hf-hub:ORG/REPO, local-dir:PATH, builtin:NAME [env MMSEARCH_MODEL].")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps [env MMSEARCH_DEVICE].")]
+RuntimeOpt = Annotated[Optional[str], typer.Option("--runtime", help="auto, torch or onnx (auto: ONNX Runtime on the CPU, torch on CUDA/MPS) [env MMSEARCH_RUNTIME].")]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="CPU runtime precision: auto, fp32 or int8 (auto: the fastest whose measured fidelity is >= 0.999; see `mmsearch cache`) [env MMSEARCH_PRECISION].")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Encoder batch size.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per line.")]
@@ -85,6 +87,8 @@ def index(
     store: StoreOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = None,
+    runtime: RuntimeOpt = None,
+    precision: PrecisionOpt = None,
     batch_size: BatchOpt = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decode processes (0: decode in this process).")] = None,
     index_kind: Annotated[Optional[str], typer.Option("--index", help="ANN index: auto, flat, ivf, hnsw, pq.")] = None,
@@ -97,7 +101,8 @@ def index(
 
     fmt = present.pick_format(as_json, as_jsonl, False)
     machine = fmt is not present.Format.table
-    with _engine(store, model=model, device=device, batch_size=batch_size, workers=workers, index=index_kind) as eng:
+    with _engine(store, model=model, device=device, batch_size=batch_size, workers=workers, index=index_kind,
+                 runtime=runtime, precision=precision) as eng:
         bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                        TimeRemainingColumn(), console=err, disable=machine or not err.is_terminal, transient=True)
         with bar:
@@ -147,6 +152,8 @@ def query(
     store: StoreOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = None,
+    runtime: RuntimeOpt = None,
+    precision: PrecisionOpt = None,
     nprobe: Annotated[Optional[int], typer.Option("--nprobe", help="IVF lists to visit (recall vs speed).")] = None,
     ef_search: Annotated[Optional[int], typer.Option("--ef-search", help="HNSW search breadth.")] = None,
     no_server: Annotated[bool, typer.Option("--no-server", envvar="MMSEARCH_NO_SERVER", help="Search in this process even when `mmsearch serve` runs on the store [env MMSEARCH_NO_SERVER=1].")] = False,
@@ -160,10 +167,10 @@ def query(
         from mmsearch.errors import UsageError
 
         raise UsageError("give a query text or --image PATH (one of them)")
-    if not no_server and _served(fmt, store, model=model, device=device, text=text, image=image, k=k, type=type_,
+    if not no_server and runtime is None and precision is None and _served(fmt, store, model=model, device=device, text=text, image=image, k=k, type=type_,
                                  under=under, nprobe=nprobe, ef_search=ef_search):
         return
-    with _engine(store, model=model, device=device, create=False) as eng:
+    with _engine(store, model=model, device=device, runtime=runtime, precision=precision, create=False) as eng:
         results = eng.search(text=text, image=image, k=k, type=type_, under=under, nprobe=nprobe, ef_search=ef_search)
         _notices(eng.notices)
     present.hits(out, results, fmt)
@@ -311,6 +318,18 @@ def serve(
         err.print(present.styled("serving {} on {}  (Ctrl-C to stop)", root, url))
 
     run_server(store, model=model, device=device, host=host, port=port, on_ready=ready)
+
+
+@app.command()
+@handle_errors
+def cache(
+    clear: Annotated[bool, typer.Option("--clear", help="Delete every export (each model is exported again on its next use).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The models exported for the CPU runtime (ONNX), shared by every store: size, precision, fidelity."""
+    from mmsearch.engine import Engine
+
+    present.runtime_cache(out, Engine.runtime_cache(clear=clear), present.pick_format(as_json, False, False), cleared=clear)
 
 
 @app.command("eval")

@@ -20,7 +20,7 @@ from mmsearch.query.encode import Query
 from mmsearch.query.search import require_spaces, resolve_space, run, targets
 from mmsearch.store.schema import Space
 from mmsearch.store.store import Store
-from mmsearch.types import DoctorReport, ErrorInfo, Hit, IndexReport, SpaceStats, Stats
+from mmsearch.types import CachedExport, DoctorReport, ErrorInfo, Hit, IndexReport, SpaceStats, Stats
 
 
 class Engine:
@@ -88,6 +88,17 @@ class Engine:
         spaces = self.store.spaces()
         enc = self.encoder(self.settings.model or (spaces[0].spec if spaces else DEFAULT_MODEL))
         return enc, self.store.ensure_space(enc.space)
+
+    @staticmethod
+    def runtime_cache(clear: bool = False) -> list[CachedExport]:
+        """The models exported for the CPU runtime (shared by every store); ``clear`` deletes them first
+        (each is exported again on its next use) and returns what was there."""
+        from mmsearch.encoders import cache
+
+        found = cache.describe()
+        if clear:
+            cache.clear()
+        return found
 
     # ---- writing ---------------------------------------------------------------------------------
     def index(self, paths: Sequence[str | os.PathLike] | str | os.PathLike, *, progress: Progress | None = None,

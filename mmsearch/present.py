@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mmsearch.types import ErrorInfo, Hit, IndexReport, Stats
+from mmsearch.types import CachedExport, ErrorInfo, Hit, IndexReport, Stats
 
 
 class Format(str, Enum):
@@ -139,6 +139,24 @@ def stats(out: Console, s: Stats, fmt: Format) -> None:
     for sp in s.spaces:
         idx = ", ".join(f"{m}={k}" for m, k in sp.index.items())
         out.print(styled("space {}: {}  dim {}  vectors {}  index {}", sp.id, sp.spec, sp.dim, sp.vectors, idx))
+
+
+def runtime_cache(out: Console, items: Sequence[CachedExport], fmt: Format, *, cleared: bool = False) -> None:
+    if fmt in (Format.json, Format.jsonl):
+        print(_dump({"cleared": cleared, "exports": [c.to_dict() for c in items]}))
+        return
+    for c in items:
+        if not c.usable:
+            out.print(styled("[dim]{}  unusable (partial or old format; re-exported on next use)  {} MB[/dim]",
+                             c.folder, f"{c.size_bytes / 1e6:.0f}"))
+            continue
+        towers = "   ".join(
+            f"{name} {t['auto']} (" + ", ".join(f"{p} cos {f:.5f}" for p, f in sorted(t["fidelity"].items())) + ")"
+            for name, t in sorted(c.towers.items()))
+        out.print(styled("{}  {} MB  {}\n  {}", c.exported_from, f"{c.size_bytes / 1e6:.0f}", c.folder, towers))
+    total = sum(c.size_bytes for c in items) / 1e6
+    verb = "removed" if cleared else "cached"
+    out.print(styled("{} {} exports, {} MB", verb, len(items), f"{total:.0f}"))
 
 
 def eval_report(out: Console, r: Any, fmt: Format) -> None:

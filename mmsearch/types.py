@@ -86,6 +86,25 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class CachedExport:
+    """One model exported for the CPU runtime (``mmsearch cache``).
+
+    ``towers``: per tower (image, text), the precision ``auto`` runs, and per precision the measured
+    fidelity (minimum cosine to torch fp32) and time per item on the machine that exported it.
+    """
+
+    folder: str
+    key: str  # the space key: the model's vectors are comparable with every store's space of that key
+    exported_from: str  # the model spec that made it
+    size_bytes: int
+    towers: dict[str, dict[str, Any]]
+    usable: bool = True  # False: partial or from another export version (re-exported on next use)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class ErrorInfo:
     path: str
     reason: str

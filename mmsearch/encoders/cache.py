@@ -17,7 +17,10 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mmsearch.types import CachedExport
 
 #: Bumped when the export format changes; older entries are ignored (and re-exported).
 EXPORT_VERSION = 2
@@ -100,3 +103,19 @@ def clear() -> tuple[int, int]:
         elif path.suffix == ".lock":
             path.unlink(missing_ok=True)
     return count, size
+
+
+def describe() -> list["CachedExport"]:
+    """Every export in the cache, as :class:`mmsearch.types.CachedExport`."""
+    from mmsearch.encoders.runtime import pick_precision
+    from mmsearch.types import CachedExport
+
+    found = []
+    for entry, meta, size in entries():
+        if meta is None:
+            found.append(CachedExport(str(entry.folder), "", "", size, {}, usable=False))
+            continue
+        towers = {name: {"auto": pick_precision(t, "auto"), "fidelity": t["fidelity"], "ms_per_item": t.get("ms_per_item", {})}
+                  for name, t in meta["towers"].items()}
+        found.append(CachedExport(str(entry.folder), meta["key"], meta.get("exported_from", ""), size, towers))
+    return found

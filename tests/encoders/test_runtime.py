@@ -136,3 +136,31 @@ def test_no_change_resync_and_a_text_query_import_no_torch(tmp_path, tiny_model)
     assert _cli_modules("index", str(tmp_path / "photos"), "--store", store, "--model", tiny_model)[0] == 0
     assert _cli_modules("index", str(tmp_path / "photos"), "--store", store) == (0, [])
     assert _cli_modules("query", "a red circle", "--store", store) == (0, [])
+
+
+def test_cache_command_lists_exports_with_fidelity_and_clears_them(tiny_model):
+    from tests.kit import cli
+
+    enc = load_encoder(tiny_model, device="cpu")
+    listed = json.loads(cli("cache", "--json").stdout)
+    mine = [e for e in listed["exports"] if e["key"] == enc.space.key]
+    assert len(mine) == 1 and mine[0]["size_bytes"] > 0
+    assert {t["auto"] for t in mine[0]["towers"].values()} <= {"fp32", "int8"}
+    assert all(set(t["fidelity"]) == {"fp32", "int8"} for t in mine[0]["towers"].values())
+    table = cli("cache")
+    assert table.exit_code == 0 and "cos" in table.stdout
+    cleared = cli("cache", "--clear", "--json")
+    assert json.loads(cleared.stdout)["cleared"] is True and cache.describe() == []
+
+
+@pytest.mark.parametrize("flag", [["--runtime", "torch"], ["--precision", "fp32"], []])
+def test_index_and_query_take_runtime_options(tmp_path, tiny_model, flag):
+    from tests.kit import cli
+
+    write_images(tmp_path / "photos", n=4)
+    store = str(tmp_path / "store")
+    assert cli("index", tmp_path / "photos", "--store", store, "--model", tiny_model, *flag).exit_code == 0
+    res = cli("query", "a red circle", "--store", store, "--json", *flag)
+    assert res.exit_code == 0 and len(json.loads(res.stdout)) == 4
+    bad = cli("query", "a red circle", "--store", store, "--runtime", "tpu")
+    assert bad.exit_code == 2 and "--runtime" in bad.output

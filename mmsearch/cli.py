@@ -222,6 +222,8 @@ def _fast_query(argv: list[str]) -> bool | None:
         return None
     if opts or extra or kw["no_server"] or (kw["text"] is None) == (kw["image"] is None):
         return None
+    if kw.pop("runtime") is not None or kw.pop("precision") is not None:
+        return None  # this process's own runtime was asked for: search in-process
     try:
         fmt = present.pick_format(bool(kw.pop("as_json")), bool(kw.pop("as_jsonl")), bool(kw.pop("as_paths")))
     except MmsearchError:

@@ -53,6 +53,7 @@ def main() -> None:
 
     from mmsearch import Engine
     from mmsearch.ingest.decode import load
+    from mmsearch.ingest.pixels import to_batch
 
     tmp = Path(tempfile.mkdtemp(prefix="mmsearch-bench-"))
     try:
@@ -65,12 +66,12 @@ def main() -> None:
 
         with Engine.open(tmp / "store", model=args.model, device=args.device, workers=args.workers,
                          batch_size=args.batch_size) as eng:
-            enc, _ = eng._write_space()
+            enc = eng.encoder(args.model)
             recipe = enc.image_recipe()
             sample = files[: min(100, len(files))]
             load(str(sample[0]), "image", recipe)
             t0 = time.perf_counter()
-            batch = np.stack([load(str(f), "image", recipe).pixels for f in sample])
+            batch = to_batch([load(str(f), "image", recipe).pixels for f in sample], recipe)
             decode_rate = len(sample) / (time.perf_counter() - t0)
             enc.embed_image_batch(batch[:8])
             t0 = time.perf_counter()

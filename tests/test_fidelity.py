@@ -6,7 +6,10 @@ image as a viewer sees it: EXIF orientation applied, transparency composited on 
 colours converted to RGB *before* resizing (open_clip's transform resizes first and converts
 after, which resizes palette images by their palette indices, nearest-neighbour style). Those are
 the places where mmsearch deliberately differs from a bare ``preprocess(Image.open(p))``. Every
-faster path added later (GPU decode, fp16, batching tricks) must pass this same test.
+faster path added later (GPU decode, fp16, batching tricks) must pass this same test. On the CPU
+indexing and the query both run on ONNX Runtime at the ``auto`` precision (int8 towers where their
+measured fidelity holds), Pillow+numpy preprocessing and reduced JPEG decode: this is their end-to-end
+fidelity test against open_clip on torch fp32.
 """
 
 import numpy as np
@@ -14,6 +17,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from mmsearch import Engine
+from mmsearch.query.encode import Query, embed_query
 
 ARCHS = ["ViT-B-32", "RN50"]
 
@@ -71,7 +75,7 @@ def test_stored_embeddings_match_open_clip_reference(arch, tmp_path):
             ids, vecs = eng.store.vectors(space.id, modality)
             for cid, v in zip(ids, vecs):
                 stored[eng.store.content_meta([cid])[cid].uris[0]] = v
-        query_side = eng.encoder(space.spec).embed_images([reference_view(p) for p in paths])
+        query_side = np.stack([embed_query(Query.make(image=p), space, eng.encoder) for p in paths])
 
     torch.manual_seed(seed)
     model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)

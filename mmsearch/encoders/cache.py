@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mmsearch.types import CachedExport
 
 #: Bumped when the export format changes; older entries are ignored (and re-exported).
-EXPORT_VERSION = 3
+EXPORT_VERSION = 5
 
 
 def root() -> Path:

@@ -20,6 +20,13 @@ from mmsearch.encoders.spec import ModelRef
 from mmsearch.errors import ModelError, UsageError
 
 
+def run_step(precision: str, batch_size: int) -> int:
+    """Items per ONNX Runtime call. int8 towers quantise activations with one scale per call, so a
+    batched call would make an item's vector depend on the other items in it: they run one item at a
+    time (a file's vector is the same whatever it is indexed with); fp32 runs whole batches."""
+    return 1 if precision == "int8" else batch_size
+
+
 def cpu_threads() -> int:
     """Threads per ONNX Runtime session: ``$MMSEARCH_THREADS``, else every core this process may use."""
     env = os.environ.get("MMSEARCH_THREADS")
@@ -70,11 +77,11 @@ class OnnxClipEncoder:
     def _run(self, tower: str, batch: np.ndarray) -> np.ndarray:
         if len(batch) == 0:
             return np.zeros((0, self.space.dim), np.float32)
+        step = run_step(self._precision[tower], self.batch_size)
         with self._lock:
             session = self._session(tower)
             name = session.get_inputs()[0].name
-            out = [session.run(None, {name: batch[i : i + self.batch_size]})[0]
-                   for i in range(0, len(batch), self.batch_size)]
+            out = [session.run(None, {name: batch[i : i + step]})[0] for i in range(0, len(batch), step)]
         x = np.concatenate(out).astype(np.float32, copy=False)
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 

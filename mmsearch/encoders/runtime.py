@@ -66,6 +66,8 @@ def pick_precision(tower: dict, wanted: str) -> str:
     """The precision to run one tower at: ``wanted``, or for ``auto`` the fastest (as measured at export;
     else by :data:`SPEED_ORDER`) whose measured fidelity to torch fp32 is at least :data:`MIN_FIDELITY`."""
     if wanted != "auto":
+        if wanted not in tower["files"]:
+            raise UsageError(f"--precision {wanted}: this model has no {wanted} export (it could not be quantised)")
         return wanted
     fidelity, speed = tower["fidelity"], tower.get("ms_per_item", {})
     kept = [p for p in SPEED_ORDER if fidelity.get(p, 0.0) >= MIN_FIDELITY]

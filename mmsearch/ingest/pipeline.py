@@ -101,7 +101,7 @@ def _load_many(tasks: Sequence[tuple]) -> list[Loaded]:
 
 
 class DecodePool:
-    """Map :func:`mmsearch.ingest.decode.load` over tasks, in order, at most ``window`` chunks ahead."""
+    """Map :func:`mmsearch.ingest.decode.load` over tasks, in order, a bounded number of chunks ahead."""
 
     def __init__(self, workers: int | None, expected: int) -> None:
         n = default_workers() if workers is None else workers
@@ -126,14 +126,17 @@ class DecodePool:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def map(self, tasks: Iterable[tuple], chunk: int = 16) -> Iterator[Loaded]:
+    def map(self, tasks: Iterable[tuple], chunk: int = 16, ahead: int = 0) -> Iterator[Loaded]:
+        """``load(*task)`` for each task, in order. Workers decode up to ``ahead`` files (at least three
+        chunks per worker) before the consumer takes them: with ``ahead`` = one commit batch, the next
+        batch decodes while the parent embeds this one."""
         if self._pool is None:
             from mmsearch.ingest.decode import load
 
             for t in tasks:
                 yield load(*t)
             return
-        window = self.workers * 3
+        window = max(self.workers * 3, -(-ahead // chunk) + self.workers)
         pending: deque[Future] = deque()
         batch: list[tuple] = []
         for t in tasks:

@@ -67,7 +67,8 @@ def sync_paths(store: Store, encoder: Encoder, space: Space, paths: Sequence[str
                 flush(linkable)
         recipe = encoder.image_recipe()
         with DecodePool(workers, len(fresh)) as pool:
-            for chunk in batched(pool.map((c.path, c.modality, recipe, limits) for c in fresh), batch):
+            # one batch decoded ahead: workers decode the next batch while this one is embedded
+            for chunk in batched(pool.map(((c.path, c.modality, recipe, limits) for c in fresh), ahead=batch), batch):
                 flush(chunk)
         gone = vanished(store, p, {path for path, _ in report.errors})
         if gone:

@@ -164,3 +164,15 @@ def test_index_and_query_take_runtime_options(tmp_path, tiny_model, flag):
     assert res.exit_code == 0 and len(json.loads(res.stdout)) == 4
     bad = cli("query", "a red circle", "--store", store, "--runtime", "tpu")
     assert bad.exit_code == 2 and "--runtime" in bad.output
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_a_vector_does_not_depend_on_the_batch_it_was_embedded_in(tiny_model, precision):
+    ref = load_encoder(tiny_model, runtime="torch")
+    enc = load_encoder(tiny_model, device="cpu", precision=precision)
+    pixels = np.stack([ref.preprocess(im) for im in _images(6)])
+    together = enc.embed_image_batch(pixels)
+    alone = np.concatenate([enc.embed_image_batch(pixels[i : i + 1]) for i in range(len(pixels))])
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+    texts = enc.embed_texts(PROBE_TEXTS)
+    np.testing.assert_allclose(texts[:1], enc.embed_texts(PROBE_TEXTS[:1]), atol=1e-6)

@@ -170,6 +170,10 @@ def query(
     if not no_server and runtime is None and precision is None and _served(fmt, store, model=model, device=device, text=text, image=image, k=k, type=type_,
                                  under=under, nprobe=nprobe, ef_search=ef_search):
         return
+    if text is not None:  # the model loads on a thread while the store and index code import
+        from mmsearch.query.prefetch import text_model
+
+        text_model(store, model=model, device=device, runtime=runtime, precision=precision)
     with _engine(store, model=model, device=device, runtime=runtime, precision=precision, create=False) as eng:
         results = eng.search(text=text, image=image, k=k, type=type_, under=under, nprobe=nprobe, ef_search=ef_search)
         _notices(eng.notices)

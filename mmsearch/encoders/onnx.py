@@ -67,6 +67,13 @@ class OnnxClipEncoder:
             raise UsageError("embed_texts takes a list of strings, not one string")
         return self._run("text", self._tokens(list(texts)))
 
+    def warm(self, tower: str) -> None:
+        """Load ``tower``'s session (and for texts the tokenizer) now rather than on first use."""
+        with self._lock:
+            self._session(tower)
+            if tower == "text":
+                self._tokens(["warm"])
+
     def describe(self) -> dict[str, Any]:
         """What runs: runtime, precision per tower and its measured fidelity to torch fp32."""
         return {"runtime": "onnxruntime", "device": "cpu", "threads": cpu_threads(),

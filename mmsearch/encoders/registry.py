@@ -76,13 +76,59 @@ def registered(prefix: str, factory: Factory) -> Iterator[Factory]:
             _PREFIXES[prefix] = previous
 
 
+def prefetch(spec: str, tower: str, *, device: str | None = None, batch_size: int = 64, runtime: str | None = None,
+             precision: str | None = None) -> None:
+    """Start loading ``spec`` (and its ``tower``, when the encoder has ``warm``) on a daemon thread.
+
+    The next :func:`load_encoder` with the same arguments takes that encoder instead of loading its own,
+    so a cold query loads its model while the rest of mmsearch is still importing. Any failure is left
+    for that :func:`load_encoder` to raise (it loads again).
+    """
+    import threading
+    from concurrent.futures import Future
+
+    key = _key(spec, device, batch_size, runtime, precision)
+    if key in _PREFETCHED:
+        return
+    future: Future = Future()
+    _PREFETCHED[key] = future
+
+    def load() -> None:
+        try:
+            enc = load_encoder(spec, device=device, batch_size=batch_size, runtime=runtime, precision=precision,
+                               _prefetched=False)
+            getattr(enc, "warm", lambda _tower: None)(tower)
+            future.set_result(enc)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of load_encoder, which loads again
+            future.set_exception(exc)
+
+    threading.Thread(target=load, name=f"mmsearch-prefetch-{tower}", daemon=True).start()
+
+
+_PREFETCHED: dict[tuple, Any] = {}
+
+
+def prefetching() -> list[str]:
+    """The specs :func:`prefetch` started that no :func:`load_encoder` has taken yet."""
+    return [key[0] for key in _PREFETCHED]
+
+
+def _key(spec: str, *options: Any) -> tuple:
+    return (spec.strip(), *options)
+
+
 def load_encoder(spec: str, *, device: str | None = None, batch_size: int = 64, runtime: str | None = None,
-                 precision: str | None = None) -> Encoder:
+                 precision: str | None = None, _prefetched: bool = True) -> Encoder:
     """Load the encoder a spec names. Raises :class:`ModelError` with a fix when it cannot.
 
     ``runtime`` (``auto``, ``torch``, ``onnx``) and ``precision`` (``auto``, ``fp32``, ``int8``) reach
-    the factory only when given, so a plugin that knows nothing of them keeps working.
+    the factory only when given, so a plugin that knows nothing of them keeps working. An encoder that
+    :func:`prefetch` started with the same arguments is taken over.
     """
+    if _prefetched:
+        future = _PREFETCHED.pop(_key(spec, device, batch_size, runtime, precision), None)
+        if future is not None and future.exception() is None:
+            return future.result()
     spec = spec.strip()
     prefix, sep, rest = spec.partition(":")
     factory = _PREFIXES.get(prefix) if sep else None

@@ -7,7 +7,7 @@ link known content the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -35,8 +35,11 @@ class Committed:
 
 
 def commit(store: Store, encoder: Encoder, space: Space, items: Sequence[Loaded], *, kind: str = "file",
-           errors: Sequence[tuple[str, str]] = (), partial: Partial | None = None) -> Committed:
+           errors: Sequence[tuple[str, str]] = (), partial: Partial | None = None,
+           vectors: Mapping[str, np.ndarray] | None = None) -> Committed:
     """Embed the items whose content has no vector in ``space``, then write the batch in one transaction.
+
+    ``vectors``: sha256 → vector already embedded for some items (streamed ingest); only the rest are embedded.
 
     ``kind``: what the items' paths are (``file`` paths or ``text`` uris). Items with an error, and
     ``errors``, are recorded as errors (paths stored as printable text: a non-UTF-8 name cannot be a
@@ -60,7 +63,8 @@ def commit(store: Store, encoder: Encoder, space: Space, items: Sequence[Loaded]
             result.reused += 1  # duplicate within this batch
         else:
             need[x.sha256] = x
-    vectors = embed(encoder, list(need.values()), partial)
+    given = {sha: v for sha, v in (vectors or {}).items() if sha in need}
+    vectors = {**given, **embed(encoder, [x for sha, x in need.items() if sha not in given], partial)}
     res = store.apply([Upsert(uri=x.path, kind=kind, size=x.size, mtime_ns=x.mtime_ns, sha256=x.sha256,
                               modality=x.modality, width=x.width, height=x.height, text=x.text,
                               vector=vectors.get(x.sha256)) for x in ok], space.id, errors=errors)

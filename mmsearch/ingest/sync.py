@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
 
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import IndexInterrupted
-from mmsearch.ingest.commit import commit
+from mmsearch.ingest.commit import commit, embed
 from mmsearch.ingest.decode import Loaded
 from mmsearch.ingest.discover import check_roots, display
 from mmsearch.ingest.pipeline import DecodePool
@@ -27,6 +29,28 @@ from mmsearch.util import batched
 Progress = Callable[[int, int], None]  # (done, total)
 OnCommit = Callable[[BatchCommitted], None]  # called after each batch is durable
 BATCH = 256  # files per transaction and per encoder call group
+
+
+def streamed(decoded: Iterable[Loaded], encoder: Encoder, batch: int,
+             progress: Callable[[int], None]) -> Iterator[tuple[list[Loaded], dict[str, np.ndarray]]]:
+    """Commit batches of decoded items with their vectors, embedded step by step as items arrive, so
+    the model works while the workers decode the rest of the batch (not after the whole batch is in).
+    Pixels are dropped once embedded."""
+    step = int(getattr(encoder, "batch_size", 64) or 64)
+    pending: list[Loaded] = []
+    vectors: dict[str, np.ndarray] = {}
+    for part in batched(decoded, min(step, batch)):
+        todo = {x.sha256: x for x in part if x.error is None and x.sha256 not in vectors}
+        vectors.update(embed(encoder, list(todo.values())))
+        for x in part:
+            x.pixels = None
+        pending += part
+        progress(len(pending))
+        if len(pending) >= batch:
+            yield pending, vectors
+            pending, vectors = [], {}
+    if pending:
+        yield pending, vectors
 
 
 def sync_paths(store: Store, encoder: Encoder, space: Space, paths: Sequence[str | os.PathLike], *,
@@ -42,10 +66,11 @@ def sync_paths(store: Store, encoder: Encoder, space: Space, paths: Sequence[str
         tell = progress or (lambda _d, _t: None)
         tell(done, total)
 
-        def flush(items: list[Loaded], errors: Sequence[tuple[str, str]] = ()) -> None:
+        def flush(items: list[Loaded], errors: Sequence[tuple[str, str]] = (),
+                  vectors: dict[str, np.ndarray] | None = None) -> None:
             nonlocal done
             start = done
-            res = commit(store, encoder, space, items, errors=errors,
+            res = commit(store, encoder, space, items, errors=errors, vectors=vectors,
                          partial=lambda f: tell(start + int(len(items) * f), total))
             # Counted only once committed: an interrupted run's summary never claims work it did not keep.
             report.indexed += res.indexed
@@ -65,11 +90,12 @@ def sync_paths(store: Store, encoder: Encoder, space: Space, paths: Sequence[str
             fresh += new
             if linkable:
                 flush(linkable)
-        recipe = encoder.image_recipe()
-        with DecodePool(workers, len(fresh)) as pool:
-            # one batch decoded ahead: workers decode the next batch while this one is embedded
-            for chunk in batched(pool.map(((c.path, c.modality, recipe, limits) for c in fresh), ahead=batch), batch):
-                flush(chunk)
+        if fresh:
+            recipe = encoder.image_recipe()
+            with DecodePool(workers, len(fresh)) as pool:
+                decoded = pool.map(((c.path, c.modality, recipe, limits) for c in fresh), ahead=batch)
+                for chunk, vectors in streamed(decoded, encoder, batch, lambda n: tell(done + n, total)):
+                    flush(chunk, vectors=vectors)
         gone = vanished(store, p, {path for path, _ in report.errors})
         if gone:
             report.removed += store.apply([], space.id, remove_uris=gone).removed_sources

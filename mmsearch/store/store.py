@@ -75,7 +75,8 @@ class Store(Reads, Writes, Checks):
         return size
 
     def write_manifest(self) -> None:
-        """``manifest.json``: what the store holds, for people and tools (nothing reads it to work)."""
+        """``manifest.json``: what the store holds, for people and tools (nothing depends on it: a cold
+        query reads it only as a hint of which model to start loading early)."""
         write_json(self.root / MANIFEST, {
             "format": "mmsearch-store",
             "schema_version": SCHEMA_VERSION,

@@ -176,3 +176,31 @@ def test_a_vector_does_not_depend_on_the_batch_it_was_embedded_in(tiny_model, pr
     np.testing.assert_allclose(together, alone, atol=1e-6)
     texts = enc.embed_texts(PROBE_TEXTS)
     np.testing.assert_allclose(texts[:1], enc.embed_texts(PROBE_TEXTS[:1]), atol=1e-6)
+
+
+def test_a_prefetched_encoder_is_taken_over_and_a_failed_prefetch_still_reports_its_error(tiny_model, tmp_path):
+    from mmsearch.encoders.registry import prefetch
+
+    prefetch(tiny_model, "text", device="cpu")
+    first = load_encoder(tiny_model, device="cpu")  # waits for the thread, takes its encoder
+    assert first.describe()["runtime"] == "onnxruntime"
+    assert load_encoder(tiny_model, device="cpu") is not first  # taken once; later loads are fresh
+    missing = f"local-dir:{tmp_path / 'nowhere'}"
+    prefetch(missing, "text")
+    with pytest.raises(ModelError, match="model folder not found"):
+        load_encoder(missing)
+
+
+def test_a_cold_text_query_prefetches_its_model_from_the_manifest(tmp_path, tiny_model):
+    from mmsearch.encoders import registry
+    from mmsearch.query.prefetch import text_model
+    from tests.kit import cli
+
+    write_images(tmp_path / "photos", n=3)
+    assert cli("index", tmp_path / "photos", "--store", tmp_path / "store", "--model", tiny_model).exit_code == 0
+    text_model(tmp_path / "store")
+    assert registry.prefetching() == [tiny_model]
+    res = cli("query", "a red circle", "--store", tmp_path / "store", "--no-server", "--json")
+    assert res.exit_code == 0 and len(json.loads(res.stdout)) == 3 and registry.prefetching() == []
+    text_model(tmp_path / "no-store")  # no manifest: nothing started, nothing raised
+    assert registry.prefetching() == []

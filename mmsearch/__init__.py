@@ -27,6 +27,7 @@ _EXPORTS = {
     "BatchCommitted": "mmsearch.types",
     "DoctorReport": "mmsearch.types",
     "DoctorCheck": "mmsearch.types",
+    "CachedExport": "mmsearch.types",
     "IndexInterrupted": "mmsearch.errors",
     "MmsearchError": "mmsearch.errors",
     "UsageError": "mmsearch.errors",
@@ -41,7 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from mmsearch.engine import Engine
     from mmsearch.errors import (DecodeError, IndexInterrupted, MmsearchError, ModelError, StoreError,
                                  StoreLockedError, UsageError)
-    from mmsearch.types import BatchCommitted, DoctorCheck, DoctorReport, ErrorInfo, Hit, IndexReport, Stats
+    from mmsearch.types import (BatchCommitted, CachedExport, DoctorCheck, DoctorReport, ErrorInfo, Hit, IndexReport,
+                                Stats)
 
 
 def __getattr__(name: str) -> Any:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,3 +247,15 @@ def index_file(store: Path, space_id: int = 1, modality: str = "image") -> Path:
 
 def index_pointer(store: Path, space_id: int = 1, modality: str = "image") -> Path:
     return Path(store) / "ann" / f"space{space_id}-{modality}.json"
+
+
+def stop_process(proc: "subprocess.Popen", sig: int | None = None, timeout: float = 30) -> None:
+    """Ask a child process to stop (``sig``, default SIGTERM), then kill it if it has not within ``timeout``."""
+    import signal
+
+    proc.send_signal(signal.SIGTERM if sig is None else sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ pytest.importorskip("uvicorn")
 
 import mmsearch  # noqa: E402
 from mmsearch.server import make_server  # noqa: E402
-from tests.kit import cli  # noqa: E402
+from tests.kit import cli, stop_process  # noqa: E402
 
 HEAVY = ("numpy", "torch", "sqlalchemy", "faiss", "open_clip")
 SERVER_FILE = "server.json"
@@ -293,11 +292,6 @@ def test_serve_command_announces_itself_and_withdraws_on_sigterm(indexed, tmp_pa
         log.seek(0)
         assert f"on {info['url']}/" in log.read()  # the real port, not 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
     assert not file.exists()

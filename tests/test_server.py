@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from mmsearch import Engine, StoreError  # noqa: E402
 from mmsearch.server import create_app  # noqa: E402
-from tests.kit import cli  # noqa: E402
+from tests.kit import cli, stop_process  # noqa: E402
 
 # `indexed` (tests/conftest.py): the kit's default corpus, 6 images and 3 texts
 # ("hello there", "general kenobi", "a red bicycle"), indexed by the tiny model.
@@ -261,12 +261,7 @@ def test_serve_command_runs_a_real_server(indexed, tmp_path):
             hits = json.load(r)
         assert hits[0]["text"] == "hello there" and len(hits) == 2
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

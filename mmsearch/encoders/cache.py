@@ -41,8 +41,10 @@ class Entry:
     folder: Path
 
     @classmethod
-    def for_key(cls, key: str) -> "Entry":
-        digest = hashlib.sha256(f"{key}|export{EXPORT_VERSION}".encode()).hexdigest()[:24]
+    def for_key(cls, key: str, identity: str = "") -> "Entry":
+        """The entry of a space ``key``; ``identity`` adds what the key leaves out (a local model's config
+        and weights size). The CPU kind is part of it too: int8 fidelity and speed hold for one kind."""
+        digest = hashlib.sha256(f"{key}|{identity}|{cpu_kind()}|export{EXPORT_VERSION}".encode()).hexdigest()[:24]
         return cls(root() / "runtime" / digest)
 
     @property
@@ -78,12 +80,35 @@ class Entry:
         os.replace(staged, self.folder)
 
 
+def cpu_kind() -> str:
+    """What int8 results depend on: the integer dot-product instructions present, and ONNX Runtime's version
+    (without VNNI, full-range int8 weights saturate: an export measured elsewhere would not hold here)."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ort = version("onnxruntime")
+    except PackageNotFoundError:
+        ort = "none"
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    return f"{platform.machine()}:{','.join(f for f in wanted if f in flags)}:ort{ort}"
+
+
 def entries() -> Iterator[tuple[Entry, dict[str, Any] | None, int]]:
     """Every export in the cache: (entry, meta or None when unusable, bytes on disk)."""
     base = root() / "runtime"
     if not base.is_dir():
         return
-    for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for folder in sorted(p for p in base.iterdir() if p.is_dir()):  # a ".…tmp-PID" is an export cut short
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         entry = Entry(folder)
         yield entry, entry.meta(), size

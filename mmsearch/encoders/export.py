@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 import warnings
 from contextlib import contextmanager
@@ -51,8 +52,11 @@ def ensure_export(ref: ModelRef, entry: Entry) -> dict[str, Any]:
         meta = entry.meta()  # another process may have finished it while we waited
         if meta is None:
             staged = entry.staging()
-            meta = export(ref, staged)
-            entry.publish(staged)
+            try:
+                meta = export(ref, staged)
+                entry.publish(staged)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)  # gone after publish; a failed export leaves nothing
     return meta
 
 
@@ -109,7 +113,7 @@ def _export_tower(model: Any, tower: str, probe: Any, input_name: str, out: Path
                           opset_version=17, dynamo=False)
     out32, ms32 = _run_file(fp32, input_name, batch, "fp32")
     fidelity, speed = {"fp32": _min_cosine(reference, out32)}, {"fp32": ms32}
-    big = sum(f.stat().st_size for f in out.iterdir()) > _EXTERNAL_DATA_BYTES
+    big = fp32.stat().st_size > _EXTERNAL_DATA_BYTES  # torch writes a tower over 2 GB with side files
     files = {"fp32": fp32.name}
     best = _best_int8(fp32, int8, big, input_name, batch, reference)
     if best is not None:
@@ -134,7 +138,10 @@ def _best_int8(fp32: Path, int8: Path, big: bool, input_name: str, batch: np.nda
             _quantise(fp32, int8, big, options)
         except ModelError:  # e.g. per-channel Conv weights the quantiser cannot find: try the next setting
             continue
-        out, ms = _run_file(int8, input_name, batch, "int8")
+        try:
+            out, ms = _run_file(int8, input_name, batch, "int8")
+        except Exception:  # ONNX Runtime cannot run this quantised graph (an op it lacks): next setting
+            continue
         score = _min_cosine(reference, out)
         if best is None or score > best[0]:
             best = (score, ms, options)

@@ -44,6 +44,7 @@ class OnnxClipEncoder:
     def __init__(self, ref: ModelRef, entry: Entry, meta: dict[str, Any], *, precision: str = "auto",
                  batch_size: int = 64) -> None:
         self.entry, self.batch_size, self.device = entry, batch_size, "cpu"
+        self._model_name = ref.model_name  # this folder, not the one the export was made from
         self._meta = meta
         self._precision = {t: pick_precision(v, precision) for t, v in meta["towers"].items()}
         self._sessions: dict[str, Any] = {}
@@ -122,6 +123,6 @@ class OnnxClipEncoder:
             else:  # a tokenizer we cannot mirror without open_clip (e.g. a Hugging Face one): use open_clip's
                 import open_clip
 
-                fn = open_clip.get_tokenizer(self._meta["space"]["extra"]["model_name"])
+                fn = open_clip.get_tokenizer(self._model_name)
                 self._tokenizer = lambda texts: fn(texts).numpy()
         return self._tokenizer(texts)

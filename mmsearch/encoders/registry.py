@@ -159,7 +159,7 @@ def open_clip_encoder(ref: ModelRef, *, device: str | None = None, batch_size: i
     from mmsearch.encoders.export import ensure_export
     from mmsearch.encoders.onnx import OnnxClipEncoder
 
-    entry = Entry.for_key(ref.key)
+    entry = Entry.for_key(ref.key, ref.identity)
     return OnnxClipEncoder(ref, entry, ensure_export(ref, entry), precision=precision, batch_size=batch_size)
 
 

@@ -1,8 +1,8 @@
 """Which runtime runs a model: torch on CUDA and MPS (and as the reference), ONNX Runtime on the CPU.
 
-Decided without importing torch where possible: a machine with no NVIDIA driver cannot use CUDA,
-so ``auto`` there means the CPU, and the CPU means ONNX Runtime. Only where a driver exists is torch
-asked whether CUDA works. MPS is used when asked for (``--device mps``); ``auto`` on a Mac uses the
+Decided without importing torch where possible: a machine with no NVIDIA driver, or whose torch is
+built without CUDA (read from torch's ``version.py``), cannot use CUDA, so ``auto`` there means the
+CPU, and the CPU means ONNX Runtime. Only where both exist is torch asked whether CUDA works. MPS is used when asked for (``--device mps``); ``auto`` on a Mac uses the
 CPU runtime (ONNX Runtime), which needs no torch to start.
 
 Precision on the CPU (``--precision``): ``auto`` takes, per tower, the fastest precision (timed at
@@ -24,9 +24,31 @@ MIN_FIDELITY = 0.999
 
 
 def _nvidia_driver() -> bool:
-    if sys.platform.startswith("linux"):
-        return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
-    return sys.platform == "win32"  # no cheap probe there: ask torch
+    """Whether CUDA could work here, decided without importing torch: an NVIDIA driver (Linux; assumed
+    elsewhere) and a torch built with CUDA (read from its ``version.py``, not imported)."""
+    if sys.platform.startswith("linux") and not (os.path.exists("/proc/driver/nvidia/version")
+                                                  or os.path.exists("/dev/nvidiactl")):
+        return False
+    return _torch_built_with_cuda()
+
+
+def _torch_built_with_cuda() -> bool:
+    import importlib.util
+    import re
+
+    try:
+        found = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return False
+    if found is None or not found.submodule_search_locations:
+        return False
+    version_py = os.path.join(list(found.submodule_search_locations)[0], "version.py")
+    try:
+        with open(version_py, encoding="utf-8") as f:
+            cuda = re.search(r"^cuda\s*(?::[^=]*)?=\s*(.+)$", f.read(), re.MULTILINE)
+    except OSError:
+        return True  # cannot tell: let torch answer
+    return cuda is not None and cuda.group(1).strip() not in ("None", "''", '""')
 
 
 def choose(device: str | None, runtime: str | None) -> tuple[str, str]:

@@ -29,6 +29,7 @@ class ModelRef:
     pretrained: str | None  # open_clip pretrained tag (None: weights come with model_name)
     weights: str  # the weights tag in the space key
     random_seed: int | None = None
+    identity: str = ""  # what the key leaves out but an export depends on (a local model's config, weights size)
 
     @property
     def family(self) -> str:
@@ -80,7 +81,8 @@ def local_dir_ref(spec: str, folder: Path) -> ModelRef:
     weights = find_weights(folder)
     if weights is None:
         raise ModelError("no weights file (*.safetensors, *.bin, *.pth) in model folder", path=str(folder))
-    return ModelRef(spec, f"local-dir:{folder}", None, weights_fingerprint(weights))
+    identity = hashlib.sha256(config.read_bytes()).hexdigest()[:16] + f":{weights.stat().st_size}"
+    return ModelRef(spec, f"local-dir:{folder}", None, weights_fingerprint(weights), identity=identity)
 
 
 def builtin_ref(spec: str, name: str) -> ModelRef:

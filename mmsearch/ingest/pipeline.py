@@ -28,8 +28,8 @@ Two guards, set up in :func:`_init_worker`:
 
 **How many.** :func:`default_workers` gives a quarter of the cores, at least 1, at most 8. The
 encoder runs in the parent on all cores, and with reduced JPEG decodes a 12 MP photo costs a worker
-~100 ms of one core (smaller images less) while a CPU ViT-B/32 forward pass took ~490 ms per image
-on both cores of the (busy) 2-core machine this was measured on, so one decoder per four cores
+~55 ms of one core (a 640×480 JPEG ~18 ms) while a CPU ViT-B/32 forward pass takes 68–88 ms per
+image on both cores of the 2-core machine in benchmarks/RESULTS.md, so one decoder per four cores
 keeps the encoder fed without taking its cores
 (2 cores → 1 worker, 8 → 2, 16 → 4). Pass ``--workers`` for another balance: a GPU encoder leaves
 the cores free, and more workers then help.

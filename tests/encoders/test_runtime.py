@@ -181,14 +181,18 @@ def test_a_vector_does_not_depend_on_the_batch_it_was_embedded_in(tiny_model, pr
 def test_a_prefetched_encoder_is_taken_over_and_a_failed_prefetch_still_reports_its_error(tiny_model, tmp_path):
     from mmsearch.encoders.registry import prefetch
 
+    from mmsearch.encoders.registry import prefetching
+
     prefetch(tiny_model, "text", device="cpu")
+    assert prefetching() == [tiny_model]
     first = load_encoder(tiny_model, device="cpu")  # waits for the thread, takes its encoder
-    assert first.describe()["runtime"] == "onnxruntime"
+    assert first.describe()["runtime"] == "onnxruntime" and prefetching() == []
     assert load_encoder(tiny_model, device="cpu") is not first  # taken once; later loads are fresh
     missing = f"local-dir:{tmp_path / 'nowhere'}"
     prefetch(missing, "text")
     with pytest.raises(ModelError, match="model folder not found"):
         load_encoder(missing)
+    assert prefetching() == []
 
 
 def test_a_cold_text_query_prefetches_its_model_from_the_manifest(tmp_path, tiny_model):
@@ -204,3 +208,16 @@ def test_a_cold_text_query_prefetches_its_model_from_the_manifest(tmp_path, tiny
     assert res.exit_code == 0 and len(json.loads(res.stdout)) == 3 and registry.prefetching() == []
     text_model(tmp_path / "no-store")  # no manifest: nothing started, nothing raised
     assert registry.prefetching() == []
+
+
+def test_an_export_follows_the_model_folder_contents_not_only_its_fingerprint(tmp_path):
+    """Same weights fingerprint, another config (e.g. preprocessing): another export, not the stale one."""
+    from tests.kit import make_tiny_model
+
+    folder = make_tiny_model(tmp_path / "m", seed=23)
+    first = load_encoder(f"local-dir:{folder}", device="cpu")
+    config = json.loads((folder / "open_clip_config.json").read_text())
+    config["preprocess_cfg"] = {**config.get("preprocess_cfg", {}), "interpolation": "bilinear"}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    again = load_encoder(f"local-dir:{folder}", device="cpu")
+    assert again.entry != first.entry and again.image_recipe()["cfg"]["interpolation"] == "bilinear"

@@ -43,3 +43,16 @@ def is_under(path: str, root: str) -> bool:
 
 def under_any(path: str, roots: Iterable[str]) -> bool:
     return any(is_under(path, r) for r in roots)
+
+
+def folder_size(folder: "os.PathLike[str] | str") -> int:
+    """Bytes the files below ``folder`` take (a file renamed or removed mid-walk counts as nothing)."""
+    from pathlib import Path
+
+    size = 0
+    for f in Path(folder).rglob("*"):
+        try:
+            size += f.stat().st_size if f.is_file() else 0
+        except OSError:
+            pass
+    return size

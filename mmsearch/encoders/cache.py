@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from mmsearch.util import folder_size
+
 if TYPE_CHECKING:  # pragma: no cover
     from mmsearch.types import CachedExport
 
@@ -109,7 +111,7 @@ def entries() -> Iterator[tuple[Entry, dict[str, Any] | None, int]]:
     if not base.is_dir():
         return
     for folder in sorted(p for p in base.iterdir() if p.is_dir()):  # a ".…tmp-PID" is an export cut short
-        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        size = folder_size(folder)  # an export being published may move away mid-walk
         entry = Entry(folder)
         yield entry, entry.meta(), size
 
@@ -122,7 +124,7 @@ def clear() -> tuple[int, int]:
         return 0, 0
     for path in list(base.iterdir()):
         if path.is_dir():
-            size += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            size += folder_size(path)
             count += not path.name.startswith(".")
             shutil.rmtree(path, ignore_errors=True)
         elif path.suffix == ".lock":

@@ -20,6 +20,7 @@ from mmsearch.store.read import ContentMeta, Reads, SourceState
 from mmsearch.store.schema import SCHEMA_VERSION
 from mmsearch.store.session import Database
 from mmsearch.store.write import ApplyResult, Upsert, Writes
+from mmsearch.util import folder_size
 
 DB_NAME = "mmsearch.sqlite3"
 __all__ = ["Store", "Upsert", "ApplyResult", "ContentMeta", "SourceState", "DB_NAME", "MANIFEST"]
@@ -66,13 +67,7 @@ class Store(Reads, Writes, Checks):
 
     def disk_usage(self) -> int:
         """Bytes the store's files take (database, WAL, index files)."""
-        size = 0
-        for f in self.root.rglob("*"):
-            try:
-                size += f.stat().st_size if f.is_file() else 0
-            except OSError:  # a writer's temp file renamed away mid-walk
-                pass
-        return size
+        return folder_size(self.root)  # a writer's temp file renamed away mid-walk counts as nothing
 
     def write_manifest(self) -> None:
         """``manifest.json``: what the store holds, for people and tools (nothing depends on it: a cold

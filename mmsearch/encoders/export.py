@@ -1,10 +1,10 @@
 """open_clip (torch) → ONNX, once per model: both towers at fp32 and int8, fidelity measured, cached.
 
 The export loads the model with torch on the CPU (the reference), writes each tower with
-``torch.onnx.export``, quantises it with ONNX Runtime's dynamic int8 quantisation (7-bit weights
-per channel, activations quantised per batch), and measures every file against torch fp32 on probe inputs:
-coloured shapes on gradients plus noise for images, captions
-with punctuation, non-ASCII and over-long text for texts. The minimum cosine per tower and precision
+``torch.onnx.export``, quantises it with ONNX Runtime's dynamic int8 quantisation (full-range
+weights, else 7-bit per-channel weights: :data:`QUANTISE`; activations quantised per call), and
+measures every file against torch fp32 on probe inputs: coloured shapes on gradients plus noise for
+images, captions with punctuation, non-ASCII and over-long text for texts. The minimum cosine per tower and precision
 goes into the entry's ``meta.json`` with each file's time per item on this machine;
 :func:`mmsearch.encoders.runtime.pick_precision` reads both (int8 is not always the faster: tiny
 convolutional models run slower quantised).
@@ -120,10 +120,10 @@ def _export_tower(model: Any, tower: str, probe: Any, input_name: str, out: Path
         files["int8"] = int8.name
         fidelity["int8"], speed["int8"] = best[0], best[1]
     if not big:  # graph fusions done once here, not at every session start (halves an int8 tower's load time)
-        for precision, name in files.items():
+        for precision, name in files.items():  # fidelity and speed of the file that will actually run
             _optimise(out / name)
-            again = _min_cosine(reference, _run_file(out / name, input_name, batch, precision)[0])
-            fidelity[precision] = min(fidelity[precision], again)
+            again, speed[precision] = _run_file(out / name, input_name, batch, precision)
+            fidelity[precision] = min(fidelity[precision], _min_cosine(reference, again))
     return {"files": files, "fidelity": fidelity, "ms_per_item": speed, "input": input_name,
             "int8_options": best[2] if best else None}
 

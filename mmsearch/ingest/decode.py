@@ -1,5 +1,8 @@
-"""Bytes → pixels or text, with limits. Runs in decode workers; must stay picklable and light
-(Pillow and numpy only: no torch, no open_clip).
+"""Bytes → pixels, text or sound features, with limits. Runs in decode workers; must stay picklable
+and light (Pillow, numpy, soundfile, soxr, PyAV only: no torch, no open_clip, no transformers).
+
+Sounds (:mod:`mmsearch.ingest.audio`) are never read whole: the file is hashed as a stream (they can
+be gigabytes) and only its first ``max_audio_seconds`` are decoded into the model's log-mel windows.
 
 Images are shown to the model as a viewer would see them: EXIF orientation applied, the first
 frame of animations, transparency composited on white, any mode (CMYK, 16-bit, palette, grey)
@@ -32,7 +35,10 @@ from mmsearch.ingest.pixels import Box, plan, prepare, resize_size
 
 MAX_IMAGE_PIXELS = 100_000_000  # decompression-bomb guard (≈ 10k × 10k)
 MAX_TEXT_BYTES = 1 << 20  # text files above 1 MiB are skipped with an error
-MAX_FILE_BYTES = 1 << 30  # nothing above 1 GiB is read
+MAX_FILE_BYTES = 1 << 30  # nothing above 1 GiB is read (images, texts)
+MAX_AUDIO_BYTES = 8 << 30  # sound files are hashed as a stream, never held whole: up to 8 GiB
+MAX_AUDIO_SECONDS = 600.0  # the first 10 minutes of a sound are decoded and embedded
+_HASH_CHUNK = 1 << 20
 
 
 class BadInput(Exception):
@@ -53,6 +59,28 @@ class Loaded:
     text: str | None = None
     pixels: np.ndarray | None = None  # uint8 (H, W, 3), the model input before normalisation (pixels.to_batch)
     error: str | None = None
+    # sounds (mmsearch.ingest.audio): what the file is, and the model input of its first max_audio_seconds
+    duration: float | None = None  # seconds of the whole file (as its container tells; else as decoded)
+    sample_rate: int | None = None  # the file's own
+    channels: int | None = None  # the file's own
+    truncated: bool = False  # only the first max_audio_seconds were decoded
+    windows: np.ndarray | None = None  # float32 (n_windows, channels, frames, mels) log-mel (audio.windows)
+    spans: list[tuple[float, float]] | None = None  # each window's (start, end) in seconds of the file
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled compactly: windows whose channels are one array seen several times (a broadcast
+        view, CLAP fusion) travel as one channel and are broadcast again on arrival."""
+        state = dict(self.__dict__)
+        w = self.windows
+        if w is not None and w.ndim == 4 and w.shape[1] > 1 and w.strides[1] == 0:
+            state["windows"] = ("broadcast", np.ascontiguousarray(w[:, :1]), w.shape)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        w = state.get("windows")
+        if isinstance(w, tuple) and len(w) == 3 and w[0] == "broadcast":
+            state = {**state, "windows": np.broadcast_to(w[1], w[2])}
+        self.__dict__.update(state)
 
 
 def read_file(path: str, limit: int) -> tuple[bytes, os.stat_result]:
@@ -73,6 +101,33 @@ def read_file(path: str, limit: int) -> tuple[bytes, os.stat_result]:
     if len(data) > limit:
         raise BadInput(f"file grew past the limit while being read ({limit:,} bytes)")
     return data, st
+
+
+def hash_file(path: str, limit: int) -> tuple[str, os.stat_result]:
+    """sha256 of a file read as a stream of 1 MiB chunks (never whole in memory), and its stat."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_size > limit:
+                raise BadInput(f"file too large ({st.st_size:,} bytes > limit {limit:,})")
+            seen = 0
+            buf = bytearray(_HASH_CHUNK)
+            view = memoryview(buf)
+            while n := f.readinto(buf):
+                seen += n
+                if seen > limit:
+                    raise BadInput(f"file grew past the limit while being read ({limit:,} bytes)")
+                digest.update(view[:n])
+    except FileNotFoundError:
+        raise BadInput("no such file (removed while indexing?)") from None
+    except PermissionError:
+        raise BadInput("permission denied") from None
+    except IsADirectoryError:
+        raise BadInput("is a directory") from None
+    except OSError as exc:
+        raise BadInput(f"cannot read: {exc.strerror or exc}") from None
+    return digest.hexdigest(), st
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, *, draft: Callable[[Any], None] | None = None):
@@ -211,12 +266,27 @@ def decode_text(data: bytes, limit: int = MAX_TEXT_BYTES) -> str:
 def load(
     path: str, modality: str, recipe: dict[str, Any] | None, limits: dict[str, int] | None = None, decode: bool = True
 ) -> Loaded:
-    """Read and hash one file; with ``decode``, also decode it (and prepare an image's ``uint8`` model
-    input when ``recipe`` is given: :func:`mmsearch.ingest.pixels.prepare`)."""
+    """Read and hash one file; with ``decode``, also decode it (and prepare the model input when
+    ``recipe`` is given: an image's ``uint8`` crop, :func:`mmsearch.ingest.pixels.prepare`; a sound's
+    log-mel windows, :func:`mmsearch.ingest.audio.windows`, from a recipe of kind ``"clap"``).
+
+    A sound is hashed as a stream (``limits["max_audio_bytes"]``, default 8 GiB) and, with a recipe,
+    its first ``limits["max_audio_seconds"]`` (default 600) are decoded at the recipe's rate; without
+    a recipe only its duration, sample rate and channels are filled (a short probe decode)."""
     limits = limits or {}
     out = Loaded(path, modality)
     p = plan(recipe) if recipe is not None and decode and modality == "image" else None  # a bad recipe raises
+    if recipe is not None and decode and modality == "audio":
+        from mmsearch.ingest.audio import check_recipe
+
+        check_recipe(recipe)  # a bad recipe raises
     try:
+        if modality == "audio":
+            out.sha256, st = hash_file(path, limits.get("max_audio_bytes", MAX_AUDIO_BYTES))
+            out.size, out.mtime_ns = st.st_size, st.st_mtime_ns
+            if decode:
+                _load_audio(out, recipe, limits)
+            return out
         max_bytes = limits.get("max_text_bytes", MAX_TEXT_BYTES) if modality == "text" else limits.get("max_file_bytes", MAX_FILE_BYTES)
         data, st = read_file(path, max_bytes)
         out.size, out.mtime_ns = st.st_size, st.st_mtime_ns
@@ -234,9 +304,25 @@ def load(
             raise BadInput(f"unsupported modality {modality}")
     except BadInput as exc:
         out.error = str(exc)
+        out.windows = out.spans = None
     except MemoryError:
         out.error = "out of memory while decoding"
+        out.windows = out.spans = None
     return out
+
+
+def _load_audio(out: Loaded, recipe: dict[str, Any] | None, limits: dict[str, Any]) -> None:
+    from mmsearch.ingest.audio import PROBE_SECONDS, decode_audio, probe_audio, windows
+
+    if recipe is None:
+        sound = probe_audio(out.path)
+        known = not sound.truncated or sound.duration > PROBE_SECONDS + 1e-6  # else the container did not say
+        out.duration = sound.duration if known else None
+    else:
+        sound = decode_audio(out.path, int(recipe["sampling_rate"]), float(limits.get("max_audio_seconds", MAX_AUDIO_SECONDS)))
+        out.duration, out.truncated = sound.duration, sound.truncated
+        out.windows, out.spans = windows(sound.samples, recipe)
+    out.sample_rate, out.channels = sound.sample_rate, sound.channels
 
 
 def prepare_picture(pic: Picture, recipe: Any) -> np.ndarray:

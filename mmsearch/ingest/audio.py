@@ -1,0 +1,475 @@
+"""Sound files → mono samples at the model's rate → the model's log-mel windows. Runs in decode workers:
+numpy, soundfile, soxr and PyAV only (never torch or transformers: tests/ingest/test_workers.py).
+
+**Decoding** (:func:`decode_audio`). libsndfile (``soundfile``) first: WAV/RF64/W64 (8/16/24/32-bit
+PCM, float, double, µ-law, A-law, IMA ADPCM), FLAC, Ogg Vorbis, Ogg Opus, MP3, AIFF, CAF, AU. PyAV
+(FFmpeg) for what libsndfile cannot open: M4A/AAC/ALAC, WMA, Matroska audio, APE, WavPack, AC-3,
+AMR… Channels are mixed down to mono by their mean, then resampled with soxr ("HQ") to the model's
+rate, streamed block by block. Only the first ``max_seconds`` are read and decoded, so a two-hour
+recording costs what ``max_seconds`` of it cost; ``Sound.truncated`` says so and ``Sound.duration``
+still gives the whole file's length as far as the container tells (else what was decoded).
+
+What is decoded as is, by design:
+
+* **Silence** is a sound like any other: it is decoded, featurised (the log-mel floor, -100 dB)
+  and indexed; nothing is dropped for being quiet.
+* **A truncated or partly corrupt file** that still yields samples is decoded up to the damage
+  (e.g. a download cut short); only a file that yields *nothing* is bad input.
+
+What is bad input (:class:`~mmsearch.ingest.decode.BadInput`, the message names the problem): an
+empty (0-byte) file, a file that is not audio (e.g. text named ``.wav``), truncated or corrupt data
+that yields no samples, a codec this FFmpeg cannot decode (named where known), a container with no
+audio stream (e.g. a video-only ``.mp4``), zero duration.
+
+**Model input** (:func:`windows`). The encoder hands over a picklable *recipe* (for CLAP: made from
+transformers' ``ClapFeatureExtractor``). The sound is cut into windows of ``recipe["window"]``
+samples every ``recipe["hop"]`` samples; each window is padded as ``ClapFeatureExtractor`` pads a clip
+no longer than its max length, and its log-mel spectrogram is computed as
+``ClapFeatureExtractor._np_extract_fbank_features`` does (transformers ``audio_utils.spectrogram``:
+periodic Hann window, centred reflect padding, power 2, the recipe's mel matrix, ``10·log10(max(floor,
+x))``), vectorised over frames. The cost is bounded: a window is ``frames × mels`` float32 (LAION's
+CLAP: 1001 × 64 × 4 B = 256 KB), so the default 600 s cap gives at most 60 windows, 15.4 MB.
+A recipe with ``channels`` > 1 (CLAP "fusion": the same mel stacked 4 times for a clip no longer
+than the window) gives a read-only *broadcast view* along the channel axis: the copies cost no
+memory here nor in the pipe back from a worker (``Loaded`` pickles one channel); callers that need
+their own writable array use ``np.ascontiguousarray``.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from mmsearch.ingest.decode import MAX_AUDIO_SECONDS, BadInput
+
+#: Extensions read as sounds (libsndfile or FFmpeg decodes them). Video containers (``.mp4``,
+#: ``.webm``, ``.mkv``) are not here: their audio is not what people mean by a sound file.
+AUDIO_EXTENSIONS = frozenset({
+    ".wav", ".wave", ".bwf", ".rf64", ".w64", ".flac", ".ogg", ".oga", ".opus", ".spx", ".mp3", ".mp2",
+    ".m4a", ".m4b", ".aac", ".adts", ".aif", ".aiff", ".aifc", ".caf", ".au", ".snd", ".wma", ".weba",
+    ".mka", ".ape", ".wv", ".tta", ".amr", ".ac3", ".dts",
+})
+SNIFF_BYTES = 4096  # enough for two MPEG frames, an ftyp box and a leading moov's handlers, ASF headers
+PROBE_SECONDS = 1.0  # what a metadata-only load decodes (to know the file is audio at all)
+_BLOCK = 1 << 16  # frames read from libsndfile at a time
+_MAX_DECODE_ERRORS = 32  # damaged packets skipped before the first sample, before giving up
+
+
+@dataclass
+class Sound:
+    """A decoded sound: ``samples`` mono float32 at the rate asked for; the rest describe the file."""
+
+    samples: np.ndarray
+    duration: float  # seconds, the whole file as far as the container tells (else what was decoded)
+    sample_rate: int  # the file's own
+    channels: int  # the file's own
+    truncated: bool = False  # only the first max_seconds were decoded
+
+
+# ---- what is audio -----------------------------------------------------------------------------------
+# MPEG audio: bitrates (kbit/s) by (version is MPEG-1, layer) and index; sample rates by version bits.
+_MPEG_BITRATES = {
+    (True, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_MPEG_BITRATES[(False, 3)] = _MPEG_BITRATES[(False, 2)]
+_MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+_AUDIO_BRANDS = {b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "}
+_ASF = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
+_ASF_AUDIO = bytes.fromhex("409e69f84d5bcf11a8fd00805f5c442b")
+_ASF_VIDEO = bytes.fromhex("c0ef19bc4d5bcf11a8fd00805f5c442b")
+_IMAGE_DEMUXERS = {"image2", "gif", "apng", "webp", "jpegxl_anim"}
+
+
+def _mpeg_frame(head: bytes, at: int) -> int | None:
+    """The length of the MPEG audio (layer I–III) frame whose header starts at ``at``, or None."""
+    if len(head) < at + 4 or head[at] != 0xFF or head[at + 1] & 0xE0 != 0xE0:
+        return None
+    b1, b2 = head[at + 1], head[at + 2]
+    version, layer_bits = (b1 >> 3) & 3, (b1 >> 1) & 3
+    br_index, sr_index, pad = b2 >> 4, (b2 >> 2) & 3, (b2 >> 1) & 1
+    if version == 1 or layer_bits == 0 or br_index in (0, 15) or sr_index == 3:
+        return None  # reserved values (free-format streams are too rare to sniff)
+    layer = 4 - layer_bits
+    mpeg1 = version == 3
+    bitrate = _MPEG_BITRATES[(mpeg1, layer)][br_index] * 1000
+    rate = _MPEG_RATES[version][sr_index]
+    if layer == 1:
+        return (12 * bitrate // rate + pad) * 4
+    return (144 if mpeg1 or layer == 2 else 72) * bitrate // rate + pad
+
+
+def _adts_frame(head: bytes, at: int) -> int | None:
+    """The length of the AAC ADTS frame whose header starts at ``at``, or None."""
+    if len(head) < at + 7 or head[at] != 0xFF or head[at + 1] & 0xF6 != 0xF0:
+        return None
+    if (head[at + 2] >> 2) & 0xF >= 13:
+        return None
+    length = ((head[at + 3] & 3) << 11) | (head[at + 4] << 3) | (head[at + 5] >> 5)
+    return length if length >= 7 else None
+
+
+def _frames_chain(head: bytes, frame) -> bool:
+    """A frame header at 0 and, where the head is long enough to hold it, a second right after it."""
+    first = frame(head, 0)
+    if first is None:
+        return False
+    return len(head) < first + 4 or frame(head, first) is not None
+
+
+def _mp4_audio(head: bytes) -> bool:
+    size = struct.unpack(">I", head[:4])[0]
+    brands = {head[8:12]} | {head[i:i + 4] for i in range(16, min(size, len(head)) - 3, 4)}
+    if brands & _AUDIO_BRANDS:
+        return True
+    handlers = {head[i + 12:i + 16] for i in _find_all(head, b"hdlr")}  # a moov at the front (fast start)
+    return b"soun" in handlers and b"vide" not in handlers
+
+
+def _find_all(data: bytes, needle: bytes) -> Iterator[int]:
+    i = data.find(needle)
+    while i >= 0:
+        yield i
+        i = data.find(needle, i + 1)
+
+
+def sniff(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes, ideally :data:`SNIFF_BYTES`) starts an audio file:
+    RIFF/RF64/BW64 WAVE, W64, FLAC, Ogg (not Theora video), MP3 (ID3 tag or two chained MPEG audio
+    frames), AAC ADTS, AIFF/AIFC, CAF, AU, AMR, APE, WavPack, an MP4 with an audio brand (M4A…) or whose
+    leading ``moov`` has a sound track and no video, an ASF (WMA) with audio and no video."""
+    h = bytes(head[:SNIFF_BYTES])
+    if len(h) < 4:
+        return False
+    if h[:4] in (b"RIFF", b"RIFX", b"RF64", b"BW64"):
+        return h[8:12] == b"WAVE"
+    if h[:4] == b"FORM":
+        return h[8:12] in (b"AIFF", b"AIFC", b"8SVX")
+    if h[:4] == b"OggS":
+        return b"\x80theora" not in h and b"\x80daala" not in h
+    if h[:4] in (b"fLaC", b"caff", b".snd", b"MAC ", b"wvpk", b"TTA1") or h.startswith(b"#!AMR"):
+        return True
+    if h[:4] == b"riff" and h[16:24] == b"wave\xf3\xac\xd3\x11":  # Sony Wave64
+        return True
+    if h[:3] == b"ID3" and len(h) >= 10 and h[3] < 0xFF:
+        return True
+    if len(h) >= 12 and h[4:8] == b"ftyp":
+        return _mp4_audio(h)
+    if h[:16] == _ASF:
+        return _ASF_AUDIO in h and _ASF_VIDEO not in h
+    return _frames_chain(h, _mpeg_frame) or _frames_chain(h, _adts_frame)
+
+
+def read_head(path: str, n: int = SNIFF_BYTES) -> bytes:
+    """The first ``n`` bytes of a file; read problems are :class:`BadInput`."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except FileNotFoundError:
+        raise BadInput("no such file (removed while indexing?)") from None
+    except PermissionError:
+        raise BadInput("permission denied") from None
+    except IsADirectoryError:
+        raise BadInput("is a directory") from None
+    except OSError as exc:
+        raise BadInput(f"cannot read: {exc.strerror or exc}") from None
+
+
+# ---- decoding ----------------------------------------------------------------------------------------
+class _Sink:
+    """Takes mono blocks at the file's rate, keeps the first ``limit`` samples, resamples as they come."""
+
+    def __init__(self, src_rate: int, rate: int | None, limit: int, expect: int | None) -> None:
+        import soxr
+
+        self.limit, self.taken, self.truncated = limit, 0, False
+        self.ratio = 1.0 if rate is None or rate == src_rate else rate / src_rate
+        self.stream = None if self.ratio == 1.0 else soxr.ResampleStream(src_rate, rate, 1, dtype="float32", quality="HQ")
+        self.buf = np.empty(int(min(limit, expect if expect else limit) * self.ratio) + 64, np.float32)
+        self.n = 0
+
+    @property
+    def full(self) -> bool:
+        return self.truncated
+
+    def add(self, mono: np.ndarray) -> None:
+        room = self.limit - self.taken
+        if len(mono) > room:
+            mono, self.truncated = mono[:room], True
+        self.taken += len(mono)
+        if len(mono):
+            self._put(mono if self.stream is None else self.stream.resample_chunk(mono))
+
+    def _put(self, y: np.ndarray) -> None:
+        if self.n + len(y) > len(self.buf):
+            grown = np.empty(max(2 * len(self.buf), self.n + len(y)), np.float32)
+            grown[:self.n] = self.buf[:self.n]
+            self.buf = grown
+        self.buf[self.n:self.n + len(y)] = y
+        self.n += len(y)
+
+    def samples(self) -> np.ndarray:
+        if self.stream is not None and self.taken:
+            self._put(self.stream.resample_chunk(np.zeros(0, np.float32), last=True))
+        out = self.buf[:self.n]
+        return out.copy() if self.n < len(self.buf) // 2 else out
+
+
+def _limit(max_seconds: float, rate: int) -> int:
+    if not max_seconds > 0:
+        raise ValueError(f"max_seconds must be positive, not {max_seconds!r}")
+    return max(1, int(round(max_seconds * rate)))
+
+
+def _mono(block: np.ndarray) -> np.ndarray:
+    """(frames, channels) → (frames,) float32: the mean of the channels."""
+    if block.shape[1] == 1:
+        return np.ascontiguousarray(block[:, 0], dtype=np.float32)
+    return block.mean(axis=1, dtype=np.float32)
+
+
+def _decode_soundfile(path: str, rate: int | None, max_seconds: float) -> Sound | None:
+    """libsndfile's decode, or None when it cannot open the file or gives no samples (PyAV then tries)."""
+    import soundfile as sf
+
+    try:
+        f = sf.SoundFile(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, UnicodeError):
+        return None
+    with f:
+        src_rate, channels, frames = f.samplerate, f.channels, f.frames
+        if src_rate <= 0 or channels <= 0:
+            return None
+        sink = _Sink(src_rate, rate, _limit(max_seconds, src_rate), frames if 0 < frames < 1 << 62 else None)
+        try:
+            while not sink.full:
+                block = f.read(min(_BLOCK, sink.limit - sink.taken + 1), dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                sink.add(_mono(block))
+        except (sf.LibsndfileError, RuntimeError):  # damaged or cut short: keep what came before
+            pass
+    if sink.taken == 0:
+        return None
+    samples = sink.samples()
+    decoded = sink.taken / src_rate
+    duration = max(decoded, frames / src_rate) if sink.truncated and 0 < frames < 1 << 62 else decoded
+    return Sound(samples, duration, src_rate, channels, sink.truncated)
+
+
+def _wav_chunks(head: bytes) -> dict[bytes, tuple[int, int]]:
+    """A RIFF WAVE's chunks found in ``head``: id → (offset of its body, declared size)."""
+    if head[:4] not in (b"RIFF", b"RF64", b"BW64") or head[8:12] != b"WAVE":
+        return {}
+    out, i = {}, 12
+    while i + 8 <= len(head):
+        cid, size = head[i:i + 4], struct.unpack("<I", head[i + 4:i + 8])[0]
+        out.setdefault(cid, (i + 8, size))
+        i += 8 + size + (size & 1)
+    return out
+
+
+def _wav_tag(head: bytes) -> int | None:
+    """A RIFF WAVE's format tag (its codec), when the ``fmt `` chunk is in ``head``."""
+    at, size = _wav_chunks(head).get(b"fmt ", (0, 0))
+    return struct.unpack("<H", head[at:at + 2])[0] if size >= 2 and at + 2 <= len(head) else None
+
+
+def _container_duration(container: Any, stream: Any) -> float | None:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        import av
+
+        return container.duration / av.time_base
+    return None
+
+
+def _decode_pyav(path: str, rate: int | None, max_seconds: float, head: bytes) -> Sound:
+    import av
+
+    audio_like = sniff(head)
+    not_audio = "not a recognised audio file (wrong extension or unsupported format)"
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        if not audio_like:
+            raise BadInput(not_audio) from None
+        raise BadInput(f"truncated or corrupt audio (cannot be opened: {_reason(exc)})") from None
+    with container:
+        fmt = container.format.name
+        if not container.streams.audio:
+            if not audio_like and (not container.streams or fmt.endswith("_pipe") or fmt in _IMAGE_DEMUXERS):
+                raise BadInput(not_audio)
+            if container.streams.video:
+                raise BadInput(f"no audio stream (the {fmt} file holds only video)")
+            raise BadInput(f"no audio stream in the {fmt} file")
+        stream = container.streams.audio[0]
+        ctx = stream.codec_context
+        if ctx is None:
+            tag = _wav_tag(head)
+            raise BadInput(f"unsupported audio codec ({f'WAV format tag 0x{tag:04x}' if tag is not None else 'unknown'})")
+        src_rate = ctx.sample_rate or stream.rate or 0
+        channels = ctx.channels or 0
+        if src_rate <= 0:
+            raise BadInput(f"truncated or corrupt audio ({ctx.name}: no sample rate)" if audio_like else not_audio)
+        total = _container_duration(container, stream)
+        sink: _Sink | None = None
+        resampler = av.AudioResampler(format="fltp")
+        errors, last_error = 0, None
+        packets = container.demux(stream)
+        while sink is None or not sink.full:
+            try:
+                packet = next(packets)
+                for frame in packet.decode():
+                    for f in resampler.resample(frame):
+                        arr = f.to_ndarray()  # (channels, samples) float32
+                        if sink is None:
+                            channels = channels or arr.shape[0]
+                            src_rate = f.sample_rate or src_rate
+                            expect = int(total * src_rate) + 1 if total else None
+                            sink = _Sink(src_rate, rate, _limit(max_seconds, src_rate), expect)
+                        sink.add(arr.mean(axis=0, dtype=np.float32) if arr.shape[0] > 1 else arr[0])
+            except StopIteration:
+                break
+            except av.error.DecoderNotFoundError:
+                raise BadInput(f"unsupported audio codec ({ctx.name}: no decoder in this FFmpeg)") from None
+            except (av.FFmpegError, ValueError) as exc:  # a damaged packet, or the stream changed its layout
+                errors, last_error = errors + 1, exc
+                if (sink is not None and sink.taken) or errors > _MAX_DECODE_ERRORS:
+                    break  # damaged or cut short: keep what came before
+    if sink is None or sink.taken == 0:
+        if not audio_like and last_error is not None:
+            raise BadInput(not_audio)
+        claimed = _wav_chunks(head).get(b"data", (0, 0))[1]
+        if last_error is not None or (total or 0) > 0 or claimed:
+            detail = f" ({_reason(last_error)})" if last_error is not None else ""
+            raise BadInput(f"truncated or corrupt audio ({ctx.name}): no samples could be decoded{detail}")
+        raise BadInput("zero duration: the file holds no audio samples")
+    samples = sink.samples()
+    decoded = sink.taken / src_rate
+    duration = max(decoded, total or 0.0) if sink.truncated else decoded
+    return Sound(samples, duration, int(src_rate), int(channels), sink.truncated)
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.split(":")[0].strip() if text else type(exc).__name__
+
+
+def decode_audio(path: str, rate: int | None, max_seconds: float = MAX_AUDIO_SECONDS) -> Sound:
+    """Decode the first ``max_seconds`` of a sound file to mono float32 at ``rate`` (None: the file's own).
+
+    libsndfile first, PyAV (FFmpeg) for what it cannot open; see the module doc for what is bad input
+    (:class:`BadInput`) and what is decoded as is (silence; the intact part of a damaged file).
+    """
+    head = read_head(path)
+    if not head:
+        raise BadInput("empty file (0 bytes)")
+    _limit(max_seconds, 1)  # a bad max_seconds is the caller's error, not the file's
+    try:
+        sound = _decode_soundfile(path, rate, max_seconds)
+        return sound if sound is not None else _decode_pyav(path, rate, max_seconds, head)
+    except (BadInput, MemoryError):
+        raise
+    except Exception as exc:  # a decoder failing in a way not foreseen above: this file, not the run
+        raise BadInput(f"cannot decode audio: {type(exc).__name__}: {exc}") from None
+
+
+def probe_audio(path: str) -> Sound:
+    """Duration, sample rate and channels of a sound file, decoding at most :data:`PROBE_SECONDS` of it
+    (at the file's own rate): enough to know it is audio. ``samples`` holds what was decoded."""
+    return decode_audio(path, None, PROBE_SECONDS)
+
+
+# ---- the model input -----------------------------------------------------------------------------------
+_PADDINGS = ("repeatpad", "repeat", "pad")
+
+
+def check_recipe(recipe: dict[str, Any]) -> None:
+    """Raise ``ValueError`` when ``recipe`` is not an audio recipe :func:`windows` can follow."""
+    if not isinstance(recipe, dict) or recipe.get("kind") != "clap":
+        kind = recipe.get("kind") if isinstance(recipe, dict) else type(recipe).__name__
+        raise ValueError(f"an audio recipe must be of kind 'clap', not {kind!r}")
+    missing = [k for k in ("sampling_rate", "window", "hop", "n_fft", "hop_length", "mel") if k not in recipe]
+    if missing:
+        raise ValueError(f"audio recipe lacks {', '.join(missing)}")
+    if recipe.get("padding", "repeatpad") not in _PADDINGS:
+        raise ValueError(f"audio recipe padding {recipe['padding']!r} is not one of {', '.join(_PADDINGS)}")
+    if int(recipe["window"]) <= 0 or int(recipe["hop"]) <= 0 or int(recipe["hop_length"]) <= 0:
+        raise ValueError("audio recipe window, hop and hop_length must be positive")
+    mel = np.asarray(recipe["mel"])
+    if mel.ndim != 2 or mel.shape[0] != int(recipe["n_fft"]) // 2 + 1:
+        raise ValueError(f"audio recipe mel matrix has shape {mel.shape}, not (n_fft//2+1, n_mels)")
+
+
+def window_starts(n: int, window: int, hop: int) -> list[int]:
+    """Where each window starts: every ``hop`` samples until one reaches the end (one for a short clip)."""
+    starts = [0]
+    while starts[-1] + window < n:
+        starts.append(starts[-1] + hop)
+    return starts
+
+
+def _pad(clip: np.ndarray, window: int, padding: str) -> np.ndarray:
+    """``ClapFeatureExtractor._get_input_mel``'s padding of a clip no longer than ``window``."""
+    if len(clip) >= window:
+        return clip[:window]
+    if padding == "repeat":
+        clip = np.tile(clip, window // len(clip) + 1)[:window]
+    elif padding == "repeatpad":
+        clip = np.tile(clip, window // len(clip))
+    return np.pad(clip, (0, window - len(clip)), mode="constant", constant_values=0)
+
+
+def log_mel(clip: np.ndarray, recipe: dict[str, Any]) -> np.ndarray:
+    """(frames, mels) float32 log-mel of one padded window, as ``ClapFeatureExtractor`` computes it."""
+    n_fft, hop_length = int(recipe["n_fft"]), int(recipe["hop_length"])
+    mel = np.asarray(recipe["mel"], dtype=np.float64)
+    floor = max(float(recipe.get("mel_floor", 1e-10)), 1e-10)  # spectrogram's mel_floor, then power_to_db's min
+    x = np.pad(clip, (n_fft // 2, n_fft // 2), mode="reflect").astype(np.float64)
+    hann = np.hanning(n_fft + 1)[:-1]  # periodic
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop_length]
+    spec = np.fft.rfft(frames * hann, axis=-1).astype(np.complex64)  # transformers keeps the FFT in complex64
+    power = np.abs(spec, dtype=np.float64) ** 2
+    out = 10.0 * np.log10(np.maximum(floor, power @ mel))
+    return out.astype(np.float32)
+
+
+def windows(samples: np.ndarray, recipe: dict[str, Any]) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """The model input for a sound: ``(n_windows, channels, frames, mels)`` float32 log-mel features
+    and each window's (start, end) in seconds. See the module doc."""
+    check_recipe(recipe)
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    if not len(x):
+        raise ValueError("no samples to cut into windows")
+    rate, window, hop = int(recipe["sampling_rate"]), int(recipe["window"]), int(recipe["hop"])
+    padding, channels = recipe.get("padding", "repeatpad"), int(recipe.get("channels", 1))
+    starts = window_starts(len(x), window, hop)
+    first = log_mel(_pad(x[:window], window, padding), recipe)
+    out = np.empty((len(starts), *first.shape), np.float32)
+    out[0] = first
+    for i, s in enumerate(starts[1:], 1):
+        out[i] = log_mel(_pad(x[s:s + window], window, padding), recipe)
+    spans = [(s / rate, min(s + window, len(x)) / rate) for s in starts]
+    feats = np.broadcast_to(out[:, None], (len(starts), channels, *first.shape)) if channels > 1 else out[:, None]
+    return feats, spans
+
+
+def feature_bytes(recipe: dict[str, Any], seconds: float) -> int:
+    """Bytes of :func:`windows`' output for ``seconds`` of sound (one channel: the others are views)."""
+    rate, window, hop = int(recipe["sampling_rate"]), int(recipe["window"]), int(recipe["hop"])
+    n = len(window_starts(max(1, int(math.ceil(seconds * rate))), window, hop))
+    frames = window // int(recipe["hop_length"]) + 1
+    return n * frames * np.asarray(recipe["mel"]).shape[1] * 4
+
+
+__all__ = ["AUDIO_EXTENSIONS", "MAX_AUDIO_SECONDS", "Sound", "sniff", "read_head", "decode_audio", "probe_audio",
+           "windows", "log_mel", "window_starts", "check_recipe", "feature_bytes"]

@@ -1,4 +1,10 @@
-"""Walk folders and classify files; every problem becomes a (path, reason) event, never an abort."""
+"""Walk folders and classify files; every problem becomes a (path, reason) event, never an abort.
+
+A file is an image or a text by its extension; a sound by its extension
+(:data:`mmsearch.ingest.audio.AUDIO_EXTENSIONS`) or, when it has no extension or one we do not
+know, by its first bytes (:func:`mmsearch.ingest.audio.sniff`: a recording named ``take-3`` is
+indexed). Only such files are opened during the walk, and only for a few KiB.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from mmsearch.errors import UsageError
+from mmsearch.ingest.audio import AUDIO_EXTENSIONS, read_head, sniff
+from mmsearch.ingest.decode import BadInput
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown"})
@@ -30,12 +38,25 @@ class Candidate:
 
 
 def classify(path: str) -> str | None:
+    """The modality a file's extension tells ("image", "text", "audio"), or None (see :func:`sniffed`)."""
     ext = os.path.splitext(path)[1].lower()
     if ext in IMAGE_EXTENSIONS:
         return "image"
     if ext in TEXT_EXTENSIONS:
         return "text"
+    if ext in AUDIO_EXTENSIONS:
+        return "audio"
     return None
+
+
+def sniffed(path: str) -> str | None:
+    """"audio" when the first bytes of a file :func:`classify` gave no modality start a sound, else None.
+
+    Files whose extension names an unsupported image format are not opened. A read problem is
+    :class:`~mmsearch.ingest.decode.BadInput` (reported like any per-file problem)."""
+    if unsupported_image(path):
+        return None
+    return "audio" if sniff(read_head(path)) else None
 
 
 def name_problem(path: str) -> str | None:
@@ -85,10 +106,15 @@ def walk(roots: Iterable[str], on_error: OnError, *, skip: Iterable[str] = ()) -
         if os.path.isdir(root):
             yield from walker.folder(root)
         elif os.path.isfile(root):
-            if classify(root) is None:
+            try:
+                known = classify(root) or sniffed(root)
+            except BadInput as exc:
+                on_error(root, str(exc))
+                continue
+            if known is None:
                 on_error(root, unsupported_image(root) or f"unsupported file type {Path(root).suffix or '(no extension)'}")
             else:
-                yield from walker.file(root, None)
+                yield from walker.file(root, None, known)
         else:
             on_error(root, "not a regular file or folder")
 
@@ -99,12 +125,14 @@ class _Walker:
         self.skip = skip
         self.seen_dirs: set[tuple[int, int]] = set()
 
-    def file(self, path: str, st: os.stat_result | None) -> Iterator[Candidate]:
-        modality = classify(path)
-        why = unsupported_image(path) if modality is None else name_problem(path)
+    def file(self, path: str, st: os.stat_result | None, modality: str | None = None) -> Iterator[Candidate]:
+        modality = modality or classify(path)
+        if modality is None:
+            yield from self.unknown(path, st)
+            return
+        why = name_problem(path)
         if why:
             self.on_error(path, why)
-        if modality is None or why:
             return
         if st is None:
             try:
@@ -117,6 +145,23 @@ class _Walker:
                 return
         if stat.S_ISREG(st.st_mode):
             yield Candidate(path, modality, st.st_size, st.st_mtime_ns)
+
+    def unknown(self, path: str, st: os.stat_result | None) -> Iterator[Candidate]:
+        """A file no extension classifies: an unsupported image format is reported; a regular file
+        whose first bytes start a sound is one (:func:`sniffed`); anything else is passed over."""
+        why = unsupported_image(path)
+        if why:
+            self.on_error(path, why)
+            return
+        if st is None or not stat.S_ISREG(st.st_mode):
+            return
+        try:
+            modality = sniffed(path)
+        except BadInput as exc:
+            self.on_error(path, str(exc))
+            return
+        if modality is not None:
+            yield from self.file(path, st, modality)
 
     def folder(self, path: str) -> Iterator[Candidate]:
         entries = self._entries(path)

@@ -14,6 +14,15 @@ Contents:
     unit(dim), all_hits(eng, type, space)         a raw unit query vector; every item of a type
     Corpus, Indexed, build_indexed(root, model, corpus)
                                                   a store with images and texts indexed (the `indexed` fixture)
+    tone(seconds, rate, freq, amplitude)           a float32 sine
+    write_sound(path, samples, rate, fmt, subtype, codec)
+                                                  a sound file: libsndfile formats (wav flac ogg opus mp3 aiff…)
+                                                  by extension, m4a/aac/wma/mka/mp4/ac3 through PyAV
+    write_tone(path, seconds, rate, channels, freq, fmt, subtype, amplitude)
+                                                  a sine in every channel of a sound file
+    recipe_from_extractor(fe), small_extractor(**kw)
+                                                  the audio recipe of a transformers ClapFeatureExtractor; the
+                                                  small 16 kHz / 2 s one the audio tests use
 """
 
 from __future__ import annotations
@@ -259,3 +268,95 @@ def stop_process(proc: "subprocess.Popen", sig: int | None = None, timeout: floa
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+# ---- sounds ---------------------------------------------------------------------------------------------
+#: What :func:`write_sound` writes through PyAV (libsndfile cannot): extension → (muxer, codec).
+PYAV_FORMATS = {".m4a": ("ipod", "aac"), ".aac": ("adts", "aac"), ".wma": ("asf", "wmav2"), ".mka": ("matroska", "aac"),
+                ".mp4": ("mp4", "aac"), ".ac3": ("ac3", "ac3")}
+_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 8: "7.1"}
+
+
+def tone(seconds: float = 1.0, rate: int = 16000, freq: float = 440.0, amplitude: float = 0.5) -> np.ndarray:
+    """A float32 sine of ``freq`` Hz, ``seconds`` long at ``rate`` (mono, shape (n,))."""
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def write_sound(path: Path, samples: np.ndarray, rate: int, fmt: str | None = None, subtype: str | None = None,
+                codec: str | None = None) -> Path:
+    """Write ``samples`` ((n,) or (n, channels), floats in [-1, 1]) to ``path``.
+
+    libsndfile (soundfile) writes what it can (format from the extension, or ``fmt``/``subtype`` as
+    soundfile names them: ``fmt="OGG", subtype="OPUS"``; ``.opus`` means Ogg Opus); ``.m4a``, ``.aac``,
+    ``.wma``, ``.mka``, ``.mp4`` and ``.ac3`` (or any path with ``codec``, an FFmpeg encoder name) go
+    through PyAV.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = np.asarray(samples, dtype=np.float32)
+    x = x[:, None] if x.ndim == 1 else x
+    ext = path.suffix.lower()
+    if codec is None and ext not in PYAV_FORMATS:
+        import soundfile as sf
+
+        if ext == ".opus" and fmt is None:
+            fmt, subtype = "OGG", subtype or "OPUS"
+        sf.write(str(path), x, rate, format=fmt, subtype=subtype)
+        return path
+    import av
+
+    muxer, default_codec = PYAV_FORMATS.get(ext, (fmt, None))
+    with av.open(str(path), "w", format=muxer or fmt) as out:
+        stream = out.add_stream(codec or default_codec, rate=rate, layout=_LAYOUTS[x.shape[1]])
+        ctx = stream.codec_context
+        if not ctx.bit_rate and not ctx.name.startswith("pcm_"):
+            ctx.bit_rate = 128_000  # wmav2 has no default
+        ctx.open()
+        step = ctx.frame_size or 1024
+        planar = np.ascontiguousarray(x.T)
+        fmt_name = ctx.format.name
+        for start in range(0, len(x), step):
+            part = planar[:, start:start + step]
+            if fmt_name == "flt":  # packed float
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(part.T).reshape(1, -1), format="flt",
+                                                   layout=_LAYOUTS[x.shape[1]])
+            elif fmt_name == "s16":
+                frame = av.AudioFrame.from_ndarray((np.clip(part.T, -1, 1) * 32767).astype(np.int16).reshape(1, -1),
+                                                   format="s16", layout=_LAYOUTS[x.shape[1]])
+            else:
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(part), format="fltp", layout=_LAYOUTS[x.shape[1]])
+            frame.sample_rate = rate
+            frame.pts = start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def write_tone(path: Path, seconds: float = 1.0, rate: int = 16000, channels: int = 1, freq: float = 440.0,
+               fmt: str | None = None, subtype: str | None = None, amplitude: float = 0.5) -> Path:
+    """A ``freq`` Hz sine in every channel of a ``channels``-channel file (:func:`write_sound` formats)."""
+    x = tone(seconds, rate, freq, amplitude)
+    return write_sound(path, np.repeat(x[:, None], channels, axis=1), rate, fmt, subtype)
+
+
+def recipe_from_extractor(fe: Any) -> dict[str, Any]:
+    """The audio recipe (:func:`mmsearch.ingest.audio.windows`) for a transformers ``ClapFeatureExtractor``:
+    its mel matrix for its truncation mode (``mel_filters`` for fusion, else ``mel_filters_slaney``)."""
+    fusion = fe.truncation == "fusion"
+    return {"kind": "clap", "sampling_rate": int(fe.sampling_rate), "window": int(fe.nb_max_samples),
+            "hop": int(fe.nb_max_samples), "n_fft": int(fe.fft_window_size), "hop_length": int(fe.hop_length),
+            "padding": fe.padding, "channels": 4 if fusion else 1,
+            "mel": np.asarray(fe.mel_filters if fusion else fe.mel_filters_slaney, dtype=np.float64),
+            "mel_floor": 1e-10}
+
+
+def small_extractor(**kw: Any) -> Any:
+    """The small CLAP feature extractor the audio tests use (16 kHz, 2 s windows, 64 mels); ``kw`` overrides."""
+    from transformers import ClapFeatureExtractor
+
+    cfg = dict(feature_size=64, sampling_rate=16000, hop_length=160, max_length_s=2, fft_window_size=512,
+               truncation="rand_trunc", padding="repeatpad", frequency_min=50, frequency_max=8000)
+    return ClapFeatureExtractor(**{**cfg, **kw})

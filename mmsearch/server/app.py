@@ -3,18 +3,29 @@
 Endpoints (all JSON unless noted)::
 
     GET  /                          the search page (static HTML + vanilla JS)
-    GET  /api/search?q=…&k=&type=&under=&space=&nprobe=&ef_search=   text query → list of hits (Hit.to_dict())
-    POST /api/search/image?k=&type=&under=&space=&nprobe=&ef_search=  image query (multipart field ``file``)
+    GET  /api/search?q=…&k=&type=&under=&space=&nprobe=&ef_search=&min_score=
+                                    text query → list of hits (Hit.to_dict())
+    POST /api/search/image?k=&type=&under=&space=&nprobe=&ef_search=&min_score=
+                                    image query (multipart field ``file``)
+    POST /api/search/audio?k=&type=&under=&space=&nprobe=&ef_search=&min_score=
+                                    sound query (multipart field ``file``); sound hits carry ``duration``
+                                    and the best-matching window ``start``/``end`` (seconds)
     GET  /api/stats                 Stats.to_dict()
     GET  /api/errors                files that could not be indexed
-    GET  /api/file/{content_id}     the image file of an indexed image content (for thumbnails)
-    POST /api/query?q=&k=&type=&under=&space=&nprobe=&ef_search=   the CLI's endpoint (`mmsearch query`
-                                    on a served store): header ``X-Mmsearch-Token`` required; the body is
-                                    the query image's bytes (empty for a text query); answers
-                                    ``{"hits": [...], "notices": [...]}``
+    GET  /api/file/{content_id}     the file of an indexed image or sound content (thumbnails, players):
+                                    media type by content; ``Range: bytes=…`` answered with 206 (seeking)
+    POST /api/query?q=&k=&type=&under=&space=&nprobe=&ef_search=&min_score=&media=
+                                    the CLI's endpoint (`mmsearch query` on a served store): header
+                                    ``X-Mmsearch-Token`` required; the body is the query image's bytes, or
+                                    the query sound's with ``media=audio`` (empty for a text query);
+                                    answers ``{"hits": [...], "notices": [...]}``
+
+``type`` is ``image``, ``audio``, ``text`` or ``any``; ``min_score`` keeps hits whose calibrated score
+(Hit.calibrated, comparable across models) is at least that.
 
 Errors are ``{"error": message}``: 400 bad argument (UsageError), 413 upload too large, 422 invalid
-parameter, 404 unknown item, 500 model problem (ModelError), 503 store problem (StoreError).
+parameter, 404 unknown item, 500 model problem (ModelError), 503 store problem (StoreError). A file
+range that starts past the end is 416 with ``Content-Range: bytes */SIZE``.
 ``/api/query`` adds ``"exit_code"`` (what in-process `mmsearch query` exits with) to an mmsearch
 error, and answers 403 without the right token.
 
@@ -38,6 +49,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import re
 import secrets
 import threading
 from contextlib import asynccontextmanager
@@ -47,7 +59,7 @@ from typing import Annotated, Any, Callable, Literal, Optional, TypeVar
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -63,12 +75,15 @@ T = TypeVar("T")
 
 # Shared query parameters (module level: FastAPI resolves the string annotations in module globals).
 K = Annotated[int, Query(ge=1, le=MAX_K, description="How many results.")]
-Type = Annotated[Optional[Literal["image", "text", "any"]],
-                 Query(description="What to return [default: images when the store has any].")]
+Type = Annotated[Optional[Literal["image", "audio", "text", "any"]],
+                 Query(description="What to return [default: the files (images, sounds) the store "
+                                   "holds that the query reaches; texts when it holds nothing else].")]
 Under = Annotated[Optional[str], Query(description="Only results below this folder (on the server).")]
 Space = Annotated[Optional[str], Query(description="One model's space (spec, key or id) [default: every space].")]
 NProbe = Annotated[Optional[int], Query(ge=1, description="IVF lists to visit.")]
 EfSearch = Annotated[Optional[int], Query(ge=1, description="HNSW search breadth.")]
+MinScore = Annotated[Optional[float], Query(allow_inf_nan=False,
+                                           description="Only hits whose calibrated score is at least this.")]
 ContentId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="A content id from a search hit.")]
 
 
@@ -81,6 +96,98 @@ def _media_type(path: str) -> str:
             return Image.MIME.get(im.format or "", "application/octet-stream")
     except Exception:  # unreadable or not an image any more
         return "application/octet-stream"
+
+
+_ASF = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")  # the ASF header object's GUID (WMA)
+
+
+def _sound_type(head: bytes) -> str:
+    """The media type of a sound file by its first bytes (sounds are indexed by content too)."""
+    h = bytes(head)
+    if h[:4] in (b"RIFF", b"RF64", b"BW64") and h[8:12] == b"WAVE":
+        return "audio/wav"
+    if h[:4] == b"fLaC":
+        return "audio/flac"
+    if h[:4] == b"OggS":
+        return "audio/ogg"
+    if h[:3] == b"ID3":
+        return "audio/mpeg"
+    if h[4:8] == b"ftyp":
+        return "audio/mp4"
+    if h[:4] == b"FORM" and h[8:12] in (b"AIFF", b"AIFC"):
+        return "audio/aiff"
+    if h[:4] == b"\x1a\x45\xdf\xa3":  # EBML: Matroska / WebM
+        return "audio/webm" if b"webm" in h[:64] else "audio/x-matroska"
+    if h[:4] == b"caff":
+        return "audio/x-caf"
+    if h[:4] == b".snd":
+        return "audio/basic"
+    if h.startswith(b"#!AMR"):
+        return "audio/amr"
+    if h[:16] == _ASF:
+        return "audio/x-ms-wma"
+    if len(h) >= 2 and h[0] == 0xFF and h[1] & 0xE0 == 0xE0:  # an MPEG audio frame header
+        return "audio/aac" if h[1] & 0x06 == 0 else "audio/mpeg"  # layer bits 00: AAC in ADTS
+    return "application/octet-stream"
+
+
+def _sound_media_type(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return _sound_type(f.read(64))
+    except OSError:
+        return "application/octet-stream"
+
+
+#: whether this Starlette's FileResponse answers ``Range`` itself (0.39 and later); else :func:`_ranged`
+_FILE_RESPONSE_RANGES = hasattr(FileResponse, "_parse_range_header")
+
+
+_RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", re.ASCII | re.IGNORECASE)
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | str | None:
+    """``Range: bytes=FIRST-LAST`` (or ``FIRST-``, ``-SUFFIX``) as (first, last) inclusive, clipped to the
+    file; ``"unsatisfiable"`` when it starts past the end; None for anything else (several ranges, other
+    units, malformed), which is answered with the whole file, as RFC 9110 lets a server do."""
+    m = _RANGE.fullmatch(header)
+    if m is None or not (m[1] or m[2]):
+        return None
+    if not m[1]:  # the last N bytes
+        n = int(m[2])
+        return (max(0, size - n), size - 1) if n > 0 and size > 0 else "unsatisfiable"
+    first = int(m[1])
+    if first >= size:
+        return "unsatisfiable"
+    last = size - 1 if not m[2] else min(int(m[2]), size - 1)
+    return (first, last) if last >= first else None
+
+
+def _ranged(path: str, header: str, media_type: str, headers: dict[str, str]) -> Response:
+    """The answer to a ranged request, for a Starlette whose FileResponse ignores ``Range`` (before 0.39)."""
+    size = os.path.getsize(path)
+    got = _byte_range(header, size)
+    if got is None:
+        return FileResponse(path, media_type=media_type, headers=headers)
+    if isinstance(got, str):
+        return JSONResponse({"error": f"range {header!r} is outside the file ({size} bytes)"}, status_code=416,
+                            headers={"Content-Range": f"bytes */{size}"})
+    first, last = got
+
+    def chunks():  # streamed: a sound file may be hundreds of MiB and the range open-ended
+        with open(path, "rb") as f:
+            f.seek(first)
+            left = last - first + 1
+            while left > 0:
+                data = f.read(min(left, 1 << 16))
+                if not data:
+                    break
+                left -= len(data)
+                yield data
+
+    return StreamingResponse(chunks(), status_code=206, media_type=media_type,
+                             headers={**headers, "Content-Length": str(last - first + 1),
+                                      "Content-Range": f"bytes {first}-{last}/{size}"})
 
 
 class _ErrorResponse(Exception):
@@ -175,22 +282,34 @@ def _routes(app: FastAPI, engine: Engine, locked: Callable[[Callable[[], Any]], 
     def _search(**kw: Any) -> list[dict[str, Any]]:
         return [h.to_dict() for h in locked(lambda: engine.search(**kw))]
 
+    def _upload(file: UploadFile, what: str) -> bytes:
+        data = file.file.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise _ErrorResponse(413, f"query {what} is over {MAX_UPLOAD_BYTES >> 20} MiB")
+        if not data:
+            raise UsageError(f"the uploaded query {what} is empty")
+        return data
+
     @app.get("/api/search")
     def search_text(q: Annotated[str, Query(description="What to look for, in words.")], k: K = 10,
                     type: Type = None, under: Under = None, space: Space = None, nprobe: NProbe = None,
-                    ef_search: EfSearch = None) -> list[dict[str, Any]]:
-        return _search(text=q, k=k, type=type, under=under, space=space, nprobe=nprobe, ef_search=ef_search)
+                    ef_search: EfSearch = None, min_score: MinScore = None) -> list[dict[str, Any]]:
+        return _search(text=q, k=k, type=type, under=under, space=space, nprobe=nprobe, ef_search=ef_search,
+                       min_score=min_score)
 
     @app.post("/api/search/image")
     def search_image(file: Annotated[UploadFile, File(description="The query image.")], k: K = 10,
                      type: Type = None, under: Under = None, space: Space = None, nprobe: NProbe = None,
-                     ef_search: EfSearch = None) -> list[dict[str, Any]]:
-        data = file.file.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise _ErrorResponse(413, f"query image is over {MAX_UPLOAD_BYTES >> 20} MiB")
-        if not data:
-            raise UsageError("the uploaded query image is empty")
-        return _search(image=data, k=k, type=type, under=under, space=space, nprobe=nprobe, ef_search=ef_search)
+                     ef_search: EfSearch = None, min_score: MinScore = None) -> list[dict[str, Any]]:
+        return _search(image=_upload(file, "image"), k=k, type=type, under=under, space=space, nprobe=nprobe,
+                       ef_search=ef_search, min_score=min_score)
+
+    @app.post("/api/search/audio")
+    def search_audio(file: Annotated[UploadFile, File(description="The query sound.")], k: K = 10,
+                     type: Type = None, under: Under = None, space: Space = None, nprobe: NProbe = None,
+                     ef_search: EfSearch = None, min_score: MinScore = None) -> list[dict[str, Any]]:
+        return _search(audio=_upload(file, "sound"), k=k, type=type, under=under, space=space, nprobe=nprobe,
+                       ef_search=ef_search, min_score=min_score)
 
     # ---- store -------------------------------------------------------------------------------------
     @app.get("/api/stats")
@@ -202,13 +321,25 @@ def _routes(app: FastAPI, engine: Engine, locked: Callable[[Callable[[], Any]], 
         return [e.to_dict() for e in locked(engine.errors)]
 
     @app.get("/api/file/{content_id}", response_class=FileResponse)
-    def file(content_id: ContentId) -> FileResponse:
-        """The image file of an indexed image: only paths the store lists for that content are served."""
+    def file(content_id: ContentId, request: Request) -> Response:
+        """The file of an indexed image or sound: only paths the store lists for that content are served.
+
+        Byte ranges are answered (206), so an ``<audio>`` element can seek without fetching the whole file.
+        """
         path = engine.file_of(content_id, "image")  # only files the store lists for that content
-        if path is None:
-            raise _ErrorResponse(404, f"no indexed image with id {content_id} has a file on disk")
-        return FileResponse(path, media_type=_media_type(path),
-                            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"})
+        if path is not None:
+            media_type = _media_type(path)
+        elif (path := engine.file_of(content_id, "audio")) is not None:
+            media_type = _sound_media_type(path)
+        else:
+            raise _ErrorResponse(404, f"no indexed image or sound with id {content_id} has a file on disk")
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"}
+        if not _FILE_RESPONSE_RANGES:  # an older Starlette: the app answers ranges itself
+            headers["Accept-Ranges"] = "bytes"
+            wanted = request.headers.get("range")
+            if wanted is not None:
+                return _ranged(path, wanted, media_type, headers)
+        return FileResponse(path, media_type=media_type, headers=headers)
 
     # ---- the page ----------------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -233,22 +364,38 @@ def _cli_route(app: FastAPI, engine: Engine, locked: Callable[..., Any]) -> None
         except ValueError:
             raise UsageError(f"{name}={raw!r}: must be a positive whole number") from None
 
+    def number(params: Any, name: str) -> float | None:
+        raw = params.get(name)
+        if raw is None:
+            return None
+        try:
+            return float(raw)  # nan and inf parse: Engine.search refuses them with its own message
+        except ValueError:
+            raise UsageError(f"{name}={raw!r}: must be a number") from None
+
     @app.post(QUERY_PATH, include_in_schema=False)
     async def query(request: Request) -> JSONResponse:
         if not hmac.compare_digest(request.headers.get(TOKEN_HEADER, "").encode(), token):
             return JSONResponse({"error": f"missing or wrong {TOKEN_HEADER} (see <store>/server.json)"}, status_code=403)
+        p = request.query_params
+        media = p.get("media", "image")
+        what = "sound" if media == "audio" else "image"
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_UPLOAD_BYTES:
-                raise _ErrorResponse(413, f"query image is over {MAX_UPLOAD_BYTES >> 20} MiB")
-        p = request.query_params
+                raise _ErrorResponse(413, f"query {what} is over {MAX_UPLOAD_BYTES >> 20} MiB")
         notes: list[str] = []
         try:
+            if media not in ("image", "audio"):
+                raise UsageError(f"media={media!r}: must be image or audio")
             k = integer(p, "k")
-            kw = dict(text=p.get("q"), image=bytes(body) if body else None, k=10 if k is None else k,
+            query = bytes(body) if body else None
+            kw = dict(text=p.get("q"), image=query if media == "image" else None,
+                      audio=query if media == "audio" else None, k=10 if k is None else k,
                       type=p.get("type"), under=p.get("under"), space=p.get("space"),
-                      nprobe=integer(p, "nprobe"), ef_search=integer(p, "ef_search"))
+                      nprobe=integer(p, "nprobe"), ef_search=integer(p, "ef_search"),
+                      min_score=number(p, "min_score"))
             hits = await run_in_threadpool(locked, lambda: engine.search(**kw), notes)
         except MmsearchError as exc:
             return JSONResponse({"error": str(exc), "exit_code": exc.exit_code}, status_code=_status_for(exc))

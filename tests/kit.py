@@ -11,6 +11,15 @@ Contents:
                                                   load <inner spec> wrapped in a CountingEncoder; yields a
                                                   Counting recorder of the instances made
     cli(*args)                                    `mmsearch ARGS...` through typer's CliRunner
+    make_tiny_clap(folder, seed, rate, seconds, fusion)
+                                                  a seeded random small transformers ClapModel + ClapProcessor
+                                                  saved as save_pretrained writes them (a local-dir CLAP)
+    tiny_tokenizer()                              the byte-level BPE the tiny CLAP uses (built with tokenizers)
+    ShiftedEncoder, LikeEncoder, wrapping(prefix, cls)
+                                                  encoders wrapping a real one (registered through the registry):
+                                                  every cosine pushed towards 0.9; a text "like:PATH" near a sound
+    cli_modules(*args)                            `mmsearch ARGS...` in a fresh interpreter: exit code, heavy
+                                                  modules (torch, open_clip, transformers) it imported
     unit(dim), all_hits(eng, type, space)         a raw unit query vector; every item of a type
     Corpus, Indexed, build_indexed(root, model, corpus)
                                                   a store with images and texts indexed (the `indexed` fixture)
@@ -360,3 +369,140 @@ def small_extractor(**kw: Any) -> Any:
     cfg = dict(feature_size=64, sampling_rate=16000, hop_length=160, max_length_s=2, fft_window_size=512,
                truncation="rand_trunc", padding="repeatpad", frequency_min=50, frequency_max=8000)
     return ClapFeatureExtractor(**{**cfg, **kw})
+
+
+# ---- what a command imports ---------------------------------------------------------------------------
+HEAVY = ("torch", "open_clip", "torchvision", "transformers")
+
+
+def cli_modules(*argv: str) -> tuple[int, list[str]]:
+    """Run ``mmsearch ARGV`` in a fresh interpreter: its exit code and which :data:`HEAVY` modules it imported."""
+    import sys
+
+    code = ("import sys\nfrom mmsearch.cli import main\nsys.argv = ['mmsearch', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    rc = e.code or 0\nelse:\n    rc = 0\n"
+            f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules), rc)")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("HEAVY")]
+    assert line, out.stdout + out.stderr
+    heavy, rc = line[-1].removeprefix("HEAVY ").rsplit(" ", 1)
+    return int(rc), eval(heavy)
+
+
+# ---- CLAP models ---------------------------------------------------------------------------------------
+TINY_CLAP_WORDS = ("a rising whistle falling tone beep pulse noise white pink brown chord major minor "
+                   "plucked string organ high low sound of dog barking rain the at and with")
+
+
+def tiny_tokenizer(folder: Path | None = None):
+    """A RoBERTa-style byte-level BPE over a few sound words, built with ``tokenizers`` (no hub)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import RobertaTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([TINY_CLAP_WORDS] * 4, trainer)
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    return RobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                pad_token="<pad>", mask_token="<mask>", model_max_length=30)
+
+
+def make_tiny_clap(folder: Path, seed: int = 0, *, rate: int = 16000, seconds: int = 1,
+                   fusion: bool = False) -> Path:
+    """A seeded random small ClapModel + ClapProcessor saved in ``folder`` (the local-dir layout)."""
+    import torch
+    from transformers import (ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor,
+                              ClapTextConfig)
+
+    tokenizer = tiny_tokenizer(folder)
+    fe = ClapFeatureExtractor(feature_size=64, sampling_rate=rate, hop_length=rate // 100, max_length_s=seconds,
+                              fft_window_size=512, truncation="fusion" if fusion else "rand_trunc",
+                              padding="repeatpad", frequency_min=50, frequency_max=rate // 2)
+    audio = ClapAudioConfig(spec_size=128, num_mel_bins=64, patch_embeds_hidden_size=16, hidden_size=64,
+                            depths=[1, 1, 1], num_attention_heads=[1, 2, 4], window_size=8, enable_fusion=fusion,
+                            patch_size=4, patch_stride=[4, 4])
+    text = ClapTextConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=64, max_position_embeddings=34, pad_token_id=1, bos_token_id=0,
+                          eos_token_id=2)
+    torch.manual_seed(seed)
+    model = ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=32)).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    ClapProcessor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+class ShiftedEncoder:
+    """A real encoder whose vectors all share one extra component: every raw cosine in its space is
+    pushed towards ``c²/(1+c²)`` (a model whose "unrelated" is 0.9), ordering within the space kept.
+    Registered as ``shifted:<inner spec>`` through the real registry (see :func:`shifted_encoders`)."""
+
+    def __init__(self, inner, c: float = 3.0) -> None:
+        import dataclasses
+
+        self.inner, self.c = inner, c
+        self.batch_size = getattr(inner, "batch_size", 64)
+        self.space = dataclasses.replace(inner.space, spec="shifted:" + inner.space.spec,
+                                         family="shifted-" + inner.space.family, dim=inner.space.dim + 1)
+
+    def _shift(self, x):
+        import numpy as np
+
+        x = np.concatenate([x, np.full((len(x), 1), self.c, np.float32)], axis=1)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def __getattr__(self, name):  # recipes and anything else: the inner encoder's
+        return getattr(self.inner, name)
+
+    def embed_texts(self, texts):
+        return self._shift(self.inner.embed_texts(texts))
+
+    def embed_image_batch(self, pixels):
+        return self._shift(self.inner.embed_image_batch(pixels))
+
+    def embed_audio_batch(self, features):
+        return self._shift(self.inner.embed_audio_batch(features))
+
+
+class LikeEncoder:
+    """A real CLAP encoder whose text tower answers ``like:<path>`` with a vector at cosine ``0.75`` to
+    that sound's (a caption that fits one sound, without training a model). Spec ``like:<inner spec>``."""
+
+    def __init__(self, inner, cos: float = 0.75) -> None:
+        import dataclasses
+
+        self.inner, self.cos = inner, cos
+        self.batch_size = getattr(inner, "batch_size", 64)
+        self.space = dataclasses.replace(inner.space, spec="like:" + inner.space.spec, family="like-" + inner.space.family)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed_texts(self, texts):
+        import numpy as np
+
+        from mmsearch.query.encode import query_sound
+
+        out = self.inner.embed_texts(list(texts))
+        for i, t in enumerate(texts):
+            if t.startswith("like:"):
+                v = self.inner.embed_audio_batch(query_sound(t[5:], self.inner.audio_recipe())).mean(axis=0)
+                v /= np.linalg.norm(v)
+                w = np.random.default_rng(len(t)).standard_normal(len(v)).astype(np.float32)
+                w -= (w @ v) * v
+                w /= np.linalg.norm(w)
+                out[i] = self.cos * v + np.sqrt(1 - self.cos**2) * w
+        return out
+
+
+def wrapping(prefix: str, cls):
+    """A registry factory: ``PREFIX:<inner spec>`` loads the inner encoder wrapped in ``cls``."""
+    from mmsearch.encoders.registry import load_encoder
+
+    def factory(spec, rest, **kw):
+        return cls(load_encoder(rest, **kw))
+
+    return factory

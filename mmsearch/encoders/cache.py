@@ -63,6 +63,7 @@ class Entry:
             return None
         files = [f for tower in meta.get("towers", {}).values() for f in tower.get("files", {}).values()]
         files += [meta["tokenizer"]["file"]] if "file" in meta.get("tokenizer", {}) else []
+        files += [meta["recipe"]["mel"]] if isinstance(meta.get("recipe", {}).get("mel"), str) else []
         return meta if all((self.folder / f).is_file() for f in files) else None
 
     def lock_path(self) -> Path:

@@ -61,7 +61,12 @@ def ensure_export(ref: ModelRef, entry: Entry) -> dict[str, Any]:
 
 
 def export(ref: ModelRef, out: Path) -> dict[str, Any]:
-    """Export ``ref`` into the folder ``out`` and return the metadata written there."""
+    """Export ``ref`` into the folder ``out`` and return the metadata written there (CLAP models:
+    :func:`mmsearch.encoders.clap_export.export`)."""
+    if ref.kind == "clap":
+        from mmsearch.encoders.clap_export import export as export_clap
+
+        return export_clap(ref, out)
     import torch
 
     from mmsearch.encoders.clip import OpenClipEncoder
@@ -74,16 +79,21 @@ def export(ref: ModelRef, out: Path) -> dict[str, Any]:
     with torch.inference_mode():
         reference = {"image": enc.model.encode_image(images).numpy(), "text": enc.model.encode_text(tokens).numpy()}
     for tower, probe, input_name in (("image", images, "pixels"), ("text", tokens, "tokens")):
-        towers[tower] = _export_tower(enc.model, tower, probe, input_name, out, reference[tower])
+        fn = enc.model.encode_image if tower == "image" else enc.model.encode_text
+        towers[tower] = export_tower(enc.model, fn, tower, {input_name: probe}, out, reference[tower])
     meta = {
-        "export_version": EXPORT_VERSION, "key": ref.key, "exported_from": ref.spec,
+        "export_version": EXPORT_VERSION, "key": ref.key, "exported_from": ref.spec, "kind": "open_clip",
         "space": {"dim": enc.space.dim, "modalities": list(enc.space.modalities),
                   "extra": {k: enc.space.extra[k] for k in ("model_name", "preprocess")}},
         "recipe": enc.image_recipe(), "tokenizer": _tokenizer(enc.tokenizer, out), "towers": towers,
-        "versions": _versions(), "seconds": round(time.perf_counter() - t0, 1),
+        "versions": versions(), "seconds": round(time.perf_counter() - t0, 1),
     }
-    (out / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+    write_meta(out, meta)
     return meta
+
+
+def write_meta(out: Path, meta: dict[str, Any]) -> None:
+    (out / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
 #: Dynamic int8 settings, tried in order until one keeps :data:`MIN_FIDELITY`. Full-range int8 weights
@@ -91,45 +101,51 @@ def export(ref: ModelRef, out: Path) -> dict[str, Any]:
 #: AVX-512), whose u8×s8 kernels saturate full-range weights (ViT-B-32 here: 0.983 → 0.9997).
 QUANTISE = ({"per_channel": False, "reduce_range": False}, {"per_channel": True, "reduce_range": True})
 
+Feeds = dict[str, np.ndarray]
 
-def _export_tower(model: Any, tower: str, probe: Any, input_name: str, out: Path,
-                  reference: np.ndarray) -> dict[str, Any]:
-    """Write ``<tower>.fp32.onnx`` and ``<tower>.int8.onnx``; return their files and measured fidelity."""
+
+def export_tower(owner: Any, fn: Any, tower: str, probe: dict[str, Any], out: Path, reference: np.ndarray, *,
+                 variable: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Write ``<tower>.fp32.onnx`` and ``<tower>.int8.onnx`` for ``fn(*inputs)`` (torch tensors named by
+    ``probe``, batch first; ``variable``: inputs whose second axis varies, e.g. token count); return their
+    files and measured fidelity to ``reference`` (the torch output on ``probe``). ``owner``: the torch
+    module ``fn`` belongs to (its weights become the graph's)."""
     import torch
 
     class Tower(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.model = model
+            self.owner = owner
 
-        def forward(self, x):
-            return self.model.encode_image(x) if tower == "image" else self.model.encode_text(x)
+        def forward(self, *x):
+            return fn(*x)
 
     fp32, int8 = out / f"{tower}.fp32.onnx", out / f"{tower}.int8.onnx"
-    batch = probe.numpy()
+    names = list(probe)
+    feeds = {n: t.numpy() for n, t in probe.items()}
+    axes = {n: ({0: "n", 1: f"{n}_len"} if n in variable else {0: "n"}) for n in names}
     with _quiet(f"cannot export the {tower} tower to ONNX"):
-        torch.onnx.export(Tower().eval(), (probe[:2],), str(fp32), input_names=[input_name],
-                          output_names=["embedding"], dynamic_axes={input_name: {0: "n"}, "embedding": {0: "n"}},
+        torch.onnx.export(Tower().eval(), tuple(t[:2] for t in probe.values()), str(fp32), input_names=names,
+                          output_names=["embedding"], dynamic_axes={**axes, "embedding": {0: "n"}},
                           opset_version=17, dynamo=False)
-    out32, ms32 = _run_file(fp32, input_name, batch, "fp32")
-    fidelity, speed = {"fp32": _min_cosine(reference, out32)}, {"fp32": ms32}
+    out32, ms32 = _run_file(fp32, feeds, "fp32")
+    fidelity, speed = {"fp32": min_cosine(reference, out32)}, {"fp32": ms32}
     big = fp32.stat().st_size > _EXTERNAL_DATA_BYTES  # torch writes a tower over 2 GB with side files
     files = {"fp32": fp32.name}
-    best = _best_int8(fp32, int8, big, input_name, batch, reference)
+    best = _best_int8(fp32, int8, big, feeds, reference)
     if best is not None:
         files["int8"] = int8.name
         fidelity["int8"], speed["int8"] = best[0], best[1]
     if not big:  # graph fusions done once here, not at every session start (halves an int8 tower's load time)
         for precision, name in files.items():  # fidelity and speed of the file that will actually run
             _optimise(out / name)
-            again, speed[precision] = _run_file(out / name, input_name, batch, precision)
-            fidelity[precision] = min(fidelity[precision], _min_cosine(reference, again))
-    return {"files": files, "fidelity": fidelity, "ms_per_item": speed, "input": input_name,
+            again, speed[precision] = _run_file(out / name, feeds, precision)
+            fidelity[precision] = min(fidelity[precision], min_cosine(reference, again))
+    return {"files": files, "fidelity": fidelity, "ms_per_item": speed, "input": names[0], "inputs": names,
             "int8_options": best[2] if best else None}
 
 
-def _best_int8(fp32: Path, int8: Path, big: bool, input_name: str, batch: np.ndarray,
-               reference: np.ndarray) -> tuple[float, float, dict[str, bool]] | None:
+def _best_int8(fp32: Path, int8: Path, big: bool, feeds: Feeds, reference: np.ndarray) -> tuple[float, float, dict[str, bool]] | None:
     """Quantise with each :data:`QUANTISE` setting until one keeps :data:`MIN_FIDELITY`; leave the best in
     ``int8``. Returns (fidelity, ms per item, setting), or None when no setting quantises this graph."""
     best: tuple[float, float, dict[str, bool]] | None = None
@@ -139,10 +155,10 @@ def _best_int8(fp32: Path, int8: Path, big: bool, input_name: str, batch: np.nda
         except ModelError:  # e.g. per-channel Conv weights the quantiser cannot find: try the next setting
             continue
         try:
-            out, ms = _run_file(int8, input_name, batch, "int8")
+            out, ms = _run_file(int8, feeds, "int8")
         except Exception:  # ONNX Runtime cannot run this quantised graph (an op it lacks): next setting
             continue
-        score = _min_cosine(reference, out)
+        score = min_cosine(reference, out)
         if best is None or score > best[0]:
             best = (score, ms, options)
         if score >= MIN_FIDELITY:
@@ -191,7 +207,7 @@ def _quiet(failure: str) -> Iterator[None]:
         root.level = level
 
 
-def _run_file(path: Path, input_name: str, batch: np.ndarray, precision: str) -> tuple[np.ndarray, float]:
+def _run_file(path: Path, feeds: Feeds, precision: str) -> tuple[np.ndarray, float]:
     """The file's output on ``batch``, run as the runtime runs it (:func:`mmsearch.encoders.onnx.run_step`),
     and its time per item (ms, best of two after a warm-up run)."""
     import onnxruntime as ort
@@ -199,11 +215,12 @@ def _run_file(path: Path, input_name: str, batch: np.ndarray, precision: str) ->
     from mmsearch.encoders.onnx import run_step
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    step = run_step(precision, len(batch))
+    n = len(next(iter(feeds.values())))
+    step = run_step(precision, n)
 
     def run() -> np.ndarray:
-        return np.concatenate([session.run(None, {input_name: batch[i : i + step]})[0]
-                               for i in range(0, len(batch), step)])
+        return np.concatenate([session.run(None, {k: v[i : i + step] for k, v in feeds.items()})[0]
+                               for i in range(0, n, step)])
 
     out = run()
     times = []
@@ -211,10 +228,10 @@ def _run_file(path: Path, input_name: str, batch: np.ndarray, precision: str) ->
         t0 = time.perf_counter()
         run()
         times.append(time.perf_counter() - t0)
-    return out, round(min(times) * 1000 / len(batch), 3)
+    return out, round(min(times) * 1000 / n, 3)
 
 
-def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     return round(float((a * b).sum(1).min()), 6)
@@ -255,11 +272,11 @@ def _tokenizer(tokenizer: Any, out: Path) -> dict[str, Any]:
     return {"kind": "open_clip"}
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for name in ("torch", "open_clip_torch", "onnxruntime", "onnx"):
+    for name in ("torch", "open_clip_torch", "transformers", "onnxruntime", "onnx"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:

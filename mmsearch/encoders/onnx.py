@@ -1,4 +1,7 @@
-"""An exported open_clip model on ONNX Runtime: the CPU runtime. Imports neither torch nor open_clip.
+"""Exported models on ONNX Runtime: the CPU runtime. Imports neither torch, open_clip nor transformers.
+
+:class:`OnnxClipEncoder` runs an open_clip model (images, texts); :class:`OnnxClapEncoder` a CLAP
+model (sounds as log-mel windows from the decode workers, texts through ``tokenizers``).
 
 Built from a runtime-cache entry (:mod:`mmsearch.encoders.cache`, written by
 :mod:`mmsearch.encoders.export`). Each tower's session is made on first use, so a text query loads
@@ -38,8 +41,8 @@ def cpu_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-class OnnxClipEncoder:
-    """Images and texts of one open_clip model, through ONNX Runtime on the CPU."""
+class _OnnxTowers:
+    """What both exported kinds share: a lazy session per tower, batching, the text contract."""
 
     def __init__(self, ref: ModelRef, entry: Entry, meta: dict[str, Any], *, precision: str = "auto",
                  batch_size: int = 64) -> None:
@@ -55,13 +58,6 @@ class OnnxClipEncoder:
                                modalities=tuple(space["modalities"]),
                                extra={**space.get("extra", {}), "runtime": "onnxruntime", "device": "cpu",
                                       "precision": dict(self._precision)})
-
-    # ---- the encoder contract -----------------------------------------------------------------------
-    def image_recipe(self) -> dict[str, Any]:
-        return dict(self._meta["recipe"])
-
-    def embed_image_batch(self, pixels: np.ndarray) -> np.ndarray:
-        return self._run("image", np.ascontiguousarray(pixels, dtype=np.float32))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):
@@ -82,14 +78,16 @@ class OnnxClipEncoder:
                            for t, p in self._precision.items()}}
 
     # ---- internals ----------------------------------------------------------------------------------
-    def _run(self, tower: str, batch: np.ndarray) -> np.ndarray:
-        if len(batch) == 0:
+    def _run(self, tower: str, batch: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        """One tower on a batch: an array (the tower's one input) or arrays by input name."""
+        n = len(next(iter(batch.values()))) if isinstance(batch, dict) else len(batch)
+        if n == 0:
             return np.zeros((0, self.space.dim), np.float32)
         step = run_step(self._precision[tower], self.batch_size)
         with self._lock:
             session = self._session(tower)
-            name = session.get_inputs()[0].name
-            out = [session.run(None, {name: batch[i : i + step]})[0] for i in range(0, len(batch), step)]
+            feeds = batch if isinstance(batch, dict) else {session.get_inputs()[0].name: batch}
+            out = [session.run(None, {k: v[i : i + step] for k, v in feeds.items()})[0] for i in range(0, n, step)]
         x = np.concatenate(out).astype(np.float32, copy=False)
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -113,6 +111,19 @@ class OnnxClipEncoder:
                                  path=str(path), hint="clear the runtime cache (mmsearch cache --clear) to re-export") from exc
         return self._sessions[tower]
 
+    def _tokens(self, texts: list[str]) -> Any:
+        raise NotImplementedError
+
+
+class OnnxClipEncoder(_OnnxTowers):
+    """Images and texts of one open_clip model, through ONNX Runtime on the CPU."""
+
+    def image_recipe(self) -> dict[str, Any]:
+        return dict(self._meta["recipe"])
+
+    def embed_image_batch(self, pixels: np.ndarray) -> np.ndarray:
+        return self._run("image", np.ascontiguousarray(pixels, dtype=np.float32))
+
     def _tokens(self, texts: list[str]) -> np.ndarray:
         if self._tokenizer is None:
             tok = self._meta["tokenizer"]
@@ -126,3 +137,46 @@ class OnnxClipEncoder:
                 fn = open_clip.get_tokenizer(self._model_name)
                 self._tokenizer = lambda texts: fn(texts).numpy()
         return self._tokenizer(texts)
+
+
+class OnnxClapEncoder(_OnnxTowers):
+    """Sounds and texts of one CLAP model, through ONNX Runtime on the CPU."""
+
+    def audio_recipe(self) -> dict[str, Any]:
+        recipe = dict(self._meta["recipe"])
+        if isinstance(recipe.get("mel"), str):  # the mel matrix sits beside meta.json
+            recipe["mel"] = np.load(self.entry.folder / recipe["mel"])
+        return recipe
+
+    def image_recipe(self) -> dict[str, Any]:
+        raise ModelError(f"model {self.space.spec!r} embeds sounds and texts, not images")
+
+    def embed_image_batch(self, pixels: np.ndarray) -> np.ndarray:
+        raise ModelError(f"model {self.space.spec!r} embeds sounds and texts, not images")
+
+    def embed_audio_batch(self, features: np.ndarray) -> np.ndarray:
+        """Embed (N, C, frames, mels) log-mel windows made by the recipe → (N, dim) unit vectors."""
+        return self._run("audio", np.ascontiguousarray(features, dtype=np.float32))
+
+    def _tokens(self, texts: list[str]) -> dict[str, np.ndarray]:
+        if self._tokenizer is None:
+            tok = self._meta["tokenizer"]
+            if tok["kind"] == "tokenizers":
+                from mmsearch.encoders.tokenize import HubTokenizer
+
+                self._tokenizer = HubTokenizer(self.entry.folder / tok["file"], tok["max_length"], tok["pad_id"])
+            else:  # transformers' own tokenizer (loads transformers, not torch)
+                self._tokenizer = _transformers_tokenizer(self._model_name.split(":", 1)[1], tok["max_length"])
+        return self._tokenizer(texts)
+
+
+def _transformers_tokenizer(source: str, limit: int) -> Any:
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(source)
+
+    def tokens(texts: list[str]) -> dict[str, np.ndarray]:
+        enc = hf(texts, padding=True, truncation=True, max_length=limit, return_tensors="np")
+        return {"ids": enc["input_ids"].astype(np.int64), "mask": enc["attention_mask"].astype(np.int64)}
+
+    return tokens

@@ -142,25 +142,32 @@ def load_encoder(spec: str, *, device: str | None = None, batch_size: int = 64, 
 
 def open_clip_encoder(ref: ModelRef, *, device: str | None = None, batch_size: int = 64, runtime: str | None = None,
                       precision: str | None = None) -> Encoder:
-    """An open_clip model on the runtime its device gets (:mod:`mmsearch.encoders.runtime`).
+    """A model on the runtime its device gets (:mod:`mmsearch.encoders.runtime`): an open_clip CLIP, or a
+    transformers CLAP when the reference's files say so (``ref.kind``).
 
     On the CPU: the cached ONNX export (made now, once, when there is none), so nothing imports torch
-    once it exists. On CUDA/MPS, or with ``runtime="torch"``: open_clip on torch.
+    once it exists. On CUDA/MPS, or with ``runtime="torch"``: the model on torch.
     """
     from mmsearch.encoders.runtime import check_precision, choose
 
     chosen, device = choose(device, runtime)
     precision = check_precision(precision)
+    clap = ref.kind == "clap"
     if chosen == "torch":
+        if clap:
+            from mmsearch.encoders.clap import ClapEncoder
+
+            return ClapEncoder(ref, device=device, batch_size=batch_size)
         from mmsearch.encoders.clip import OpenClipEncoder
 
         return OpenClipEncoder(ref, device=device, batch_size=batch_size)
     from mmsearch.encoders.cache import Entry
     from mmsearch.encoders.export import ensure_export
-    from mmsearch.encoders.onnx import OnnxClipEncoder
+    from mmsearch.encoders.onnx import OnnxClapEncoder, OnnxClipEncoder
 
     entry = Entry.for_key(ref.key, ref.identity)
-    return OnnxClipEncoder(ref, entry, ensure_export(ref, entry), precision=precision, batch_size=batch_size)
+    kind = OnnxClapEncoder if clap else OnnxClipEncoder
+    return kind(ref, entry, ensure_export(ref, entry), precision=precision, batch_size=batch_size)
 
 
 @register("local-dir")

@@ -6,6 +6,12 @@ an architecture or tag exists needs open_clip, so it happens when the model is r
 
 Spec grammar (see :mod:`mmsearch.encoders.clip`): ``ARCH:TAG``, ``ARCH:random[@SEED]``,
 ``hf-hub:ORG/REPO``, ``local-dir:PATH``, ``builtin:NAME``.
+
+The model's *kind* comes from its files, not its name: a folder with ``open_clip_config.json`` is an
+open_clip CLIP (images + texts); one with a ``config.json`` whose ``model_type`` is ``clap`` is a
+transformers CLAP (sounds + texts, :mod:`mmsearch.encoders.clap`). A hub repo is looked up in the
+local Hugging Face cache the same way; one not cached yet is taken as CLAP when its name says so
+(``laion/clap-htsat-unfused``, ``laion/larger_clap_general`` …), else as open_clip.
 """
 
 from __future__ import annotations
@@ -30,10 +36,23 @@ class ModelRef:
     weights: str  # the weights tag in the space key
     random_seed: int | None = None
     identity: str = ""  # what the key leaves out but an export depends on (a local model's config, weights size)
+    kind: str = "open_clip"  # open_clip (images + texts) | clap (sounds + texts, transformers)
 
     @property
     def family(self) -> str:
-        return "open_clip-local-dir" if self.model_name.startswith("local-dir:") else self.model_name
+        local = self.model_name.startswith("local-dir:")
+        if self.kind == "clap":
+            return "clap-local-dir" if local else f"clap:{self.model_name}"
+        return "open_clip-local-dir" if local else self.model_name
+
+    @property
+    def folder(self) -> Path | None:
+        """The model's folder for a ``local-dir:`` (or built-in) model."""
+        return Path(self.model_name.split(":", 1)[1]) if self.model_name.startswith("local-dir:") else None
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return ("audio", "text") if self.kind == "clap" else ("image", "text")
 
     @property
     def key(self) -> str:
@@ -72,8 +91,11 @@ def local_dir_ref(spec: str, folder: Path) -> ModelRef:
     if not folder.is_dir():
         raise ModelError(f"model folder not found for {spec!r}", path=str(folder))
     config = folder / "open_clip_config.json"
+    if not config.is_file() and _is_clap_config(folder / "config.json"):
+        return _clap_local_ref(spec, folder)
     if not config.is_file():
-        raise ModelError("not an open_clip model folder: open_clip_config.json is missing", path=str(folder))
+        raise ModelError("not a model folder: neither open_clip_config.json (open_clip) nor a CLAP config.json "
+                         "(transformers) is there", path=str(folder))
     try:
         json.loads(config.read_text(encoding="utf-8"))["model_cfg"]
     except (ValueError, KeyError) as exc:
@@ -85,10 +107,41 @@ def local_dir_ref(spec: str, folder: Path) -> ModelRef:
     return ModelRef(spec, f"local-dir:{folder}", None, weights_fingerprint(weights), identity=identity)
 
 
+def _is_clap_config(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("model_type") == "clap"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _clap_local_ref(spec: str, folder: Path) -> ModelRef:
+    weights = find_weights(folder)
+    if weights is None:
+        raise ModelError("no weights file (*.safetensors, *.bin) in CLAP model folder", path=str(folder))
+    config = folder / "config.json"
+    identity = hashlib.sha256(config.read_bytes()).hexdigest()[:16] + f":{weights.stat().st_size}"
+    return ModelRef(spec, f"local-dir:{folder}", None, weights_fingerprint(weights), identity=identity, kind="clap")
+
+
+def _hub_kind(repo: str) -> str:
+    """open_clip or clap for a hub repo: by its cached config files, else by its name."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        for name, kind in (("open_clip_config.json", "open_clip"), ("config.json", "clap")):
+            found = try_to_load_from_cache(repo, name)
+            if isinstance(found, str):
+                return kind if kind == "open_clip" or _is_clap_config(Path(found)) else "open_clip"
+    except Exception:  # no hub library or an odd cache: decide by name
+        pass
+    return "clap" if "clap" in repo.lower() else "open_clip"
+
+
 def builtin_ref(spec: str, name: str) -> ModelRef:
     folder = builtin_dir(name)
     if not folder.is_dir():
-        available = sorted(p.name for p in folder.parent.glob("*/") if (p / "open_clip_config.json").exists())
+        available = sorted(p.name for p in folder.parent.glob("*/")
+                           if (p / "open_clip_config.json").exists() or (p / "config.json").exists())
         raise ModelError(f"no built-in model {name!r}", hint=f"built-in models: {', '.join(available) or 'none'}")
     return local_dir_ref(spec, folder)
 
@@ -96,7 +149,8 @@ def builtin_ref(spec: str, name: str) -> ModelRef:
 def named_ref(spec: str) -> ModelRef:
     """``ARCH:TAG``, ``ARCH:random[@seed]`` or ``hf-hub:org/repo`` (names checked when loaded)."""
     if spec.startswith("hf-hub:"):
-        return ModelRef(spec, spec, None, spec.split(":", 1)[1])
+        repo = spec.split(":", 1)[1]
+        return ModelRef(spec, spec, None, repo, kind=_hub_kind(repo))
     arch, sep, tag = spec.partition(":")
     if not sep or not tag or not arch:
         raise UsageError(

@@ -1,4 +1,5 @@
-"""open_clip's CLIP tokenizer through the ``tokenizers`` library: the same ids, without torch.
+"""Tokenizers without torch: open_clip's CLIP tokenizer mirrored in ``tokenizers`` (same ids), and a
+Hugging Face ``tokenizer.json`` (CLAP's RoBERTa BPE) run by ``tokenizers`` itself (:class:`HubTokenizer`).
 
 :func:`build` (export time, open_clip loaded) turns an open_clip ``SimpleTokenizer`` into a
 ``tokenizers`` BPE model with the tokenizer's own vocabulary and merges, its pre-tokenizer regex,
@@ -86,3 +87,26 @@ class LightTokenizer:
 
         encoded = self._tok.encode_batch([clean(t, self._mode) for t in texts])
         return np.asarray([e.ids for e in encoded], dtype=np.int64)
+
+
+class HubTokenizer:
+    """Texts → ``{"ids", "mask"}`` int64 arrays from a Hugging Face ``tokenizer.json`` (a CLAP model's
+    RoBERTa BPE), padded to the longest text and cut to ``max_length`` tokens, as transformers' fast
+    tokenizer called with ``padding=True, truncation=True`` gives them (the same Rust library runs)."""
+
+    def __init__(self, path: Path, max_length: int, pad_id: int) -> None:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(path))
+        tok.no_padding()
+        tok.enable_truncation(max_length=max_length)
+        pad = tok.id_to_token(pad_id) or "<pad>"
+        tok.enable_padding(pad_id=pad_id, pad_token=pad)  # to the longest in each call
+        self._tok = tok
+
+    def __call__(self, texts: Sequence[str]) -> dict:
+        import numpy as np
+
+        encoded = self._tok.encode_batch(list(texts))
+        return {"ids": np.asarray([e.ids for e in encoded], dtype=np.int64),
+                "mask": np.asarray([e.attention_mask for e in encoded], dtype=np.int64)}

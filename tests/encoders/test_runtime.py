@@ -14,7 +14,7 @@ from PIL import Image
 from mmsearch.encoders import cache
 from mmsearch.encoders.registry import load_encoder
 from mmsearch.errors import ModelError, UsageError
-from tests.kit import write_images
+from tests.kit import cli_modules, write_images
 
 PROBE_TEXTS = ["a red circle", "A BLUE square!!", "it's the dog's toy, isn't it?", "红色的自行车", "naïve café — déjà vu",
                "emoji 🚲🐶\tand\nnewlines", "&amp;lt;b&amp;gt;", "3.14 and 12345", "x" * 300, " ".join(["word"] * 90),
@@ -115,27 +115,12 @@ def test_bad_runtime_options_are_usage_errors(tiny_model, kw, match):
         load_encoder(tiny_model, **kw)
 
 
-HEAVY = ("torch", "open_clip", "torchvision")
-
-
-def _cli_modules(*argv: str) -> tuple[int, list[str]]:
-    """Run the CLI in a fresh interpreter; its exit code and which heavy modules it imported."""
-    code = ("import sys\nfrom mmsearch.cli import main\nsys.argv = ['mmsearch', *sys.argv[1:]]\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    rc = e.code or 0\nelse:\n    rc = 0\n"
-            f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules), rc)")
-    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
-    line = [ln for ln in out.stdout.splitlines() if ln.startswith("HEAVY")]
-    assert line, out.stdout + out.stderr
-    heavy, rc = line[-1].removeprefix("HEAVY ").rsplit(" ", 1)
-    return int(rc), eval(heavy)
-
-
 def test_no_change_resync_and_a_text_query_import_no_torch(tmp_path, tiny_model):
     write_images(tmp_path / "photos", n=6)
     store = str(tmp_path / "store")
-    assert _cli_modules("index", str(tmp_path / "photos"), "--store", store, "--model", tiny_model)[0] == 0
-    assert _cli_modules("index", str(tmp_path / "photos"), "--store", store) == (0, [])
-    assert _cli_modules("query", "a red circle", "--store", store) == (0, [])
+    assert cli_modules("index", str(tmp_path / "photos"), "--store", store, "--model", tiny_model)[0] == 0
+    assert cli_modules("index", str(tmp_path / "photos"), "--store", store) == (0, [])
+    assert cli_modules("query", "a red circle", "--store", store) == (0, [])
 
 
 def test_cache_command_lists_exports_with_fidelity_and_clears_them(tiny_model):

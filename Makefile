@@ -21,7 +21,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	rm -rf $(DEMO_STORE)
-	$(BIN)/mmsearch index samples/shapes --store $(DEMO_STORE) --model builtin:shapes
+	$(BIN)/mmsearch index samples/shapes samples/sounds --store $(DEMO_STORE) --model builtin:shapes --model builtin:tones
 	$(BIN)/mmsearch stats --store $(DEMO_STORE)
 	@echo; echo '$$ mmsearch query "a red circle" -k 5'
 	$(BIN)/mmsearch query "a red circle" --store $(DEMO_STORE) -k 5
@@ -31,6 +31,12 @@ demo: $(STAMP)
 	$(BIN)/mmsearch query --image samples/shapes/images/$$(ls samples/shapes/images | head -1) --store $(DEMO_STORE) -k 5
 	@echo; echo '$$ mmsearch query "a yellow star" --type text -k 3'
 	$(BIN)/mmsearch query "a yellow star" --type text --store $(DEMO_STORE) -k 3
+	@echo; echo '$$ mmsearch query "a rising whistle" --type audio -k 3'
+	$(BIN)/mmsearch query "a rising whistle" --type audio --store $(DEMO_STORE) -k 3
+	@echo; echo '$$ mmsearch query --audio samples/sounds/noise-white_00.wav -k 3'
+	$(BIN)/mmsearch query --audio samples/sounds/noise-white_00.wav --store $(DEMO_STORE) -k 3
+	@echo; echo '$$ mmsearch query "white noise" -k 4 --explain      # photos and sounds in one list, by calibrated score'
+	$(BIN)/mmsearch query "white noise" --store $(DEMO_STORE) -k 4 --explain
 	@echo; echo 'Search page: $(BIN)/mmsearch serve --store $(DEMO_STORE)   then open http://127.0.0.1:8765/'
 
 test: $(STAMP)
@@ -40,3 +46,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_query.py
 	$(BIN)/python benchmarks/bench_eval_shapes.py
+	$(BIN)/python benchmarks/bench_audio.py

@@ -5,8 +5,8 @@ see :mod:`mmsearch.server.client`): that path imports no numpy, SQLAlchemy, FAIS
 prints what the in-process search prints. No server, or none that can answer this query exactly:
 it searches in-process. ``--no-server`` (env ``MMSEARCH_NO_SERVER=1``) always searches in-process.
 
-Exit codes: 0 ok · 1 index finished but some files failed · 2 bad arguments · 3 store problem
-(missing, locked, damaged) · 4 model problem · 130 interrupted.
+Exit codes: 0 ok · 1 index finished but some files failed, or nothing cleared ``query --min-score`` ·
+2 bad arguments · 3 store problem (missing, locked, damaged) · 4 model problem · 130 interrupted.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from mmsearch.errors import MmsearchError
 
 app = typer.Typer(
     name="mmsearch",
-    help="Search your photos and notes by meaning. Index folders, then query by text or image.",
+    help="Search your photos, notes and sounds by meaning. Index folders, then query by text, image or sound.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -37,6 +37,7 @@ err = Console(stderr=True, soft_wrap=True)
 # ---- shared options (one definition, reused by every command) ----------------------------------------
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", "-s", help="Store folder [env MMSEARCH_STORE; default indexes/default].")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model spec: ARCH:TAG, hf-hub:ORG/REPO, local-dir:PATH, builtin:NAME [env MMSEARCH_MODEL].")]
+ModelsOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model spec (repeat for several: an image model and a sound model): ARCH:TAG, hf-hub:ORG/REPO, local-dir:PATH, builtin:NAME [env MMSEARCH_MODEL; default: the store's models, else ViT-B-32:laion2b_s34b_b79k for images and hf-hub:laion/clap-htsat-unfused for sounds].")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps [env MMSEARCH_DEVICE].")]
 RuntimeOpt = Annotated[Optional[str], typer.Option("--runtime", help="auto, torch or onnx (auto: ONNX Runtime on the CPU, torch on CUDA/MPS) [env MMSEARCH_RUNTIME].")]
 PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="CPU runtime precision: auto, fp32 or int8 (auto: the fastest whose measured fidelity is >= 0.999; see `mmsearch cache`) [env MMSEARCH_PRECISION].")]
@@ -85,12 +86,13 @@ def _notices(notices: list[str]) -> None:
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders and files to index (re-running syncs them).", show_default=False)],
     store: StoreOpt = None,
-    model: ModelOpt = None,
+    model: ModelsOpt = None,
     device: DeviceOpt = None,
     runtime: RuntimeOpt = None,
     precision: PrecisionOpt = None,
     batch_size: BatchOpt = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decode processes (0: decode in this process).")] = None,
+    max_audio_seconds: Annotated[Optional[float], typer.Option("--max-audio-seconds", min=0.001, help="Longer sounds are indexed by their first this-many seconds (recorded as such) [default: 600].")] = None,
     index_kind: Annotated[Optional[str], typer.Option("--index", help="ANN index: auto, flat, ivf, hnsw, pq.")] = None,
     commit_every: Annotated[Optional[int], typer.Option("--commit-every", min=1, help="Files per committed batch [default: 256]; an interrupted run keeps every committed batch.")] = None,
     as_json: JsonOpt = False,
@@ -101,8 +103,8 @@ def index(
 
     fmt = present.pick_format(as_json, as_jsonl, False)
     machine = fmt is not present.Format.table
-    with _engine(store, model=model, device=device, batch_size=batch_size, workers=workers, index=index_kind,
-                 runtime=runtime, precision=precision) as eng:
+    with _engine(store, model=model or None, device=device, batch_size=batch_size, workers=workers, index=index_kind,
+                 runtime=runtime, precision=precision, max_audio_seconds=max_audio_seconds) as eng:
         bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                        TimeRemainingColumn(), console=err, disable=machine or not err.is_terminal, transient=True)
         with bar:
@@ -132,11 +134,11 @@ def add_text(
     texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to add.", show_default=False)] = None,
     file: Annotated[Optional[Path], typer.Option("--file", help="A .csv (column 'text', optional 'id') or .jsonl of texts.")] = None,
     store: StoreOpt = None,
-    model: ModelOpt = None,
+    model: ModelsOpt = None,
     device: DeviceOpt = None,
 ) -> None:
-    """Add texts that are not files (captions, notes, labels) to the store."""
-    with _engine(store, model=model, device=device) as eng:
+    """Add texts that are not files (captions, notes, labels) to the store (into every model with a text tower)."""
+    with _engine(store, model=model or None, device=device) as eng:
         n = eng.add_texts(texts or None, file=file)
     out.print(f"added {n} texts")
 
@@ -146,8 +148,11 @@ def add_text(
 def query(
     text: Annotated[Optional[str], typer.Argument(help="What to look for, in words.", show_default=False)] = None,
     image: Annotated[Optional[Path], typer.Option("--image", "-i", help="Search with an image instead of text.")] = None,
+    audio: Annotated[Optional[Path], typer.Option("--audio", "-a", help="Search with a sound file instead of text.")] = None,
     k: Annotated[int, typer.Option("-k", "--top", help="How many results.", min=1)] = 10,
-    type_: Annotated[Optional[str], typer.Option("--type", "-t", help="What to return: image, text or any [default: image when the store has images].")] = None,
+    type_: Annotated[Optional[str], typer.Option("--type", "-t", help="What to return: image, audio, text or any [default: every kind of file the store holds that the query reaches; texts when it holds only texts].")] = None,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Only results whose calibrated score (standard deviations above unrelated queries) is at least this; exit 1 when none is.")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Show how each score came about: raw cosine, the background it is calibrated against, the model.")] = False,
     under: Annotated[Optional[Path], typer.Option("--under", help="Only results below this folder.")] = None,
     store: StoreOpt = None,
     model: ModelOpt = None,
@@ -161,29 +166,33 @@ def query(
     as_jsonl: JsonlOpt = False,
     as_paths: PathsOpt = False,
 ) -> None:
-    """Search by text (mmsearch query "a red bicycle") or by image (--image cat.jpg)."""
+    """Search by text (mmsearch query "a red bicycle"), by image (--image cat.jpg) or by sound (--audio bark.wav)."""
     fmt = present.pick_format(as_json, as_jsonl, as_paths)
-    if (text is None) == (image is None):
+    if sum(x is not None for x in (text, image, audio)) != 1:
         from mmsearch.errors import UsageError
 
-        raise UsageError("give a query text or --image PATH (one of them)")
-    if not no_server and runtime is None and precision is None and _served(fmt, store, model=model, device=device, text=text, image=image, k=k, type=type_,
-                                 under=under, nprobe=nprobe, ef_search=ef_search):
+        raise UsageError("give a query text, --image PATH or --audio PATH (one of them)")
+    if not no_server and runtime is None and precision is None and _served(
+            fmt, store, model=model, device=device, text=text, image=image, audio=audio, k=k, type=type_, under=under,
+            nprobe=nprobe, ef_search=ef_search, min_score=min_score, explain=explain):
         return
     if text is not None:  # the model loads on a thread while the store and index code import
         from mmsearch.query.prefetch import text_model
 
         text_model(store, model=model, device=device, runtime=runtime, precision=precision)
     with _engine(store, model=model, device=device, runtime=runtime, precision=precision, create=False) as eng:
-        results = eng.search(text=text, image=image, k=k, type=type_, under=under, nprobe=nprobe, ef_search=ef_search)
+        results = eng.search(text=text, image=image, audio=audio, k=k, type=type_, under=under, nprobe=nprobe,
+                             ef_search=ef_search, min_score=min_score)
         _notices(eng.notices)
-    present.hits(out, results, fmt)
+    present.hits(out, results, fmt, explain=explain)
+    if min_score is not None and not results:
+        raise typer.Exit(1)
 
 
 _served_tried = False  # main() asked the store's server already and none answered: do not ask twice
 
 
-def _served(fmt: present.Format, store: Path | None, **search: Any) -> bool:
+def _served(fmt: present.Format, store: Path | None, *, explain: bool = False, **search: Any) -> bool:
     """Print the query's hits as a running `mmsearch serve` on the store answers them; False: none can."""
     if _served_tried:
         return False
@@ -193,7 +202,9 @@ def _served(fmt: present.Format, store: Path | None, **search: Any) -> bool:
     if served is None:
         return False
     _notices(served.notices)
-    present.hits(out, served.hits, fmt)
+    present.hits(out, served.hits, fmt, explain=explain)
+    if search.get("min_score") is not None and not served.hits:
+        raise typer.Exit(1)
     return True
 
 
@@ -224,7 +235,7 @@ def _fast_query(argv: list[str]) -> bool | None:
             kw[p.name] = defaults[p.name] if raw is None else _convert(raw, hints[p.name])
     except Exception:  # whatever it is, the full CLI reports it
         return None
-    if opts or extra or kw["no_server"] or (kw["text"] is None) == (kw["image"] is None):
+    if opts or extra or kw["no_server"] or sum(kw[n] is not None for n in ("text", "image", "audio")) != 1:
         return None
     if kw.pop("runtime") is not None or kw.pop("precision") is not None:
         return None  # this process's own runtime was asked for: search in-process
@@ -247,6 +258,10 @@ def _convert(raw: Any, hint: Any) -> Any:
     if base is bool:
         if isinstance(raw, bool) or str(raw).lower() in _TRUE | _FALSE:
             return raw if isinstance(raw, bool) else str(raw).lower() in _TRUE
+    elif base is float and isinstance(raw, str):
+        value = float(raw)
+        if value == value and (getattr(info, "min", None) is None or value >= info.min):
+            return value
     elif base is int and isinstance(raw, str):
         value = int(raw)
         if (getattr(info, "min", None) is None or value >= info.min) and (getattr(info, "max", None) is None or value <= info.max):
@@ -341,22 +356,30 @@ def cache(
 @app.command("eval")
 @handle_errors
 def eval_(
-    dataset: Annotated[Path, typer.Argument(help="CSV/JSONL of (image, caption), COCO captions JSON or Karpathy split JSON.", show_default=False)],
-    images_root: Annotated[Optional[Path], typer.Option("--images-root", help="Folder image paths are relative to [default: the dataset's folder].")] = None,
+    dataset: Annotated[Path, typer.Argument(help="Captions: CSV/JSONL of (image or sound, caption), Clotho or AudioCaps CSV, COCO captions or Karpathy split JSON. Labels (zero-shot classification): ESC-50's meta/esc50.csv (or a CSV of file,category[,fold]) or a folder <label>/<files>.", show_default=False)],
+    images_root: Annotated[Optional[Path], typer.Option("--images-root", "--audio-root", help="Folder the dataset's file paths are relative to [default: the dataset's folder, or the one beside it that holds them].")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Karpathy split to use, e.g. test.")] = None,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Classification: the text of a class, {} for its name (_ → space) [default: \"the sound of {}\"; LAION-CLAP's: \"This is a sound of {}.\"; images: \"a photo of a {}.\"].")] = None,
+    fold: Annotated[Optional[int], typer.Option("--fold", help="Classification: only this fold's files (ESC-50: 1-5); every class stays a candidate.")] = None,
     store: Annotated[Optional[Path], typer.Option("--store", "-s", help="Store to index into [default: a temporary one].")] = None,
-    model: ModelOpt = None,
+    model: ModelsOpt = None,
     device: DeviceOpt = None,
+    runtime: RuntimeOpt = None,
     batch_size: BatchOpt = None,
     index_kind: Annotated[Optional[str], typer.Option("--index", help="ANN index to compare with exact search.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recall@1/5/10 both ways on a captioned image set, exact search vs the ANN index."""
+    """Retrieval quality: Recall@1/5/10 both ways on captioned images or sounds (exact search vs the ANN index),
+    or zero-shot classification accuracy (top-1, top-5) on labelled sounds or images."""
     import tempfile
 
+    from mmsearch.query.evaluate import evaluate_dataset
+
     with tempfile.TemporaryDirectory(prefix="mmsearch-eval-") as tmp:
-        with _engine(store or Path(tmp) / "store", model=model, device=device, batch_size=batch_size, index=index_kind) as eng:
-            report = eng.evaluate(dataset, images_root=images_root, split=split)
+        with _engine(store or Path(tmp) / "store", model=model or None, device=device, runtime=runtime,
+                     batch_size=batch_size, index=index_kind) as eng:
+            report = evaluate_dataset(eng, dataset, root=images_root, split=split, fold=fold, prompt=prompt)
+            _notices(eng.notices)
     present.eval_report(out, report, present.Format.json if as_json else present.Format.table)
 
 

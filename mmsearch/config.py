@@ -3,11 +3,12 @@
 Config file: ``$MMSEARCH_CONFIG`` or ``~/.config/mmsearch/config.toml``, e.g.::
 
     store = "~/pictures-index"
-    model = "ViT-B-16:laion2b_s34b_b88k"
+    model = "ViT-B-16:laion2b_s34b_b88k"   # or a list: ["ViT-B-16:laion2b_s34b_b88k", "hf-hub:laion/clap-htsat-unfused"]
     device = "cuda"
     runtime = "auto"        # auto | torch | onnx  (auto: ONNX Runtime on the CPU, torch on CUDA/MPS)
     precision = "auto"      # auto | fp32 | int8   (CPU runtime; auto: fastest that keeps fidelity)
     batch_size = 128
+    max_audio_seconds = 600 # longer sounds: the first this-many seconds are indexed
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from typing import Any
 from mmsearch.errors import UsageError
 
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
+DEFAULT_AUDIO_MODEL = "hf-hub:laion/clap-htsat-unfused"
+#: The model each kind of file is embedded with when neither --model nor the store names one.
+DEFAULT_MODELS = {"image": DEFAULT_MODEL, "audio": DEFAULT_AUDIO_MODEL}
 DEFAULT_STORE = "indexes/default"
 #: ANN index kinds (``mmsearch.ann`` builds them; listed here so settings validate without importing it).
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw", "pq")
@@ -32,13 +36,18 @@ PRECISIONS = ("auto", "fp32", "int8")
 @dataclass(frozen=True)
 class Settings:
     store: str = DEFAULT_STORE
-    model: str | None = None  # None: the store's model, else DEFAULT_MODEL for a new store
+    model: str | tuple[str, ...] | None = None  # None: the store's models, else DEFAULT_MODELS for a new store
     device: str | None = None  # None/auto: cuda when a driver and torch see one, else cpu
     runtime: str | None = None  # None/auto | torch | onnx (see mmsearch.encoders.runtime)
     precision: str | None = None  # None/auto | fp32 | int8 (the CPU runtime's precision)
     batch_size: int = 64
     workers: int | None = None  # decode processes; None: cores - 1
     index: str = "auto"  # auto | flat | ivf | hnsw | pq
+    max_audio_seconds: float = 600.0  # a longer sound is indexed by its first this-many seconds (recorded)
+
+    def limits(self) -> dict[str, float]:
+        """What decode is bounded by (see :mod:`mmsearch.ingest.decode`)."""
+        return {"max_audio_seconds": self.max_audio_seconds}
 
     @classmethod
     def resolve(cls, **explicit: Any) -> "Settings":
@@ -48,6 +57,12 @@ class Settings:
         s = replace(s, **{k: v for k, v in explicit.items() if v is not None})
         if s.batch_size < 1:
             raise UsageError(f"--batch-size {s.batch_size}: must be at least 1")
+        if isinstance(s.model, (list, tuple)):
+            s = replace(s, model=tuple(s.model) if len(s.model) != 1 else s.model[0])
+            if not s.model:
+                s = replace(s, model=None)
+        if not s.max_audio_seconds > 0:
+            raise UsageError(f"--max-audio-seconds {s.max_audio_seconds}: must be above 0")
         if s.workers is not None and s.workers < 0:
             raise UsageError(f"--workers {s.workers}: must be 0 or more")
         for name, allowed in (("runtime", RUNTIMES), ("precision", PRECISIONS)):
@@ -61,6 +76,7 @@ class Settings:
 
 _NAMES = {f.name for f in fields(Settings)}
 _INTS = {"batch_size", "workers"}
+_FLOATS = {"max_audio_seconds"}
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -69,6 +85,13 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             return int(value)
         except (TypeError, ValueError):
             raise UsageError(f"{where}: {name} must be a whole number, got {value!r}") from None
+    if name in _FLOATS:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{where}: {name} must be a number, got {value!r}") from None
+    if name == "model" and isinstance(value, list):  # a config file may list several models
+        return tuple(str(v) for v in value)
     return str(value)
 
 

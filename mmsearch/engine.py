@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from mmsearch.ann.indexes import IndexSet
-from mmsearch.config import DEFAULT_MODEL, Settings
+from mmsearch.config import DEFAULT_MODELS, Settings
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import UsageError
 from mmsearch.ingest.commit import commit, text_items
-from mmsearch.ingest.sync import BATCH, OnCommit, Progress, sync_paths
+from mmsearch.ingest.sync import BATCH, OnCommit, Progress, Target, sync_paths
 from mmsearch.ingest.plan import removal_uris
 from mmsearch.ingest.texts import normalise_items, read_text_file
 from mmsearch.query.calibrate import BackgroundZ
@@ -36,22 +36,28 @@ class Engine:
         self.store = store
         self.settings = settings
         self.indexes = IndexSet(store, settings.index)  # the FAISS caches, loaded on first use
-        self.calibration = BackgroundZ(store)  # how scores of several spaces are made comparable
+        self.calibration = BackgroundZ(store, self.encoder)  # how scores of several spaces are made comparable
         self.notices: list[str] = []  # what the last call repaired on its own (the CLI shows these)
         self._encoders: dict[str, Encoder] = {}
         self._spaces: tuple[int, list[Space]] = (-1, [])  # (generation read at, spaces) cache for queries
 
     @classmethod
-    def open(cls, path: str | os.PathLike | None = None, *, model: str | None = None, device: str | None = None,
+    def open(cls, path: str | os.PathLike | None = None, *, model: str | Sequence[str] | None = None,
+             device: str | None = None,
              batch_size: int | None = None, workers: int | None = None, index: str | None = None,
-             runtime: str | None = None, precision: str | None = None, create: bool = True) -> "Engine":
+             runtime: str | None = None, precision: str | None = None, max_audio_seconds: float | None = None,
+             create: bool = True) -> "Engine":
         """Open (or with ``create``, make) the store at ``path`` (default ``indexes/default``).
 
+        ``model``: one model spec or several (e.g. a CLIP model for images and a CLAP model for sounds);
+        without one, a store keeps using its own models, and a new store gets the defaults
+        (:data:`mmsearch.config.DEFAULT_MODELS`) for the kinds of files it is given.
         ``runtime``/``precision``: how models run (see :mod:`mmsearch.encoders.runtime`).
+        ``max_audio_seconds``: a longer sound is indexed by its first this-many seconds (default 600).
         """
         settings = Settings.resolve(store=os.fspath(path) if path is not None else None, model=model, device=device,
                                     batch_size=batch_size, workers=workers, index=index, runtime=runtime,
-                                    precision=precision)
+                                    precision=precision, max_audio_seconds=max_audio_seconds)
         return cls(Store(Path(settings.store), create=create), settings)
 
     def close(self) -> None:
@@ -74,19 +80,54 @@ class Engine:
                                                 precision=s.precision)
         return self._encoders[spec]
 
+    def models(self) -> list[str]:
+        """The model specs this engine was opened with (none: the store's own, or the defaults)."""
+        m = self.settings.model
+        return [] if not m else [m] if isinstance(m, str) else list(m)
+
     def space(self, name: str | None = None) -> Space:
         """The space a query without ``--model`` reads (``name``: a model spec, space key or id)."""
-        gen = self.store.generation()
-        if self._spaces[0] != gen:
-            self._spaces = (gen, self.store.spaces())
-        spaces, wanted = self._spaces[1], name or self.settings.model
+        spaces, wanted = self._spaces_now(), name or (self.models()[0] if self.models() else None)
         require_spaces(self.store, spaces)
         return resolve_space(spaces, wanted, lambda spec: self.encoder(spec).space.key) if wanted else spaces[0]
 
-    def _write_space(self) -> tuple[Encoder, Space]:
-        """The space new content is embedded into: --model, else the store's first, else the default."""
-        spaces = self.store.spaces()
-        enc = self.encoder(self.settings.model or (spaces[0].spec if spaces else DEFAULT_MODEL))
+    def _spaces_now(self) -> list[Space]:
+        gen = self.store.generation()
+        if self._spaces[0] != gen:
+            self._spaces = (gen, self.store.spaces())
+        return self._spaces[1]
+
+    def _targets(self, *, files: bool = True) -> list[Target]:
+        """The spaces a write embeds into: the given models; for each kind of file none of them embeds,
+        the store's model of that kind, else the default (:data:`DEFAULT_MODELS`). Models not given are
+        loaded only when files need them; texts go into every chosen space with a text tower (into a
+        space not given only when its model loads anyway). ``files=False`` (added texts): the given
+        models, else the store's, else the default image model."""
+        targets: list[Target] = []
+        for spec in self.models():
+            enc = self.encoder(spec)
+            t = Target(spec, lambda enc=enc: (enc, self.store.ensure_space(enc.space)), enc.space.modalities)
+            t.get()
+            targets.append(t)
+        spaces, given = self.store.spaces(), bool(targets)
+        for modality, default in DEFAULT_MODELS.items():
+            if any(modality in t.modalities for t in targets) or (not files and given):
+                continue
+            sp = next((sp for sp in spaces if modality in sp.modalities.split(",")), None)
+            if sp is None and not files and (targets or modality != "image"):
+                continue
+            spec = sp.spec if sp is not None else default
+            mods = tuple(sp.modalities.split(",")) if sp is not None else (modality, "text")
+            targets.append(Target(spec, lambda spec=spec: self._load_space(spec), mods, space=sp,
+                                  optional=("text",) if files else ()))
+        seen: set[str] = set()
+        for t in targets:  # each kind of file is counted once, in the first space that takes it
+            t.counted = tuple(m for m in t.modalities if m not in seen)
+            seen.update(t.modalities)
+        return targets
+
+    def _load_space(self, spec: str) -> tuple[Encoder, Space]:
+        enc = self.encoder(spec)
         return enc, self.store.ensure_space(enc.space)
 
     @staticmethod
@@ -116,9 +157,9 @@ class Engine:
         batch = BATCH if commit_every is None else commit_every
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise UsageError(f"commit_every={commit_every!r}: must be a whole number of at least 1")
-        with self._writing("index") as (enc, space):
-            report = sync_paths(self.store, enc, space, list(paths), workers=self.settings.workers,
-                                progress=progress, batch=batch, on_commit=on_commit)
+        with self._writing("index") as targets:
+            report = sync_paths(self.store, targets, list(paths), workers=self.settings.workers,
+                                progress=progress, batch=batch, on_commit=on_commit, limits=self.settings.limits())
         report.notices.extend(self.notices)
         return report
 
@@ -130,8 +171,13 @@ class Engine:
         items = read_text_file(file) if file is not None else normalise_items(texts)  # type: ignore[arg-type]
         if not items:
             return 0
-        with self._writing("add-text") as (enc, space):
-            return commit(self.store, enc, space, text_items(items), kind="text").relinked
+        with self._writing("add-text", files=False) as targets:
+            changed = 0
+            for n, t in enumerate(targets):
+                enc, space = t.get()
+                res = commit(self.store, enc, space, text_items(items), kind="text")
+                changed = res.relinked if n == 0 else changed
+            return changed
 
     def remove(self, targets: Iterable[str | os.PathLike]) -> int:
         """Forget files (or everything under folders) and added texts (``text:<id>``). Returns sources removed."""
@@ -142,34 +188,42 @@ class Engine:
             return self.store.apply([], None, remove_uris=uris).removed_sources
 
     @contextmanager
-    def _writing(self, what: str, *, embed: bool = True) -> Iterator[tuple[Any, Any]]:
-        """Under the writer lock: the write space (when embedding); after, indexes and manifest brought up to date."""
+    def _writing(self, what: str, *, embed: bool = True, files: bool = True) -> Iterator[list[Target]]:
+        """Under the writer lock: the write targets (when embedding); after, indexes, score calibration and
+        manifest brought up to date."""
         self.notices = []
         with self.store.writer_lock(what):
-            target = self._write_space() if embed else (None, None)
+            targets = self._targets(files=files) if embed else []
             before = self.store.generation()
             try:
-                yield target
+                yield targets
             finally:
-                self.notices += self.indexes.sync_written(target[1], before)
+                loaded = [(t.encoder, t.space) for t in targets if t.space is not None and t.encoder is not None]
+                self.calibration.refresh(loaded, before)  # first: the indexes then record the last generation
+                self.notices += self.indexes.sync_written([sp for _, sp in loaded], before)
                 self.store.write_manifest()
 
     # ---- reading ---------------------------------------------------------------------------------
     def search(self, text: str | None = None, image: str | os.PathLike | Any | None = None, *, vector: Any = None,
-               k: int = 10, type: str | None = None, space: str | None = None, under: str | os.PathLike | None = None,
-               nprobe: int | None = None, ef_search: int | None = None) -> list[Hit]:
-        """Search by ``text``, ``image`` (path, bytes or PIL image) or a raw unit ``vector``.
+               audio: str | os.PathLike | bytes | None = None, k: int = 10, type: str | None = None,
+               space: str | None = None, under: str | os.PathLike | None = None, nprobe: int | None = None,
+               ef_search: int | None = None, min_score: float | None = None) -> list[Hit]:
+        """Search by ``text``, ``image`` (path, bytes or PIL image), ``audio`` (path or bytes) or a raw unit ``vector``.
 
-        ``type``: what comes back, ``image``, ``text`` or ``any`` (default: images when the store has
-        any, else texts). ``under``: only files below this folder. ``space``: one model's space; by
-        default a query searches every space that can embed it and merges them on calibrated scores.
+        ``type``: what comes back, ``image``, ``audio``, ``text`` or ``any`` (default: every kind of file
+        the store holds that the query reaches, texts only when asked for, or when the store holds
+        nothing else). ``under``: only files below this folder. ``space``: one model's space; by default
+        a query searches every space that can embed it and merges them on calibrated scores
+        (:mod:`mmsearch.query.calibrate`). ``min_score``: only hits whose calibrated score is at least this.
+        A sound hit says where in the file it matched best (``start``/``end`` seconds).
         """
-        query = Query.make(text, image, vector, k=k, type=type, under=under, nprobe=nprobe, ef_search=ef_search)
+        query = Query.make(text, image, vector, audio=audio, k=k, type=type, under=under, nprobe=nprobe,
+                           ef_search=ef_search, min_score=min_score)
         self.notices = []
         gen = self.store.generation()
-        wanted = space or self.settings.model
-        chosen = self.space(wanted) if wanted else None
-        plan = targets(self.store, self.store.spaces() if chosen is None else [chosen], query, chosen)
+        wanted = [space] if space else self.models()
+        chosen = [self.space(w) for w in wanted]
+        plan = targets(self.store, chosen or self._spaces_now(), query, bool(chosen))
         hits, self.notices = run(self.store, self.indexes, plan, query, self.encoder, self.calibration, gen)
         return hits
 

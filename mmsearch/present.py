@@ -72,7 +72,27 @@ def excerpt(text: str | None, width: int = 80) -> str:
     return one if len(one) <= width else one[: width - 1] + "…"
 
 
-def hits(out: Console, items: Sequence[Hit], fmt: Format) -> None:
+def clock(seconds: float | None) -> str:
+    """Seconds as ``m:ss`` (``h:mm:ss`` past an hour), tenths kept under ten seconds."""
+    if seconds is None:
+        return ""
+    if seconds < 10:
+        return f"0:{seconds:04.1f}"
+    whole = int(round(seconds))
+    h, rest = divmod(whole, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def _where_in(h: Hit) -> str:
+    """A sound hit's matched window and length, e.g. ``0:20–0:30 of 2:05``."""
+    if h.start is None:
+        return f"({clock(h.duration)})" if h.duration is not None else ""
+    span = f"{clock(h.start)}–{clock(h.end)}"
+    return f"{span} of {clock(h.duration)}" if h.duration is not None else span
+
+
+def hits(out: Console, items: Sequence[Hit], fmt: Format, *, explain: bool = False) -> None:
     if fmt is Format.json:
         out.print_json(_dump([h.to_dict() for h in items])) if out.is_terminal else print(_dump([h.to_dict() for h in items]))
         return
@@ -87,18 +107,32 @@ def hits(out: Console, items: Sequence[Hit], fmt: Format) -> None:
     table = Table(box=None, header_style="bold")
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
+    if explain:
+        for col in ("cosine", "background", "model"):
+            table.add_column(col, justify="right" if col != "model" else "left")
     table.add_column("type")
     table.add_column("result", overflow="fold")
     for h in items:
         where = h.path or (h.paths[0] if h.paths else "")
         what = styled("{}  [dim]{}[/dim]", excerpt(h.text), where) if h.modality == "text" else styled("{}", where)
+        if h.modality == "audio" and _where_in(h):
+            what.append_text(styled("  [cyan]{}[/cyan]", _where_in(h)))
         if len(h.paths) > 1:
             what.append_text(styled("  [dim](+{} copies)[/dim]", len(h.paths) - 1))
-        table.add_row(str(h.rank), f"{h.score:.3f}", styled("{}", h.modality), what)  # str cells are markup
+        score = f"{h.calibrated:+.2f}" if h.calibrated is not None else f"{h.score:.3f}"
+        extra = []
+        if explain:
+            why = h.why or {}
+            mu, sd = why.get("background_mean"), why.get("background_std")
+            extra = [f"{h.score:.3f}", f"{mu:.3f}±{sd:.3f}" if mu is not None else "none", styled("{}", h.space)]
+        table.add_row(str(h.rank), score, *extra, styled("{}", h.modality), what)  # str cells are markup
     if not items:
         out.print("[dim]no results[/dim]")
     else:
         out.print(table)
+        if explain:
+            out.print("[dim]score = (cosine − background mean) / background spread: standard deviations above what "
+                      "unrelated queries score against that model's items (see README, Scores)[/dim]")
 
 
 def report(out: Console, r: IndexReport, fmt: Format) -> None:
@@ -160,10 +194,15 @@ def runtime_cache(out: Console, items: Sequence[CachedExport], fmt: Format, *, c
 
 
 def eval_report(out: Console, r: Any, fmt: Format) -> None:
+    """``mmsearch eval``: a retrieval report (Recall@K rows) or a classification one (:func:`classification_report`)."""
     if fmt in (Format.json, Format.jsonl):
         print(_dump(r.to_dict()))
         return
-    out.print(styled("[bold]{}[/bold]: {} images, {} captions, model {}", r.dataset, r.images, r.captions, r.model))
+    if hasattr(r, "accuracy"):
+        classification_report(out, r)
+        return
+    noun = "sounds" if getattr(r, "modality", "image") == "audio" else "images"
+    out.print(styled("[bold]{}[/bold]: {} {}, {} captions, model {}", r.dataset, r.images, noun, r.captions, r.model))
     table = Table(box=None, header_style="bold")
     for col in ("direction", "search"):
         table.add_column(col)
@@ -175,8 +214,33 @@ def eval_report(out: Console, r: Any, fmt: Format) -> None:
         table.add_row(styled("{}", row.direction), styled("{}", row.method), *(f"{100 * row.recall[k]:.1f}" for k in ks),
                       f"{row.qps:,.0f}")
     out.print(table)
-    if r.failed_images:
-        out.print(f"[yellow]{len(r.failed_images)} images could not be read[/yellow] (left out)")
+    for note in getattr(r, "notes", ()):
+        out.print(styled("[yellow]note:[/yellow] {}", note))
+    _left_out(out, r.failed_images, noun)
+
+
+def classification_report(out: Console, r: Any) -> None:
+    """Zero-shot classification (``mmsearch eval`` on labelled files): accuracy and top-5 over the files."""
+    noun = "sounds" if r.modality == "audio" else "images"
+    fold = f", fold {r.fold}" if r.fold is not None else ""
+    out.print(styled("[bold]{}[/bold]: {} {}, {} classes{}, model {}", r.dataset, r.items, noun, r.classes, fold, r.model))
+    out.print(styled("prompt {}", json.dumps(r.prompt, ensure_ascii=False)))
+    table = Table(box=None, header_style="bold")
+    for col in ("accuracy", "top-5"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{100 * r.accuracy:.1f}", f"{100 * r.top5:.1f}")
+    out.print(table)
+    _left_out(out, r.failed, noun)
+
+
+def _left_out(out: Console, failed: Sequence[tuple[str, str]], noun: str, shown: int = 5) -> None:
+    if not failed:
+        return
+    out.print(f"[yellow]{len(failed)} {noun} missing or unreadable[/yellow] (left out)")
+    for p, why in failed[:shown]:
+        out.print(styled("  [dim]{}: {}[/dim]", p, why))
+    if len(failed) > shown:
+        out.print(f"  [dim]… and {len(failed) - shown} more (--json lists them all)[/dim]")
 
 
 def commit_event(ev: Any) -> None:

@@ -20,8 +20,13 @@ class Hit:
     width: int | None = None
     height: int | None = None
     space: str = ""
-    #: comparable across spaces (set when a search merged several spaces; see mmsearch.query.calibrate)
+    #: comparable across spaces and kinds: standard deviations above unrelated queries (mmsearch.query.calibrate)
     calibrated: float | None = None
+    duration: float | None = None  # seconds (sounds)
+    start: float | None = None  # where in the sound the query matched best (its best window), seconds
+    end: float | None = None
+    #: how the score came about: raw cosine, the background's mean and spread, the window matched
+    why: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -33,7 +38,8 @@ class Hit:
 class IndexReport:
     """What one ``index`` run did."""
 
-    space: str = ""
+    space: str = ""  # the first model written (see spaces)
+    spaces: list[str] = field(default_factory=list)  # every model this run wrote into, by spec
     scanned: int = 0
     indexed: int = 0  # embedded now
     reused: int = 0  # moved, renamed, copied or duplicate content: linked without embedding

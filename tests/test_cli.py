@@ -55,7 +55,7 @@ def test_failed_files_give_exit_code_1_and_are_listed(tmp_path, tiny_model):
 
 @pytest.mark.parametrize("args, code, says", [
     (("query", "x", "--store", "{tmp}/missing"), 3, "no mmsearch store"),
-    (("query", "--store", "{tmp}/missing"), 2, "give a query text or --image"),
+    (("query", "--store", "{tmp}/missing"), 2, "give a query text, --image PATH or --audio PATH"),
     (("index", "{tmp}/nope", "--store", "{tmp}/s", "--model", "{model}"), 2, "no such file"),
     (("index", "{tmp}", "--store", "{tmp}/s", "--model", "local-dir:/no/model"), 4, "model folder not found"),
     (("query", "x", "-k", "0", "--store", "{tmp}/s"), 2, "'-k'"),

@@ -22,7 +22,7 @@ CLASSES = ("dog", "chirping_birds", "door_wood_knock")
 
 @pytest.fixture(scope="module")
 def tiny_clap(tmp_path_factory) -> str:
-    from tests.clap_kit import make_tiny_clap
+    from tests.kit import make_tiny_clap
 
     return "local-dir:" + str(make_tiny_clap(tmp_path_factory.mktemp("clap") / "clap"))
 

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import mmsearch.server.app as app_module  # noqa: E402
 from mmsearch.server import create_app  # noqa: E402
-from tests.clap_kit import make_tiny_clap  # noqa: E402
+from tests.kit import make_tiny_clap  # noqa: E402
 from tests.kit import tone, write_images, write_texts  # noqa: E402
 
 RATE = 16000

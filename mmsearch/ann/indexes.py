@@ -61,14 +61,17 @@ class IndexSet:
                 notices.append(notice)
         return notices
 
-    def sync_written(self, space: Space | None, before: int) -> list[str]:
-        """After a write (to ``space``; None: a removal): its indexes, and those of every other space that
+    def sync_written(self, spaces: Sequence[Space], before: int) -> list[str]:
+        """After a write (to ``spaces``; none: a removal): their indexes, and those of every other space that
         lost vectors (a vanished or changed file drops its content's vectors in every model)."""
-        notices = self.sync(space, save=True, since=before) if space is not None else []
+        notices: list[str] = []
+        for space in spaces:
+            notices += self.sync(space, save=True, since=before)
+        written = {sp.id for sp in spaces}
         for other in self.store.spaces():
-            if space is not None and other.id == space.id:
+            if other.id in written:
                 continue
-            if space is None or any(self.store.changes(other.id, m, before)[1] for m in modalities(other)):
+            if not spaces or any(self.store.changes(other.id, m, before)[1] for m in modalities(other)):
                 notices += self.sync(other, save=True, since=before)
         return notices
 

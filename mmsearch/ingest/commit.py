@@ -7,7 +7,7 @@ link known content the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -18,6 +18,8 @@ from mmsearch.store.schema import Space
 from mmsearch.store.store import Store, Upsert
 
 Partial = Callable[[float], None]  # fraction of this batch's model work done
+#: sha256 → a sound's windows: ((start, end) seconds per window, (n, dim) window vectors)
+Segments = dict[str, tuple[list[tuple[float, float]], np.ndarray]]
 
 
 @dataclass
@@ -34,12 +36,17 @@ class Committed:
     relinked: int = 0  # sources that are new or now point at other content
 
 
-def commit(store: Store, encoder: Encoder, space: Space, items: Sequence[Loaded], *, kind: str = "file",
+def commit(store: Store, encoder: Encoder | None, space: Space | None, items: Sequence[Loaded], *, kind: str = "file",
            errors: Sequence[tuple[str, str]] = (), partial: Partial | None = None,
-           vectors: Mapping[str, np.ndarray] | None = None) -> Committed:
+           vectors: Mapping[str, np.ndarray] | None = None, segments: Segments | None = None,
+           counted: Collection[str] | None = None) -> Committed:
     """Embed the items whose content has no vector in ``space``, then write the batch in one transaction.
 
-    ``vectors``: sha256 → vector already embedded for some items (streamed ingest); only the rest are embedded.
+    ``vectors``: sha256 → vector already embedded for some items (streamed ingest), with ``segments``
+    for sounds among them; only the rest are embedded.
+
+    ``counted``: the modalities whose items count in the result's indexed/reused/unchanged (default all:
+    a text embedded into a second space is not a second file).
 
     ``kind``: what the items' paths are (``file`` paths or ``text`` uris). Items with an error, and
     ``errors``, are recorded as errors (paths stored as printable text: a non-UTF-8 name cannot be a
@@ -47,6 +54,9 @@ def commit(store: Store, encoder: Encoder, space: Space, items: Sequence[Loaded]
     """
     ok = [x for x in items if x.error is None]
     errors = [(display(p), r) for p, r in errors] + [(display(x.path), x.error) for x in items if x.error is not None]
+    if space is None:  # errors only
+        res = store.apply([], None, errors=errors)
+        return Committed(res.generation, (), tuple(p for p, _ in errors), errors)
     known = store.contents_by_sha([x.sha256 for x in ok], space.id)
     previous = store.lookup_sources([x.path for x in ok])
     need: dict[str, Loaded] = {}
@@ -56,47 +66,91 @@ def commit(store: Store, encoder: Encoder, space: Space, items: Sequence[Loaded]
         prev = previous.get(x.path)
         same_source = hit is not None and prev is not None and prev.content_id == hit[0]
         result.relinked += not same_source
+        counts = counted is None or x.modality in counted
         if hit is not None and hit[1]:
-            result.unchanged += same_source  # touched, same bytes
-            result.reused += not same_source
+            result.unchanged += counts and same_source  # touched, same bytes
+            result.reused += counts and not same_source
         elif x.sha256 in need:
-            result.reused += 1  # duplicate within this batch
+            result.reused += counts  # duplicate within this batch
         else:
             need[x.sha256] = x
     given = {sha: v for sha, v in (vectors or {}).items() if sha in need}
-    vectors = {**given, **embed(encoder, [x for sha, x in need.items() if sha not in given], partial)}
-    res = store.apply([Upsert(uri=x.path, kind=kind, size=x.size, mtime_ns=x.mtime_ns, sha256=x.sha256,
-                              modality=x.modality, width=x.width, height=x.height, text=x.text,
-                              vector=vectors.get(x.sha256)) for x in ok], space.id, errors=errors)
-    result.generation, result.indexed = res.generation, len(vectors)
+    fresh, windows = embed(encoder, [x for sha, x in need.items() if sha not in given], partial)
+    vectors, windows = {**given, **fresh}, {**(segments or {}), **windows}
+    res = store.apply([upsert(x, kind, vectors.get(x.sha256), windows.get(x.sha256)) for x in ok], space.id,
+                      errors=errors)
+    result.generation = res.generation
+    result.indexed = sum(1 for sha, x in need.items() if sha in vectors and (counted is None or x.modality in counted))
     result.paths, result.failed = tuple(x.path for x in ok), tuple(p for p, _ in errors)
     return result
 
 
-def embed(encoder: Encoder, items: Sequence[Loaded], partial: Partial | None = None) -> dict[str, np.ndarray]:
-    """sha256 → vector for decoded items, in encoder-sized steps (``partial`` hears of each step).
+def upsert(x: Loaded, kind: str, vector: np.ndarray | None, segments: tuple | None) -> Upsert:
+    """The store row of one read item (a sound's metadata and windows included)."""
+    info = None
+    if getattr(x, "truncated", False):  # only the first minutes were read: say how far
+        info = {"truncated": True, "decoded_seconds": float(x.spans[-1][1]) if x.spans else None}
+    return Upsert(uri=x.path, kind=kind, size=x.size, mtime_ns=x.mtime_ns, sha256=x.sha256, modality=x.modality,
+                  width=x.width, height=x.height, text=x.text, vector=vector, duration=getattr(x, "duration", None),
+                  sample_rate=getattr(x, "sample_rate", None), channels=getattr(x, "channels", None), info=info,
+                  segments=segments if vector is not None else None)
+
+
+def embed(encoder: Encoder, items: Sequence[Loaded], partial: Partial | None = None) -> tuple[dict[str, np.ndarray], Segments]:
+    """(sha256 → vector, sha256 → windows of sounds) for decoded items, in encoder-sized steps
+    (``partial`` hears of each step).
 
     Images arrive as the workers' ``uint8`` crops; the normalised float32 batch the encoder takes is
-    made here, one step at a time (:func:`mmsearch.ingest.pixels.to_batch`).
+    made here, one step at a time (:func:`mmsearch.ingest.pixels.to_batch`). Sounds arrive as log-mel
+    windows: all windows of a step's sounds go through the model together, and a sound's vector is
+    the normalised mean of its windows' (each window's vector is kept, to say where a query matched).
     """
     from mmsearch.ingest.pixels import to_batch
 
     step = int(getattr(encoder, "batch_size", 64) or 64)
-    images = [x for x in items if x.modality == "image"]
-    texts = [x for x in items if x.modality == "text"]
-    total = max(len(images) + len(texts), 1)
-    recipe = encoder.image_recipe() if images else None
+    groups = {m: [x for x in items if x.modality == m] for m in ("image", "text", "audio")}
+    total = max(sum(map(len, groups.values())), 1)
+    recipe = encoder.image_recipe() if groups["image"] else None
     vectors: dict[str, np.ndarray] = {}
+    segments: Segments = {}
     done = 0
-    for group, fn in ((images, lambda part: encoder.embed_image_batch(to_batch([x.pixels for x in part], recipe))),
-                      (texts, lambda part: encoder.embed_texts([x.text for x in part]))):
+
+    def sounds(part: Sequence[Loaded]) -> np.ndarray:
+        out = []
+        for chunk in _by_windows(part, step):  # about one encoder batch of windows per call
+            windows = encoder.embed_audio_batch(np.concatenate([x.windows for x in chunk]))
+            at = 0
+            for x in chunk:
+                mine = windows[at : at + len(x.windows)]
+                at += len(mine)
+                segments[x.sha256] = (list(x.spans or []), mine)
+                mean = mine.mean(axis=0)
+                out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+        return np.stack(out)
+
+    runs = {"image": lambda part: encoder.embed_image_batch(to_batch([x.pixels for x in part], recipe)),
+            "text": lambda part: encoder.embed_texts([x.text for x in part]), "audio": sounds}
+    for modality, group in groups.items():
         for start in range(0, len(group), step):
             part = group[start : start + step]
-            vectors.update(zip((x.sha256 for x in part), fn(part)))
+            vectors.update(zip((x.sha256 for x in part), runs[modality](part)))
             done += len(part)
             if partial is not None:
                 partial(done / total)
-    return vectors
+    return vectors, segments
+
+
+def _by_windows(items: Sequence[Loaded], step: int) -> list[list[Loaded]]:
+    """Consecutive runs of sounds holding about ``step`` windows each (a long sound alone)."""
+    runs: list[list[Loaded]] = [[]]
+    count = 0
+    for x in items:
+        if runs[-1] and count + len(x.windows) > step:
+            runs.append([])
+            count = 0
+        runs[-1].append(x)
+        count += len(x.windows)
+    return [r for r in runs if r]
 
 
 def text_items(pairs: Sequence[tuple[str, str]]) -> list[Loaded]:

@@ -17,7 +17,6 @@ from typing import Iterable, Iterator, Sequence
 from mmsearch.errors import UsageError
 from mmsearch.ingest.decode import Loaded, load
 from mmsearch.ingest.discover import Candidate, display, walk
-from mmsearch.store.schema import Space
 from mmsearch.store.store import Store
 from mmsearch.util import batched, under_any
 
@@ -36,29 +35,38 @@ class Plan:
     todo: list[Candidate] = field(default_factory=list)  # new, changed or touched: to hash
 
 
-def plan(store: Store, space: Space, roots: Sequence[str]) -> Plan:
-    """Walk ``roots`` and set aside every file whose row is current (steps 1 of the module doc)."""
+def walked(store: Store, roots: Sequence[str]) -> Plan:
+    """Walk ``roots`` once (the store's own folder passed over): every candidate, every walk problem."""
     p = Plan(list(roots), [])
     p.candidates = list(walk(roots, lambda path, why: p.walk_errors.append((path, why)), skip=[str(store.root)]))
-    for part in batched(p.candidates, LOOKUP):
-        known = store.lookup_sources([c.path for c in part])
-        with_vec = store.contents_with_vectors({k.content_id for k in known.values()}, space.id)
-        for c in part:
-            k = known.get(c.path)
-            if k and k.size == c.size and k.mtime_ns == c.mtime_ns and k.content_id in with_vec:
-                p.unchanged += 1
-            else:
-                p.todo.append(c)
     return p
 
 
-def hashed(store: Store, space: Space, todo: Sequence[Candidate], batch: int,
+def current(store: Store, space_id: int | None, candidates: Sequence[Candidate]) -> tuple[int, list[Candidate]]:
+    """(how many of ``candidates`` are current in the space, the rest to hash) — step 1 of the module doc.
+    ``space_id`` None: a space not created yet, where nothing is current."""
+    if space_id is None:
+        return 0, list(candidates)
+    unchanged, todo = 0, []
+    for part in batched(candidates, LOOKUP):
+        known = store.lookup_sources([c.path for c in part])
+        with_vec = store.contents_with_vectors({k.content_id for k in known.values()}, space_id)
+        for c in part:
+            k = known.get(c.path)
+            if k and k.size == c.size and k.mtime_ns == c.mtime_ns and k.content_id in with_vec:
+                unchanged += 1
+            else:
+                todo.append(c)
+    return unchanged, todo
+
+
+def hashed(store: Store, space_id: int | None, todo: Sequence[Candidate], batch: int,
            limits: dict[str, int] | None = None) -> Iterator[tuple[list[Loaded], list[Candidate]]]:
     """Hash ``todo`` a batch at a time: yields (linkable items incl. read errors, fresh candidates)."""
     with ThreadPoolExecutor(max_workers=HASH_THREADS) as hasher:
         for part in batched(todo, batch):
             chunk = list(hasher.map(lambda c: load(c.path, c.modality, None, limits, decode=False), part))
-            known = store.contents_by_sha([x.sha256 for x in chunk if x.error is None], space.id)
+            known = store.contents_by_sha([x.sha256 for x in chunk if x.error is None], -1 if space_id is None else space_id)
             linkable = [x for x in chunk if x.error is not None or known.get(x.sha256, (0, False))[1]]
             fresh = [Candidate(x.path, x.modality, x.size, x.mtime_ns) for x in chunk
                      if x.error is None and not known.get(x.sha256, (0, False))[1]]

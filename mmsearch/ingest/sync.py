@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from mmsearch.encoders.base import Encoder
-from mmsearch.errors import IndexInterrupted
-from mmsearch.ingest.commit import commit, embed
+from mmsearch.errors import IndexInterrupted, ModelError
+from mmsearch.ingest.commit import Segments, commit, embed
 from mmsearch.ingest.decode import Loaded
-from mmsearch.ingest.discover import check_roots, display
+from mmsearch.ingest.discover import Candidate, check_roots, display
 from mmsearch.ingest.pipeline import DecodePool
-from mmsearch.ingest.plan import hashed, plan, vanished
+from mmsearch.ingest.plan import current, hashed, vanished, walked
 from mmsearch.store.schema import Space
 from mmsearch.store.store import Store
 from mmsearch.types import BatchCommitted, IndexReport
@@ -29,79 +29,181 @@ from mmsearch.util import batched
 Progress = Callable[[int, int], None]  # (done, total)
 OnCommit = Callable[[BatchCommitted], None]  # called after each batch is durable
 BATCH = 256  # files per transaction and per encoder call group
+#: Sounds decoded ahead of the model: a sound's windows weigh up to ~15 MB (10 minutes, LAION-CLAP).
+SOUNDS_AHEAD = 16
+
+
+class Target:
+    """One space a sync writes: the modalities it embeds and counts, its model loaded on first need.
+
+    ``load()`` gives (encoder, space); a model that cannot load fails only the files that needed it.
+    ``optional``: modalities embedded only when the model loads anyway (texts in a sound model's space
+    whose model the folder's sounds did not need): a load failure then is a notice, not file errors.
+    """
+
+    def __init__(self, spec: str, load: Callable[[], tuple[Encoder, Space]], modalities: Sequence[str], *,
+                 space: Space | None = None, counted: Sequence[str] = (), optional: Sequence[str] = ()) -> None:
+        self.spec, self._load, self.space = spec, load, space
+        self.modalities, self.counted, self.optional = tuple(modalities), tuple(counted), tuple(optional)
+        self.encoder: Encoder | None = None
+        self.failure: ModelError | None = None
+
+    def get(self) -> tuple[Encoder, Space]:
+        if self.failure is not None:
+            raise self.failure
+        if self.encoder is None:
+            try:
+                self.encoder, self.space = self._load()
+            except ModelError as exc:
+                self.failure = exc
+                raise
+        return self.encoder, self.space
 
 
 def streamed(decoded: Iterable[Loaded], encoder: Encoder, batch: int,
-             progress: Callable[[int], None]) -> Iterator[tuple[list[Loaded], dict[str, np.ndarray]]]:
+             progress: Callable[[int], None]) -> Iterator[tuple[list[Loaded], dict[str, np.ndarray], Segments]]:
     """Commit batches of decoded items with their vectors, embedded step by step as items arrive, so
     the model works while the workers decode the rest of the batch (not after the whole batch is in).
-    Pixels are dropped once embedded."""
+    Pixels and sound windows are dropped once embedded."""
     step = int(getattr(encoder, "batch_size", 64) or 64)
     pending: list[Loaded] = []
     vectors: dict[str, np.ndarray] = {}
+    segments: Segments = {}
     for part in batched(decoded, min(step, batch)):
         todo = {x.sha256: x for x in part if x.error is None and x.sha256 not in vectors}
-        vectors.update(embed(encoder, list(todo.values())))
+        got, windows = embed(encoder, list(todo.values()))
+        vectors.update(got)
+        segments.update(windows)
         for x in part:
-            x.pixels = None
+            x.pixels = x.windows = None
         pending += part
         progress(len(pending))
         if len(pending) >= batch:
-            yield pending, vectors
-            pending, vectors = [], {}
+            yield pending, vectors, segments
+            pending, vectors, segments = [], {}, {}
     if pending:
-        yield pending, vectors
+        yield pending, vectors, segments
 
 
-def sync_paths(store: Store, encoder: Encoder, space: Space, paths: Sequence[str | os.PathLike], *,
+def sync_paths(store: Store, targets: Sequence[Target], paths: Sequence[str | os.PathLike], *,
                workers: int | None = None, progress: Progress | None = None, limits: dict[str, int] | None = None,
                batch: int = BATCH, on_commit: OnCommit | None = None) -> IndexReport:
-    """Sync ``paths`` into ``space``; raises :class:`IndexInterrupted` on Ctrl-C (committed work kept)."""
+    """Sync ``paths`` into the ``targets``' spaces (each file into every target that embeds its kind);
+    raises :class:`IndexInterrupted` on Ctrl-C (committed work kept)."""
     t0 = time.perf_counter()
-    report = IndexReport(space=space.spec)
+    report = IndexReport(space=targets[0].spec if targets else "", spaces=[t.spec for t in targets])
     try:
-        p = plan(store, space, check_roots(paths))
-        report.scanned, report.unchanged = len(p.candidates), p.unchanged
-        total, done = len(p.candidates), p.unchanged
-        tell = progress or (lambda _d, _t: None)
-        tell(done, total)
-
-        def flush(items: list[Loaded], errors: Sequence[tuple[str, str]] = (),
-                  vectors: dict[str, np.ndarray] | None = None) -> None:
-            nonlocal done
-            start = done
-            res = commit(store, encoder, space, items, errors=errors, vectors=vectors,
-                         partial=lambda f: tell(start + int(len(items) * f), total))
-            # Counted only once committed: an interrupted run's summary never claims work it did not keep.
-            report.indexed += res.indexed
-            report.unchanged += res.unchanged
-            report.reused += res.reused
-            report.failed += len(res.errors)
-            report.errors.extend(res.errors)
-            done += len(items)
-            if on_commit:
-                on_commit(BatchCommitted(res.generation, done, total, tuple(map(display, res.paths)), res.failed))
-            tell(done, total)
-
+        p = walked(store, check_roots(paths))
+        report.scanned = len(p.candidates)
+        run = _Run(store, report, p.candidates, targets, progress, on_commit, workers, limits, batch)
         if p.walk_errors:
-            flush([], p.walk_errors)
-        fresh = []
-        for linkable, new in hashed(store, space, p.todo, batch, limits):
-            fresh += new
-            if linkable:
-                flush(linkable)
-        if fresh:
-            recipe = encoder.image_recipe()
-            with DecodePool(workers, len(fresh)) as pool:
-                decoded = pool.map(((c.path, c.modality, recipe, limits) for c in fresh), ahead=batch)
-                for chunk, vectors in streamed(decoded, encoder, batch, lambda n: tell(done + n, total)):
-                    flush(chunk, vectors=vectors)
+            run.flush(None, [], p.walk_errors)
+        for target in targets:
+            run.target(target)
         gone = vanished(store, p, {path for path, _ in report.errors})
         if gone:
-            report.removed += store.apply([], space.id, remove_uris=gone).removed_sources
+            report.removed += store.apply([], None, remove_uris=gone).removed_sources
     except KeyboardInterrupt:
         report.interrupted = True
         report.seconds = time.perf_counter() - t0
         raise IndexInterrupted(report) from None
     report.seconds = time.perf_counter() - t0
     return report
+
+
+class _Run:
+    """One sync's bookkeeping: what is committed, counted and told (progress, on_commit)."""
+
+    def __init__(self, store: Store, report: IndexReport, candidates: list[Candidate], targets: Sequence[Target],
+                 progress: Progress | None, on_commit: OnCommit | None, workers: int | None,
+                 limits: dict[str, int] | None, batch: int) -> None:
+        self.store, self.report, self.candidates, self.on_commit = store, report, candidates, on_commit
+        self.workers, self.limits, self.batch = workers, limits, batch
+        self.tell = progress or (lambda _d, _t: None)
+        self.total = sum(1 for t in targets for c in candidates if c.modality in t.counted)
+        self.done = 0
+        self.failed: set[str] = set()
+        self.tell(0, self.total)
+
+    def flush(self, target: Target | None, items: list[Loaded], errors: Sequence[tuple[str, str]] = (),
+              vectors: dict[str, np.ndarray] | None = None, segments: Segments | None = None) -> None:
+        """Commit one batch into ``target``'s space (None: only ``errors`` to record)."""
+        counted = target.counted if target is not None else ()
+        mine = sum(x.modality in counted for x in items)
+        start = self.done
+        if target is None:
+            res = commit(self.store, None, None, [], errors=errors)
+        else:
+            res = commit(self.store, target.encoder, target.space, items, errors=errors, vectors=vectors,
+                         segments=segments, counted=counted,
+                         partial=lambda f: self.tell(start + int(mine * f), self.total))
+        # Counted only once committed: an interrupted run's summary never claims work it did not keep.
+        r = self.report
+        r.indexed += res.indexed
+        r.unchanged += res.unchanged
+        r.reused += res.reused
+        new = [(path, why) for path, why in res.errors if path not in self.failed]  # a text failing in two spaces: once
+        self.failed.update(path for path, _ in new)
+        r.failed += len(new)
+        r.errors.extend(new)
+        self.done += mine
+        if self.on_commit:
+            self.on_commit(BatchCommitted(res.generation, self.done, self.total, tuple(map(display, res.paths)),
+                                          res.failed))
+        self.tell(self.done, self.total)
+
+    def target(self, target: Target) -> None:
+        """Everything one target's space needs from the walk: current rows skipped, known content linked,
+        the rest decoded and embedded."""
+        cands = [c for c in self.candidates if c.modality in target.modalities]
+        idle = target.encoder is None and target.space is None
+        if not cands or (idle and all(c.modality in target.optional for c in cands)):
+            return  # only optional kinds, for a model nothing else needs: not loaded for them
+        space_id = target.space.id if target.space is not None else None
+        _, todo = current(self.store, space_id, cands)
+        waiting = {c.path for c in todo}
+        settled = sum(1 for c in cands if c.modality in target.counted and c.path not in waiting)
+        self.report.unchanged += settled
+        self.done += settled
+        fresh: list[Candidate] = []
+        for linkable, new in hashed(self.store, space_id, todo, self.batch, self.limits):
+            fresh += new
+            if linkable and self._ready(target, linkable):
+                self.flush(target, linkable)
+        if fresh and self._ready(target, fresh):
+            self._decode(target, fresh)
+
+    def _ready(self, target: Target, items: Sequence[Any]) -> bool:
+        """Load the target's model for ``items``; when it cannot load, their files fail with the reason (or,
+        for optional kinds only, a notice) and False."""
+        try:
+            target.get()
+            return True
+        except ModelError as exc:
+            needed = [x for x in items if x.modality not in target.optional]
+            if needed:
+                self.flush(None, [], [(x.path, f"not embedded: {exc}") for x in needed])
+            note = f"model {target.spec} could not load, so its space was not updated: {exc}"
+            if note not in self.report.notices:
+                self.report.notices.append(note)
+            return False
+
+    def _decode(self, target: Target, fresh: list[Candidate]) -> None:
+        encoder = target.encoder
+        recipes = {m: _recipe(encoder, m) for m in {c.modality for c in fresh}}
+        ahead = SOUNDS_AHEAD if "audio" in recipes else self.batch
+        with DecodePool(self.workers, len(fresh)) as pool:
+            decoded = pool.map(((c.path, c.modality, recipes[c.modality], self.limits) for c in fresh), ahead=ahead)
+            start = self.done
+            for chunk, vectors, segments in streamed(decoded, encoder, self.batch,
+                                                     lambda n: self.tell(start + n, self.total)):
+                self.flush(target, chunk, vectors=vectors, segments=segments)
+
+
+def _recipe(encoder: Encoder, modality: str) -> dict | None:
+    """What decode workers prepare for the model: pixels for images, log-mel windows for sounds."""
+    if modality == "image":
+        return encoder.image_recipe()
+    if modality == "audio":
+        return encoder.audio_recipe()  # type: ignore[attr-defined]
+    return None

@@ -1,52 +1,212 @@
-"""Scores comparable across spaces.
+"""Scores comparable across spaces and kinds of item: the calibrated score.
 
-Raw cosines of two models are not comparable: one model's "good match" may be 0.3, another's 0.8.
-Where a search merges several spaces, each hit also gets a *calibrated* score, and the merge orders
-by it. A :class:`Calibration` maps raw scores of one (space, modality) for one query to calibrated ones.
+Raw cosines of two models are not comparable (one CLAP model's good match is 0.3, one CLIP model's
+0.3 is noise), nor are a text query's cosines to sounds and to texts in one model. Every hit
+therefore also gets a *calibrated* score: how far its raw cosine stands above what **unrelated
+queries** score against the items of that space and kind, in standard deviations::
 
-The default, :class:`BackgroundZ`, standardises a raw score against the background: the query's
-cosines to a fixed spread of the space's own stored vectors of that modality (up to ``SAMPLE``). A
-calibrated score of 3 means "three standard deviations above what this query scores against the
-typical item of this space", whatever the model. Other calibrations (e.g. against a set of generic
-prompts, as audio spaces want) plug in through the same protocol.
+    calibrated = (cosine − μ) / σ        μ, σ: mean and spread of cos(b, x) over
+                                          b ∈ background queries, x ∈ a sample of the items
+
+* For a text query the background queries are :data:`BACKGROUND_PROMPTS` (generic captions:
+  "a photo", "a sound", "a chair", "music" …) embedded by the space's own text tower.
+* For an image or sound query they are the space's own stored images or sounds (a spread sample;
+  pairs of an item with itself left out).
+
+μ and σ are learnt from the store's own vectors (up to :data:`SAMPLE` items per kind, spread over
+the store) each time a write changes a space, and kept in the database (``meta`` table, key
+``calibration:<space id>``), so a query reads two numbers instead of embedding prompts. A store
+written before this existed is calibrated on the fly at query time (the same numbers, not kept).
+
+The score is a monotone map per (space, query kind, item kind): it never reorders one list, it
+makes lists from several spaces mergeable, and it gives "nothing relevant" a meaning: a query whose
+best hit scores near 0 is no closer to anything than a generic prompt is. ``--min-score`` filters on
+it (a calibrated score of 3 is three standard deviations above an unrelated query's typical score).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import base64
+import json
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from mmsearch.encoders.base import Encoder
 from mmsearch.store.schema import Space
 from mmsearch.store.store import Store
 
 SAMPLE = 512
+#: Generic captions, of the kinds of things photos, notes and sounds hold: "unrelated" text queries.
+BACKGROUND_PROMPTS = (
+    "a photo", "a picture", "an image", "a sound", "a recording", "audio", "a noise", "music", "a song",
+    "a voice", "someone talking", "silence", "a thing", "an object", "something", "stuff", "a scene", "a place",
+    "a room", "outside", "a person", "people", "an animal", "a plant", "a tree", "a building", "a street",
+    "a car", "a chair", "a table", "a cup", "food", "water", "the sky", "a texture", "a pattern", "a colour",
+    "a shape", "a document", "some text", "a note", "a page", "a screenshot", "a drawing", "a machine",
+    "a tool", "the weather", "a day", "a moment", "an event", "a video", "a clip", "a sample", "a file",
+    "a tone", "a beep", "a click", "a hum", "a bell", "footsteps", "wind", "rain", "a crowd", "a city",
+)
 
 
 class Calibration(Protocol):
-    def __call__(self, space: Space, modality: str, query: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """Calibrated scores for raw ``scores`` of ``query`` against items of ``modality`` in ``space``."""
+    def __call__(self, space: Space, query_modality: str, modality: str, scores: np.ndarray) -> np.ndarray:
+        """Calibrated scores for raw ``scores`` of a ``query_modality`` query against ``modality`` items."""
         ...
 
 
+def _key(space_id: int) -> str:
+    return f"calibration:{space_id}"
+
+
+def _pack(x: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(x, np.float16).tobytes()).decode("ascii")
+
+
+def _unpack(text: str, dim: int) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), np.float16).reshape(-1, dim).astype(np.float32)
+
+
+def background_stats(background: np.ndarray, items: np.ndarray, same: bool) -> tuple[float, float, int] | None:
+    """(μ, σ, pairs) of cosines between background queries and items (``same``: the two are one sample,
+    split in halves so no item is compared with itself). None when there is too little to tell."""
+    if same:
+        half = len(items) // 2
+        background, items = items[:half], items[half:]
+    if len(background) < 2 or len(items) < 2:
+        return None
+    sims = (background @ items.T).ravel()
+    return float(sims.mean()), max(float(sims.std()), 1e-4), int(sims.size)
+
+
 class BackgroundZ:
-    """z-score of a raw cosine against the query's cosines to a sample of the space's own vectors."""
+    """The calibrated score of :mod:`this module <mmsearch.query.calibrate>`, per store.
 
-    def __init__(self, store: Store, sample: int = SAMPLE) -> None:
+    ``encoder(spec)`` gives a space's model when prompts must be embedded (a store never calibrated).
+    """
+
+    def __init__(self, store: Store, encoder: Callable[[str], Encoder] | None = None, sample: int = SAMPLE) -> None:
         self.store = store
+        self.encoder = encoder
         self.sample = sample
-        self._background: dict[tuple[int, str], tuple[int, np.ndarray]] = {}
+        self._cache: dict[int, tuple[int, dict[str, Any]]] = {}
 
-    def background(self, space: Space, modality: str) -> np.ndarray:
+    # ---- reading (queries) ------------------------------------------------------------------------
+    def stats(self, space: Space, query_modality: str, modality: str) -> tuple[float, float] | None:
+        """(μ, σ) of a space for a query kind against an item kind; None when the space cannot tell."""
         gen = self.store.generation()
-        cached = self._background.get((space.id, modality))
+        cached = self._cache.get(space.id)
         if cached is None or cached[0] != gen:
-            cached = (gen, self.store.spread_vectors(space.id, modality, self.sample))
-            self._background[(space.id, modality)] = cached
-        return cached[1]
+            record = self.store.meta_value(_key(space.id))
+            data = json.loads(record) if record else self.compute(space, None, None)  # never calibrated: now
+            cached = (gen, data)
+            self._cache[space.id] = cached
+        found = cached[1].get("stats", {}).get(f"{query_modality}>{modality}")
+        return (found[0], found[1]) if found else None
 
-    def __call__(self, space: Space, modality: str, query: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        sims = self.background(space, modality) @ np.asarray(query, np.float32)
-        if len(sims) < 2:  # nothing to compare with: neutral, never a raw cosine among z-scores
+    def __call__(self, space: Space, query_modality: str, modality: str, scores: np.ndarray) -> np.ndarray:
+        """Calibrated scores for raw ``scores`` of a ``query_modality`` query against ``modality`` items."""
+        ...
+
+
+def _key(space_id: int) -> str:
+    return f"calibration:{space_id}"
+
+
+def _pack(x: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(x, np.float16).tobytes()).decode("ascii")
+
+
+def _unpack(text: str, dim: int) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), np.float16).reshape(-1, dim).astype(np.float32)
+
+
+def background_stats(background: np.ndarray, items: np.ndarray, same: bool) -> tuple[float, float, int] | None:
+    """(μ, σ, pairs) of cosines between background queries and items (``same``: the two are one sample,
+    split in halves so no item is compared with itself). None when there is too little to tell."""
+    if same:
+        half = len(items) // 2
+        background, items = items[:half], items[half:]
+    if len(background) < 2 or len(items) < 2:
+        return None
+    sims = (background @ items.T).ravel()
+    return float(sims.mean()), max(float(sims.std()), 1e-4), int(sims.size)
+
+
+class BackgroundZ:
+    """The calibrated score of :mod:`this module <mmsearch.query.calibrate>`, per store.
+
+    ``encoder(spec)`` gives a space's model when prompts must be embedded (a store never calibrated).
+    """
+
+    def __init__(self, store: Store, encoder: Callable[[str], Encoder] | None = None, sample: int = SAMPLE) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.sample = sample
+        self._cache: dict[int, tuple[int, dict[str, Any]]] = {}
+
+    # ---- reading (queries) ------------------------------------------------------------------------
+    def stats(self, space: Space, query_modality: str, modality: str) -> tuple[float, float] | None:
+        gen = self.store.generation()
+        cached = self._cache.get(space.id)
+        if cached is None or cached[0] != gen:
+            record = self.store.meta_value(_key(space.id))
+            data = json.loads(record) if record else None
+            if data is None or data.get("generation") != gen and not data.get("stats"):
+                data = self.compute(space, None, data)
+            cached = (gen, data)
+            self._cache[space.id] = cached
+        found = cached[1].get("stats", {}).get(f"{query_modality}>{modality}")
+        if found is None and query_modality == "text" and "prompts" not in cached[1]:
+            cached = (gen, self.compute(space, None, cached[1]))  # prompts never embedded for this space
+            self._cache[space.id] = cached
+            found = cached[1].get("stats", {}).get(f"{query_modality}>{modality}")
+        return (found[0], found[1]) if found else None
+
+    def __call__(self, space: Space, query_modality: str, modality: str, scores: np.ndarray) -> np.ndarray:
+        found = self.stats(space, query_modality, modality)
+        if found is None:  # nothing to compare with: neutral, never a raw cosine among z-scores
             return np.zeros(len(scores))
-        return (np.asarray(scores, np.float64) - float(sims.mean())) / max(float(sims.std()), 1e-6)
+        mu, sigma = found
+        return (np.asarray(scores, np.float64) - mu) / sigma
+
+    # ---- learning (after writes) ------------------------------------------------------------------
+    def compute(self, space: Space, encoder: Encoder | None, previous: dict[str, Any] | None) -> dict[str, Any]:
+        """The calibration record of a space from its vectors now (prompts embedded by ``encoder``, or
+        taken from ``previous``, or embedded through the engine's loader when neither has them)."""
+        mods = space.modalities.split(",")
+        samples = {m: self.store.spread_vectors(space.id, m, self.sample) for m in mods}
+        record: dict[str, Any] = {"generation": self.store.generation(), "stats": {}}
+        prompts = None
+        if previous and "prompts" in previous:
+            prompts = _unpack(previous["prompts"], space.dim)
+        elif "text" in mods and any(len(samples[m]) for m in mods):
+            enc = encoder if encoder is not None else (self.encoder(space.spec) if self.encoder else None)
+            if enc is not None:
+                prompts = enc.embed_texts(list(BACKGROUND_PROMPTS))
+        if prompts is not None:
+            record["prompts"] = _pack(prompts)
+        for q in mods:
+            for m in mods:
+                background = prompts if q == "text" else samples[q]
+                if background is None or not len(samples[m]):
+                    continue
+                found = background_stats(background, samples[m], same=(q == m and q != "text"))
+                if found is not None:
+                    record["stats"][f"{q}>{m}"] = [round(found[0], 6), round(found[1], 6), found[2]]
+        return record
+
+    def refresh(self, written: Sequence[tuple[Encoder, Space]], before: int) -> None:
+        """After a write: recompute and keep the record of every space whose vectors changed since ``before``."""
+        loaded = {space.id: enc for enc, space in written}
+        for space in self.store.spaces():
+            changed = any(sum(self.store.changes(space.id, m, before)) for m in space.modalities.split(","))
+            record = self.store.meta_value(_key(space.id))
+            if not changed and record is not None:
+                continue
+            previous = json.loads(record) if record else None
+            if previous is None and space.id not in loaded and not changed:
+                continue
+            data = self.compute(space, loaded.get(space.id), previous)
+            self.store.set_meta(_key(space.id), json.dumps(data))
+        self._cache.clear()

@@ -50,36 +50,36 @@ def require_spaces(store: Store, spaces: Sequence[Space]) -> None:
         raise StoreError("store is empty", path=str(store.root), hint="run `mmsearch index PATH` first")
 
 
-def targets(store: Store, spaces: Sequence[Space], query: Query, chosen: Space | None) -> list[tuple[Space, list[str]]]:
-    """(space, modalities to search) for a query: the chosen space, else every space that can embed it."""
+def targets(store: Store, spaces: Sequence[Space], query: Query, chosen: bool) -> list[tuple[Space, list[str]]]:
+    """(space, modalities to search) for a query: those of ``spaces`` (the ``chosen`` ones, else the store's)
+    that can embed it."""
     require_spaces(store, spaces)
-    if chosen is not None:
-        candidates = [chosen]
-    elif query.modality is None:  # a raw vector belongs to one space: the first, unless named
+    if query.modality is None:  # a raw vector belongs to one space: the first, unless named
         candidates = [spaces[0]]
     else:
-        candidates = [sp for sp in spaces if query.modality in modalities(sp)] or [spaces[0]]
-    wanted = query.type or default_type(store, candidates)
-    out = []
-    for sp in candidates:
-        mods = modalities(sp)
-        if wanted == "any":
-            out.append((sp, mods))
-        elif wanted in mods:
-            out.append((sp, [wanted]))
+        candidates = [sp for sp in spaces if query.modality in modalities(sp)]
+        if not candidates:
+            held = "; ".join(f"model {sp.spec} embeds {', '.join(modalities(sp))}" for sp in spaces)
+            raise UsageError(f"no model in this store embeds a {query.modality} query ({held})",
+                             hint="index with a model that does (--model)")
+    wanted = [query.type] if query.type and query.type != "any" else None
+    if wanted is None:
+        wanted = ["image", "audio", "text"] if query.type == "any" else default_types(store, candidates)
+    out = [(sp, [m for m in modalities(sp) if m in wanted]) for sp in candidates]
+    out = [(sp, mods) for sp, mods in out if mods]
     if not out:
         held = "; ".join(f"model {sp.spec} holds {', '.join(modalities(sp))}" for sp in candidates)
         raise UsageError(f"type={query.type!r}: {held}")
     return out
 
 
-def default_type(store: Store, spaces: Sequence[Space]) -> str:
-    """What a query returns without ``type``: images when any of the spaces holds some, else texts
-    (decided once for all spaces, so a merged list never mixes an image answer with a text one)."""
-    if any("image" in modalities(sp) and store.has_vectors(sp.id, "image") for sp in spaces):
-        return "image"
-    mods = modalities(spaces[0])
-    return "text" if any("text" in modalities(sp) for sp in spaces) else mods[0]
+def default_types(store: Store, spaces: Sequence[Space]) -> list[str]:
+    """What a query returns without ``type``: every kind of file (images, sounds) the spaces hold, else
+    texts (decided once for all spaces, so one answer never mixes in texts unasked)."""
+    found = [m for m in ("image", "audio") if any(m in modalities(sp) and store.has_vectors(sp.id, m) for sp in spaces)]
+    if found:
+        return found
+    return ["text"] if any("text" in modalities(sp) for sp in spaces) else [modalities(spaces[0])[0]]
 
 
 # ---- one space ------------------------------------------------------------------------------------------
@@ -128,10 +128,27 @@ def search_space(store: Store, indexes: dict[str, SpaceIndex], query: np.ndarray
         paths = m.uris if under is None else tuple(p for p in m.uris if is_under(p, under))
         files = [p for p in paths if not p.startswith("text:")]
         hits.append(Hit(rank=len(hits) + 1, id=cid, score=score, modality=modality, path=files[0] if files else None,
-                        paths=paths, text=m.text, width=m.width, height=m.height, space=space_spec))
+                        paths=paths, text=m.text, width=m.width, height=m.height, space=space_spec,
+                        duration=m.duration))
         if len(hits) == k:
             break
-    return hits
+    return located(store, hits, q[0], next(iter(indexes.values())).space_id)
+
+
+def located(store: Store, hits: list[Hit], query: np.ndarray, space_id: int) -> list[Hit]:
+    """Sound hits with the stretch of the file that matched best: the window whose vector scores highest."""
+    sounds = [h.id for h in hits if h.modality == "audio"]
+    if not sounds:
+        return hits
+    windows = store.segments(sounds, space_id)
+    out = []
+    for h in hits:
+        found = windows.get(h.id)
+        if found is not None and len(found[1]):
+            best = int(np.argmax(found[1] @ query))
+            h = dataclasses.replace(h, start=round(float(found[0][best][0]), 3), end=round(float(found[0][best][1]), 3))
+        out.append(h)
+    return out
 
 
 # ---- several spaces -----------------------------------------------------------------------------------
@@ -143,13 +160,16 @@ def merge(lists: Sequence[list[Hit]], k: int) -> list[Hit]:
         for h in hits:
             if h.id not in best or (h.calibrated or 0.0) > (best[h.id].calibrated or 0.0):
                 best[h.id] = h
-    ranked = sorted(best.values(), key=lambda h: (-(h.calibrated or 0.0), h.id))[:k]
+    ranked = sorted(best.values(), key=lambda h: (-(h.calibrated or 0.0), -h.score, h.id))[:k]
     return [dataclasses.replace(h, rank=r) for r, h in enumerate(ranked, 1)]
 
 
 def run(store: Store, indexes: IndexSet, plan: Sequence[tuple[Space, list[str]]], query: Query,
         encoder: Callable[[str], Encoder], calibration: Calibration, generation: int) -> tuple[list[Hit], list[str]]:
-    """Search every (space, modalities) of ``plan``; returns (hits, notices of index repairs)."""
+    """Search every (space, modalities) of ``plan``; returns (hits, notices of index repairs).
+
+    Every hit carries its calibrated score; several spaces' or kinds' lists are merged on it, and
+    ``query.min_score`` drops what scores below it."""
     notices: list[str] = []
     lists = []
     for space, mods in plan:
@@ -157,17 +177,24 @@ def run(store: Store, indexes: IndexSet, plan: Sequence[tuple[Space, list[str]]]
         vec = embed_query(query, space, encoder)
         hits = search_space(store, {m: indexes.get(space, m) for m in mods}, vec, k=query.k, modalities=mods,
                             space_spec=space.spec, under=query.under, params=query.params)
-        if len(plan) > 1:
-            hits = [dataclasses.replace(h, calibrated=float(c)) for h, c in
-                    zip(hits, _calibrated(calibration, space, hits, vec))]
-        lists.append(hits)
-    return (lists[0] if len(lists) == 1 else merge(lists, query.k)), notices
+        lists.append(explained(calibration, space, query.modality or "vector", hits))
+    hits = lists[0] if len(lists) == 1 and len(plan[0][1]) == 1 else merge(lists, query.k)
+    if query.min_score is not None:
+        hits = [dataclasses.replace(h, rank=r) for r, h in
+                enumerate((h for h in hits if (h.calibrated or 0.0) >= query.min_score), 1)]
+    return hits, notices
 
 
-def _calibrated(calibration: Calibration, space: Space, hits: list[Hit], vec: np.ndarray) -> list[float]:
-    out = [0.0] * len(hits)
-    for modality in {h.modality for h in hits}:
-        at = [i for i, h in enumerate(hits) if h.modality == modality]
-        for i, c in zip(at, calibration(space, modality, vec, np.array([hits[i].score for i in at]))):
-            out[i] = float(c)
+def explained(calibration: Calibration, space: Space, query_modality: str, hits: list[Hit]) -> list[Hit]:
+    """Hits with their calibrated score and its making (raw cosine, background mean and spread)."""
+    out = []
+    for h in hits:
+        stats = calibration.stats(space, query_modality, h.modality) if hasattr(calibration, "stats") else None
+        cal = float(calibration(space, query_modality, h.modality, np.array([h.score]))[0])
+        why = {"raw": round(h.score, 6), "space": space.spec, "query": query_modality, "items": h.modality,
+               "background_mean": None if stats is None else round(stats[0], 6),
+               "background_std": None if stats is None else round(stats[1], 6)}
+        if h.start is not None:
+            why["window"] = [h.start, h.end]
+        out.append(dataclasses.replace(h, calibrated=round(cal, 4), why=why))
     return out

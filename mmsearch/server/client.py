@@ -54,8 +54,8 @@ class Served:
 
 def search(store: str | os.PathLike | None = None, *, model: str | None = None, device: str | None = None,
            text: str | None = None, image: str | os.PathLike | None = None, k: int = 10, type: str | None = None,
-           under: str | os.PathLike | None = None, nprobe: int | None = None,
-           ef_search: int | None = None) -> Served | None:
+           under: str | os.PathLike | None = None, nprobe: int | None = None, ef_search: int | None = None,
+           audio: str | os.PathLike | None = None, min_score: float | None = None) -> Served | None:
     """The query answered by the store's running server, or None: search in-process then."""
     from mmsearch.config import Settings
 
@@ -76,11 +76,14 @@ def search(store: str | os.PathLike | None = None, *, model: str | None = None, 
     body = b""
     if text is not None:
         params["q"] = text
-    if image is not None:
-        body = _read_image(image)
+    media = image if image is not None else audio
+    if media is not None:
+        body = _read_image(media)
         if body is None:
             return None
-    for name, value in (("type", type), ("nprobe", nprobe), ("ef_search", ef_search)):
+        if audio is not None:
+            params["media"] = "audio"
+    for name, value in (("type", type), ("nprobe", nprobe), ("ef_search", ef_search), ("min_score", min_score)):
         if value is not None:
             params[name] = value
     if under is not None:
@@ -95,8 +98,8 @@ def search(store: str | os.PathLike | None = None, *, model: str | None = None, 
     code = data.get("exit_code") if isinstance(data, dict) else None
     if not isinstance(error, str) or not isinstance(code, int) or isinstance(code, bool):
         return None  # not an mmsearch error (refused token, unknown endpoint, a bug): in-process decides
-    if image is not None and error.startswith("query image:"):
-        error = f"{os.fspath(image)}: {error}"  # in-process names the file it read
+    if media is not None and error.startswith(("query image:", "query sound:")):
+        error = f"{os.fspath(media)}: {error}"  # in-process names the file it read
     raise ServedError(error, code)
 
 

@@ -32,7 +32,7 @@ QUERY_PATH = "/api/query"  # the CLI's endpoint (token required)
 MAX_UPLOAD_BYTES = 50 << 20  # a query image; larger uploads are refused with 413
 #: settings that change a query's vector: a client whose settings differ searches in-process
 ENCODER_SETTINGS = ("device", "runtime", "precision")
-PROTOCOL = 1  # bump when /api/query's request or answer changes incompatibly
+PROTOCOL = 2  # bump when /api/query's request or answer changes incompatibly
 _MAX_FILE = 64 << 10
 _FIELDS = {"url": str, "pid": int, "token": str, "store": str, "protocol": int}
 

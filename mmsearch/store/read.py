@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 import numpy as np
 from sqlalchemy import func, select
 
-from mmsearch.store.schema import Content, ErrorRecord, Meta, Source, Space, Tombstone, Vector
+from mmsearch.store.schema import Content, ErrorRecord, Meta, Segment, Source, Space, Tombstone, Vector
 from mmsearch.util import chunks, under_bounds
 
 if TYPE_CHECKING:
@@ -34,6 +34,9 @@ class ContentMeta:
     width: int | None
     height: int | None
     uris: tuple[str, ...]
+    duration: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
 
 
 def decode_vectors(blobs: Sequence[bytes], dim: int) -> np.ndarray:
@@ -65,6 +68,11 @@ class Reads:
 
     def generation(self) -> int:
         return self.db.generation()
+
+    def meta_value(self, key: str) -> str | None:
+        """A value of the ``meta`` table (what layers above keep with the store, e.g. score calibration)."""
+        with self.db.read() as s:
+            return s.execute(select(Meta.value).where(Meta.key == key)).scalar_one_or_none()
 
     def spaces(self) -> list[Space]:
         with self.db.read() as s:
@@ -234,15 +242,31 @@ class Reads:
         with self.db.read() as s:
             for part in chunks([int(i) for i in content_ids]):
                 rows = s.execute(
-                    select(Content.id, Content.modality, Content.text, Content.width, Content.height, Source.uri)
+                    select(Content.id, Content.modality, Content.text, Content.width, Content.height, Content.duration,
+                           Content.sample_rate, Content.channels, Source.uri)
                     .outerjoin(Source, Source.content_id == Content.id)
                     .where(Content.id.in_(part)).order_by(Content.id, Source.uri))
-                for cid, modality, txt, w, h, uri in rows:
-                    fields.setdefault(cid, (modality, txt, w, h))
+                for cid, modality, txt, w, h, dur, rate, ch, uri in rows:
+                    fields.setdefault(cid, (modality, txt, w, h, dur, rate, ch))
                     bucket = uris.setdefault(cid, [])
                     if uri is not None:
                         bucket.append(uri)
-        return {cid: ContentMeta(cid, *f, tuple(uris[cid])) for cid, f in fields.items()}
+        return {cid: ContentMeta(cid, *f[:4], tuple(uris[cid]), *f[4:]) for cid, f in fields.items()}
+
+    def segments(self, content_ids: Sequence[int], space_id: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """content id → ((n, 2) start/end seconds, (n, dim) vectors) of the windows kept for it in a space."""
+        out: dict[int, tuple[list, list]] = {}
+        with self.db.read() as s:
+            dim = self._dim(s, space_id)
+            for part in chunks([int(i) for i in content_ids]):
+                rows = s.execute(select(Segment.content_id, Segment.start, Segment.end, Segment.vec)
+                                 .where(Segment.space_id == space_id, Segment.content_id.in_(part))
+                                 .order_by(Segment.content_id, Segment.idx))
+                for cid, a, b, vec in rows:
+                    spans, vecs = out.setdefault(cid, ([], []))
+                    spans.append((a, b))
+                    vecs.append(vec)
+        return {cid: (np.asarray(sp, np.float64).reshape(-1, 2), decode_vectors(v, dim)) for cid, (sp, v) in out.items()}
 
     def errors(self) -> list[ErrorRecord]:
         with self.db.read() as s:

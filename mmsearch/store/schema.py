@@ -7,10 +7,10 @@ Ids are never reused (``sqlite_autoincrement``), so a FAISS id always means one 
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: sounds (duration, rate, channels, info on contents; segments)
 
 
 class Base(DeclarativeBase):
@@ -54,6 +54,10 @@ class Content(Base):
     height: Mapped[int | None]
     text: Mapped[str | None] = mapped_column(Text)
     created_gen: Mapped[int]
+    duration: Mapped[float | None] = mapped_column(Float)  # seconds (sounds)
+    sample_rate: Mapped[int | None]  # the file's own rate (sounds)
+    channels: Mapped[int | None]
+    info: Mapped[str | None] = mapped_column(Text)  # JSON of what else ingest learnt (e.g. {"truncated": 600.0})
     sources: Mapped[list["Source"]] = relationship(back_populates="content")
 
 
@@ -82,6 +86,22 @@ class Vector(Base):
     modality: Mapped[str] = mapped_column(String(16))
     vec: Mapped[bytes] = mapped_column(LargeBinary)
     gen: Mapped[int]
+
+
+class Segment(Base):
+    """A window of a content (a stretch of a sound) embedded in one space: where in the file a hit is.
+
+    The content's own vector (in :class:`Vector`) is the normalised mean of its windows; these are kept
+    so a hit can name the best-matching stretch (``start``/``end`` in seconds).
+    """
+
+    __tablename__ = "segments"
+    content_id: Mapped[int] = mapped_column(ForeignKey("contents.id", ondelete="CASCADE"), primary_key=True)
+    space_id: Mapped[int] = mapped_column(ForeignKey("spaces.id"), primary_key=True)
+    idx: Mapped[int] = mapped_column(primary_key=True)
+    start: Mapped[float] = mapped_column(Float)
+    end: Mapped[float] = mapped_column(Float)
+    vec: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Tombstone(Base):

@@ -22,9 +22,18 @@ from mmsearch.errors import StoreError
 from mmsearch.store.safety import db_error, is_storage_error
 from mmsearch.store.schema import SCHEMA_VERSION, Base, Meta
 
+def _to_v2(conn) -> None:
+    """Version 2: sounds. Contents gain duration, sample rate, channels and an info JSON; segments appear."""
+    from mmsearch.store.schema import Segment
+
+    for column, kind in (("duration", "FLOAT"), ("sample_rate", "INTEGER"), ("channels", "INTEGER"), ("info", "TEXT")):
+        conn.exec_driver_sql(f"ALTER TABLE contents ADD COLUMN {column} {kind}")
+    Segment.__table__.create(conn)
+
+
 #: schema version → the step that brings a store of the version before up to it (run in the
-#: transaction that records the new version). Empty while there is only version 1.
-MIGRATIONS: dict[int, Callable[[object], None]] = {}
+#: transaction that records the new version).
+MIGRATIONS: dict[int, Callable[[object], None]] = {2: _to_v2}
 
 
 def _make_engine(db: Path, begin: str) -> SAEngine:

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from mmsearch.errors import StoreError
-from mmsearch.store.schema import Content, ErrorRecord, Source, Space, Tombstone, Vector
+from mmsearch.store.schema import Content, ErrorRecord, Meta, Segment, Source, Space, Tombstone, Vector
 from mmsearch.util import chunks
 
 if TYPE_CHECKING:
@@ -35,6 +35,12 @@ class Upsert:
     height: int | None = None
     text: str | None = None
     vector: np.ndarray | None = None
+    duration: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    info: dict | None = None
+    #: windows of a sound embedded with ``vector``: ((start, end) seconds, (n, dim) vectors)
+    segments: tuple[list[tuple[float, float]], np.ndarray] | None = None
 
 
 @dataclass
@@ -72,6 +78,7 @@ def gc_contents(s: Session, content_ids: Iterable[int], gen: int) -> int:
             s.execute(sqlite_insert(Tombstone), [{"content_id": c, "space_id": sp, "modality": m, "gen": gen}
                                                  for c, sp, m in vecs])
         s.execute(delete(Vector).where(Vector.content_id.in_(part)))
+        s.execute(delete(Segment).where(Segment.content_id.in_(part)))
         s.execute(delete(Content).where(Content.id.in_(part)))
     return len(orphans)
 
@@ -121,6 +128,15 @@ class Writes:
                           [{"uri": uri, "reason": reason, "gen": gen, "at": now} for uri, reason in errors])
         return result
 
+    def set_meta(self, key: str, value: str) -> None:
+        """Keep ``value`` under ``key`` in the ``meta`` table (a write of its own generation)."""
+        if key in ("schema_version", "generation", "created_at"):
+            raise ValueError(f"{key!r} is the store's own")
+        with self.db.write() as (s, _gen):
+            stmt = sqlite_insert(Meta)
+            s.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": stmt.excluded.value}),
+                      [{"key": key, "value": value}])
+
     def drop_contents(self, content_ids: Iterable[int]) -> int:
         """Drop contents no source points at (doctor's repair of orphans). Returns how many went."""
         with self.db.write() as (s, gen):
@@ -137,7 +153,9 @@ class Writes:
 
 def _upsert(s: Session, upserts: Sequence[Upsert], space_id: int | None, gen: int, result: ApplyResult) -> None:
     rows = [{"sha256": u.sha256, "modality": u.modality, "byte_size": u.size, "width": u.width, "height": u.height,
-             "text": u.text, "created_gen": gen} for u in {u.sha256: u for u in upserts}.values()]
+             "text": u.text, "created_gen": gen, "duration": u.duration, "sample_rate": u.sample_rate,
+             "channels": u.channels, "info": json.dumps(u.info) if u.info else None}
+            for u in {u.sha256: u for u in upserts}.values()]
     result.added_contents = _inserted(s, sqlite_insert(Content).on_conflict_do_nothing(index_elements=["sha256"]), rows)
     ids: dict[str, int] = {}
     for part in chunks(list({u.sha256 for u in upserts})):
@@ -152,6 +170,13 @@ def _upsert(s: Session, upserts: Sequence[Upsert], space_id: int | None, gen: in
     if vec_rows:
         stmt = sqlite_insert(Vector).on_conflict_do_nothing(index_elements=["content_id", "space_id"])
         result.added_vectors = _inserted(s, stmt, list(vec_rows.values()))
+    seg_rows = {(ids[u.sha256], i): {"content_id": ids[u.sha256], "space_id": space_id, "idx": i, "start": float(a),
+                                     "end": float(b), "vec": np.asarray(v, dtype=np.float16).tobytes()}
+                for u in upserts if u.vector is not None and u.segments is not None
+                for i, ((a, b), v) in enumerate(zip(*u.segments))}
+    if seg_rows:
+        stmt = sqlite_insert(Segment).on_conflict_do_nothing(index_elements=["content_id", "space_id", "idx"])
+        s.execute(stmt, list(seg_rows.values()))
     uris = [u.uri for u in upserts]
     old: dict[str, int] = {}
     for part in chunks(uris):

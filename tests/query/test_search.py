@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from mmsearch import Engine
 from mmsearch.query.calibrate import BackgroundZ
@@ -25,16 +26,28 @@ def test_merge_orders_by_calibrated_score_not_raw_cosine_and_shows_an_item_once(
     assert [h.rank for h in merged] == [1, 2, 3]
 
 
-def test_background_z_is_a_z_score_against_the_space_s_own_vectors(engine_factory, tmp_path):
+def test_the_calibrated_score_is_a_z_score_against_unrelated_queries(engine_factory, tmp_path):
+    """Text queries: against generic prompts × the space's items; image queries: the items × each other."""
+    from mmsearch.query.calibrate import BACKGROUND_PROMPTS
+
     eng = engine_factory()
     write_images(tmp_path / "img", 12)
     eng.index([tmp_path / "img"])
     space = eng.space()
-    cal = BackgroundZ(eng.store)
-    q = np.ones(space.dim, np.float32) / np.sqrt(space.dim)
-    bg = cal.background(space, "image") @ q
-    z = cal(space, "image", q, np.array([bg.mean() + 2 * bg.std()]))
-    assert len(bg) == 12 and abs(z[0] - 2.0) < 1e-6
+    _, items = eng.store.vectors(space.id, "image")
+    prompts = eng.encoder(space.spec).embed_texts(list(BACKGROUND_PROMPTS))
+    sims = (prompts @ items.T).ravel()
+    cal = BackgroundZ(eng.store)  # reads what the write kept
+    mu, sd = cal.stats(space, "text", "image")
+    assert abs(mu - sims.mean()) < 2e-3 and abs(sd - sims.std()) < 2e-3
+    z = cal(space, "text", "image", np.array([mu + 2 * sd]))
+    assert abs(z[0] - 2.0) < 1e-6
+    half = len(items) // 2
+    own = (items[:half] @ items[half:].T).ravel()
+    assert abs(cal.stats(space, "image", "image")[0] - own.mean()) < 2e-3
+    hit = eng.search(text="anything", k=1)[0]
+    assert hit.calibrated == pytest.approx((hit.score - mu) / sd, abs=1e-3)
+    assert hit.why["background_mean"] == pytest.approx(mu, abs=1e-5)
 
 
 def test_a_text_query_searches_every_space_and_merges_them(tmp_path, tiny_model):
@@ -55,4 +68,4 @@ def test_a_text_query_searches_every_space_and_merges_them(tmp_path, tiny_model)
         images = eng.search(text="granite and copper", k=20)  # default type: images, from both spaces
         assert len(images) == 6 and {h.modality for h in images} == {"image"}
         one = eng.search(text="granite and copper", type="text", k=4, space=other)  # --model: one space
-        assert {h.space for h in one} == {other} and all(h.calibrated is None for h in one)
+        assert {h.space for h in one} == {other} and all(h.calibrated is not None for h in one)

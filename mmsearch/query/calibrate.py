@@ -54,6 +54,10 @@ class Calibration(Protocol):
         """Calibrated scores for raw ``scores`` of a ``query_modality`` query against ``modality`` items."""
         ...
 
+    def stats(self, space: Space, query_modality: str, modality: str) -> tuple[float, float] | None:
+        """The background's (mean, spread) behind those scores; None when the space cannot tell."""
+        ...
+
 
 def _key(space_id: int) -> str:
     return f"calibration:{space_id}"
@@ -104,64 +108,6 @@ class BackgroundZ:
         found = cached[1].get("stats", {}).get(f"{query_modality}>{modality}")
         return (found[0], found[1]) if found else None
 
-    def __call__(self, space: Space, query_modality: str, modality: str, scores: np.ndarray) -> np.ndarray:
-        """Calibrated scores for raw ``scores`` of a ``query_modality`` query against ``modality`` items."""
-        ...
-
-
-def _key(space_id: int) -> str:
-    return f"calibration:{space_id}"
-
-
-def _pack(x: np.ndarray) -> str:
-    return base64.b64encode(np.asarray(x, np.float16).tobytes()).decode("ascii")
-
-
-def _unpack(text: str, dim: int) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), np.float16).reshape(-1, dim).astype(np.float32)
-
-
-def background_stats(background: np.ndarray, items: np.ndarray, same: bool) -> tuple[float, float, int] | None:
-    """(μ, σ, pairs) of cosines between background queries and items (``same``: the two are one sample,
-    split in halves so no item is compared with itself). None when there is too little to tell."""
-    if same:
-        half = len(items) // 2
-        background, items = items[:half], items[half:]
-    if len(background) < 2 or len(items) < 2:
-        return None
-    sims = (background @ items.T).ravel()
-    return float(sims.mean()), max(float(sims.std()), 1e-4), int(sims.size)
-
-
-class BackgroundZ:
-    """The calibrated score of :mod:`this module <mmsearch.query.calibrate>`, per store.
-
-    ``encoder(spec)`` gives a space's model when prompts must be embedded (a store never calibrated).
-    """
-
-    def __init__(self, store: Store, encoder: Callable[[str], Encoder] | None = None, sample: int = SAMPLE) -> None:
-        self.store = store
-        self.encoder = encoder
-        self.sample = sample
-        self._cache: dict[int, tuple[int, dict[str, Any]]] = {}
-
-    # ---- reading (queries) ------------------------------------------------------------------------
-    def stats(self, space: Space, query_modality: str, modality: str) -> tuple[float, float] | None:
-        gen = self.store.generation()
-        cached = self._cache.get(space.id)
-        if cached is None or cached[0] != gen:
-            record = self.store.meta_value(_key(space.id))
-            data = json.loads(record) if record else None
-            if data is None or data.get("generation") != gen and not data.get("stats"):
-                data = self.compute(space, None, data)
-            cached = (gen, data)
-            self._cache[space.id] = cached
-        found = cached[1].get("stats", {}).get(f"{query_modality}>{modality}")
-        if found is None and query_modality == "text" and "prompts" not in cached[1]:
-            cached = (gen, self.compute(space, None, cached[1]))  # prompts never embedded for this space
-            self._cache[space.id] = cached
-            found = cached[1].get("stats", {}).get(f"{query_modality}>{modality}")
-        return (found[0], found[1]) if found else None
 
     def __call__(self, space: Space, query_modality: str, modality: str, scores: np.ndarray) -> np.ndarray:
         found = self.stats(space, query_modality, modality)

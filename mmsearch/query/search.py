@@ -189,7 +189,7 @@ def explained(calibration: Calibration, space: Space, query_modality: str, hits:
     """Hits with their calibrated score and its making (raw cosine, background mean and spread)."""
     out = []
     for h in hits:
-        stats = calibration.stats(space, query_modality, h.modality) if hasattr(calibration, "stats") else None
+        stats = calibration.stats(space, query_modality, h.modality)
         cal = float(calibration(space, query_modality, h.modality, np.array([h.score]))[0])
         why = {"raw": round(h.score, 6), "space": space.spec, "query": query_modality, "items": h.modality,
                "background_mean": None if stats is None else round(stats[0], 6),

@@ -117,7 +117,7 @@ def index(
 
             on_commit = present.commit_event if as_jsonl else None
             report = eng.index(paths, progress=progress, commit_every=commit_every, on_commit=on_commit)
-        _notices(eng.notices)
+        _notices(report.notices)  # the engine's own repairs are among them
     if not machine:
         present.errors(err, report.errors, fmt, limit=20)
     if as_jsonl:

@@ -120,6 +120,9 @@ class Engine:
             mods = tuple(sp.modalities.split(",")) if sp is not None else (modality, "text")
             targets.append(Target(spec, lambda spec=spec: self._load_space(spec), mods, space=sp,
                                   optional=("text",) if files else ()))
+        first = next((t for t in targets if "text" in t.modalities), None)
+        if first is not None and all("text" in t.optional for t in targets if "text" in t.modalities):
+            first.optional = ()  # texts must land somewhere: in the first model that reads them
         seen: set[str] = set()
         for t in targets:  # each kind of file is counted once, in the first space that takes it
             t.counted = tuple(m for m in t.modalities if m not in seen)
@@ -172,12 +175,9 @@ class Engine:
         if not items:
             return 0
         with self._writing("add-text", files=False) as targets:
-            changed = 0
-            for n, t in enumerate(targets):
-                enc, space = t.get()
-                res = commit(self.store, enc, space, text_items(items), kind="text")
-                changed = res.relinked if n == 0 else changed
-            return changed
+            loaded = [t.get() for t in targets]  # every model first: a failure writes nothing
+            changed = [commit(self.store, enc, space, text_items(items), kind="text").relinked for enc, space in loaded]
+            return changed[0]
 
     def remove(self, targets: Iterable[str | os.PathLike]) -> int:
         """Forget files (or everything under folders) and added texts (``text:<id>``). Returns sources removed."""
@@ -199,7 +199,7 @@ class Engine:
                 yield targets
             finally:
                 loaded = [(t.encoder, t.space) for t in targets if t.space is not None and t.encoder is not None]
-                self.calibration.refresh(loaded, before)  # first: the indexes then record the last generation
+                self.notices += self.calibration.refresh(loaded, before)  # first: indexes record the last generation
                 self.notices += self.indexes.sync_written([sp for _, sp in loaded], before)
                 self.store.write_manifest()
 
@@ -218,7 +218,7 @@ class Engine:
         A sound hit says where in the file it matched best (``start``/``end`` seconds).
         """
         query = Query.make(text, image, vector, audio=audio, k=k, type=type, under=under, nprobe=nprobe,
-                           ef_search=ef_search, min_score=min_score)
+                           ef_search=ef_search, min_score=min_score, max_audio_seconds=self.settings.max_audio_seconds)
         self.notices = []
         gen = self.store.generation()
         wanted = [space] if space else self.models()

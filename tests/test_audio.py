@@ -175,3 +175,91 @@ def test_quick_paths_stay_light_with_a_sound_space(tmp_path, models):
     assert cli_modules("index", str(data), "--store", store, "--model", models[0], "--model", models[1])[0] == 0
     assert cli_modules("index", str(data), "--store", store) == (0, [])
     assert cli_modules("query", "a rising whistle", "--store", store, "--no-server") == (0, [])
+
+
+@pytest.fixture
+def own_models(tmp_path):
+    """Models in this test's own folders (a test may delete one: a model that can no longer load)."""
+    return ("local-dir:" + str(make_tiny_model(tmp_path / "m" / "clip")),
+            "local-dir:" + str(make_tiny_clap(tmp_path / "m" / "clap", seed=5)))
+
+
+def _drop(spec: str) -> None:
+    shutil.rmtree(spec.split(":", 1)[1])
+
+
+def test_a_moved_sound_keeps_its_vector_when_the_sound_model_cannot_load(tmp_path, own_models):
+    from mmsearch import Engine
+
+    data = mixed(tmp_path / "data", sounds=2)
+    with Engine.open(tmp_path / "store", model=list(own_models)) as eng:
+        assert eng.index([data]).ok
+    _drop(own_models[1])
+    shutil.move(data / "sounds" / "s0.wav", data / "sounds" / "moved.wav")
+    with Engine.open(tmp_path / "store") as eng:
+        r = eng.index([data])
+        assert r.ok and r.reused == 1 and r.removed == 1  # linked by content: no model needed
+        assert eng.stats().items["audio"] == 3
+        write_texts(data / "notes", ["rain on a tin roof"])  # a changed note: its sound-model vector waits
+        r = eng.index([data])
+        assert r.ok and r.indexed == 1 and any("could not load" in n for n in r.notices)
+
+
+def test_texts_always_land_in_a_model(tmp_path, own_models):
+    """A folder of notes (and photos) given only a sound model: the notes go into it; the photos fail
+    with the image model's reason (it is not on this machine), not silently."""
+    from mmsearch import Engine
+
+    data = tmp_path / "data"
+    write_texts(data / "notes", ["a rising whistle", "rain"])
+    write_images(data / "photos", 2)
+    with Engine.open(tmp_path / "store", model=own_models[1]) as eng:
+        r = eng.index([data])
+        assert r.indexed == 2 and r.failed == 2 and eng.stats().items == {"text": 2}
+        assert all("ViT-B-32" in why for _, why in r.errors)
+    with Engine.open(tmp_path / "fresh") as eng:  # no model at all: the default image model reads texts
+        r = eng.index([data / "notes"])
+        assert r.failed == 2 and all("ViT-B-32" in why for _, why in r.errors)
+
+
+def test_type_any_merges_kinds_on_calibrated_scores(store):
+    eng, _, _ = store
+    for q in ("a rising whistle", "rain on a roof", "something else"):
+        alone = [h for t in ("image", "audio", "text") for h in eng.search(text=q, type=t, k=4)]
+        best = {}
+        for h in alone:
+            if h.id not in best or h.calibrated > best[h.id].calibrated:
+                best[h.id] = h
+        want = [h.id for h in sorted(best.values(), key=lambda h: (-h.calibrated, -h.score, h.id))[:4]]
+        assert [h.id for h in eng.search(text=q, type="any", k=4)] == want
+
+
+def test_a_config_file_may_list_several_models(tmp_path, models, monkeypatch):
+    data = mixed(tmp_path / "data", sounds=2)
+    config = tmp_path / "config.toml"
+    config.write_text(f"model = [{json.dumps(models[0])}, {json.dumps(models[1])}]\n", encoding="utf-8")
+    monkeypatch.setenv("MMSEARCH_CONFIG", str(config))
+    store = str(tmp_path / "store")
+    assert cli("index", str(data), "--store", store).exit_code == 0
+    r = cli("query", "a rising whistle", "--store", store, "--no-server", "--json")
+    assert r.exit_code == 0, r.output
+    assert {h["modality"] for h in json.loads(r.stdout)} == {"image", "audio"}
+
+
+def test_writes_never_load_a_model_for_calibration_nor_fail_after_committing(tmp_path, own_models):
+    from mmsearch import Engine
+    from mmsearch.errors import ModelError
+
+    data = mixed(tmp_path / "data", sounds=2)
+    with Engine.open(tmp_path / "store", model=list(own_models)) as eng:
+        assert eng.index([data]).ok
+    db = sqlite3.connect(tmp_path / "store" / "mmsearch.sqlite3")  # as a store from before calibration was kept
+    db.execute("DELETE FROM meta WHERE key LIKE 'calibration:%'")
+    db.commit()
+    db.close()
+    _drop(own_models[1])
+    with Engine.open(tmp_path / "store") as eng:
+        assert eng.remove([data / "sounds" / "s1.flac"]) == 1  # no sound model needed to forget a sound
+        with pytest.raises(ModelError):
+            eng.add_texts(["a new note"])  # the store's sound model cannot load: nothing is written
+        assert eng.stats().items == {"image": 4, "text": 2, "audio": 2}

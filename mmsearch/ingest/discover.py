@@ -49,12 +49,26 @@ def classify(path: str) -> str | None:
     return None
 
 
+#: Extensions that name something other than a sound: never opened to sniff (a sync stays a walk of
+#: stats, not a read of every sidecar, document and source file in the tree).
+NOT_SOUND_EXTENSIONS = frozenset(
+    "." + e for e in (
+        "json xml xmp yaml yml toml ini cfg conf log csv tsv html htm css js ts jsx tsx py pyc c h cc cpp hpp "
+        "java go rs rb php sh bat ps1 pl lua swift kt sql db sqlite sqlite3 lock md5 sha1 sha256 pdf doc docx "
+        "xls xlsx ppt pptx odt ods odp rtf epub zip gz tgz bz2 xz zst 7z rar tar iso dmg exe dll so dylib o a "
+        "jar class apk ttf otf woff woff2 ico svg eps ai psd heic heif jxl avif dng cr2 cr3 nef arw orf rw2 "
+        "raf thm lrf aae mp4 m4v mov mkv webm avi wmv flv mpg mpeg ts mts m2ts 3gp srt vtt ass sub nfo cue "
+        "m3u m3u8 pls torrent part crdownload tmp bak swp ds_store"
+    ).split())
+
+
 def sniffed(path: str) -> str | None:
     """"audio" when the first bytes of a file :func:`classify` gave no modality start a sound, else None.
 
-    Files whose extension names an unsupported image format are not opened. A read problem is
-    :class:`~mmsearch.ingest.decode.BadInput` (reported like any per-file problem)."""
-    if unsupported_image(path):
+    Files whose extension names something else (:data:`NOT_SOUND_EXTENSIONS`, unsupported image
+    formats) are not opened. A read problem is :class:`~mmsearch.ingest.decode.BadInput` (reported
+    like any per-file problem)."""
+    if unsupported_image(path) or os.path.splitext(path)[1].lower() in NOT_SOUND_EXTENSIONS:
         return None
     return "audio" if sniff(read_head(path)) else None
 

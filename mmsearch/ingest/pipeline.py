@@ -126,17 +126,18 @@ class DecodePool:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def map(self, tasks: Iterable[tuple], chunk: int = 16, ahead: int = 0) -> Iterator[Loaded]:
+    def map(self, tasks: Iterable[tuple], chunk: int = 16, ahead: int = 0, window: int | None = None) -> Iterator[Loaded]:
         """``load(*task)`` for each task, in order. Workers decode up to ``ahead`` files (at least three
         chunks per worker) before the consumer takes them: with ``ahead`` = one commit batch, the next
-        batch decodes while the parent embeds this one."""
+        batch decodes while the parent embeds this one. ``window``: at most this many chunks in flight
+        (a hard bound for heavy results, such as sounds' windows)."""
         if self._pool is None:
             from mmsearch.ingest.decode import load
 
             for t in tasks:
                 yield load(*t)
             return
-        window = max(self.workers * 3, -(-ahead // chunk) + self.workers)
+        window = window or max(self.workers * 3, -(-ahead // chunk) + self.workers)
         pending: deque[Future] = deque()
         batch: list[tuple] = []
         for t in tasks:

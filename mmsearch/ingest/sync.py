@@ -29,8 +29,10 @@ from mmsearch.util import batched
 Progress = Callable[[int, int], None]  # (done, total)
 OnCommit = Callable[[BatchCommitted], None]  # called after each batch is durable
 BATCH = 256  # files per transaction and per encoder call group
-#: Sounds decoded ahead of the model: a sound's windows weigh up to ~15 MB (10 minutes, LAION-CLAP).
+#: Sounds decoded ahead of the model, and embedded per step: a sound's windows weigh up to ~15 MB
+#: (10 minutes, LAION-CLAP), so at most SOUNDS_AHEAD + SOUNDS_PER_STEP sounds (~0.4 GB) are in memory.
 SOUNDS_AHEAD = 16
+SOUNDS_PER_STEP = 8
 
 
 class Target:
@@ -60,12 +62,12 @@ class Target:
         return self.encoder, self.space
 
 
-def streamed(decoded: Iterable[Loaded], encoder: Encoder, batch: int,
-             progress: Callable[[int], None]) -> Iterator[tuple[list[Loaded], dict[str, np.ndarray], Segments]]:
-    """Commit batches of decoded items with their vectors, embedded step by step as items arrive, so
-    the model works while the workers decode the rest of the batch (not after the whole batch is in).
-    Pixels and sound windows are dropped once embedded."""
-    step = int(getattr(encoder, "batch_size", 64) or 64)
+def streamed(decoded: Iterable[Loaded], encoder: Encoder, batch: int, progress: Callable[[int], None], *,
+             part: int | None = None) -> Iterator[tuple[list[Loaded], dict[str, np.ndarray], Segments]]:
+    """Commit batches of decoded items with their vectors, embedded step by step (``part`` items, default
+    the encoder's batch) as items arrive, so the model works while the workers decode the rest of the
+    batch (not after the whole batch is in). Pixels and sound windows are dropped once embedded."""
+    step = part or int(getattr(encoder, "batch_size", 64) or 64)
     pending: list[Loaded] = []
     vectors: dict[str, np.ndarray] = {}
     segments: Segments = {}
@@ -168,8 +170,11 @@ class _Run:
         fresh: list[Candidate] = []
         for linkable, new in hashed(self.store, space_id, todo, self.batch, self.limits):
             fresh += new
-            if linkable and self._ready(target, linkable):
-                self.flush(target, linkable)
+            if linkable:  # known content (and read errors): linked with no model, even one that cannot load
+                if target.space is not None:
+                    self.flush(target, linkable)
+                else:
+                    self.flush(None, [], [(x.path, x.error) for x in linkable if x.error is not None])
         if fresh and self._ready(target, fresh):
             self._decode(target, fresh)
 
@@ -191,13 +196,15 @@ class _Run:
     def _decode(self, target: Target, fresh: list[Candidate]) -> None:
         encoder = target.encoder
         recipes = {m: _recipe(encoder, m) for m in {c.modality for c in fresh}}
-        ahead = SOUNDS_AHEAD if "audio" in recipes else self.batch
+        sounds = "audio" in recipes  # up to ~15 MB of windows each: few in flight
+        chunk, ahead, part = (1, SOUNDS_AHEAD, SOUNDS_PER_STEP) if sounds else (16, self.batch, None)
         with DecodePool(self.workers, len(fresh)) as pool:
-            decoded = pool.map(((c.path, c.modality, recipes[c.modality], self.limits) for c in fresh), ahead=ahead)
+            decoded = pool.map(((c.path, c.modality, recipes[c.modality], self.limits) for c in fresh),
+                               chunk=chunk, ahead=ahead, window=ahead if sounds else None)
             start = self.done
-            for chunk, vectors, segments in streamed(decoded, encoder, self.batch,
-                                                     lambda n: self.tell(start + n, self.total)):
-                self.flush(target, chunk, vectors=vectors, segments=segments)
+            for chunk_items, vectors, segments in streamed(decoded, encoder, self.batch,
+                                                           lambda n: self.tell(start + n, self.total), part=part):
+                self.flush(target, chunk_items, vectors=vectors, segments=segments)
 
 
 def _recipe(encoder: Encoder, modality: str) -> dict | None:

@@ -102,7 +102,7 @@ class BackgroundZ:
         cached = self._cache.get(space.id)
         if cached is None or cached[0] != gen:
             record = self.store.meta_value(_key(space.id))
-            data = json.loads(record) if record else self.compute(space, None, None)  # never calibrated: now
+            data = json.loads(record) if record else self.compute(space, None, None, load=True)  # never kept: now
             cached = (gen, data)
             self._cache[space.id] = cached
         found = cached[1].get("stats", {}).get(f"{query_modality}>{modality}")
@@ -117,9 +117,11 @@ class BackgroundZ:
         return (np.asarray(scores, np.float64) - mu) / sigma
 
     # ---- learning (after writes) ------------------------------------------------------------------
-    def compute(self, space: Space, encoder: Encoder | None, previous: dict[str, Any] | None) -> dict[str, Any]:
+    def compute(self, space: Space, encoder: Encoder | None, previous: dict[str, Any] | None, *,
+                load: bool = False) -> dict[str, Any]:
         """The calibration record of a space from its vectors now (prompts embedded by ``encoder``, or
-        taken from ``previous``, or embedded through the engine's loader when neither has them)."""
+        taken from ``previous``, or with ``load`` embedded through the engine's loader when neither has
+        them; else the record has no text statistics, and a text query embeds the prompts)."""
         mods = space.modalities.split(",")
         samples = {m: self.store.spread_vectors(space.id, m, self.sample) for m in mods}
         record: dict[str, Any] = {"generation": self.store.generation(), "stats": {}}
@@ -127,7 +129,7 @@ class BackgroundZ:
         if previous and "prompts" in previous:
             prompts = _unpack(previous["prompts"], space.dim)
         elif "text" in mods and any(len(samples[m]) for m in mods):
-            enc = encoder if encoder is not None else (self.encoder(space.spec) if self.encoder else None)
+            enc = encoder if encoder is not None else (self.encoder(space.spec) if self.encoder and load else None)
             if enc is not None:
                 prompts = enc.embed_texts(list(BACKGROUND_PROMPTS))
         if prompts is not None:
@@ -142,17 +144,25 @@ class BackgroundZ:
                     record["stats"][f"{q}>{m}"] = [round(found[0], 6), round(found[1], 6), found[2]]
         return record
 
-    def refresh(self, written: Sequence[tuple[Encoder, Space]], before: int) -> None:
-        """After a write: recompute and keep the record of every space whose vectors changed since ``before``."""
+    def refresh(self, written: Sequence[tuple[Encoder, Space]], before: int) -> list[str]:
+        """After a write: recompute and keep the record of every space whose vectors changed since ``before``
+        (with the prompts embedded by the write's loaded models; no model is loaded for it). Returns
+        notices: a calibration that cannot be kept never fails a write that is already committed."""
+        from mmsearch.errors import MmsearchError
+
         loaded = {space.id: enc for enc, space in written}
+        notices = []
         for space in self.store.spaces():
-            changed = any(sum(self.store.changes(space.id, m, before)) for m in space.modalities.split(","))
-            record = self.store.meta_value(_key(space.id))
-            if not changed and record is not None:
-                continue
-            previous = json.loads(record) if record else None
-            if previous is None and space.id not in loaded and not changed:
-                continue
-            data = self.compute(space, loaded.get(space.id), previous)
-            self.store.set_meta(_key(space.id), json.dumps(data))
+            try:
+                record = self.store.meta_value(_key(space.id))
+                changed = any(sum(self.store.changes(space.id, m, before)) for m in space.modalities.split(","))
+                if record is not None and not changed:
+                    continue
+                if record is None and not changed and space.id not in loaded:
+                    continue
+                data = self.compute(space, loaded.get(space.id), json.loads(record) if record else None)
+                self.store.set_meta(_key(space.id), json.dumps(data))
+            except MmsearchError as exc:
+                notices.append(f"score calibration of {space.spec} not updated: {exc}")
         self._cache.clear()
+        return notices

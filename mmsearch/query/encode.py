@@ -34,6 +34,7 @@ class Query:
     params: SearchParams = SearchParams()
     audio: Any = None  # a path or the bytes of a sound file
     min_score: float | None = None  # on the calibrated score
+    max_audio_seconds: float = 600.0  # a query sound is read as far as indexed sounds are
 
     @property
     def modality(self) -> str | None:
@@ -45,7 +46,8 @@ class Query:
     @classmethod
     def make(cls, text: str | None = None, image: Any = None, vector: Any = None, *, audio: Any = None,
              k: int = 10, type: str | None = None, under: Any = None, nprobe: int | None = None,
-             ef_search: int | None = None, min_score: float | None = None) -> "Query":
+             ef_search: int | None = None, min_score: float | None = None,
+             max_audio_seconds: float = 600.0) -> "Query":
         """Check every argument; a bad one is a :class:`UsageError` naming it."""
         if sum(x is not None for x in (text, image, vector, audio)) != 1:
             raise UsageError("give exactly one of text, image, audio or vector")
@@ -74,7 +76,7 @@ class Query:
                 raise UsageError("vector must be a sequence of numbers") from None
         return cls(text, image, vector, k, type, os.path.abspath(under) if under is not None else None,
                    SearchParams(nprobe=nprobe, ef_search=ef_search), audio,
-                   None if min_score is None else float(min_score))
+                   None if min_score is None else float(min_score), float(max_audio_seconds))
 
 
 def embed_query(query: Query, space: Space, encoder: Callable[[str], Encoder]) -> np.ndarray:
@@ -92,7 +94,8 @@ def embed_query(query: Query, space: Space, encoder: Callable[[str], Encoder]) -
     if query.audio is not None:
         if not hasattr(enc, "audio_recipe"):
             raise UsageError(f"model {space.spec!r} does not embed sounds")
-        windows = enc.embed_audio_batch(query_sound(query.audio, enc.audio_recipe()))  # type: ignore[attr-defined]
+        windows = enc.embed_audio_batch(query_sound(query.audio, enc.audio_recipe(),  # type: ignore[attr-defined]
+                                                    query.max_audio_seconds))
         mean = windows.mean(axis=0)
         return mean / max(float(np.linalg.norm(mean)), 1e-12)
     from mmsearch.ingest.pixels import to_batch

@@ -23,8 +23,8 @@ def text_model(store: str | os.PathLike | None = None, **explicit: object) -> No
         s = Settings.resolve(store=os.fspath(store) if store is not None else None,
                              **{k: v for k, v in explicit.items() if v is not None})
         manifest = json.loads((Path(s.store).expanduser() / "manifest.json").read_text(encoding="utf-8"))
-        specs = [s.model] if s.model else [sp["spec"] for sp in manifest.get("spaces", [])
-                                           if "text" in sp.get("modalities", ())]
+        given = [s.model] if isinstance(s.model, str) else list(s.model or ())
+        specs = given or [sp["spec"] for sp in manifest.get("spaces", []) if "text" in sp.get("modalities", ())]
     except Exception:  # no hint, or a bad setting: the query loads its model (or reports the setting) itself
         return
     for spec in specs:

@@ -175,10 +175,11 @@ def run(store: Store, indexes: IndexSet, plan: Sequence[tuple[Space, list[str]]]
     for space, mods in plan:
         notices += indexes.sync(space, mods, save=False, generation=generation)  # only what is searched
         vec = embed_query(query, space, encoder)
-        hits = search_space(store, {m: indexes.get(space, m) for m in mods}, vec, k=query.k, modalities=mods,
-                            space_spec=space.spec, under=query.under, params=query.params)
-        lists.append(explained(calibration, space, query.modality or "vector", hits))
-    hits = lists[0] if len(lists) == 1 and len(plan[0][1]) == 1 else merge(lists, query.k)
+        for m in mods:  # per kind: one model's cosines to texts and to sounds are not comparable either
+            hits = search_space(store, {m: indexes.get(space, m)}, vec, k=query.k, modalities=[m],
+                                space_spec=space.spec, under=query.under, params=query.params)
+            lists.append(explained(calibration, space, query.modality or "vector", hits))
+    hits = lists[0] if len(lists) == 1 else merge(lists, query.k)
     if query.min_score is not None:
         hits = [dataclasses.replace(h, rank=r) for r, h in
                 enumerate((h for h in hits if (h.calibrated or 0.0) >= query.min_score), 1)]

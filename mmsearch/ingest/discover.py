@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from mmsearch.errors import UsageError
-from mmsearch.ingest.audio import AUDIO_EXTENSIONS, read_head, sniff
+from mmsearch.ingest.audio import AUDIO_EXTENSIONS
+from mmsearch.ingest.sniff import read_head, sniff
 from mmsearch.ingest.decode import BadInput
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})

@@ -391,7 +391,9 @@ def test_a_read_error_while_sniffing_is_reported(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", secret)
         return real_open(path, *a, **k)
 
-    monkeypatch.setattr(audio_mod, "open", guarded_open, raising=False)
+    from mmsearch.ingest import sniff as sniff_mod
+
+    monkeypatch.setattr(sniff_mod, "open", guarded_open, raising=False)
     found, errors = _walk(data)
     assert found == {"other": "audio"} and errors == {"recording": "permission denied"}
 

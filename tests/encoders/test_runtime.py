@@ -4,8 +4,6 @@ made once and cached, the tokenizer is open_clip's token for token, and the quic
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest

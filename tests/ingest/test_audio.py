@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmsearch.ingest import audio as audio_mod
 from mmsearch.ingest.audio import AUDIO_EXTENSIONS, decode_audio, sniff, windows
 from mmsearch.ingest.decode import BadInput, load
 from mmsearch.ingest.discover import classify, walk

@@ -172,6 +172,10 @@ def test_clotho_recall_both_ways_with_an_image_model_beside(tmp_path, engine, ti
         assert r["queries"] == (12 if direction == "text→audio" else 4)
     for direction in ("text→audio", "audio→text"):  # 4 sounds; 9 captions of the other sounds
         assert rows[(direction, "exact")]["recall"]["R@10"] == 1.0
+    # R@1 text→audio is what a user gets asking each caption by hand: its own sound first
+    own = {f'a tone, number {i} take {j}': f"clip {i}.wav" for i in range(4) for j in range(3)}
+    by_hand = sum(eng.search(text=c, type="audio", k=1, space=tiny_clap)[0].path.endswith(f) for c, f in own.items())
+    assert rows[("text→audio", "exact")]["recall"]["R@1"] == pytest.approx(by_hand / len(own))
 
 
 def test_jsonl_leaves_out_missing_and_broken_sounds_with_their_captions(tmp_path, engine):

@@ -39,6 +39,27 @@ def _reference(folder: str, path, texts=None):
         return pooled(model.get_audio_features(input_features=f["input_features"])).numpy()[0]
 
 
+def _reference_windows(folder: str, path, seconds: int) -> np.ndarray:
+    """transformers on each ``seconds``-long stretch of the file, back to back; their normalised mean."""
+    import soundfile as sf
+    import soxr
+    import torch
+    from transformers import ClapModel, ClapProcessor
+
+    from mmsearch.encoders.clap import pooled
+
+    model, proc = ClapModel.from_pretrained(folder).eval(), ClapProcessor.from_pretrained(folder)
+    rate = proc.feature_extractor.sampling_rate
+    x, own = sf.read(str(path), dtype="float32", always_2d=True)
+    x = soxr.resample(x.mean(axis=1), own, rate, quality="HQ")
+    parts = [x[i : i + seconds * rate] for i in range(0, len(x), seconds * rate)]
+    with torch.inference_mode():
+        f = proc.feature_extractor(parts, sampling_rate=rate, return_tensors="pt")
+        v = pooled(model.get_audio_features(input_features=f["input_features"])).numpy()
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return v.mean(axis=0)
+
+
 def _ours(enc, path) -> np.ndarray:
     from mmsearch.query.encode import query_sound
 
@@ -106,3 +127,15 @@ def test_the_default_sound_model_offline_is_a_clear_model_error():
 
     with pytest.raises(ModelError, match="cannot load CLAP model .*hub"):
         load_encoder(DEFAULT_AUDIO_MODEL, runtime="torch")
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_a_sound_longer_than_the_window_is_the_mean_of_its_windows(tiny_clap, tmp_path, runtime):
+    from mmsearch.encoders.registry import load_encoder
+
+    rng = np.random.default_rng(9)
+    x = np.concatenate([tone(1.0, 44100, 300.0), 0.2 * rng.standard_normal(44100).astype(np.float32),
+                        tone(0.6, 44100, 2000.0)])  # 2.6 s: windows of 1 s, 1 s and 0.6 s
+    path = write_sound(tmp_path / "long.flac", np.stack([x, 0.5 * x], axis=1), 44100)
+    enc = load_encoder(tiny_clap, runtime=runtime, precision="fp32" if runtime == "onnx" else None)
+    assert _cos(_ours(enc, path), _reference_windows(tiny_clap.split(":", 1)[1], path, 1)) >= 0.999

@@ -373,12 +373,10 @@ def eval_(
     or zero-shot classification accuracy (top-1, top-5) on labelled sounds or images."""
     import tempfile
 
-    from mmsearch.query.evaluate import evaluate_dataset
-
     with tempfile.TemporaryDirectory(prefix="mmsearch-eval-") as tmp:
         with _engine(store or Path(tmp) / "store", model=model or None, device=device, runtime=runtime,
                      batch_size=batch_size, index=index_kind) as eng:
-            report = evaluate_dataset(eng, dataset, root=images_root, split=split, fold=fold, prompt=prompt)
+            report = eng.evaluate(dataset, images_root=images_root, split=split, fold=fold, prompt=prompt)
             _notices(eng.notices)
     present.eval_report(out, report, present.Format.json if as_json else present.Format.table)
 

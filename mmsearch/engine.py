@@ -243,15 +243,17 @@ class Engine:
                      self.store.disk_usage())
 
     def evaluate(self, dataset: str | os.PathLike, *, images_root: str | os.PathLike | None = None,
-                 split: str | None = None):
-        """Recall@1/5/10 text→image and image→text on a captioned dataset, exact search vs the ANN index.
+                 split: str | None = None, fold: int | None = None, prompt: str | None = None):
+        """Retrieval quality on a dataset, exact search vs the ANN index: Recall@1/5/10 both ways on captioned
+        images or sounds (:class:`mmsearch.query.evaluate.EvalReport`), or zero-shot accuracy on labelled
+        sounds or images, each class as ``prompt`` (ESC-50 ``fold``; :class:`~mmsearch.query.evaluate_audio.ClassifyReport`).
 
-        Indexes the dataset's images and captions into this store (use a scratch store).
-        Returns :class:`mmsearch.query.evaluate.EvalReport`.
+        Indexes the dataset's files and captions into this store (use a scratch store). ``images_root``:
+        the folder the dataset's file paths are relative to.
         """
-        from mmsearch.query.evaluate import evaluate, load_dataset
+        from mmsearch.query.evaluate import evaluate_dataset
 
-        return evaluate(self, load_dataset(dataset, images_root=images_root, split=split))
+        return evaluate_dataset(self, dataset, root=images_root, split=split, fold=fold, prompt=prompt)
 
     def errors(self) -> list[ErrorInfo]:
         return [ErrorInfo(e.uri, e.reason, e.at) for e in self.store.errors()]

@@ -191,3 +191,39 @@ def test_cli_writes_default_set(tmp_path, capsys):
     assert sum(r["class"] == "sweep-up" for r in rows) >= 2
     assert T.main([]) == 0
     assert "sweep-up" in capsys.readouterr().out
+
+
+def test_shipped_model_folder_matches_world():
+    """The committed ``mmsearch/models/tones`` loads offline and knows the bundled samples."""
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    sf = pytest.importorskip("soundfile")
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    folder = root / "mmsearch" / "models" / "tones"
+    if not (folder / "model.safetensors").exists():
+        pytest.skip("model folder not present")
+    total = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    assert total <= 10_000_000
+    model = transformers.ClapModel.from_pretrained(str(folder)).float().eval()
+    proc = transformers.ClapProcessor.from_pretrained(str(folder))
+    enc = proc(text=["a rising whistle", "white noise"], padding=True, return_tensors="pt")
+    assert int(enc["input_ids"][0, 0]) == 0 and int((enc["input_ids"] == proc.tokenizer.unk_token_id).sum()) == 0
+    rows = list(csv.DictReader(open(root / "samples" / "sounds" / "captions.csv", encoding="utf-8")))
+    waves = [sf.read(str(root / "samples" / "sounds" / r["file"]), dtype="float32")[0] for r in rows]
+    with torch.inference_mode():
+        feats = proc.feature_extractor(waves, sampling_rate=T.SAMPLE_RATE, return_tensors="pt")
+        a = model.get_audio_features(input_features=feats["input_features"])
+        a = a if hasattr(a, "shape") else a.pooler_output
+        t = model.get_text_features(**proc(text=[p for _, p in T.class_prompts()], padding=True,
+                                           return_tensors="pt"))
+        t = t if hasattr(t, "shape") else t.pooler_output
+    a = torch.nn.functional.normalize(a, dim=-1)
+    t = torch.nn.functional.normalize(t, dim=-1)
+    names = [n for n, _ in T.class_prompts()]
+    pred = [names[i] for i in (a @ t.T).argmax(dim=1).tolist()]
+    assert sum(p == r["class"] for p, r in zip(pred, rows)) >= len(rows) - 1
+    up = names.index("sweep-up")
+    top2 = (t[up] @ a.T).topk(2).indices.tolist()
+    assert all(rows[i]["class"] == "sweep-up" for i in top2)

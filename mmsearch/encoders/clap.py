@@ -49,10 +49,13 @@ def load_clap(ref: ModelRef, device: str = "cpu") -> tuple[Any, Any]:
     """(ClapModel in eval mode on ``device``, ClapProcessor) for a CLAP reference; clear errors offline."""
     try:
         from transformers import ClapModel, ClapProcessor
+        from transformers.utils import logging as hf_logging
     except ImportError as exc:
         raise ModelError(f"model {ref.spec!r} is a CLAP model, which needs the audio extra",
                          hint="pip install 'mmsearch[audio]'") from exc
     source = str(ref.folder) if ref.folder is not None else ref.model_name.split(":", 1)[1]
+    hf_logging.set_verbosity_error()  # its progress bars and advice are not ours to print
+    hf_logging.disable_progress_bar()
     try:
         import torch
 

@@ -23,10 +23,10 @@ demo: $(STAMP)
 	rm -rf $(DEMO_STORE)
 	$(BIN)/mmsearch index samples/shapes samples/sounds --store $(DEMO_STORE) --model builtin:shapes --model builtin:tones
 	$(BIN)/mmsearch stats --store $(DEMO_STORE)
-	@echo; echo '$$ mmsearch query "a red circle" -k 5'
-	$(BIN)/mmsearch query "a red circle" --store $(DEMO_STORE) -k 5
-	@echo; echo '$$ mmsearch query "a small blue star" -k 5'
-	$(BIN)/mmsearch query "a small blue star" --store $(DEMO_STORE) -k 5
+	@echo; echo '$$ mmsearch query "a red circle" --type image -k 5'
+	$(BIN)/mmsearch query "a red circle" --type image --store $(DEMO_STORE) -k 5
+	@echo; echo '$$ mmsearch query "a small blue star" --type image -k 5'
+	$(BIN)/mmsearch query "a small blue star" --type image --store $(DEMO_STORE) -k 5
 	@echo; echo '$$ mmsearch query --image samples/shapes/images/$$(ls samples/shapes/images | head -1) -k 5'
 	$(BIN)/mmsearch query --image samples/shapes/images/$$(ls samples/shapes/images | head -1) --store $(DEMO_STORE) -k 5
 	@echo; echo '$$ mmsearch query "a yellow star" --type text -k 3'

@@ -111,12 +111,13 @@ def hits(out: Console, items: Sequence[Hit], fmt: Format, *, explain: bool = Fal
         for col in ("cosine", "background", "model"):
             table.add_column(col, justify="right" if col != "model" else "left")
     table.add_column("type")
+    sounds = any(h.modality == "audio" for h in items)
+    if sounds:
+        table.add_column("at", no_wrap=True)  # a sound's best-matching stretch, and its length
     table.add_column("result", overflow="fold")
     for h in items:
         where = h.path or (h.paths[0] if h.paths else "")
         what = styled("{}  [dim]{}[/dim]", excerpt(h.text), where) if h.modality == "text" else styled("{}", where)
-        if h.modality == "audio" and _where_in(h):
-            what.append_text(styled("  [cyan]{}[/cyan]", _where_in(h)))
         if len(h.paths) > 1:
             what.append_text(styled("  [dim](+{} copies)[/dim]", len(h.paths) - 1))
         score = f"{h.calibrated:+.2f}" if h.calibrated is not None else f"{h.score:.3f}"
@@ -125,7 +126,8 @@ def hits(out: Console, items: Sequence[Hit], fmt: Format, *, explain: bool = Fal
             why = h.why or {}
             mu, sd = why.get("background_mean"), why.get("background_std")
             extra = [f"{h.score:.3f}", f"{mu:.3f}±{sd:.3f}" if mu is not None else "none", styled("{}", h.space)]
-        table.add_row(str(h.rank), score, *extra, styled("{}", h.modality), what)  # str cells are markup
+        at = [styled("[cyan]{}[/cyan]", _where_in(h) if h.modality == "audio" else "")] if sounds else []
+        table.add_row(str(h.rank), score, *extra, styled("{}", h.modality), *at, what)  # str cells are markup
     if not items:
         out.print("[dim]no results[/dim]")
     else:

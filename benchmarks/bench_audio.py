@@ -15,7 +15,8 @@ stereo as FLAC/WAV/OGG, so decode, mix-down and resampling are paid as with a us
 
 Quality (``builtin:tones``, through the public Engine): a fresh draw of the tones world (seed unused in
 training), indexed; text→audio R@1 per class prompt (is the top sound of the prompt's class), audio→audio
-top-5 same class, audio→text right class prompt at rank 1 (class prompts added as texts).
+top-5 same class, audio→text right class prompt at rank 1 (class prompts added as texts); the same
+draw as WAV and as Ogg Vorbis (libsndfile's default quality).
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ def model_only(spec: str, data: Path) -> dict:
             "precision": enc.describe()["towers"]["audio"]["precision"] if hasattr(enc, "describe") else "torch"}
 
 
-def quality(seed: int = 990001, per_class: int = 12) -> dict:
-    """builtin:tones on a fresh draw through the public API."""
+def quality(seed: int = 990001, per_class: int = 12, ext: str = "wav") -> dict:
+    """builtin:tones on a fresh draw through the public API (the sounds written as ``ext`` files)."""
     import soundfile as sf
 
     from mmsearch import Engine
@@ -134,7 +135,7 @@ def quality(seed: int = 990001, per_class: int = 12) -> dict:
         data.mkdir()
         for c in tones.CLASSES:
             for i, s in enumerate(tones.generate_class(c.name, seed, per_class)):
-                path = data / f"{c.name}_{i:02d}.wav"
+                path = data / f"{c.name}_{i:02d}.{ext}"
                 sf.write(path, s.samples, s.sample_rate)
                 labels[str(path)] = c.name
         prompts = dict(tones.class_prompts())
@@ -148,7 +149,7 @@ def quality(seed: int = 990001, per_class: int = 12) -> dict:
                 a2a.append(np.mean([labels[h.path] == c for h in near]))
                 a2t.append(eng.search(audio=path, type="text", k=1)[0].text == prompts[c])
             whistle = [labels[h.path] for h in eng.search(text="a rising whistle", type="audio", k=per_class)]
-    return {"classes": len(prompts), "sounds": len(labels), "seed": seed,
+    return {"classes": len(prompts), "sounds": len(labels), "seed": seed, "format": ext,
             "text_to_audio_r1": round(float(t2a), 4), "audio_to_audio_top5_same_class": round(float(np.mean(a2a)), 4),
             "audio_to_text_r1": round(float(np.mean(a2t)), 4),
             "rising_whistle_top_k_sweep_up": round(float(np.mean([c == "sweep-up" for c in whistle])), 4)}
@@ -162,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-laion", action="store_true")
     ap.add_argument("--models", default=str(Path(__file__).resolve().parent / "_data" / "audio-models"))
     args = ap.parse_args(argv)
-    results: dict = {"quality_builtin_tones": quality()}
-    print("quality", results["quality_builtin_tones"])
+    results: dict = {"quality_builtin_tones": quality(), "quality_builtin_tones_ogg": quality(ext="ogg")}
+    print("quality", results["quality_builtin_tones"], results["quality_builtin_tones_ogg"])
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "sounds"
         seconds, files = write_clips(data, args.clips, args.long)

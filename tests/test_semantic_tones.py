@@ -3,8 +3,8 @@
 A fresh draw of the tones world (seed never used in training), written as files and indexed with
 ``builtin:tones``. Thresholds are the issue's (≥ 0.9); the measured figures are printed (run with
 ``-s``) and kept in benchmarks/RESULTS.md (benchmarks/bench_audio.py measures the same on a larger draw).
-The files are lossless (wav, flac): Ogg Vorbis at libsndfile's default quality costs this small model
-about 0.08 of audio→audio top-5 (it never heard a lossy codec in training; see RESULTS.md).
+The files are lossless (wav, flac): the same sounds as Ogg Vorbis (libsndfile's default quality) cost this small model
+about 0.05 of audio→audio top-5 (it never heard a lossy codec in training; benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

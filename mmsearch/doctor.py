@@ -32,7 +32,8 @@ Check = Callable[[bool], list[DoctorCheck]]
 
 def _checks(store: Store, indexes: IndexSet) -> list[tuple[str, Check]]:
     return [("database", store.check_database), ("contents", store.check_contents), ("files", store.check_files),
-            ("errors", store.check_errors), ("vectors", store.check_vectors), ("index", indexes.check),
+            ("errors", store.check_errors), ("vectors", store.check_vectors), ("segments", store.check_segments),
+            ("index", indexes.check),
             ("leftovers", store.check_leftovers), ("manifest", store.check_manifest)]
 
 

@@ -263,3 +263,18 @@ def test_writes_never_load_a_model_for_calibration_nor_fail_after_committing(tmp
         with pytest.raises(ModelError):
             eng.add_texts(["a new note"])  # the store's sound model cannot load: nothing is written
         assert eng.stats().items == {"image": 4, "text": 2, "audio": 2}
+
+
+def test_doctor_drops_windows_whose_sound_lost_its_vector(store):
+    eng, data, _ = store
+    assert next(c for c in eng.doctor(repair=False).checks if c.name == "segments").status == "ok"
+    db = sqlite3.connect(eng.store.db_path)  # a vector lost, its windows left behind
+    db.execute("DELETE FROM vectors WHERE content_id = (SELECT content_id FROM segments LIMIT 1) AND space_id = "
+               "(SELECT space_id FROM segments LIMIT 1)")
+    db.commit()
+    db.close()
+    seen = next(c for c in eng.doctor(repair=False).checks if c.name == "segments")
+    assert seen.status == "problem" and "1 sound windows" in seen.detail
+    fixed = next(c for c in eng.doctor(repair=True).checks if c.name == "segments")
+    assert fixed.status == "repaired"
+    assert next(c for c in eng.doctor(repair=False).checks if c.name == "segments").status == "ok"

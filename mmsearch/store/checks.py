@@ -58,6 +58,15 @@ class Checks:
         return [DoctorCheck.fixed("contents", repair, f"{len(orphans)} items no file or text points at",
                                   lambda: f"dropped {self.drop_contents(orphans)}")]
 
+    def check_segments(self: "Store", repair: bool) -> list[DoctorCheck]:
+        """Windows of sounds whose sound has no vector in that model (nothing searches them; a hit's
+        window comes from them): dropped when repairing."""
+        stray = self.stray_segments()
+        if not stray:
+            return [DoctorCheck("segments", "ok", "every sound window belongs to a sound with a vector in its model")]
+        return [DoctorCheck.fixed("segments", repair, f"{len(stray)} sound windows of no stored vector",
+                                  lambda: f"dropped {self.drop_segments(stray)}")]
+
     def check_files(self: "Store", repair: bool) -> list[DoctorCheck]:
         """Files the store lists that are gone, dropped only where their folder still exists (an
         unmounted disk must never empty a store)."""

@@ -290,6 +290,13 @@ class Reads:
             return list(s.scalars(select(Content.id).where(
                 ~select(Source.id).where(Source.content_id == Content.id).exists())))
 
+    def stray_segments(self) -> list[tuple[int, int]]:
+        """(content id, space id) of windows kept for a content that has no vector in that space."""
+        with self.db.read() as s:
+            return [tuple(r) for r in s.execute(select(Segment.content_id, Segment.space_id).distinct().where(
+                ~select(Vector.content_id).where(Vector.content_id == Segment.content_id,
+                                                 Vector.space_id == Segment.space_id).exists()))]
+
     def missing_vectors(self, space: Space) -> int:
         """How many items of the space's modalities have no vector in it."""
         with self.db.read() as s:

@@ -142,6 +142,14 @@ class Writes:
         with self.db.write() as (s, gen):
             return gc_contents(s, content_ids, gen)
 
+    def drop_segments(self, pairs: Iterable[tuple[int, int]]) -> int:
+        """Delete the windows of these (content id, space id) pairs (doctor's repair). Returns rows deleted."""
+        gone = 0
+        with self.db.write() as (s, _gen):
+            for cid, sid in pairs:
+                gone += s.execute(delete(Segment).where(Segment.content_id == cid, Segment.space_id == sid)).rowcount or 0
+        return gone
+
     def delete_rows(self, table: str, rowids: Sequence[int]) -> None:
         """Delete rows of ``table`` by rowid (doctor's repair of rows whose parent is gone)."""
         if table not in ("sources", "vectors"):

@@ -23,11 +23,12 @@ and after are comparable. Stored width/height are always the full image's.
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 import io
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -83,13 +84,11 @@ class Loaded:
         self.__dict__.update(state)
 
 
-def read_file(path: str, limit: int) -> tuple[bytes, os.stat_result]:
+@contextmanager
+def reading() -> Iterator[None]:
+    """Reading one file: what the OS says goes wrong becomes :class:`BadInput` with a reason a person acts on."""
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if st.st_size > limit:
-                raise BadInput(f"file too large ({st.st_size:,} bytes > limit {limit:,})")
-            data = f.read(limit + 1)
+        yield
     except FileNotFoundError:
         raise BadInput("no such file (removed while indexing?)") from None
     except PermissionError:
@@ -98,6 +97,14 @@ def read_file(path: str, limit: int) -> tuple[bytes, os.stat_result]:
         raise BadInput("is a directory") from None
     except OSError as exc:
         raise BadInput(f"cannot read: {exc.strerror or exc}") from None
+
+
+def read_file(path: str, limit: int) -> tuple[bytes, os.stat_result]:
+    with reading(), open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        if st.st_size > limit:
+            raise BadInput(f"file too large ({st.st_size:,} bytes > limit {limit:,})")
+        data = f.read(limit + 1)
     if len(data) > limit:
         raise BadInput(f"file grew past the limit while being read ({limit:,} bytes)")
     return data, st
@@ -106,27 +113,18 @@ def read_file(path: str, limit: int) -> tuple[bytes, os.stat_result]:
 def hash_file(path: str, limit: int) -> tuple[str, os.stat_result]:
     """sha256 of a file read as a stream of 1 MiB chunks (never whole in memory), and its stat."""
     digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if st.st_size > limit:
-                raise BadInput(f"file too large ({st.st_size:,} bytes > limit {limit:,})")
-            seen = 0
-            buf = bytearray(_HASH_CHUNK)
-            view = memoryview(buf)
-            while n := f.readinto(buf):
-                seen += n
-                if seen > limit:
-                    raise BadInput(f"file grew past the limit while being read ({limit:,} bytes)")
-                digest.update(view[:n])
-    except FileNotFoundError:
-        raise BadInput("no such file (removed while indexing?)") from None
-    except PermissionError:
-        raise BadInput("permission denied") from None
-    except IsADirectoryError:
-        raise BadInput("is a directory") from None
-    except OSError as exc:
-        raise BadInput(f"cannot read: {exc.strerror or exc}") from None
+    with reading(), open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        if st.st_size > limit:
+            raise BadInput(f"file too large ({st.st_size:,} bytes > limit {limit:,})")
+        seen = 0
+        buf = bytearray(_HASH_CHUNK)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            seen += n
+            if seen > limit:
+                raise BadInput(f"file grew past the limit while being read ({limit:,} bytes)")
+            digest.update(view[:n])
     return digest.hexdigest(), st
 
 

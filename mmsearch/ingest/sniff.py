@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 from typing import Iterator
 
-from mmsearch.ingest.decode import BadInput
+from mmsearch.ingest.decode import reading
 
 SNIFF_BYTES = 4096  # enough for two MPEG frames, an ftyp box and a leading moov's handlers, ASF headers
 # MPEG audio: bitrates (kbit/s) by (version is MPEG-1, layer) and index; sample rates by version bits.
@@ -106,16 +106,7 @@ def sniff(head: bytes) -> bool:
 
 def read_head(path: str, n: int = SNIFF_BYTES) -> bytes:
     """The first ``n`` bytes of a file; read problems are :class:`BadInput`."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(n)
-    except FileNotFoundError:
-        raise BadInput("no such file (removed while indexing?)") from None
-    except PermissionError:
-        raise BadInput("permission denied") from None
-    except IsADirectoryError:
-        raise BadInput("is a directory") from None
-    except OSError as exc:
-        raise BadInput(f"cannot read: {exc.strerror or exc}") from None
+    with reading(), open(path, "rb") as f:
+        return f.read(n)
 
 

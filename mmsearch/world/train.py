@@ -95,6 +95,14 @@ def encode_texts(model, tokens: torch.Tensor, bs: int = 512) -> torch.Tensor:
     return F.normalize(torch.cat(out).float(), dim=-1)
 
 
+def soft_contrastive_loss(logits: torch.Tensor, logits_back: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """Symmetric contrastive loss with soft targets: pairs whose captions are the same (``same``, 0/1)
+    share the target mass, so two identical captions in one batch are not pushed apart."""
+    tgt = same / same.sum(1, keepdim=True)
+    return 0.5 * (torch.sum(-tgt * F.log_softmax(logits, 1), 1).mean()
+                  + torch.sum(-tgt * F.log_softmax(logits_back, 1), 1).mean())
+
+
 @torch.no_grad()
 def evaluate(model, tokenizer, image_tensor: torch.Tensor, scenes: list) -> dict:
     """Held-out metrics over a gallery of single-object scenes.
@@ -234,9 +242,7 @@ def main(argv=None) -> int:
         # Soft targets: identical caption strings in a batch (e.g. two "a red circle")
         # count as positives instead of false negatives.
         same = torch.tensor([[a == b for b in caps] for a in caps], dtype=torch.float32)
-        tgt = same / same.sum(1, keepdim=True)
-        loss = 0.5 * (torch.sum(-tgt * F.log_softmax(logits, 1), 1).mean()
-                      + torch.sum(-tgt * F.log_softmax(logits.T, 1), 1).mean())
+        loss = soft_contrastive_loss(logits, logits.T, same)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from mmsearch.world import tones as T
+from mmsearch.world.train import soft_contrastive_loss
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]   # RoBERTa order: ids 0..4
 MODEL_MAX_LENGTH = 64            # tokens incl. <s> and </s>; positions table = this + 2
@@ -382,11 +383,9 @@ def main(argv=None) -> int:
                                                                attention_mask=enc["attention_mask"]).pooler_output),
                         dim=-1)
         same = (yb[:, None] == yb[None, :]).float()
-        tgt = same / same.sum(1, keepdim=True)
         logits_a = model.logit_scale_a.exp() * a @ t.T      # audio -> text
         logits_t = model.logit_scale_t.exp() * t @ a.T      # text -> audio
-        loss = 0.5 * (torch.sum(-tgt * F.log_softmax(logits_a, 1), 1).mean()
-                      + torch.sum(-tgt * F.log_softmax(logits_t, 1), 1).mean())
+        loss = soft_contrastive_loss(logits_a, logits_t, same)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -165,16 +165,17 @@ def query(
     as_json: JsonOpt = False,
     as_jsonl: JsonlOpt = False,
     as_paths: PathsOpt = False,
+    null: Annotated[bool, typer.Option("-0", "--null", help="Print only paths, each ended by a NUL byte instead of a newline (for `xargs -0`; names may hold newlines). Implies --paths.")] = False,
 ) -> None:
     """Search by text (mmsearch query "a red bicycle"), by image (--image cat.jpg) or by sound (--audio bark.wav)."""
-    fmt = present.pick_format(as_json, as_jsonl, as_paths)
+    fmt = present.pick_format(as_json, as_jsonl, as_paths or null)
     if sum(x is not None for x in (text, image, audio)) != 1:
         from mmsearch.errors import UsageError
 
         raise UsageError("give a query text, --image PATH or --audio PATH (one of them)")
     if not no_server and runtime is None and precision is None and _served(
             fmt, store, model=model, device=device, text=text, image=image, audio=audio, k=k, type=type_, under=under,
-            nprobe=nprobe, ef_search=ef_search, min_score=min_score, explain=explain):
+            nprobe=nprobe, ef_search=ef_search, min_score=min_score, explain=explain, null=null):
         return
     if text is not None:  # the model loads on a thread while the store and index code import
         from mmsearch.query.prefetch import text_model
@@ -184,7 +185,7 @@ def query(
         results = eng.search(text=text, image=image, audio=audio, k=k, type=type_, under=under, nprobe=nprobe,
                              ef_search=ef_search, min_score=min_score)
         _notices(eng.notices)
-    present.hits(out, results, fmt, explain=explain)
+    present.hits(out, results, fmt, explain=explain, null=null)
     if min_score is not None and not results:
         raise typer.Exit(1)
 
@@ -192,7 +193,8 @@ def query(
 _served_tried = False  # main() asked the store's server already and none answered: do not ask twice
 
 
-def _served(fmt: present.Format, store: Path | None, *, explain: bool = False, **search: Any) -> bool:
+def _served(fmt: present.Format, store: Path | None, *, explain: bool = False, null: bool = False,
+            **search: Any) -> bool:
     """Print the query's hits as a running `mmsearch serve` on the store answers them; False: none can."""
     if _served_tried:
         return False
@@ -202,7 +204,7 @@ def _served(fmt: present.Format, store: Path | None, *, explain: bool = False, *
     if served is None:
         return False
     _notices(served.notices)
-    present.hits(out, served.hits, fmt, explain=explain)
+    present.hits(out, served.hits, fmt, explain=explain, null=null)
     if search.get("min_score") is not None and not served.hits:
         raise typer.Exit(1)
     return True
@@ -240,7 +242,8 @@ def _fast_query(argv: list[str]) -> bool | None:
     if kw.pop("runtime") is not None or kw.pop("precision") is not None:
         return None  # this process's own runtime was asked for: search in-process
     try:
-        fmt = present.pick_format(bool(kw.pop("as_json")), bool(kw.pop("as_jsonl")), bool(kw.pop("as_paths")))
+        null = bool(kw["null"])
+        fmt = present.pick_format(bool(kw.pop("as_json")), bool(kw.pop("as_jsonl")), bool(kw.pop("as_paths")) or null)
     except MmsearchError:
         return None
     del kw["no_server"]

@@ -7,10 +7,17 @@ markup string or a str table cell): it prints as data. Scripts get json.dumps / 
 from __future__ import annotations
 
 import json
+import os
+import re
+import sys
 from enum import Enum
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
+from rich.measure import Measurement
+from rich.segment import Segments
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
@@ -34,6 +41,15 @@ def pick_format(as_json: bool, as_jsonl: bool, as_paths: bool) -> Format:
 
 
 _SLOT = "\x00"
+#: what a name must not send to a terminal: C0/C1 controls (escape sequences, newlines, bells) and the
+#: bidirectional overrides that make ``gpj.exe`` read as ``exe.jpg``
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(value: str) -> str:
+    """``value`` with every control character shown as an escape (``\\x1b``, ``\\u202e``): a file name
+    or text can neither move the cursor, retitle or recolour the terminal, nor reorder what is shown."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", value)
 
 
 def styled(template: str, *values: object) -> Text:
@@ -42,7 +58,8 @@ def styled(template: str, *values: object) -> Text:
     Values are what users and the file system supply (paths, texts, error reasons, model specs): they
     never reach the markup parser, so ``[draft] x.png`` keeps its brackets, ``:smile:`` stays text, and
     ``[/b]`` in a folder name (or a ``[`` in a path and a ``]`` in the reason after it) cannot end the
-    command with a MarkupError. A value takes the style around its slot (``[dim]{}[/dim]``); a
+    command with a MarkupError; control characters in it are escaped (:func:`printable`), so a name cannot
+    send escape sequences to the terminal either. A value takes the style around its slot (``[dim]{}[/dim]``); a
     :class:`~rich.text.Text` value keeps its own styles too.
     """
     marked = Text.from_markup(template.replace("{}", _SLOT), emoji=False)
@@ -53,7 +70,7 @@ def styled(template: str, *values: object) -> Text:
     for n, piece in enumerate(marked.divide(cut for i in slots for cut in (i, i + 1))):
         if n % 2:  # odd pieces are the one-character slots: swap in the value, keep the slot's styles
             v = next(todo)
-            value = v.copy() if isinstance(v, Text) else Text(str(v))
+            value = v.copy() if isinstance(v, Text) else Text(printable(str(v)))
             for span in reversed(piece.spans):
                 value.stylize_before(span.style)
             piece = value
@@ -92,7 +109,40 @@ def _where_in(h: Hit) -> str:
     return f"{span} of {clock(h.duration)}" if h.duration is not None else span
 
 
-def hits(out: Console, items: Sequence[Hit], fmt: Format, *, explain: bool = False) -> None:
+def shown_path(path: str) -> str:
+    """A path as people read it: relative to the current folder when that is shorter, else as stored."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows), or no current folder
+        return path
+    return rel if len(rel) < len(path) else path
+
+
+def path_text(path: str, style: str = "") -> Text:
+    """A file path for a terminal: shown relative when shorter, control characters escaped, and a link to
+    the file (OSC 8: terminals that support links make it clickable; others show the text, and
+    output to a file or pipe carries no escape codes at all)."""
+    text = Text(printable(shown_path(path)), style=style)
+    if os.path.isabs(path):
+        text.stylize(Style(link=Path(path).as_uri()))
+    return text
+
+
+def print_unwrapped(out: Console, renderable: Any) -> None:
+    """Print a table whose cells must never wrap (paths people copy) even when it is wider than the
+    terminal: laid out at the width it needs, each line sent whole (the terminal may fold it for the
+    eye, but no newline is put inside a name)."""
+    need = Measurement.get(out, out.options.update(width=1 << 20), renderable).maximum
+    if need <= out.width:
+        out.print(renderable)
+        return
+    for line in out.render_lines(renderable, out.options.update(width=need), pad=False, new_lines=True):
+        out.print(Segments(line), end="", crop=False)
+
+
+def hits(out: Console, items: Sequence[Hit], fmt: Format, *, explain: bool = False, null: bool = False) -> None:
+    """Hits as a table (people), JSON / JSON lines, or bare paths (``null``: NUL-separated, for names
+    holding newlines; bare paths printed to a terminal have their control characters escaped)."""
     if fmt is Format.json:
         out.print_json(_dump([h.to_dict() for h in items])) if out.is_terminal else print(_dump([h.to_dict() for h in items]))
         return
@@ -101,8 +151,7 @@ def hits(out: Console, items: Sequence[Hit], fmt: Format, *, explain: bool = Fal
             print(_dump(h.to_dict()))
         return
     if fmt is Format.paths:
-        for h in items:
-            print(h.path or (h.paths[0] if h.paths else h.id))
+        _paths(out, [h.path or (h.paths[0] if h.paths else str(h.id)) for h in items], null=null)
         return
     table = Table(box=None, header_style="bold")
     table.add_column("#", justify="right")
@@ -114,10 +163,15 @@ def hits(out: Console, items: Sequence[Hit], fmt: Format, *, explain: bool = Fal
     sounds = any(h.modality == "audio" for h in items)
     if sounds:
         table.add_column("at", no_wrap=True)  # a sound's best-matching stretch, and its length
-    table.add_column("result", overflow="fold")
+    table.add_column("result", no_wrap=True, overflow="ignore")  # never cut or fold a name
     for h in items:
         where = h.path or (h.paths[0] if h.paths else "")
-        what = styled("{}  [dim]{}[/dim]", excerpt(h.text), where) if h.modality == "text" else styled("{}", where)
+        shown = path_text(where) if where and not where.startswith("text:") else Text(printable(where))
+        if h.modality == "text":
+            shown.stylize("dim")
+            what = styled("{}  {}", excerpt(h.text), shown)
+        else:
+            what = shown
         if len(h.paths) > 1:
             what.append_text(styled("  [dim](+{} copies)[/dim]", len(h.paths) - 1))
         score = f"{h.calibrated:+.2f}" if h.calibrated is not None else f"{h.score:.3f}"
@@ -131,10 +185,20 @@ def hits(out: Console, items: Sequence[Hit], fmt: Format, *, explain: bool = Fal
     if not items:
         out.print("[dim]no results[/dim]")
     else:
-        out.print(table)
+        print_unwrapped(out, table)
         if explain:
             out.print("[dim]score = (cosine − background mean) / background spread: standard deviations above what "
                       "unrelated queries score against that model's items (see README, Scores)[/dim]")
+
+
+def _paths(out: Console, paths: Sequence[str], *, null: bool = False) -> None:
+    """Bare paths, exactly as stored, for scripts; on a terminal with control characters escaped."""
+    if null:
+        sys.stdout.write("".join(f"{p}\0" for p in paths))
+        sys.stdout.flush()
+        return
+    for p in paths:
+        print(printable(p) if out.is_terminal else p)
 
 
 def report(out: Console, r: IndexReport, fmt: Format) -> None:

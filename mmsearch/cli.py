@@ -149,7 +149,7 @@ def query(
     text: Annotated[Optional[str], typer.Argument(help="What to look for, in words.", show_default=False)] = None,
     image: Annotated[Optional[Path], typer.Option("--image", "-i", help="Search with an image instead of text.")] = None,
     audio: Annotated[Optional[Path], typer.Option("--audio", "-a", help="Search with a sound file instead of text.")] = None,
-    k: Annotated[int, typer.Option("-k", "--top", help="How many results.", min=1)] = 10,
+    k: Annotated[Optional[int], typer.Option("-k", "--top", help="How many results [default: k in the config file, MMSEARCH_K, else 10].", min=1, show_default=False)] = None,
     type_: Annotated[Optional[str], typer.Option("--type", "-t", help="What to return: image, audio, text or any [default: every kind of file the store holds that the query reaches; texts when it holds only texts].")] = None,
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Only results whose calibrated score (standard deviations above unrelated queries) is at least this; exit 1 when none is.")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show how each score came about: raw cosine, the background it is calibrated against, the model.")] = False,
@@ -173,6 +173,10 @@ def query(
         from mmsearch.errors import UsageError
 
         raise UsageError("give a query text, --image PATH or --audio PATH (one of them)")
+    if k is None:
+        from mmsearch.config import Settings
+
+        k = Settings.resolve(store=os.fspath(store) if store is not None else None).k
     if not no_server and runtime is None and precision is None and _served(
             fmt, store, model=model, device=device, text=text, image=image, audio=audio, k=k, type=type_, under=under,
             nprobe=nprobe, ef_search=ef_search, min_score=min_score, explain=explain, null=null):
@@ -242,6 +246,10 @@ def _fast_query(argv: list[str]) -> bool | None:
     if kw.pop("runtime") is not None or kw.pop("precision") is not None:
         return None  # this process's own runtime was asked for: search in-process
     try:
+        if kw["k"] is None:  # the config file's or environment's, as the full CLI resolves it
+            from mmsearch.config import Settings
+
+            kw["k"] = Settings.resolve(store=os.fspath(kw["store"]) if kw["store"] is not None else None).k
         null = bool(kw["null"])
         fmt = present.pick_format(bool(kw.pop("as_json")), bool(kw.pop("as_jsonl")), bool(kw.pop("as_paths")) or null)
     except MmsearchError:
@@ -342,6 +350,17 @@ def serve(
         err.print(present.styled("serving {} on {}  (Ctrl-C to stop)", root, url))
 
     run_server(store, model=model, device=device, host=host, port=port, on_ready=ready)
+
+
+@app.command("config")
+@handle_errors
+def config_(store: StoreOpt = None, model: ModelsOpt = None, device: DeviceOpt = None, as_json: JsonOpt = False) -> None:
+    """Every setting, its value and where it came from: default < config file < MMSEARCH_* environment < argument."""
+    from mmsearch.config import Settings, config_path
+
+    settings, sources = Settings.layered(store=os.fspath(store) if store is not None else None,
+                                         model=model or None, device=device)
+    present.settings(out, settings, sources, config_path(), present.pick_format(as_json, False, False))
 
 
 @app.command()

@@ -9,6 +9,9 @@ Config file: ``$MMSEARCH_CONFIG`` or ``~/.config/mmsearch/config.toml``, e.g.::
     precision = "auto"      # auto | fp32 | int8   (CPU runtime; auto: fastest that keeps fidelity)
     batch_size = 128
     max_audio_seconds = 600 # longer sounds: the first this-many seconds are indexed
+    k = 20                  # results per query (`mmsearch query -k`)
+
+`mmsearch config` shows every setting, its value and where it came from.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Settings:
     workers: int | None = None  # decode processes; None: cores - 1
     index: str = "auto"  # auto | flat | ivf | hnsw | pq
     max_audio_seconds: float = 600.0  # a longer sound is indexed by its first this-many seconds (recorded)
+    k: int = 10  # results per query when a query does not say
 
     def limits(self) -> dict[str, float]:
         """What decode is bounded by (see :mod:`mmsearch.ingest.decode`)."""
@@ -51,10 +55,23 @@ class Settings:
 
     @classmethod
     def resolve(cls, **explicit: Any) -> "Settings":
-        s = cls()
-        s = replace(s, **_from_file())
-        s = replace(s, **_from_env())
-        s = replace(s, **{k: v for k, v in explicit.items() if v is not None})
+        return cls.layered(**explicit)[0]
+
+    @classmethod
+    def layered(cls, **explicit: Any) -> tuple["Settings", dict[str, str]]:
+        """The settings, and for each where its value came from: ``default``, the config file's path,
+        ``MMSEARCH_<NAME>`` or ``argument`` (each layer overrides the one before)."""
+        s, sources = cls(), {f.name: "default" for f in fields(cls)}
+        for values, source in ((_from_file(), lambda _: str(config_path())),
+                               (_from_env(), lambda name: f"MMSEARCH_{name.upper()}"),
+                               ({k: v for k, v in explicit.items() if v is not None}, lambda _: "argument")):
+            s = replace(s, **values)
+            sources.update({name: source(name) for name in values})
+        return s.checked(), sources
+
+    def checked(self) -> "Settings":
+        """These settings validated (a bad value is a :class:`UsageError` naming it), lists normalised."""
+        s = self
         if s.batch_size < 1:
             raise UsageError(f"--batch-size {s.batch_size}: must be at least 1")
         if isinstance(s.model, (list, tuple)):
@@ -63,6 +80,8 @@ class Settings:
                 s = replace(s, model=None)
         if not s.max_audio_seconds > 0:
             raise UsageError(f"--max-audio-seconds {s.max_audio_seconds}: must be above 0")
+        if s.k < 1:
+            raise UsageError(f"-k {s.k}: must be at least 1")
         if s.workers is not None and s.workers < 0:
             raise UsageError(f"--workers {s.workers}: must be 0 or more")
         for name, allowed in (("runtime", RUNTIMES), ("precision", PRECISIONS)):
@@ -75,7 +94,7 @@ class Settings:
 
 
 _NAMES = {f.name for f in fields(Settings)}
-_INTS = {"batch_size", "workers"}
+_INTS = {"batch_size", "workers", "k"}
 _FLOATS = {"max_audio_seconds"}
 
 

@@ -241,6 +241,24 @@ def stats(out: Console, s: Stats, fmt: Format) -> None:
         out.print(styled("space {}: {}  dim {}  vectors {}  index {}", sp.id, sp.spec, sp.dim, sp.vectors, idx))
 
 
+def settings(out: Console, s: Any, sources: dict[str, str], config_file: Any, fmt: Format) -> None:
+    """``mmsearch config``: each setting, its value, and where that value came from."""
+    rows = [(name, getattr(s, name), sources[name]) for name in sources]
+    if fmt in (Format.json, Format.jsonl):
+        print(_dump({"config_file": str(config_file), "settings": {n: {"value": list(v) if isinstance(v, tuple) else v,
+                                                                        "from": src} for n, v, src in rows}}))
+        return
+    exists = "" if Path(config_file).is_file() else "  [dim](not present)[/dim]"
+    out.print(styled("config file {}" + exists, config_file))
+    table = Table(box=None, header_style="bold")
+    for col in ("setting", "value", "from"):
+        table.add_column(col)
+    for name, value, source in rows:
+        shown = ", ".join(value) if isinstance(value, tuple) else ("" if value is None else value)
+        table.add_row(name, styled("{}", shown), styled("[dim]{}[/dim]", source))
+    out.print(table)
+
+
 def runtime_cache(out: Console, items: Sequence[CachedExport], fmt: Format, *, cleared: bool = False) -> None:
     if fmt in (Format.json, Format.jsonl):
         print(_dump({"cleared": cleared, "exports": [c.to_dict() for c in items]}))

@@ -46,7 +46,11 @@ def _isolate(tmp_path, monkeypatch, runtime_cache):
     monkeypatch.setenv("MMSEARCH_CONFIG", str(tmp_path / "no-config.toml"))
     monkeypatch.setenv("MMSEARCH_STORE", str(tmp_path / "store"))
     monkeypatch.delenv("MMSEARCH_MODEL", raising=False)
-    for name in ("MMSEARCH_DEVICE", "MMSEARCH_RUNTIME", "MMSEARCH_PRECISION", "MMSEARCH_THREADS"):
+    from dataclasses import fields
+
+    from mmsearch.config import Settings
+
+    for name in {f"MMSEARCH_{f.name.upper()}" for f in fields(Settings)} - {"MMSEARCH_STORE"} | {"MMSEARCH_THREADS"}:
         monkeypatch.delenv(name, raising=False)
 
 

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator
 
 from mmsearch.errors import UsageError
 from mmsearch.ingest.audio import AUDIO_EXTENSIONS
-from mmsearch.ingest.formats import image_extensions
+from mmsearch.ingest.formats import image_extensions, is_image_extension
 from mmsearch.ingest.sniff import image_kind, read_head, sniff
 from mmsearch.ingest.decode import BadInput
 
@@ -46,12 +46,12 @@ class Candidate:
 def classify(path: str) -> str | None:
     """The modality a file's extension tells ("image", "text", "audio"), or None (see :func:`sniffed`)."""
     ext = os.path.splitext(path)[1].lower()
-    if ext in image_extensions():
-        return "image"
     if ext in TEXT_EXTENSIONS:
         return "text"
     if ext in AUDIO_EXTENSIONS:
         return "audio"
+    if is_image_extension(ext):
+        return "image"
     return None
 
 

@@ -40,6 +40,20 @@ PLUGIN_EXTENSIONS = {
     "AVIF": frozenset({".avif", ".avifs"}),
     "JXL": frozenset({".jxl"}),
 }
+#: the extensions most photos have, known to be images without asking Pillow (a re-sync of a photo
+#: folder imports no Pillow)
+COMMON_IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+).union(RAW_EXTENSIONS, *PLUGIN_EXTENSIONS.values())
+#: extensions no image format uses (sidecars, documents, videos, archives, code), known without asking
+#: Pillow either (tests check that Pillow registers none of them)
+NOT_IMAGE_EXTENSIONS = frozenset(
+    "." + e for e in (
+        "xmp aae json xml yaml yml toml ini cfg conf log csv tsv txt md html htm css js ts py sh db sqlite "
+        "sqlite3 lock pdf eps ai ps doc docx xls xlsx ppt pptx odt ods odp rtf epub zip gz tgz bz2 xz zst 7z "
+        "rar tar iso svg svgz mp4 m4v mov mkv webm avi wmv flv mpg mpeg mts m2ts 3gp thm lrf lrv insv srt vtt "
+        "nfo cue m3u m3u8 torrent part crdownload tmp bak swp exe dll so"
+    ).split())
 #: Pillow formats not indexed as photos, and why
 NOT_PHOTOS = {
     "EPS": "PostScript: a document, and Pillow needs Ghostscript to render it",
@@ -78,6 +92,16 @@ def image_extensions() -> frozenset[str]:
     opens = set(Image.OPEN) | {"MPO"}  # MPO (stereo JPEGs) opens through the JPEG plugin's factory
     pillow = {ext for ext, fmt in Image.registered_extensions().items() if fmt in opens and fmt not in NOT_PHOTOS}
     return frozenset(pillow).union(RAW_EXTENSIONS, *PLUGIN_EXTENSIONS.values())
+
+
+def is_image_extension(ext: str) -> bool:
+    """Whether files with extension ``ext`` (lower case, with the dot) are images (:func:`image_extensions`);
+    Pillow is asked only for an extension that is in neither quick list."""
+    if ext in COMMON_IMAGE_EXTENSIONS:
+        return True
+    if not ext or ext in NOT_IMAGE_EXTENSIONS:
+        return False
+    return ext in image_extensions()
 
 
 @cache

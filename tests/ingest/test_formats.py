@@ -227,6 +227,41 @@ def test_what_is_no_photo_is_not_indexed_as_one(ext):
     assert classify("/photos/a" + ext) is None
 
 
+def test_every_format_pillow_opens_is_an_image_unless_it_is_no_photo():
+    from mmsearch.ingest.formats import COMMON_IMAGE_EXTENSIONS, NOT_IMAGE_EXTENSIONS, NOT_PHOTOS
+
+    Image.init()
+    opened = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN and fmt not in NOT_PHOTOS}
+    assert {ext for ext in opened if classify("/photos/a" + ext) != "image"} == set()
+    # the quick lists (answered without importing Pillow) agree with what Pillow registers
+    assert NOT_IMAGE_EXTENSIONS & opened == set()
+    assert COMMON_IMAGE_EXTENSIONS - {".heic", ".heif", ".hif", ".heics", ".heifs", ".jxl"} <= opened | RAW
+
+
+RAW = {".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2", ".pef", ".srw", ".3fr", ".crw", ".dcr",
+       ".erf", ".fff", ".iiq", ".k25", ".kdc", ".mef", ".mos", ".mrw", ".nrw", ".ori", ".raw", ".rwl", ".sr2",
+       ".srf", ".x3f"}
+
+
+def test_a_no_change_resync_of_a_photo_folder_imports_no_pillow(engine_factory, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jpg").write_bytes(jpeg(blocks(1)))
+    (data / "b.heic").write_bytes(encode(blocks(2), "HEIF"))
+    (data / "b.xmp").write_text("<x:xmpmeta/>")  # a sidecar
+    (data / "c.dng").write_bytes(make_dng(blocks(3)))
+    eng = engine_factory()
+    assert eng.index([data]).indexed == 3
+    store = eng.store.root
+    eng.close()
+    code = ("import sys; from mmsearch import Engine\n"
+            f"with Engine.open({str(store)!r}, workers=0) as e: r = e.index([{str(data)!r}])\n"
+            "print(r.unchanged, sorted(m for m in sys.modules if m.split('.')[0] in ('PIL', 'rawpy', 'pillow_heif')))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert run.stdout.split("\n")[0] == "3 []", run.stderr
+
+
 def test_files_without_an_extension_are_recognised_by_content(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

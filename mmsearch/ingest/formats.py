@@ -159,7 +159,7 @@ def open_image(data: bytes, *, max_pixels: int | None = None) -> Any:
         if fmt is not None:  # its signature said what it is: it is that, damaged
             raise BadInput(f"damaged or truncated {_LABELS[fmt]} file (cannot be opened)") from None
         raise
-    except Image.DecompressionBombError:
+    except (Image.DecompressionBombError, MemoryError):
         raise
     except Exception:
         if fmt == "JXL":  # the plugin decodes while opening; libjxl's own message says nothing useful

@@ -136,12 +136,16 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, *, draft: Call
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from mmsearch.ingest.formats import open_image
+
     if not data:
         raise BadInput("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():  # our own pixel limit below decides, with a clearer message
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = open_image(data, max_pixels=max_pixels)  # HEIC, AVIF, JPEG XL, camera raw: formats.py
+    except BadInput:  # a missing plugin (names the install), a raw LibRaw cannot read
+        raise
     except UnidentifiedImageError:
         raise BadInput("not a recognised image (wrong extension or unsupported format)") from None
     except Image.DecompressionBombError as exc:  # Pillow's hard stop, above twice its own limit

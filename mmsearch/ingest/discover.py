@@ -1,9 +1,11 @@
 """Walk folders and classify files; every problem becomes a (path, reason) event, never an abort.
 
-A file is an image or a text by its extension; a sound by its extension
+A file is an image (every format :func:`mmsearch.ingest.formats.image_extensions` lists: what
+Pillow opens, HEIC, AVIF, JPEG XL, camera raws), a text or a sound by its extension
 (:data:`mmsearch.ingest.audio.AUDIO_EXTENSIONS`) or, when it has no extension or one we do not
-know, by its first bytes (:func:`mmsearch.ingest.audio.sniff`: a recording named ``take-3`` is
-indexed). Only such files are opened during the walk, and only for a few KiB.
+know, by its first bytes (:func:`mmsearch.ingest.sniff.image_kind`, :func:`mmsearch.ingest.audio.sniff`:
+a photo named ``IMG_0042`` or a recording named ``take-3`` is indexed). Only such files are opened
+during the walk, and only for a few KiB.
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ from typing import Callable, Iterable, Iterator
 
 from mmsearch.errors import UsageError
 from mmsearch.ingest.audio import AUDIO_EXTENSIONS
-from mmsearch.ingest.sniff import read_head, sniff
+from mmsearch.ingest.formats import image_extensions, is_image_extension
+from mmsearch.ingest.sniff import image_kind, read_head, sniff
 from mmsearch.ingest.decode import BadInput
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown"})
-#: Image formats people keep photos in that we cannot decode: reported per file, never skipped silently.
-UNSUPPORTED_IMAGE_EXTENSIONS = frozenset({
-    ".heic", ".heif", ".jxl", ".svg", ".svgz", ".psd", ".raw", ".cr2", ".cr3", ".nef", ".arw", ".dng",
-    ".orf", ".rw2", ".raf",
-})
+#: Image formats people keep pictures in that we cannot decode: reported per file, never skipped silently.
+UNSUPPORTED_IMAGE_EXTENSIONS = frozenset({".svg", ".svgz"})
+
+
+def __getattr__(name: str) -> frozenset[str]:
+    if name == "IMAGE_EXTENSIONS":  # computed on first use: Pillow registers its formats then
+        return image_extensions()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 OnError = Callable[[str, str], None]
 
@@ -41,12 +46,12 @@ class Candidate:
 def classify(path: str) -> str | None:
     """The modality a file's extension tells ("image", "text", "audio"), or None (see :func:`sniffed`)."""
     ext = os.path.splitext(path)[1].lower()
-    if ext in IMAGE_EXTENSIONS:
-        return "image"
     if ext in TEXT_EXTENSIONS:
         return "text"
     if ext in AUDIO_EXTENSIONS:
         return "audio"
+    if is_image_extension(ext):
+        return "image"
     return None
 
 
@@ -64,14 +69,18 @@ NOT_SOUND_EXTENSIONS = frozenset(
 
 
 def sniffed(path: str) -> str | None:
-    """"audio" when the first bytes of a file :func:`classify` gave no modality start a sound, else None.
+    """"image" or "audio" when the first bytes of a file :func:`classify` gave no modality start a
+    photo (:func:`~mmsearch.ingest.sniff.image_kind`) or a sound, else None.
 
     Files whose extension names something else (:data:`NOT_SOUND_EXTENSIONS`, unsupported image
     formats) are not opened. A read problem is :class:`~mmsearch.ingest.decode.BadInput` (reported
     like any per-file problem)."""
     if unsupported_image(path) or os.path.splitext(path)[1].lower() in NOT_SOUND_EXTENSIONS:
         return None
-    return "audio" if sniff(read_head(path)) else None
+    head = read_head(path)
+    if image_kind(head):
+        return "image"
+    return "audio" if sniff(head) else None
 
 
 def name_problem(path: str) -> str | None:

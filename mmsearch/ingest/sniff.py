@@ -1,5 +1,6 @@
-"""Is this file a sound? Its first bytes say (:func:`sniff`): a recording named ``take-3`` or with a
-wrong extension still counts as a sound. Pure byte checks, standard library only."""
+"""Is this file a sound, or a photo? Its first bytes say (:func:`sniff`, :func:`image_kind`): a recording
+named ``take-3`` or a photo copied off a phone without its extension still counts. Pure byte checks,
+standard library only."""
 
 from __future__ import annotations
 
@@ -102,6 +103,54 @@ def sniff(head: bytes) -> bool:
     if h[:16] == _ASF:
         return _ASF_AUDIO in h and _ASF_VIDEO not in h
     return _frames_chain(h, _mpeg_frame) or _frames_chain(h, _adts_frame)
+
+
+# ---- images ------------------------------------------------------------------------------------------
+#: ISO-BMFF brands (major or compatible) of still images: HEIF (HEVC in a phone's .heic), AVIF, Canon CR3
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
+AVIF_BRANDS = frozenset({b"avif", b"avis"})
+RAW_BRANDS = frozenset({b"crx "})
+#: signatures of camera raws that are not plain TIFFs: Olympus ORF, Panasonic RW2, Fujifilm RAF, Sigma X3F,
+#: Minolta MRW (TIFF-based raws, DNG, CR2, NEF, ARW…, are told from plain TIFFs by their tags: formats.py)
+_RAW_SIGNATURES = (b"IIRO", b"IIRS", b"MMOR", b"IIU\x00", b"FUJIFILMCCD-RAW", b"FOVb", b"\x00MRM")
+#: signatures of the still-image formats people keep photos in (Pillow opens them)
+_PILLOW_SIGNATURES = (
+    b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*", b"8BPS", b"qoif",
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xffO\xffQ",  # JPEG 2000: the JP2 box, a bare codestream
+)
+_JXL_SIGNATURES = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
+
+
+def ftyp_brands(head: bytes) -> frozenset[bytes]:
+    """The major and compatible brands of an ISO-BMFF ``ftyp`` box at the start of ``head`` (empty if none)."""
+    if len(head) < 12 or head[4:8] != b"ftyp":
+        return frozenset()
+    size = struct.unpack(">I", head[:4])[0]
+    end = min(max(size, 12), len(head), 4096)
+    return frozenset({head[8:12]} | {head[i:i + 4] for i in range(16, end - 3, 4)})
+
+
+def image_kind(head: bytes) -> str | None:
+    """What still image ``head`` (a file's first bytes) starts, by its signature: ``"heif"``, ``"avif"``,
+    ``"jxl"``, ``"raw"`` (a camera raw that is not a TIFF), ``"pillow"`` (JPEG, PNG, GIF, WebP, TIFF, BMP,
+    JPEG 2000, PSD, QOI), or None. A TIFF may still be a camera raw (DNG, CR2, NEF…): ``"pillow"`` here."""
+    h = bytes(head[:64])
+    brands = ftyp_brands(bytes(head[:4096]))
+    if brands:
+        if brands & AVIF_BRANDS:
+            return "avif"
+        if brands & RAW_BRANDS:
+            return "raw"
+        return "heif" if brands & HEIF_BRANDS else None
+    if h.startswith(_JXL_SIGNATURES):
+        return "jxl"
+    if h.startswith(_RAW_SIGNATURES):
+        return "raw"
+    if h.startswith(_PILLOW_SIGNATURES) or (h[:4] == b"RIFF" and h[8:12] == b"WEBP"):
+        return "pillow"
+    if h[:2] == b"BM" and len(h) >= 18 and struct.unpack("<I", h[14:18])[0] in (12, 40, 52, 56, 64, 108, 124):
+        return "pillow"  # a BMP: its DIB header has one of the sizes the format defines
+    return None
 
 
 def read_head(path: str, n: int = SNIFF_BYTES) -> bytes:

@@ -369,11 +369,11 @@ def test_audio_is_found_by_extension_or_by_content(tmp_path):
     write_sound(data / "dump.data", tone(), RATE, fmt="FLAC")  # an extension we do not know
     (data / "notes.bin").write_bytes(bytes(range(256)) * 4)
     (data / "blob").write_bytes(b"")
-    (data / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (data / "drawing.svg").write_bytes(b"<svg/>")
     (data / "note.txt").write_text("a note")
     found, errors = _walk(data)
     assert found == {"song.wav": "audio", "Loud.MP3": "audio", "take-3": "audio", "dump.data": "audio", "note.txt": "text"}
-    assert errors == {"photo.heic": "unsupported image format .heic (convert it to JPEG or PNG to index it)"}
+    assert errors == {"drawing.svg": "unsupported image format .svg (convert it to JPEG or PNG to index it)"}
     assert {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".wma"} <= AUDIO_EXTENSIONS
     found, errors = _walk(data / "take-3", data / "notes.bin")  # roots that are files
     assert found == {"take-3": "audio"} and errors == {"notes.bin": "unsupported file type .bin"}

@@ -55,7 +55,8 @@ def test_every_kind_of_bad_file_is_recorded_and_the_run_goes_on(engine_factory, 
     (data / "bomb.png").write_bytes(_png_header_only(12_000, 9_000))  # 108 M pixels > the 100 M limit
     (data / "giant.png").write_bytes(_png_header_only(20_000, 20_000))  # past Pillow's own hard stop too
     (data / "not-an-image.png").write_bytes(b"%PDF-1.4 a pdf under a png name")
-    (data / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")  # a format we cannot decode
+    (data / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")  # a HEIC cut short after its signature
+    (data / "drawing.svg").write_bytes(b"<svg/>")  # a format we cannot decode
     (data / "notes.txt").write_bytes(b"caf\xe9 latin-1")
     (data / "huge.txt").write_bytes(b"word " * ((1 << 20) // 5 + 10))  # over the 1 MiB text limit
     os.symlink(data / "nowhere.png", data / "dangling.png")
@@ -77,7 +78,8 @@ def test_every_kind_of_bad_file_is_recorded_and_the_run_goes_on(engine_factory, 
         "bomb.png": "image too large (12000×9000 = 108,000,000 pixels > limit 100,000,000)",
         "giant.png": "image too large (Image size (400000000 pixels) exceeds limit",
         "not-an-image.png": "not a recognised image",
-        "photo.heic": "unsupported image format .heic",
+        "photo.heic": "damaged or truncated HEIC/HEIF file",
+        "drawing.svg": "unsupported image format .svg",
         "notes.txt": "not UTF-8",
         "huge.txt": "file too large",
         "dangling.png": "broken symlink",

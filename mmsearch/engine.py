@@ -255,15 +255,22 @@ class Engine:
         exact copies (one content, several files) are a cluster too. ``space``: the model whose
         vectors are compared (default: the engine's model of that kind, else the store's first).
         ``under``: only files below this folder (or these). ``block``: vectors compared per step
-        (memory; default 4096). See :mod:`mmsearch.query.dups`.
+        (memory; default 4096). The store's index does the range search when it is flat or IVF;
+        otherwise (HNSW, PQ, ``under``) an exact index is built. See :mod:`mmsearch.query.dups`.
         """
         from mmsearch.query import dups
 
-        spaces = self._spaces_now()
+        self.notices = []
+        gen, spaces = self.store.generation(), self._spaces_now()
         require_spaces(self.store, spaces)
         sp = dups.space_for(spaces, type, self.space(space) if space is not None else None, self.models())
-        return [] if sp is None else dups.duplicate_clusters(self.store, sp, type, threshold=threshold,
-                                                             under=dups.roots_of(under), block=block)
+        if sp is None:
+            return []
+        roots = dups.roots_of(under)
+        if roots is None:  # the whole store: its own index may do the range search
+            self.notices = self.indexes.sync(sp, [type], save=False, generation=gen)
+        ann = self.indexes.get(sp, type).ann if roots is None else None
+        return dups.duplicate_clusters(self.store, sp, type, threshold=threshold, under=roots, block=block, ann=ann)
 
     def file_of(self, content_id: int, modality: str = "image") -> str | None:
         """A file on disk that holds content ``content_id`` of ``modality`` (None: no such item or file)."""

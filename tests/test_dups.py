@@ -116,6 +116,23 @@ def test_block_by_block_finds_the_same_clusters(world, block):
     assert [c.to_dict() for c in eng.dups(block=block)] == [c.to_dict() for c in eng.dups()]
 
 
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_the_same_clusters_whatever_the_store_index(world, kind):
+    """Flat and IVF indexes do the range search themselves, HNSW gets an exact index: one answer."""
+    eng, root, _ = world
+    with Engine.open(root / "store", index=kind, create=False) as other:
+        got = other.dups(block=3)
+        assert other.stats().spaces[0].index["image"] == kind
+    assert [c.to_dict() for c in got] == [c.to_dict() for c in eng.dups()]
+
+
+@pytest.mark.parametrize("block", [1, 2, 4096])
+def test_block_by_block_below_a_folder(world, block):
+    eng, root, _ = world
+    assert [c.to_dict() for c in eng.dups(under=root / "photos", block=block)] == \
+        [c.to_dict() for c in eng.dups(under=[root / "photos", root / "photos" / "edits"])]
+
+
 def test_under_keeps_to_a_folder(world):
     eng, root, p = world
     clusters = eng.dups(under=root / "photos")
@@ -223,3 +240,29 @@ def test_cli_query_collapse_dups(world):
     assert len(hits) == 2 and hits[0]["duplicates"] and hits[1]["duplicates"] is not None
     table = cli("query", "--image", p["a"], "--store", root / "store", "-k", "2", "--collapse-dups", "--no-server")
     assert "near-duplicates folded" in table.output
+
+
+# ---- sounds ---------------------------------------------------------------------------------------
+def test_sounds_re_encoded_are_near_duplicates(tmp_path):
+    """The same sound as WAV and FLAC (other bytes, same samples) and a quieter copy: one cluster; a
+    sound of another kind stays out. The longest, then the largest file, comes first."""
+    import numpy as np
+    import soundfile as sf
+
+    from mmsearch.world import tones as T
+
+    siren, organ = T.generate_class("siren", 9, 1)[0], T.generate_class("organ", 9, 1)[0]
+    folder = tmp_path / "sounds"
+    folder.mkdir()
+    sf.write(folder / "siren.wav", siren.samples, siren.sample_rate)
+    sf.write(folder / "siren.flac", siren.samples, siren.sample_rate)
+    sf.write(folder / "siren_quiet.wav", (0.7 * siren.samples).astype(np.float32), siren.sample_rate)
+    sf.write(folder / "organ.wav", organ.samples, organ.sample_rate)
+    with Engine.open(tmp_path / "store", model="builtin:tones", workers=0) as eng:
+        assert eng.index([folder]).indexed == 4
+        clusters = eng.dups(type="audio")
+    assert [sorted(files(c)) for c in clusters] == [sorted(str(folder / f"siren{s}") for s in (".wav", ".flac", "_quiet.wav"))]
+    first = clusters[0].members[0]
+    assert first.duration and first.paths == (str(folder / "siren.wav"),)  # same length: the larger file (WAV)
+    res = cli("dups", "--store", tmp_path / "store", "--type", "audio")
+    assert res.exit_code == 0 and "siren_quiet.wav" in res.output and "organ" not in res.output

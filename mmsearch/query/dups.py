@@ -2,15 +2,19 @@
 
 Exact copies are one content already (vectors are keyed by the sha256 of the bytes): a content with
 several files is a cluster of its own. Near-duplicates (resized, recompressed, slightly cropped) are
-contents whose vectors are within a cosine ``threshold``: each vector's neighbours above it come from
-an exact range search, block by block (``block`` query vectors at a time, so memory holds the
-vectors and one block's neighbours, never an N×N matrix), and neighbours are joined into clusters by
-union-find.
+contents whose vectors are within a cosine ``threshold``: each vector's neighbours above it come from a
+range search, ``block`` vectors at a time (memory holds one block and its neighbours, never an N×N
+matrix), on the store's own index when it is flat or IVF (:data:`NPROBE` lists), else on an exact
+index filled block by block; neighbours are joined into clusters by union-find. Exact search costs
+N² (20,000 × 512-d: 15 s on two busy cores); IVF about N^1.5 (3 s).
 
-:data:`DEFAULT_THRESHOLD` (0.95), measured with ``builtin:shapes`` on its world (60 scenes × 7
-kinds of copy against 300 scenes; README "Duplicates"): resized copies score ≥ 0.997 and 5 % crops
-≥ 0.987 (all found), 10 % crops 97 % found; pairs of different colour or shape never above 0.88.
-Under CLIP ViT-B-32 near-duplicates typically score ≥ 0.95 too (Immich, stricter, uses 0.99).
+:data:`DEFAULT_THRESHOLD` (0.95), measured with ``builtin:shapes`` on its world
+(benchmarks/bench_dups.py: 60 scenes × 7 kinds of copy among 300 scenes): resized copies score
+≥ 0.997 and 5 % crops ≥ 0.987 (all found), 10 % crops 97 % found, 15 % crops 77 %; scenes of a
+different colour or shape never above 0.88. JPEG hurts this small model on 64-px scenes (q70: 72 %
+found), and it scores two different scenes of the same colour and shape up to 0.999 (it learned
+colour and shape, not backgrounds): no threshold separates those. Under CLIP ViT-B-32
+near-duplicates typically score ≥ 0.95 (Immich, stricter, uses 0.99).
 
 :func:`collapsed` is the query-time step (``search(collapse_dups=True)``): a hit within the threshold
 of a higher-ranked hit of the same space and kind is folded into it, and the search is repeated with
@@ -78,21 +82,61 @@ def roots_of(under: str | os.PathLike | Sequence[str | os.PathLike] | None) -> l
     return [os.path.abspath(u) for u in items] or None
 
 
-# ---- the vectors compared -------------------------------------------------------------------------
-def _vectors(store: Store, space: Space, modality: str, roots: list[str] | None, block: int):
-    """(content ids, flat inner-product index of their vectors, added block by block)."""
+# ---- neighbours -----------------------------------------------------------------------------------
+#: Store index kinds whose range search is used as it is: exact scores (flat), or exact scores in the
+#: lists visited (IVF-Flat). HNSW and PQ (approximate scores) get an exact index of their own instead.
+STORE_KINDS = ("flat", "ivf")
+
+#: IVF lists visited per vector. Near-duplicates lie in the same or a neighbouring list: on 20,000
+#: clustered 512-d vectors with 400 planted copies, 4 lists found all 400 (1 list: 399), 8× faster
+#: than exact search; a query's default (an eighth of the lists) was no faster than exact.
+NPROBE = 8
+
+Search = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # query block -> (lims, neighbour ids)
+
+
+def _radius(threshold: float) -> float:
+    """FAISS keeps inner products strictly above the radius: just below the threshold keeps it inclusive."""
+    return float(np.nextafter(np.float32(threshold), np.float32(-1)))
+
+
+def _store_search(ann, threshold: float) -> Search:
+    """Range search on the store's own index (``ann``: its :class:`~mmsearch.ann.faiss_index.AnnIndex`;
+    :data:`NPROBE` IVF lists per vector)."""
     import faiss
 
-    index = faiss.IndexFlatIP(space.dim)
-    parts: list[np.ndarray] = []
-    if roots is None:
-        blocks: Iterable[tuple[np.ndarray, np.ndarray]] = store.iter_vectors(space.id, modality, block=block)
-    else:
-        blocks = _under_blocks(store, space.id, modality, roots, block)
+    params = None
+    if ann.kind == "ivf":
+        nlist = faiss.extract_index_ivf(ann.index).nlist
+        params = faiss.SearchParametersIVF(nprobe=int(min(nlist, NPROBE)))
+
+    def search(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lims, _, found = ann.index.range_search(np.ascontiguousarray(q, dtype=np.float32), _radius(threshold),
+                                                params=params)
+        return lims, found
+
+    return search
+
+
+def _exact(blocks: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, threshold: float):
+    """(the blocks again, a range search over all of them): an exact index filled block by block."""
+    import faiss
+
+    index, parts = faiss.IndexFlatIP(dim), []
     for ids, vecs in blocks:
         parts.append(ids)
         index.add(np.ascontiguousarray(vecs, dtype=np.float32))
-    return (np.concatenate(parts) if parts else np.zeros(0, np.int64)), index
+    ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def again(block: int):
+        for start in range(0, len(ids), block):
+            yield ids[start:start + block], index.reconstruct_n(start, min(block, len(ids) - start))
+
+    def search(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lims, _, found = index.range_search(np.ascontiguousarray(q, dtype=np.float32), _radius(threshold))
+        return lims, ids[found]
+
+    return again, search
 
 
 def _under_blocks(store: Store, space_id: int, modality: str, roots: list[str], block: int):
@@ -108,7 +152,7 @@ def _under_blocks(store: Store, space_id: int, modality: str, roots: list[str], 
 
 # ---- clusters -------------------------------------------------------------------------------------
 class _Sets:
-    """Union-find over positions 0..n-1 (path halving, union by size); only joined positions are tracked."""
+    """Union-find over content ids (path halving, union by size); only joined ids are tracked."""
 
     def __init__(self) -> None:
         self.parent: dict[int, int] = {}
@@ -132,75 +176,86 @@ class _Sets:
         self.size[ra] = self.size.get(ra, 1) + self.size.get(rb, 1)
 
     def groups(self) -> list[list[int]]:
-        """Every set of more than one position, each in position order."""
+        """Every set of more than one id, each in id order."""
         out: dict[int, list[int]] = {}
         for a in sorted(self.parent):
             out.setdefault(self.find(a), []).append(a)
         return list(out.values())
 
 
-def near_groups(index, threshold: float, block: int) -> list[list[int]]:
-    """Positions (in the index) joined by any neighbour pair with cosine ≥ ``threshold``."""
-    sets = _Sets()
-    for start in range(0, index.ntotal, block):
-        n = min(block, index.ntotal - start)
-        q = index.reconstruct_n(start, n)
-        lims, _, found = index.range_search(q, float(np.nextafter(np.float32(threshold), np.float32(-1))))
-        for row in range(n):
-            for j in found[lims[row]:lims[row + 1]]:
-                if j > start + row:
-                    sets.union(start + row, int(j))
-    return sets.groups()
+def near_groups(blocks: Iterable[tuple[np.ndarray, np.ndarray]], search: Search) -> tuple[list[list[int]], list[int]]:
+    """(ids joined by any pair of neighbours, every id seen): each block's neighbours, then forgotten."""
+    sets, seen = _Sets(), []
+    for ids, vecs in blocks:
+        seen += ids.tolist()
+        lims, found = search(vecs)
+        rows = np.repeat(ids, np.diff(lims.astype(np.int64)))
+        pairs = rows != found  # every vector finds itself
+        for a, b in zip(rows[pairs].tolist(), found[pairs].tolist()):
+            sets.union(a, b)
+    return sets.groups(), seen
 
 
 def duplicate_clusters(store: Store, space: Space, modality: str, *, threshold: float | None = None,
-                       under: list[str] | None = None, block: int | None = None) -> list[DupCluster]:
-    """Near-duplicate clusters of one space's items of ``modality``, surest first (then larger)."""
+                       under: list[str] | None = None, block: int | None = None, ann=None) -> list[DupCluster]:
+    """Near-duplicate clusters of one space's items of ``modality``, surest first (then larger).
+
+    ``ann``: the store's index of them, current (its range search is used when its kind is in
+    :data:`STORE_KINDS` and the whole store is compared); else an exact index is built, block by block.
+    """
     threshold, block = check_threshold(threshold), check_block(block)
     with store.snapshot():
-        ids, index = _vectors(store, space, modality, under, block)
-        groups = near_groups(index, threshold, block)
-        grouped = {p for g in groups for p in g}
-        files = _files(store, ids.tolist(), under)  # every content: one alone may still have several files
-    clusters = [_cluster(g, ids, index, files, modality, space.spec, threshold) for g in groups]
-    clusters += [_cluster([p], ids, index, files, modality, space.spec, threshold)
-                 for p in range(len(ids)) if p not in grouped and len(files.get(int(ids[p]), ((), None))[0]) > 1]
+        if under is None and ann is not None and ann.kind in STORE_KINDS:
+            search = _store_search(ann, threshold)
+            groups, seen = near_groups(store.iter_vectors(space.id, modality, block=block), search)
+        else:
+            rows = store.iter_vectors(space.id, modality, block=block) if under is None else \
+                _under_blocks(store, space.id, modality, under, block)
+            again, search = _exact(rows, space.dim, threshold)
+            groups, seen = near_groups(again(block), search)
+        grouped = {i for g in groups for i in g}
+        files = _files(store, seen, under, grouped)
+        vectors = store.vectors_for(sorted(grouped), space.id)
+    clusters = [_cluster(g, vectors, files, modality, space.spec, threshold) for g in groups]
+    clusters += [_cluster([i], vectors, files, modality, space.spec, threshold) for i in files if i not in grouped]
     clusters = [c for c in clusters if c is not None]
     clusters.sort(key=lambda c: (-c.similarity, -len(c.duplicates), c.keep))
     return clusters
 
 
-def _files(store: Store, content_ids: list[int], under: list[str] | None) -> dict[int, tuple[tuple[str, ...], object]]:
-    """content id → (its file paths, within ``under`` when given; its metadata), read in chunks."""
-    out: dict[int, tuple[tuple[str, ...], object]] = {}
+def _files(store: Store, content_ids: list[int], under: list[str] | None, grouped: set[int]) -> dict[int, tuple]:
+    """content id → (its file paths, within ``under`` when given; its metadata; its file size) of the
+    ``grouped`` contents and of those with several files (exact copies), read in chunks."""
+    out: dict[int, tuple] = {}
     for part in chunks(content_ids, 4096):
         meta = store.content_meta(list(part))
         paths = {cid: tuple(p for p in m.uris if not p.startswith("text:")
                             and (under is None or any(is_under(p, r) for r in under))) for cid, m in meta.items()}
+        paths = {cid: ps for cid, ps in paths.items() if cid in grouped or len(ps) > 1}
         sizes = store.lookup_sources([p for ps in paths.values() for p in ps])
-        for cid, m in meta.items():
-            size = max((sizes[p].size for p in paths[cid] if p in sizes), default=None)
-            out[cid] = (paths[cid], (m, size))
+        for cid, ps in paths.items():
+            out[cid] = (ps, meta[cid], max((sizes[p].size for p in ps if p in sizes), default=None))
     return out
 
 
-def _cluster(group: list[int], ids: np.ndarray, index, files: dict, modality: str, spec: str,
+def _cluster(group: list[int], vectors: dict[int, np.ndarray], files: dict, modality: str, spec: str,
              threshold: float) -> DupCluster | None:
     members = []
-    for p in group:
-        paths, (meta, size) = files.get(int(ids[p]), ((), (None, None)))
+    for cid in group:
+        paths, meta, size = files.get(cid, ((), None, None))
         if paths:  # removed meanwhile, or no file below ``under``: nothing to show
-            members.append((p, DupMember(int(ids[p]), paths, 1.0, meta.width, meta.height, meta.duration, size)))
-    if not members or (len(members) == 1 and len(members[0][1].paths) < 2):
+            members.append(DupMember(cid, paths, 1.0, meta.width, meta.height, meta.duration, size))
+    members.sort(key=_rank)
+    if len(members) > 1:
+        members = [m for m in members if m.id in vectors]  # (a vector gone with its model meanwhile)
+    if len(members) > 1:
+        first = vectors[members[0].id]
+        members[1:] = [dataclasses.replace(m, similarity=round(min(float(vectors[m.id] @ first), 1.0), 6))
+                       for m in members[1:]]
+    if not members or (len(members) == 1 and len(members[0].paths) < 2):
         return None
-    members.sort(key=lambda pm: _rank(pm[1]))
-    first = index.reconstruct(members[0][0])
-    vecs = np.stack([index.reconstruct(p) for p, _ in members])
-    sims = np.minimum(vecs @ first, 1.0)
-    out = tuple(dataclasses.replace(m, similarity=1.0 if i == 0 else round(float(s), 6))
-                for i, ((_, m), s) in enumerate(zip(members, sims)))
-    mean = 1.0 if len(out) == 1 else round(float(np.mean([m.similarity for m in out[1:]])), 6)
-    return DupCluster(modality, spec, threshold, mean, out)
+    mean = 1.0 if len(members) == 1 else round(float(np.mean([m.similarity for m in members[1:]])), 6)
+    return DupCluster(modality, spec, threshold, mean, tuple(members))
 
 
 def _rank(m: DupMember) -> tuple:

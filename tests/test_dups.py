@@ -266,3 +266,32 @@ def test_sounds_re_encoded_are_near_duplicates(tmp_path):
     assert first.duration and first.paths == (str(folder / "siren.wav"),)  # same length: the larger file (WAV)
     res = cli("dups", "--store", tmp_path / "store", "--type", "audio")
     assert res.exit_code == 0 and "siren_quiet.wav" in res.output and "organ" not in res.output
+
+
+def test_collapse_dups_is_answered_in_process_while_a_server_runs(world, monkeypatch):
+    """The server does not fold duplicates: `query --collapse-dups` searches in-process (typer's runner and
+    the light `main` path in a subprocess), a plain query still goes to the server."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("uvicorn")
+    from tests.test_served import Served
+
+    _, root, p = world
+    store = root / "store"
+    served = Served(store, monkeypatch)
+    try:
+        folded = cli("query", "--image", p["a"], "-k", "2", "--collapse-dups", "--json", "--store", store)
+        light = subprocess.run([sys.executable, "-m", "mmsearch", "query", "--image", p["a"], "-k", "2",
+                                "--collapse-dups", "--json", "--store", str(store)],
+                               capture_output=True, text=True, timeout=300, env=dict(os.environ))
+        assert served.calls == []
+        plain = cli("query", "--image", p["a"], "-k", "2", "--json", "--store", store)
+        assert len(served.calls) == 1
+    finally:
+        served.stop()
+    assert folded.exit_code == 0 and light.returncode == 0, folded.output + light.stderr
+    for out in (folded.stdout, light.stdout):
+        assert set(json.loads(out)[0]["duplicates"]) | {json.loads(out)[0]["path"]} == expected(p)[0]
+    assert json.loads(plain.stdout)[0]["duplicates"] == []

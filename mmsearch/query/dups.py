@@ -76,7 +76,7 @@ def roots_of(under: str | os.PathLike | Sequence[str | os.PathLike] | None) -> l
     """``under`` as absolute folders (None: the whole store)."""
     if under is None:
         return None
-    items = [under] if isinstance(under, (str, os.PathLike)) else list(under) if isinstance(under, (list, tuple)) else [under]
+    items = list(under) if isinstance(under, (list, tuple)) else [under]
     if not all(isinstance(u, (str, os.PathLike)) for u in items):
         raise UsageError("under must be a folder path or a list of them")
     return [os.path.abspath(u) for u in items] or None

@@ -293,6 +293,7 @@ def dups(
     fmt = present.pick_format(as_json, as_jsonl, as_paths)
     with _engine(store, model=model, create=False) as eng:
         clusters = eng.dups(threshold, type=type_, under=paths or None)
+        _notices(eng.notices)
     present.dups(out, clusters, fmt, threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
 
 

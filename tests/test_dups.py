@@ -295,3 +295,20 @@ def test_collapse_dups_is_answered_in_process_while_a_server_runs(world, monkeyp
     for out in (folded.stdout, light.stdout):
         assert set(json.loads(out)[0]["duplicates"]) | {json.loads(out)[0]["path"]} == expected(p)[0]
     assert json.loads(plain.stdout)[0]["duplicates"] == []
+
+
+def test_the_table_prints_file_names_as_they_are():
+    """Names with markup in them ([red], [/b], :smile:) print as data, not as styles or emoji."""
+    from rich.console import Console
+
+    from mmsearch import present
+    from mmsearch.types import DupCluster, DupMember
+
+    names = ("/p/[red]a[/red].png", "/p/[/b] :smile:.png", "/p/x]")
+    cluster = DupCluster("image", "builtin:shapes", 0.95, 0.97, (
+        DupMember(1, names[:2], 1.0, 64, 64, size=2048), DupMember(2, names[2:], 0.97, 32, 32, size=512)))
+    out = Console(record=True, width=200)
+    present.dups(out, [cluster], present.Format.table, threshold=0.95)
+    text = out.export_text()
+    assert all(name in text for name in names)
+    assert "same bytes" in text and "0.970" in text and "2.0 kB" in text

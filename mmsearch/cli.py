@@ -154,6 +154,7 @@ def query(
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Only results whose calibrated score (standard deviations above unrelated queries) is at least this; exit 1 when none is.")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show how each score came about: raw cosine, the background it is calibrated against, the model.")] = False,
     under: Annotated[Optional[Path], typer.Option("--under", help="Only results below this folder.")] = None,
+    collapse_dups: Annotated[bool, typer.Option("--collapse-dups", help="Fold near-duplicates (cosine >= 0.95 to a higher-ranked result) into that result; still -k distinct results.")] = False,
     store: StoreOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = None,
@@ -177,7 +178,7 @@ def query(
         from mmsearch.config import Settings
 
         k = Settings.resolve(store=os.fspath(store) if store is not None else None).k
-    if not no_server and runtime is None and precision is None and _served(
+    if not no_server and not collapse_dups and runtime is None and precision is None and _served(
             fmt, store, model=model, device=device, text=text, image=image, audio=audio, k=k, type=type_, under=under,
             nprobe=nprobe, ef_search=ef_search, min_score=min_score, explain=explain, null=null):
         return
@@ -187,7 +188,7 @@ def query(
         text_model(store, model=model, device=device, runtime=runtime, precision=precision)
     with _engine(store, model=model, device=device, runtime=runtime, precision=precision, create=False) as eng:
         results = eng.search(text=text, image=image, audio=audio, k=k, type=type_, under=under, nprobe=nprobe,
-                             ef_search=ef_search, min_score=min_score)
+                             ef_search=ef_search, min_score=min_score, collapse_dups=collapse_dups)
         _notices(eng.notices)
     present.hits(out, results, fmt, explain=explain, null=null)
     if min_score is not None and not results:
@@ -245,6 +246,8 @@ def _fast_query(argv: list[str]) -> bool | None:
         return None
     if kw.pop("runtime") is not None or kw.pop("precision") is not None:
         return None  # this process's own runtime was asked for: search in-process
+    if kw.pop("collapse_dups"):
+        return None  # the server does not fold duplicates: search in-process
     try:
         if kw["k"] is None:  # the config file's or environment's, as the full CLI resolves it
             from mmsearch.config import Settings
@@ -280,6 +283,29 @@ def _convert(raw: Any, hint: Any) -> Any:
     elif base in (str, Path) and isinstance(raw, str):
         return base(raw)
     raise ValueError(f"{raw!r} for {hint!r}")
+
+
+@app.command()
+@handle_errors
+def dups(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Only files below these folders [default: the whole store].", show_default=False)] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="Cosine at or above which two items are near-duplicates [default: 0.95]; higher: only closer copies.")] = None,
+    type_: Annotated[str, typer.Option("--type", "-t", help="What to compare: image or audio.")] = "image",
+    store: StoreOpt = None,
+    model: ModelOpt = None,
+    as_json: JsonOpt = False,
+    as_jsonl: JsonlOpt = False,
+    as_paths: Annotated[bool, typer.Option("--paths", help="Print only the files besides the first (kept) of each cluster, one per line.")] = False,
+) -> None:
+    """Near-duplicate images (or sounds): clusters of resized, recompressed or cropped copies and exact copies,
+    the largest first (the one to keep). Files are never touched."""
+    from mmsearch.query.dups import DEFAULT_THRESHOLD
+
+    fmt = present.pick_format(as_json, as_jsonl, as_paths)
+    with _engine(store, model=model, create=False) as eng:
+        clusters = eng.dups(threshold, type=type_, under=paths or None)
+        _notices(eng.notices)
+    present.dups(out, clusters, fmt, threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ from mmsearch.query.encode import Query
 from mmsearch.query.search import require_spaces, resolve_space, run, targets
 from mmsearch.store.schema import Space
 from mmsearch.store.store import Store
-from mmsearch.types import CachedExport, DoctorReport, ErrorInfo, Hit, IndexReport, SpaceStats, Stats
+from mmsearch.types import CachedExport, DoctorReport, DupCluster, ErrorInfo, Hit, IndexReport, SpaceStats, Stats
 
 
 class Engine:
@@ -206,8 +207,8 @@ class Engine:
     # ---- reading ---------------------------------------------------------------------------------
     def search(self, text: str | None = None, image: str | os.PathLike | Any | None = None, *, vector: Any = None,
                audio: str | os.PathLike | bytes | None = None, k: int = 10, type: str | None = None,
-               space: str | None = None, under: str | os.PathLike | None = None, nprobe: int | None = None,
-               ef_search: int | None = None, min_score: float | None = None) -> list[Hit]:
+               space: str | None = None, under: str | os.PathLike | None = None, collapse_dups: bool | float = False,
+               nprobe: int | None = None, ef_search: int | None = None, min_score: float | None = None) -> list[Hit]:
         """Search by ``text``, ``image`` (path, bytes or PIL image), ``audio`` (path or bytes) or a raw unit ``vector``.
 
         ``type``: what comes back, ``image``, ``audio``, ``text`` or ``any`` (default: every kind of file
@@ -216,6 +217,9 @@ class Engine:
         a query searches every space that can embed it and merges them on calibrated scores
         (:mod:`mmsearch.query.calibrate`). ``min_score``: only hits whose calibrated score is at least this.
         A sound hit says where in the file it matched best (``start``/``end`` seconds).
+        ``collapse_dups``: a hit within the near-duplicate threshold (True: 0.95, or a cosine) of a
+        higher-ranked one is folded into it (listed in its ``duplicates``); still ``k`` distinct hits
+        when the store has them (:mod:`mmsearch.query.dups`).
         """
         query = Query.make(text, image, vector, audio=audio, k=k, type=type, under=under, nprobe=nprobe,
                            ef_search=ef_search, min_score=min_score, max_audio_seconds=self.settings.max_audio_seconds)
@@ -224,8 +228,49 @@ class Engine:
         wanted = [space] if space else self.models()
         chosen = [self.space(w) for w in wanted]
         plan = targets(self.store, chosen or self._spaces_now(), query, bool(chosen))
-        hits, self.notices = run(self.store, self.indexes, plan, query, self.encoder, self.calibration, gen)
-        return hits
+        if collapse_dups is False or collapse_dups is None:
+            hits, self.notices = run(self.store, self.indexes, plan, query, self.encoder, self.calibration, gen)
+            return hits
+        from mmsearch.query import dups
+
+        def top(n: int) -> list[Hit]:
+            hits, self.notices = run(self.store, self.indexes, plan, dataclasses.replace(query, k=n), self.encoder,
+                                     self.calibration, gen)
+            return hits
+
+        threshold = dups.DEFAULT_THRESHOLD if collapse_dups is True else collapse_dups
+        return dups.collapsed(top, self._vectors_of, query.k, threshold)
+
+    def _vectors_of(self, spec: str, content_ids: list[int]) -> dict[int, Any]:
+        """The stored vectors of some contents in the space of model ``spec``."""
+        sp = next((sp for sp in self._spaces_now() if sp.spec == spec), None)
+        return {} if sp is None else self.store.vectors_for(content_ids, sp.id)
+
+    def dups(self, threshold: float | None = None, *, type: str = "image", space: str | None = None,
+             under: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+             block: int | None = None) -> list[DupCluster]:
+        """Near-duplicate clusters of the store's images (``type="audio"``: sounds), surest first.
+
+        ``threshold``: the cosine at or above which two items are near-duplicates (default 0.95);
+        exact copies (one content, several files) are a cluster too. ``space``: the model whose
+        vectors are compared (default: the engine's model of that kind, else the store's first).
+        ``under``: only files below this folder (or these). ``block``: vectors compared per step
+        (memory; default 4096). The store's index does the range search when it is flat or IVF;
+        otherwise (HNSW, PQ, ``under``) an exact index is built. See :mod:`mmsearch.query.dups`.
+        """
+        from mmsearch.query import dups
+
+        self.notices = []
+        gen, spaces = self.store.generation(), self._spaces_now()
+        require_spaces(self.store, spaces)
+        sp = dups.space_for(spaces, type, self.space(space) if space is not None else None, self.models())
+        if sp is None:
+            return []
+        roots = dups.roots_of(under)
+        if roots is None:  # the whole store: its own index may do the range search
+            self.notices = self.indexes.sync(sp, [type], save=False, generation=gen)
+        ann = self.indexes.get(sp, type).ann if roots is None else None
+        return dups.duplicate_clusters(self.store, sp, type, threshold=threshold, under=roots, block=block, ann=ann)
 
     def file_of(self, content_id: int, modality: str = "image") -> str | None:
         """A file on disk that holds content ``content_id`` of ``modality`` (None: no such item or file)."""

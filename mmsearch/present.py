@@ -21,7 +21,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from mmsearch.types import CachedExport, ErrorInfo, Hit, IndexReport, Stats
+from mmsearch.types import CachedExport, DupCluster, ErrorInfo, Hit, IndexReport, Stats
 
 
 class Format(str, Enum):
@@ -174,6 +174,8 @@ def hits(out: Console, items: Sequence[Hit], fmt: Format, *, explain: bool = Fal
             what = shown
         if len(h.paths) > 1:
             what.append_text(styled("  [dim](+{} copies)[/dim]", len(h.paths) - 1))
+        if h.duplicates:
+            what.append_text(styled("  [dim](+{} near-duplicates folded)[/dim]", len(h.duplicates)))
         score = f"{h.calibrated:+.2f}" if h.calibrated is not None else f"{h.score:.3f}"
         extra = []
         if explain:
@@ -353,3 +355,45 @@ def doctor(out: Console, r: Any, fmt: Format) -> None:
     else:
         n = len([c for c in r.checks if c.status == "problem"])
         out.print(f"[bold red]{n} problems remain[/bold red]" + ("" if r.repair else " (run without --no-repair to fix)"))
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit, step in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= step:
+            return f"{n / step:.1f} {unit}"
+    return f"{n} B"
+
+
+def dups(out: Console, clusters: Sequence[DupCluster], fmt: Format, *, threshold: float) -> None:
+    """``mmsearch dups``: each cluster with the file to keep first, then the others (``same bytes``: an exact
+    copy of the file above it; else the cosine to the first), one line per file, the path last and whole."""
+    if fmt is Format.json:
+        print(_dump([c.to_dict() for c in clusters]))
+        return
+    if fmt is Format.jsonl:
+        for c in clusters:
+            print(_dump(c.to_dict()))
+        return
+    if fmt is Format.paths:  # every file but the one to keep
+        for c in clusters:
+            for p in c.duplicates:
+                print(p)
+        return
+    for n, c in enumerate(clusters, 1):
+        kind = "exact copies" if c.exact else f"similarity {c.similarity:.3f}"
+        out.print(styled("[bold]{}.[/bold] {} files, {}", n, len(c.duplicates) + 1, kind))
+        for i, m in enumerate(c.members):
+            shape = clock(m.duration) if c.modality == "audio" else (f"{m.width}×{m.height}" if m.width else "")
+            for j, p in enumerate(m.paths):
+                mark = "keep" if i == j == 0 else ("same bytes" if j else f"{m.similarity:.3f}")
+                style = "green" if i == j == 0 else "dim" if j else "yellow"
+                out.print(styled(f"   [{style}]{{}}[/{style}]  {{}}  {{}}  {{}}", f"{mark:>10}", f"{shape:>9}",
+                                 f"{_bytes(m.size):>9}", p))
+    files = sum(len(c.duplicates) for c in clusters)
+    if clusters:
+        out.print(styled("[dim]{} clusters, {} files besides the first of each (threshold {})[/dim]",
+                         len(clusters), files, threshold))
+    else:
+        out.print(styled("[dim]no duplicates at threshold {}[/dim]", threshold))

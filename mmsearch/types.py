@@ -27,10 +27,13 @@ class Hit:
     end: float | None = None
     #: how the score came about: raw cosine, the background's mean and spread, the window matched
     why: dict[str, Any] | None = None
+    #: with ``search(collapse_dups=…)``: the paths of lower-ranked hits folded into this one as near-duplicates
+    duplicates: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["paths"] = list(self.paths)
+        d["duplicates"] = list(self.duplicates)
         return d
 
 
@@ -184,3 +187,69 @@ class DoctorReport:
     def to_dict(self) -> dict[str, Any]:
         return {"store": self.store, "repair": self.repair, "ok": self.ok,
                 "checks": [c.to_dict() for c in self.checks]}
+
+
+@dataclass(frozen=True)
+class DupMember:
+    """One distinct content of a near-duplicate cluster (``Engine.dups``).
+
+    ``paths``: every file holding exactly these bytes (more than one: exact copies, ``exact``).
+    ``similarity``: cosine to the cluster's first member (1.0 for that one).
+    """
+
+    id: int
+    paths: tuple[str, ...]
+    similarity: float
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None  # seconds (sounds)
+    size: int | None = None  # bytes of the file
+
+    @property
+    def exact(self) -> bool:
+        """Several files hold these very bytes (one content, several paths)."""
+        return len(self.paths) > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["paths"] = list(self.paths)
+        d["exact"] = self.exact
+        return d
+
+
+@dataclass(frozen=True)
+class DupCluster:
+    """Files that look the same (``Engine.dups``): members best first, the one to keep first.
+
+    Best: most pixels (images) or longest (sounds), then the largest file. ``similarity``: the other
+    members' mean cosine to the first (1.0 when the cluster is exact copies only). Members are joined
+    when any two are within the threshold, so two members can be further apart than it (their
+    ``similarity`` to the first says how far).
+    """
+
+    modality: str
+    space: str  # model spec of the vectors compared
+    threshold: float
+    similarity: float
+    members: tuple[DupMember, ...]
+
+    @property
+    def keep(self) -> str:
+        """The first file of the best member: the copy to keep."""
+        return self.members[0].paths[0]
+
+    @property
+    def duplicates(self) -> tuple[str, ...]:
+        """Every file of the cluster but :attr:`keep`."""
+        return tuple(p for m in self.members for p in m.paths)[1:]
+
+    @property
+    def exact(self) -> bool:
+        """Only exact copies (one content, several files)."""
+        return len(self.members) == 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"modality": self.modality, "space": self.space, "threshold": self.threshold,
+                "similarity": self.similarity, "exact": self.exact, "files": len(self.duplicates) + 1,
+                "keep": self.keep, "duplicates": list(self.duplicates),
+                "members": [m.to_dict() for m in self.members]}

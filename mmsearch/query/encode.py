@@ -180,17 +180,16 @@ def _example(store: Store, item: Any, weight: float, name: str) -> Part:
     if uri.startswith("text:"):
         raise UsageError(f"{label}: no such added text in this store")
     if not os.path.isfile(uri):
-        raise UsageError(f"{name}: no such file (nor an indexed one)", path=given)
+        raise UsageError(f"{label}: no such file, nor an indexed item")
     from mmsearch.ingest.decode import BadInput
     from mmsearch.ingest.discover import classify, sniffed
 
     try:
         kind = classify(uri) or sniffed(uri)
     except BadInput as exc:
-        raise UsageError(f"{name}: {exc}", path=given) from None
+        raise UsageError(f"{label}: {exc}") from None
     if kind not in ("image", "audio"):
-        raise UsageError(f"{name}: not an image or sound file (an indexed item of any kind is a fine example)",
-                         path=given)
+        raise UsageError(f"{label}: not an image or sound file", hint="index it first: any indexed item is an example")
     return Part(kind, uri, weight, label)
 
 
@@ -248,10 +247,16 @@ def embed_query(query: Query, space: Space, encoder: Callable[[str], Encoder]) -
     total = (weights[:, None] * np.asarray(vectors, np.float64)).sum(axis=0)
     norm = float(np.linalg.norm(total))
     if norm < CANCELLED * float(np.abs(weights).sum()):
-        terms = " ".join(f"{'-' if p.weight < 0 else '+'} {abs(p.weight):g}:{p.label}" for p in query.parts)
-        raise UsageError(f"the query's terms cancel out in model {space.spec} ({terms.lstrip('+ ')}): "
+        raise UsageError(f"the query's terms cancel out in model {space.spec} ({_written(query.parts)}): "
                          "nothing is left to search for", hint="drop a term or change a weight")
     return (total / norm).astype(np.float32)
+
+
+def _written(parts: Sequence[Part]) -> str:
+    """The terms as the query language writes them: ``a red circle - 2:red``."""
+    signed = [("- " if p.weight < 0 else "+ ") + (f"{abs(p.weight):g}:" if abs(p.weight) != 1 else "") + p.label
+              for p in parts]
+    return " ".join(signed)[2:]
 
 
 def _embedded(query: Query, space: Space, encoder: Callable[[str], Encoder]) -> list[np.ndarray]:

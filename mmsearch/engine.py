@@ -213,7 +213,7 @@ class Engine:
 
         ``text`` is read by the query language (``"beach + sunset - people"``, ``"2:dog + cat"``; see
         :mod:`mmsearch.query.parse`); a list of texts adds up their terms. ``image`` may be a list; text,
-        images, a sound and the examples ``like`` (+1 each) and ``unlike`` (-1 each) combine: paths or
+        images, a sound and the examples ``like`` (+1 each) and ``unlike`` (-0.5 each) combine: paths or
         content ids, an indexed one by its stored vectors. Each term is embedded in every space that
         embeds all of the query's kinds of term, the unit vectors added by weight and the sum normalised.
         ``type``: what comes back, ``image``, ``audio``, ``text`` or ``any`` (default: every kind of file

@@ -27,6 +27,11 @@ from mmsearch.store.store import Store
 
 TYPES = ("image", "audio", "text", "any")
 KINDS = ("text", "image", "audio")  # what a query term can be, in the order a combined query's kind is picked
+#: The weight of an ``unlike`` example (a ``like`` counts +1): negative feedback counts less, as in Rocchio's
+#: relevance feedback, so the query stays anchored on what is liked. On the shapes world, like a red circle
+#: and unlike a pink one: at -1 the shared "circle" cancels and red squares come first; at -0.5 the top 30
+#: still hold every red circle the like alone found, and no pink circle.
+UNLIKE_WEIGHT = 0.5
 #: A combination shorter than this share of its weights' sum has no direction left ("dog - dog").
 CANCELLED = 1e-3
 
@@ -50,7 +55,7 @@ class Query:
 
     ``text`` is parsed by the query language (:mod:`mmsearch.query.parse`); every term is embedded in each
     space searched, the unit vectors are added by signed weight and the sum normalised (:func:`embed_query`).
-    ``like``/``unlike``: examples (paths or content ids), made parts by :func:`with_examples`.
+    ``like``/``unlike``: examples (paths or content ids; +1 and -0.5 each), made parts by :func:`with_examples`.
     """
 
     text: str | tuple[str, ...] | None = None
@@ -155,11 +160,11 @@ def _label(what: str, value: Any) -> str:
 
 
 def with_examples(query: Query, store: Store) -> Query:
-    """The query with its ``like`` (weight +1) and ``unlike`` (-1) examples as parts: an indexed file or a
-    content id brings its stored vector in each space (and its file or text, for a space without one);
-    a file not indexed is embedded as a query image or sound."""
-    extra = [_example(store, x, sign, name) for name, sign, xs in (("like", 1.0, query.like), ("unlike", -1.0, query.unlike))
-             for x in xs]
+    """The query with its ``like`` (weight +1) and ``unlike`` (-:data:`UNLIKE_WEIGHT`) examples as parts: an
+    indexed file or a content id brings its stored vector in each space (and its file or text, for a space
+    without one); a file not indexed is embedded as a query image or sound."""
+    extra = [_example(store, x, sign, name) for name, sign, xs in
+             (("like", 1.0, query.like), ("unlike", -UNLIKE_WEIGHT, query.unlike)) for x in xs]
     return replace(query, parts=query.parts + tuple(extra)) if extra else query
 
 

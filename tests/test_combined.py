@@ -224,3 +224,60 @@ def test_cli_errors_are_one_line_with_exit_code_2(world, args, says):
     r = cli("query", *(x.format(a=a) for x in args), "--store", root / "store", "--no-server")
     assert r.exit_code == 2, r.output
     assert says in r.output and "Traceback" not in r.output
+
+
+# ---- a running server: queries its protocol cannot carry are searched in-process, never cut short --------
+@pytest.fixture
+def served(indexed, monkeypatch):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from tests.test_served import Served
+
+    s = Served(indexed.store, monkeypatch)
+    yield s
+    s.stop()
+
+
+def _in_process_too(store, *args):
+    r = cli("query", *args, "--store", store, "--json", "--no-server")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("args", [
+    ("--like", "{img0}"),
+    ("hello", "--unlike", "{img1}"),
+    ("--image", "{img0}", "--image", "{img1}"),
+    ("hello there", "--image", "{img0}"),
+    ("--text", "hello", "--text", "general"),
+    ("--like", "{img0}", "--like", "{img2}", "--unlike", "{img1}"),
+])
+def test_with_a_server_running_combined_queries_search_in_process(served, indexed, args):
+    args = [a.format(img0=indexed.images[0], img1=indexed.images[1], img2=indexed.images[2]) for a in args]
+    r = cli("query", *args, "--store", served.store, "--json", "-k", "4")
+    assert r.exit_code == 0, r.output
+    assert served.calls == []  # the server was not asked: it would have answered another query
+    assert json.loads(r.stdout) == _in_process_too(served.store, *args, "-k", "4")
+
+
+def test_with_a_server_running_one_combined_text_is_served_as_in_process(served):
+    r = cli("query", "hello + 2:there - kenobi", "--store", served.store, "--json", "--type", "any")
+    assert r.exit_code == 0, r.output
+    assert len(served.calls) == 1 and served.calls[0]["text"] == "hello + 2:there - kenobi"
+    got, want = json.loads(r.stdout), _in_process_too(served.store, "hello + 2:there - kenobi", "--type", "any")
+    assert [(h["id"], h["rank"]) for h in got] == [(h["id"], h["rank"]) for h in want] and got
+    assert np.allclose([h["score"] for h in got], [h["score"] for h in want], atol=1e-5)
+
+
+def test_the_light_main_path_hands_combined_queries_to_the_full_cli(served, indexed):
+    from tests.test_served import _run_main
+
+    store = str(served.store)
+    for args in (("--like", str(indexed.images[0])), ("--image", str(indexed.images[0]), "-i", str(indexed.images[1]))):
+        r = _run_main("query", *args, "--store", store, "--json", "-k", "3")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout) == _in_process_too(served.store, *args, "-k", "3")
+    assert served.calls == []
+    r = _run_main("query", "--image", str(indexed.images[0]), "--store", store, "--json", "-k", "3")  # one image: served
+    assert r.returncode == 0 and r.stderr.strip().splitlines()[-1] == "HEAVY []", r.stderr
+    assert len(served.calls) == 1

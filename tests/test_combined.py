@@ -281,3 +281,18 @@ def test_the_light_main_path_hands_combined_queries_to_the_full_cli(served, inde
     r = _run_main("query", "--image", str(indexed.images[0]), "--store", store, "--json", "-k", "3")  # one image: served
     assert r.returncode == 0 and r.stderr.strip().splitlines()[-1] == "HEAVY []", r.stderr
     assert len(served.calls) == 1
+
+
+@pytest.mark.parametrize("kw, background", [
+    ({"text": "a red circle - red"}, "text"),
+    ({"text": "blue", "image": "{img}"}, "image"),
+    ({"text": "blue", "like": "{img}"}, "image"),
+    ({"like": "{img}", "unlike": "{other}"}, "image"),
+])
+def test_a_combined_query_is_calibrated_against_the_background_of_its_kind(world, kw, background):
+    eng, _, labels = world
+    fill = {"img": _one(labels, ("green", "square")), "other": _one(labels, ("red", "circle"))}
+    hits = eng.search(**{n: v.format(**fill) for n, v in kw.items()}, k=3)
+    assert {h.why["query"] for h in hits} == {background}
+    mu, sigma = eng.calibration.stats(eng.space(), background, "image")
+    assert all(abs(h.calibrated - (h.score - mu) / sigma) < 1e-3 for h in hits)

@@ -26,7 +26,13 @@ from mmsearch.store.schema import Space
 from mmsearch.store.store import Store
 
 TYPES = ("image", "audio", "text", "any")
-KINDS = ("text", "image", "audio")  # what a query term can be, in the order a combined query's kind is picked
+KINDS = ("text", "image", "audio")  # what a query term can be
+#: A combined query's kind (which background calibrates its scores): the first kind among its terms, in
+#: this order. An image or sound term's cosines to items run higher and spread wider than a text's (in
+#: CLIP an image matches its look-alikes near 0.8 and unrelated images near 0.45, a text its match near
+#: 0.3), so they set the scale of the combined cosine: a text-and-image query is scored against the
+#: image background, a text-only combination against the text one.
+CALIBRATED_AS = ("image", "audio", "text")
 #: The weight of an ``unlike`` example (a ``like`` counts +1): negative feedback counts less, as in Rocchio's
 #: relevance feedback, so the query stays anchored on what is liked. On the shapes world, like a red circle
 #: and unlike a pink one: at -1 the shared "circle" cancels and red squares come first; at -0.5 the top 30
@@ -79,9 +85,9 @@ class Query:
 
     @property
     def modality(self) -> str | None:
-        """What the query is, for calibration (None for a raw vector, which belongs to one space): text when
-        any term is text, else image when any is an image, else audio."""
-        return self.kinds[0] if self.kinds else None
+        """What the query is, for calibration (None for a raw vector, which belongs to one space): image when
+        any term is an image, else audio when any is a sound, else text (see :data:`CALIBRATED_AS`)."""
+        return next((k for k in CALIBRATED_AS if k in self.kinds), None)
 
     @classmethod
     def make(cls, text: str | Sequence[str] | None = None, image: Any = None, vector: Any = None, *,
@@ -129,7 +135,8 @@ class Query:
 
 
 def _texts(text: Any) -> list[str]:
-    texts = [] if text is None else [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else [text]
+    """One query text or several (a list or tuple of them), each checked."""
+    texts = _many(text)
     for t in texts:
         if not isinstance(t, str):
             raise UsageError(f"text must be a string, not {builtins.type(t).__name__}")
@@ -138,17 +145,16 @@ def _texts(text: Any) -> list[str]:
     return texts
 
 
-def _many(image: Any) -> list[Any]:
-    """One query image or several (a list or tuple of them)."""
-    return [] if image is None else list(image) if isinstance(image, (list, tuple)) else [image]
+def _many(value: Any) -> list[Any]:
+    """One query text, image or example, or several (a list or tuple of them)."""
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _examples(name: str, items: Any) -> tuple[Any, ...]:
     """Examples: paths or content ids (one, or a sequence of them)."""
     if items is None:
         return ()
-    found = (items,) if isinstance(items, (str, os.PathLike, int)) else tuple(items) \
-        if isinstance(items, (list, tuple, set, frozenset)) else (items,)
+    found = tuple(_many(items))
     for x in found:
         if isinstance(x, bool) or not isinstance(x, (str, os.PathLike, int)):
             raise UsageError(f"{name} takes paths or content ids, not {builtins.type(x).__name__}")
@@ -209,7 +215,7 @@ def _indexed(store: Store, meta: Any, weight: float, label: str, uri: str | None
     if meta.modality == "text":
         value = meta.text
     else:
-        files = ([uri] if uri and not uri.startswith("text:") else []) + [u for u in meta.uris if not u.startswith("text:")]
+        files = [u for u in ([uri] if uri else []) + list(meta.uris) if not u.startswith("text:")]
         value = next((f for f in files if os.path.isfile(f)), None)
     return Part(meta.modality, value, weight, label, stored)
 
@@ -227,8 +233,9 @@ def able_spaces(query: Query, spaces: Sequence[Space]) -> tuple[list[Space], lis
         raise UsageError(f"no model in this store embeds {what} ({models})",
                          hint="index with a model that does (--model)" if len(kinds) == 1 else
                          "search with the parts one model embeds")
-    notices = [f"model {sp.spec} not searched: it does not embed the query's {_and([k for k in kinds if k not in held[sp.id]])}"
-               for sp in spaces if sp not in able and any(k in held[sp.id] for k in kinds)]
+    partly = [sp for sp in spaces if sp not in able and any(k in held[sp.id] for k in kinds)]
+    notices = [f"model {sp.spec} not searched: it does not embed the query's "
+               f"{_and([k for k in kinds if k not in held[sp.id]])}" for sp in partly]
     return able, notices
 
 

@@ -147,11 +147,11 @@ def add_text(
 @handle_errors
 def query(
     text: Annotated[Optional[str], typer.Argument(help="What to look for, in words; terms combine: \"beach + sunset - people\", \"2:dog + cat\" (+ and - need spaces around them; quote literal text).", show_default=False)] = None,
-    texts: Annotated[Optional[list[str]], typer.Option("--text", help="Text to search with (repeatable; combines with the query text, images and examples; same language).")] = None,
-    image: Annotated[Optional[list[Path]], typer.Option("--image", "-i", help="Search with an image (repeatable; combines with text and examples).")] = None,
+    texts: Annotated[Optional[list[str]], typer.Option("--text", metavar="<str>", help="Text to search with (repeatable; combines with the query text, images and examples; same language).")] = None,
+    image: Annotated[Optional[list[Path]], typer.Option("--image", "-i", metavar="<path>", help="Search with an image (repeatable; combines with text and examples).")] = None,
     audio: Annotated[Optional[Path], typer.Option("--audio", "-a", help="Search with a sound file (combines with text and examples).")] = None,
-    like: Annotated[Optional[list[Path]], typer.Option("--like", help="More like this file (repeatable): an indexed one by its stored vectors, any other embedded like --image/--audio.")] = None,
-    unlike: Annotated[Optional[list[Path]], typer.Option("--unlike", help="Less like this file (repeatable; subtracted as --like adds).")] = None,
+    like: Annotated[Optional[list[Path]], typer.Option("--like", metavar="<path>", help="More like this file (repeatable): an indexed one by its stored vectors, any other embedded like --image/--audio.")] = None,
+    unlike: Annotated[Optional[list[Path]], typer.Option("--unlike", metavar="<path>", help="Less like this file (repeatable; counts -0.5 where --like counts +1).")] = None,
     k: Annotated[int, typer.Option("-k", "--top", help="How many results.", min=1)] = 10,
     type_: Annotated[Optional[str], typer.Option("--type", "-t", help="What to return: image, audio, text or any [default: every kind of file the store holds that the query reaches; texts when it holds only texts].")] = None,
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Only results whose calibrated score (standard deviations above unrelated queries) is at least this; exit 1 when none is.")] = None,

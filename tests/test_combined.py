@@ -186,6 +186,10 @@ def test_a_space_that_cannot_embed_a_term_is_skipped_with_a_notice(tmp_path):
         hits = eng.search(text="a red circle", image=images / "0.png", k=3)
         assert hits and {h.space for h in hits} == {MODEL}
         assert eng.notices == ["model builtin:tones not searched: it does not embed the query's image"]
+        hits = eng.search(audio=sounds / "0.wav", text="a sound", like=sounds / "1.wav", k=3)  # sound and words
+        assert hits and {h.space for h in hits} == {"builtin:tones"} and {h.modality for h in hits} == {"audio"}
+        assert eng.notices == [f"model {MODEL} not searched: it does not embed the query's audio"]
+        assert eng.search(like=sounds / "2.wav", k=1)[0].path == str(sounds / "2.wav")  # by its stored vector
 
 
 # ---- the CLI ------------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ Grammar (columns in messages count from 1)::
   a term are removed when the query is combined, or when they hide an operator; otherwise quotes stay
   part of the text.
 * A query with neither operator nor weight (outside quotes) is one term: exactly the text as typed,
-  so every query written before this language existed is embedded exactly as before.
+  so a query without a spaced ``+``/``-`` or a leading weight is embedded exactly as before.
+* An unclosed quote is an error in a combined query; in any other it is text (``5" floppy``).
 
 Errors point at the offending term: ``query "dog + + cat": empty term at column 7``.
 """

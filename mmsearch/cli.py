@@ -146,9 +146,12 @@ def add_text(
 @app.command()
 @handle_errors
 def query(
-    text: Annotated[Optional[str], typer.Argument(help="What to look for, in words.", show_default=False)] = None,
-    image: Annotated[Optional[Path], typer.Option("--image", "-i", help="Search with an image instead of text.")] = None,
-    audio: Annotated[Optional[Path], typer.Option("--audio", "-a", help="Search with a sound file instead of text.")] = None,
+    text: Annotated[Optional[str], typer.Argument(help="What to look for, in words; terms combine: \"beach + sunset - people\", \"2:dog + cat\" (+ and - need spaces around them; quote literal text).", show_default=False)] = None,
+    texts: Annotated[Optional[list[str]], typer.Option("--text", metavar="<str>", help="Text to search with (repeatable; combines with the query text, images and examples; same language).")] = None,
+    image: Annotated[Optional[list[Path]], typer.Option("--image", "-i", metavar="<path>", help="Search with an image (repeatable; combines with text and examples).")] = None,
+    audio: Annotated[Optional[Path], typer.Option("--audio", "-a", help="Search with a sound file (combines with text and examples).")] = None,
+    like: Annotated[Optional[list[Path]], typer.Option("--like", metavar="<path>", help="More like this file (repeatable): an indexed one by its stored vectors, any other embedded like --image/--audio.")] = None,
+    unlike: Annotated[Optional[list[Path]], typer.Option("--unlike", metavar="<path>", help="Less like this file (repeatable; counts -0.5 where --like counts +1).")] = None,
     k: Annotated[Optional[int], typer.Option("-k", "--top", help="How many results [default: k in the config file, MMSEARCH_K, else 10].", min=1, show_default=False)] = None,
     type_: Annotated[Optional[str], typer.Option("--type", "-t", help="What to return: image, audio, text or any [default: every kind of file the store holds that the query reaches; texts when it holds only texts].")] = None,
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Only results whose calibrated score (standard deviations above unrelated queries) is at least this; exit 1 when none is.")] = None,
@@ -168,31 +171,42 @@ def query(
     as_paths: PathsOpt = False,
     null: Annotated[bool, typer.Option("-0", "--null", help="Print only paths, each ended by a NUL byte instead of a newline (for `xargs -0`; names may hold newlines). Implies --paths.")] = False,
 ) -> None:
-    """Search by text (mmsearch query "a red bicycle"), by image (--image cat.jpg) or by sound (--audio bark.wav)."""
+    """Search by text (mmsearch query "a red bicycle"), by image (--image cat.jpg) or by sound (--audio bark.wav),
+    or by several at once ("beach + sunset - people", --image a.jpg --text "at night", --like a.jpg --unlike b.jpg)."""
     fmt = present.pick_format(as_json, as_jsonl, as_paths or null)
-    if sum(x is not None for x in (text, image, audio)) != 1:
+    texts = ([text] if text is not None else []) + list(texts or ())
+    if not (texts or image or audio is not None or like):
         from mmsearch.errors import UsageError
 
-        raise UsageError("give a query text, --image PATH or --audio PATH (one of them)")
+        raise UsageError("--unlike needs something to search for: a query text, --image, --audio or --like" if unlike
+                         else "give a query text, --image PATH or --audio PATH (or several, or --like PATH)")
     if k is None:
         from mmsearch.config import Settings
 
         k = Settings.resolve(store=os.fspath(store) if store is not None else None).k
-    if not no_server and not collapse_dups and runtime is None and precision is None and _served(
-            fmt, store, model=model, device=device, text=text, image=image, audio=audio, k=k, type=type_, under=under,
-            nprobe=nprobe, ef_search=ef_search, min_score=min_score, explain=explain, null=null):
+    served = not no_server and not collapse_dups and runtime is None and precision is None and _servable(texts, image, audio, like, unlike)
+    if served and _served(fmt, store, model=model, device=device, text=texts[0] if texts else None,
+                          image=image[0] if image else None, audio=audio, k=k, type=type_, under=under, nprobe=nprobe,
+                          ef_search=ef_search, min_score=min_score, explain=explain, null=null):
         return
-    if text is not None:  # the model loads on a thread while the store and index code import
+    if texts:  # the model loads on a thread while the store and index code import
         from mmsearch.query.prefetch import text_model
 
         text_model(store, model=model, device=device, runtime=runtime, precision=precision)
     with _engine(store, model=model, device=device, runtime=runtime, precision=precision, create=False) as eng:
-        results = eng.search(text=text, image=image, audio=audio, k=k, type=type_, under=under, nprobe=nprobe,
-                             ef_search=ef_search, min_score=min_score, collapse_dups=collapse_dups)
+        results = eng.search(text=texts or None, image=image or None, audio=audio, like=like or (), unlike=unlike or (),
+                             k=k, type=type_, under=under, nprobe=nprobe, ef_search=ef_search, min_score=min_score,
+                             collapse_dups=collapse_dups)
         _notices(eng.notices)
     present.hits(out, results, fmt, explain=explain, null=null)
     if min_score is not None and not results:
         raise typer.Exit(1)
+
+
+def _servable(texts: list[str], images: list[Path] | None, audio: Path | None, like: Any, unlike: Any) -> bool:
+    """Whether the server's protocol carries this query: one query text, one image or one sound, no examples
+    (anything else searches in-process rather than losing a part of the query)."""
+    return not like and not unlike and len(texts) + len(images or ()) + (audio is not None) == 1
 
 
 _served_tried = False  # main() asked the store's server already and none answered: do not ask twice
@@ -242,8 +256,10 @@ def _fast_query(argv: list[str]) -> bool | None:
             kw[p.name] = defaults[p.name] if raw is None else _convert(raw, hints[p.name])
     except Exception:  # whatever it is, the full CLI reports it
         return None
-    if opts or extra or kw["no_server"] or sum(kw[n] is not None for n in ("text", "image", "audio")) != 1:
+    texts = ([kw["text"]] if kw["text"] is not None else []) + list(kw.pop("texts") or ())
+    if opts or extra or kw["no_server"] or not _servable(texts, kw["image"], kw["audio"], kw.pop("like"), kw.pop("unlike")):
         return None
+    kw["text"], kw["image"] = (texts[0] if texts else None), (kw["image"][0] if kw["image"] else None)
     if kw.pop("runtime") is not None or kw.pop("precision") is not None:
         return None  # this process's own runtime was asked for: search in-process
     if kw.pop("collapse_dups"):
@@ -269,6 +285,8 @@ def _convert(raw: Any, hint: Any) -> Any:
     base, info = typing.get_args(hint)[:2] if typing.get_origin(hint) is Annotated else (hint, None)
     options = [a for a in typing.get_args(base) if a is not type(None)]
     base = options[0] if len(options) == 1 else base  # Optional[X] -> X
+    if typing.get_origin(base) is list and isinstance(raw, (list, tuple)):  # a repeatable option
+        return [_convert(x, typing.get_args(base)[0]) for x in raw]
     if base is bool:
         if isinstance(raw, bool) or str(raw).lower() in _TRUE | _FALSE:
             return raw if isinstance(raw, bool) else str(raw).lower() in _TRUE

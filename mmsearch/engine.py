@@ -17,7 +17,7 @@ from mmsearch.ingest.sync import BATCH, OnCommit, Progress, Target, sync_paths
 from mmsearch.ingest.plan import removal_uris
 from mmsearch.ingest.texts import normalise_items, read_text_file
 from mmsearch.query.calibrate import BackgroundZ
-from mmsearch.query.encode import Query
+from mmsearch.query.encode import Query, able_spaces, with_examples
 from mmsearch.query.search import require_spaces, resolve_space, run, targets
 from mmsearch.store.schema import Space
 from mmsearch.store.store import Store
@@ -205,12 +205,18 @@ class Engine:
                 self.store.write_manifest()
 
     # ---- reading ---------------------------------------------------------------------------------
-    def search(self, text: str | None = None, image: str | os.PathLike | Any | None = None, *, vector: Any = None,
-               audio: str | os.PathLike | bytes | None = None, k: int = 10, type: str | None = None,
+    def search(self, text: str | Sequence[str] | None = None, image: str | os.PathLike | Any | None = None, *,
+               vector: Any = None, audio: str | os.PathLike | bytes | None = None,
+               like: Any = (), unlike: Any = (), k: int = 10, type: str | None = None,
                space: str | None = None, under: str | os.PathLike | None = None, collapse_dups: bool | float = False,
                nprobe: int | None = None, ef_search: int | None = None, min_score: float | None = None) -> list[Hit]:
         """Search by ``text``, ``image`` (path, bytes or PIL image), ``audio`` (path or bytes) or a raw unit ``vector``.
 
+        ``text`` is read by the query language (``"beach + sunset - people"``, ``"2:dog + cat"``; see
+        :mod:`mmsearch.query.parse`); a list of texts adds up their terms. ``image`` may be a list; text,
+        images, a sound and the examples ``like`` (+1 each) and ``unlike`` (-0.5 each) combine: paths or
+        content ids, an indexed one by its stored vectors. Each term is embedded in every space that
+        embeds all of the query's kinds of term, the unit vectors added by weight and the sum normalised.
         ``type``: what comes back, ``image``, ``audio``, ``text`` or ``any`` (default: every kind of file
         the store holds that the query reaches, texts only when asked for, or when the store holds
         nothing else). ``under``: only files below this folder. ``space``: one model's space; by default
@@ -221,25 +227,32 @@ class Engine:
         higher-ranked one is folded into it (listed in its ``duplicates``); still ``k`` distinct hits
         when the store has them (:mod:`mmsearch.query.dups`).
         """
-        query = Query.make(text, image, vector, audio=audio, k=k, type=type, under=under, nprobe=nprobe,
-                           ef_search=ef_search, min_score=min_score, max_audio_seconds=self.settings.max_audio_seconds)
+        query = Query.make(text, image, vector, audio=audio, like=like, unlike=unlike, k=k, type=type, under=under,
+                           nprobe=nprobe, ef_search=ef_search, min_score=min_score,
+                           max_audio_seconds=self.settings.max_audio_seconds)
         self.notices = []
         gen = self.store.generation()
+        query = with_examples(query, self.store)
         wanted = [space] if space else self.models()
         chosen = [self.space(w) for w in wanted]
-        plan = targets(self.store, chosen or self._spaces_now(), query, bool(chosen))
-        if collapse_dups is False or collapse_dups is None:
-            hits, self.notices = run(self.store, self.indexes, plan, query, self.encoder, self.calibration, gen)
-            return hits
-        from mmsearch.query import dups
+        spaces = chosen or self._spaces_now()
+        plan = targets(self.store, spaces, query, bool(chosen))
+        skipped = able_spaces(query, spaces)[1] if query.modality is not None else []
 
         def top(n: int) -> list[Hit]:
-            hits, self.notices = run(self.store, self.indexes, plan, dataclasses.replace(query, k=n), self.encoder,
-                                     self.calibration, gen)
+            asked = query if n == query.k else dataclasses.replace(query, k=n)
+            hits, self.notices = run(self.store, self.indexes, plan, asked, self.encoder, self.calibration, gen)
             return hits
 
-        threshold = dups.DEFAULT_THRESHOLD if collapse_dups is True else collapse_dups
-        return dups.collapsed(top, self._vectors_of, query.k, threshold)
+        if collapse_dups is False or collapse_dups is None:
+            hits = top(query.k)
+        else:
+            from mmsearch.query import dups
+
+            threshold = dups.DEFAULT_THRESHOLD if collapse_dups is True else collapse_dups
+            hits = dups.collapsed(top, self._vectors_of, query.k, threshold)
+        self.notices = skipped + self.notices
+        return hits
 
     def _vectors_of(self, spec: str, content_ids: list[int]) -> dict[int, Any]:
         """The stored vectors of some contents in the space of model ``spec``."""

@@ -18,7 +18,7 @@ from mmsearch.ann.space_index import SpaceIndex
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import ModelError, StoreError, UsageError
 from mmsearch.query.calibrate import Calibration
-from mmsearch.query.encode import Query, embed_query
+from mmsearch.query.encode import Query, able_spaces, embed_query
 from mmsearch.store.schema import Space
 from mmsearch.store.store import Store
 from mmsearch.types import Hit
@@ -56,12 +56,8 @@ def targets(store: Store, spaces: Sequence[Space], query: Query, chosen: bool) -
     require_spaces(store, spaces)
     if query.modality is None:  # a raw vector belongs to one space: the first, unless named
         candidates = [spaces[0]]
-    else:
-        candidates = [sp for sp in spaces if query.modality in modalities(sp)]
-        if not candidates:
-            held = "; ".join(f"model {sp.spec} embeds {', '.join(modalities(sp))}" for sp in spaces)
-            raise UsageError(f"no model in this store embeds a {query.modality} query ({held})",
-                             hint="index with a model that does (--model)")
+    else:  # the spaces that embed every kind of term the query holds
+        candidates = able_spaces(query, spaces)[0]
     wanted = [query.type] if query.type and query.type != "any" else None
     if wanted is None:
         wanted = ["image", "audio", "text"] if query.type == "any" else default_types(store, candidates)

@@ -120,11 +120,11 @@ def _tag_weights(arch: str, tag: str) -> list[Need]:
     import open_clip
 
     pcfg = open_clip.get_pretrained_cfg(arch, tag) or {}
-    hub = pcfg.get("hf_hub", "")
-    if not hub or "file" in pcfg:  # weights from a URL (torch's cache) or a file: not the hub cache's business
+    location = pcfg.get("hf_hub", "")
+    if not location or "file" in pcfg:  # weights from a URL (torch's cache) or a file: not the hub cache's business
         return []
-    repo, filename = os.path.split(hub)  # "org/repo/" names the default weights file
-    if not filename:
+    repo, filename = os.path.split(location)  # "org/repo/" names the default weights file
+    if not filename or filename == WEIGHTS[1]:
         return [Need(repo, WEIGHTS, "weights")]
     stem = filename.rsplit(".", 1)[0]
     alternatives = (f"{stem}.safetensors", filename) if filename.endswith((".bin", ".pth")) else (filename,)
@@ -139,7 +139,8 @@ def missing(ref: ModelRef) -> list[Need]:
 
 def missing_in_folder(ref: ModelRef, cfg: dict[str, Any] | None) -> list[str]:
     """What a ``local-dir:`` copy with a Hugging Face text side lacks: the tokenizer's files (open_clip
-    reads them from the folder), and the text model's ``config.json`` unless the hub cache has it."""
+    reads them from the folder), and, offline, the text model's ``config.json`` when neither the folder
+    nor the hub cache has it."""
     folder, text = ref.folder, (cfg or {}).get("text_cfg", {})
     if folder is None:
         return []

@@ -109,11 +109,12 @@ def describe_hf(tokenizer: Any, name: str) -> dict[str, Any]:
 
 def describe_open_clip(tokenizer: Any, name: str) -> dict[str, Any]:
     """What a space records for an open_clip tokenizer: :data:`ENGLISH_BPE` for OpenAI CLIP's BPE,
-    :func:`describe_hf` for a Hugging Face one, nothing known for others."""
-    from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
+    :func:`describe_hf` for one over a Hugging Face tokenizer, nothing known (no notice) for others."""
+    from open_clip.tokenizer import SimpleTokenizer
 
     if isinstance(tokenizer, SimpleTokenizer):
         return dict(ENGLISH_BPE)
-    if isinstance(tokenizer, HFTokenizer):
-        return describe_hf(tokenizer.tokenizer, name)
+    inner = getattr(tokenizer, "tokenizer", None)  # HFTokenizer, SigLipTokenizer: a transformers tokenizer inside
+    if inner is not None and hasattr(inner, "convert_ids_to_tokens"):
+        return describe_hf(inner, name)
     return {"tokenizer": type(tokenizer).__name__, "multilingual": None, "scripts": None}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from mmsearch.encoders.scripts import scripts_in
+from mmsearch.encoders.scripts import SAMPLES, scripts_in
 
 #: A query whose letters are at least this share in scripts the space does not read gets the notice.
 MIN_SHARE = 0.3
@@ -28,7 +28,9 @@ def language_notice(text: str, info: Mapping[str, Any] | None) -> str | None:
         return None
     letters = scripts_in(text)
     total = sum(letters.values())
-    unread = {s: n for s, n in letters.items() if s not in record["scripts"]}
+    # A script no sample probed (Bengali, Georgian …) counts as unread only for a model that reads Latin alone.
+    unread = {s: n for s, n in letters.items() if s not in record["scripts"]
+              and (s in SAMPLES or record.get("multilingual") is False)}
     if not total or sum(unread.values()) / total < MIN_SHARE:
         return None
     names = ", ".join(sorted(unread, key=lambda s: (-unread[s], s)))

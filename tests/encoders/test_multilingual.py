@@ -114,6 +114,8 @@ MANY = {"text": {"tokenizer": "hf:xlm-roberta-base", "multilingual": True,
     ("红色的自行车", MANY, None),
     ("دراجة حمراء", MANY, None),
     ("सड़क पर लाल साइकिल", MANY, ["Devanagari script", "reads only Latin, Han"]),
+    ("বাংলা লেখা", MANY, None),  # a script the record never probed: a multilingual model gets the benefit of the doubt
+    ("বাংলা লেখা", ENGLISH_ONLY, ["Bengali script", "English-only"]),
     ("красный велосипед", LATIN_CYRILLIC, None),
     ("红色的自行车", LATIN_CYRILLIC, ["reads only Latin, Cyrillic script"]),
     ("红色的自行车", {}, None),  # a space that recorded nothing (older store, a plugin's encoder): no notice

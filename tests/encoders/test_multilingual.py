@@ -175,6 +175,18 @@ def test_a_local_copy_missing_a_side_file_says_which(tmp_path, models, name, rem
         load_encoder(f"local-dir:{folder}", device="cpu", runtime="torch")
 
 
+def test_an_export_made_before_spaces_recorded_their_scripts_reads_as_english_only(tmp_path):
+    from tests.kit import make_tiny_model
+
+    spec = "local-dir:" + str(make_tiny_model(tmp_path / "m", seed=31))
+    meta_path = load_encoder(spec, device="cpu").entry.meta_path
+    meta = json.loads(meta_path.read_text())
+    del meta["space"]["extra"]["text"]  # as an export from before this field was written
+    meta_path.write_text(json.dumps(meta))
+    assert load_encoder(spec, device="cpu").space.extra["text"]["tokenizer"] == "openai-clip-bpe"
+    assert language_notice("红色的自行车", load_encoder(spec, device="cpu").space.extra) is not None
+
+
 def test_changing_a_local_copys_tokenizer_makes_a_new_export(tmp_path, models):
     from tests.kit import hf_tokenizer
 
@@ -210,6 +222,18 @@ def test_a_hub_spec_loads_its_model_and_tokenizer_from_the_hub_cache_offline(tmp
                       "--runtime", runtime, "--no-server")
     assert found.returncode == 0, found.stderr
     assert len(json.loads(found.stdout)) == 3
+
+
+def test_a_local_copy_without_its_text_config_takes_it_from_the_hub_cache(tmp_path, models):
+    """A snapshot of the laion repo holds no XLM-RoBERTa config.json; the hub cache's copy of it serves."""
+    folder = Path(shutil.copytree(models["xlm-roberta"], tmp_path / "copy"))
+    config = (folder / "config.json").read_bytes()
+    (folder / "config.json").unlink()
+    fake_hub_cache(tmp_path / "hub", "xlm-roberta-base", {"config.json": config})
+    write_images(tmp_path / "photos", n=2)
+    res = _mmsearch(tmp_path / "hub", tmp_path, "index", "photos", "--store", str(tmp_path / "store"),
+                    "--model", f"local-dir:{folder}", "--runtime", "torch")
+    assert res.returncode == 0, res.stderr
 
 
 SIGLIP2 = "hf-hub:timm/ViT-B-16-SigLIP2"

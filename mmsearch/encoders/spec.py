@@ -113,13 +113,14 @@ SIDE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special
 
 
 def _side_files(folder: Path) -> str:
-    """A digest of the :data:`SIDE_FILES` present ("" when none is: the identity of a plain CLIP is unchanged)."""
+    """A digest of the :data:`SIDE_FILES` present ("" when none is: the identity of a plain CLIP is unchanged),
+    each by :func:`weights_fingerprint` (a 30 MB tokenizer.json is not read whole at every load)."""
     found = [folder / name for name in SIDE_FILES if (folder / name).is_file()]
     if not found:
         return ""
     h = hashlib.sha256()
     for path in found:
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+        h.update(f"{path.name}={weights_fingerprint(path)};".encode())
     return ":" + h.hexdigest()[:16]
 
 

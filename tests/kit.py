@@ -506,3 +506,144 @@ def wrapping(prefix: str, cls):
         return cls(load_encoder(rest, **kw))
 
     return factory
+
+
+# ---- multilingual and SigLIP-style open_clip models (Hugging Face tokenizers, built here) -------------------
+#: A caption in several scripts, twice over (a tokenizer trained on it reads every script in it).
+MULTILINGUAL_CORPUS = (
+    "a red bicycle on the street", "a photo of a cat", "a blue square and a green circle",
+    "红色的自行车在街上", "一只猫的照片", "蓝色的正方形和绿色的圆", "красный велосипед на улице", "фото кошки",
+    "あかいじてんしゃ、ねこのしゃしん、カメラ", "거리의 빨간 자전거, 고양이 사진", "κόκκινο ποδήλατο στο δρόμο",
+    "دراجة حمراء في الشارع، صورة قطة", "सड़क पर लाल साइकिल, बिल्ली की तस्वीर", "der rote Fahrrad auf der Straße",
+    "κόκκινο ποδήλατο στο δρόμο, φωτογραφία γάτας", "אופניים אדומים ברחוב, תמונה של חתול", "จักรยานสีแดงบนถนน รูปแมว",
+    "红色的自行车在街上，一只猫的照片", "拍照",
+)
+ENGLISH_CORPUS = MULTILINGUAL_CORPUS[:3] + ("the dog's toy", "an old man with a hat", "numbers and letters")
+
+
+def hf_tokenizer(folder: Path, corpus: tuple[str, ...] = MULTILINGUAL_CORPUS, *, style: str = "xlm-roberta") -> Any:
+    """A small sentencepiece-style tokenizer trained here with ``tokenizers`` on ``corpus`` and saved in
+    ``folder`` as ``save_pretrained`` writes it (``tokenizer.json`` + ``tokenizer_config.json``).
+
+    ``style="xlm-roberta"``: a Unigram with ``<s> … </s>`` and ``<pad>`` = 1 (XLM-RoBERTa's layout);
+    ``style="gemma"``: a BPE with byte fallback, ``<pad>`` = 0 and ``<eos>`` appended (SigLIP 2's Gemma
+    layout: a letter outside its vocabulary becomes ``<0xNN>`` byte pieces)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if style == "xlm-roberta":
+        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        tok = Tokenizer(models.Unigram())
+        trainer = trainers.UnigramTrainer(vocab_size=600, special_tokens=specials, unk_token="<unk>",
+                                          show_progress=False)
+        tok.normalizer = normalizers.NFKC()
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        tok.train_from_iterator(list(corpus) * 4, trainer)
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>",
+                                                           special_tokens=[("<s>", 0), ("</s>", 2)])
+        names = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+                     cls_token="<s>", sep_token="</s>")
+    elif style == "gemma":
+        specials = ["<pad>", "<eos>", "<bos>", "<unk>"] + [f"<0x{b:02X}>" for b in range(256)]
+        tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+        trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=specials, show_progress=False)
+        tok.normalizer = normalizers.Replace(" ", "▁")
+        tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+        tok.train_from_iterator(list(corpus) * 4, trainer)
+        tok.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", 1)])
+        names = dict(bos_token="<bos>", eos_token="<eos>", unk_token="<unk>", pad_token="<pad>")
+    else:
+        raise ValueError(f"unknown tokenizer style {style!r}")
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, **names)
+    hf.save_pretrained(folder)
+    return hf
+
+
+def _tiny_vision_cfg() -> dict:
+    return {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8}
+
+
+def make_tiny_multilingual_clip(folder: Path, seed: int = 0, corpus: tuple[str, ...] = MULTILINGUAL_CORPUS) -> Path:
+    """A seeded random multilingual CLIP laid out as a downloaded copy of
+    ``xlm-roberta-base-ViT-B-32:laion5b_s13b_b90k`` is: ``open_clip_config.json`` naming the text model
+    ``xlm-roberta-base`` (as the real one does), the weights, and inside the folder the text model's
+    ``config.json`` (a tiny transformers XLM-RoBERTa) and its tokenizer (:func:`hf_tokenizer`)."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+    from transformers import XLMRobertaConfig
+
+    tokenizer = hf_tokenizer(folder, corpus, style="xlm-roberta")
+    XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=80, pad_token_id=1, bos_token_id=0,
+                     eos_token_id=2).save_pretrained(folder)
+    text = {"hf_model_name": "xlm-roberta-base", "hf_tokenizer_name": "xlm-roberta-base",
+            "hf_pooler_type": "mean_pooler"}
+    cfg = {"embed_dim": 32, "vision_cfg": _tiny_vision_cfg(), "text_cfg": text}
+    torch.manual_seed(seed)
+    model = open_clip.CustomTextCLIP(embed_dim=32, vision_cfg=cfg["vision_cfg"],
+                                     text_cfg={**text, "hf_model_name": str(folder), "hf_model_pretrained": False})
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    return folder
+
+
+def siglip_cfg(vocab_size: int, tokenizer_name: str = "timm/ViT-B-16-SigLIP2") -> dict:
+    """A tiny open_clip SigLIP 2 config: a timm ViT (timm's ``test_vit3``, attention-pool head) and
+    open_clip's own text transformer (no causal mask, last-token pool) over a Hugging Face tokenizer."""
+    return {
+        "embed_dim": 96, "init_logit_bias": -10, "custom_text": True,
+        "vision_cfg": {"image_size": 160, "timm_model_name": "test_vit3", "timm_model_pretrained": False,
+                       "timm_pool": "map", "timm_proj": "none"},
+        "text_cfg": {"context_length": 16, "vocab_size": vocab_size, "hf_tokenizer_name": tokenizer_name,
+                     "tokenizer_kwargs": {"clean": "canonicalize"}, "width": 32, "heads": 2, "layers": 1,
+                     "no_causal_mask": True, "proj_bias": True, "pool_type": "last", "norm_kwargs": {"eps": 1e-6}},
+    }
+
+
+def make_tiny_siglip(folder: Path, seed: int = 0, corpus: tuple[str, ...] = MULTILINGUAL_CORPUS,
+                     tokenizer_name: str = "timm/ViT-B-16-SigLIP2") -> Path:
+    """A seeded random SigLIP 2-style model in the layout of a hub snapshot of ``timm/ViT-B-16-SigLIP2``:
+    ``open_clip_config.json``, ``open_clip_model.safetensors`` and the (Gemma-style) tokenizer's files."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    tokenizer = hf_tokenizer(folder, corpus, style="gemma")
+    cfg = siglip_cfg(len(tokenizer), tokenizer_name)
+    torch.manual_seed(seed)
+    model = open_clip.CustomTextCLIP(**{k: v for k, v in cfg.items() if k != "custom_text"})
+    (folder / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": cfg, "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+                                             "interpolation": "bicubic", "resize_mode": "squash"}}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    return folder
+
+
+def fake_hub_cache(cache: Path, repo: str, files: dict[str, Path | bytes], commit: str = "0" * 40,
+                   absent: tuple[str, ...] = ()) -> Path:
+    """Lay ``files`` (name → source file or bytes) out as huggingface_hub caches a download of hub repo
+    ``repo``: ``models--ORG--NAME/blobs/…``, ``snapshots/COMMIT/NAME`` links to them, ``refs/main``; and
+    ``.no_exist/COMMIT/NAME`` for each of ``absent``, the record an online run leaves of a file it looked
+    for and the repo does not have (transformers' tokenizer loader looks for ``config.json``)."""
+    import hashlib
+
+    base = cache / ("models--" + repo.replace("/", "--"))
+    (base / "refs").mkdir(parents=True, exist_ok=True)
+    (base / "refs" / "main").write_text(commit)
+    for name in (n for n in absent if n not in files):
+        (base / ".no_exist" / commit).mkdir(parents=True, exist_ok=True)
+        (base / ".no_exist" / commit / name).touch()
+    snap = base / "snapshots" / commit
+    for name, src in files.items():
+        data = src if isinstance(src, bytes) else Path(src).read_bytes()
+        blob = base / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = snap / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    return base

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mmsearch.encoders.base import SpaceInfo
+from mmsearch.encoders.scripts import describe_hf
 from mmsearch.encoders.spec import ModelRef
 from mmsearch.errors import ModelError, UsageError
 
@@ -111,7 +112,7 @@ class ClapEncoder:
         self.space = SpaceInfo(spec=ref.spec, family=ref.family, weights=ref.weights, dim=dim,
                                modalities=("audio", "text"),
                                extra={"model_name": ref.model_name, "kind": "clap", "runtime": "torch",
-                                      "device": self.device,
+                                      "device": self.device, "text": describe_hf(self.tokenizer, _name(ref)),
                                       "window_seconds": self._recipe["window"] / self._recipe["sampling_rate"]})
 
     # ---- the encoder contract -----------------------------------------------------------------------
@@ -158,6 +159,11 @@ class ClapEncoder:
             ids, mask = (torch.from_numpy(t[k]).to(self.device) for k in ("ids", "mask"))
             out.append(pooled(self.model.get_text_features(input_ids=ids, attention_mask=mask)).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _name(ref: ModelRef) -> str:
+    """The tokenizer's name a space records: the hub repo, or the folder's name for a local copy."""
+    return ref.folder.name if ref.folder is not None else ref.model_name.split(":", 1)[-1]
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

@@ -73,7 +73,7 @@ def export(ref: ModelRef, out: Path) -> dict[str, Any]:
     meta = {
         "export_version": EXPORT_VERSION, "key": ref.key, "exported_from": ref.spec, "kind": "clap",
         "space": {"dim": enc.space.dim, "modalities": list(enc.space.modalities),
-                  "extra": {k: enc.space.extra[k] for k in ("model_name", "kind", "window_seconds")}},
+                  "extra": {k: enc.space.extra[k] for k in ("model_name", "kind", "window_seconds", "text")}},
         "recipe": {**recipe, "mel": "mel.npy"}, "tokenizer": _tokenizer(enc, texts, out), "towers": towers,
         "versions": versions(), "seconds": round(time.perf_counter() - t0, 1),
     }

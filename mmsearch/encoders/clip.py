@@ -22,7 +22,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mmsearch.encoders import hub
 from mmsearch.encoders.base import SpaceInfo
+from mmsearch.encoders.scripts import describe_open_clip
 from mmsearch.encoders.spec import ModelRef
 from mmsearch.errors import ModelError, UsageError
 
@@ -59,10 +61,11 @@ class OpenClipEncoder:
         self._lock = threading.Lock()  # torch modules are not safe to call from several threads at once
         try:
             _check_names(ref)
+            cfg = _check_files(ref)
             if ref.random_seed is not None:
                 torch.manual_seed(ref.random_seed)
             model, _, preprocess = open_clip.create_model_and_transforms(
-                ref.model_name, pretrained=ref.pretrained, device=self.device
+                ref.model_name, pretrained=ref.pretrained, device=self.device, **hub.local_overrides(ref, cfg)
             )
             self.tokenizer = open_clip.get_tokenizer(ref.model_name)
         except (ModelError, UsageError):
@@ -70,7 +73,9 @@ class OpenClipEncoder:
         except Exception as exc:  # open_clip raises RuntimeError/OSError/HF errors for missing weights
             msg = str(exc)
             if _hub_unreachable(exc):
-                reason = "weights are not in the local cache and the Hugging Face hub cannot be reached"
+                absent = hub.missing(ref)
+                reason = ("the Hugging Face hub cannot be reached and the local cache lacks "
+                          + ("; ".join(map(str, absent)) if absent else "a file it needs"))
             else:
                 reason = f"{type(exc).__name__}: {msg.splitlines()[0][:200] if msg else ''}"
             raise ModelError(f"cannot load model {ref.spec!r}: {reason}", hint=_HUB_HINT) from exc
@@ -83,10 +88,12 @@ class OpenClipEncoder:
         self._pp_cfg = dict(open_clip.get_model_preprocess_cfg(model))
         with torch.no_grad():
             dim = int(self._embed_texts_raw(["probe"]).shape[1])
+        text_cfg = (cfg or {}).get("text_cfg", {})
+        language = describe_open_clip(self.tokenizer, text_cfg.get("hf_tokenizer_name") or ref.model_name)
         self.space = SpaceInfo(spec=ref.spec, family=ref.family, weights=ref.weights, dim=dim,
                                modalities=("image", "text"),
                                extra={"model_name": ref.model_name, "preprocess": _jsonable(self._pp_cfg),
-                                      "runtime": "torch", "device": self.device})
+                                      "text": language, "runtime": "torch", "device": self.device})
 
     # ---- preprocessing recipe (runs in decode workers) -------------------------------------
     def image_recipe(self) -> dict[str, Any]:
@@ -156,6 +163,24 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 def _jsonable(cfg: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(cfg, default=list))
+
+
+# ---- names and files --------------------------------------------------------------------------------
+def _check_files(ref: ModelRef) -> dict[str, Any] | None:
+    """The model's config; a clear error naming the files a load would miss (:mod:`mmsearch.encoders.hub`):
+    a ``local-dir:`` copy's tokenizer or text model config, or, offline, what the hub cache lacks."""
+    cfg = hub.model_config(ref)
+    if ref.folder is not None:
+        absent = hub.missing_in_folder(ref, cfg)
+        if absent:
+            raise ModelError(f"the model folder lacks {'; '.join(absent)}", path=str(ref.folder),
+                             hint="copy those files into the folder, e.g. with huggingface-cli download "
+                                  "REPO FILE --local-dir FOLDER")
+    elif hub.offline():
+        absent = hub.missing(ref)
+        if absent:
+            raise ModelError(hub.explain(ref, absent), hint=_HUB_HINT)
+    return cfg
 
 
 # ---- names ------------------------------------------------------------------------------------------

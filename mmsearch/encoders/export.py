@@ -84,7 +84,7 @@ def export(ref: ModelRef, out: Path) -> dict[str, Any]:
     meta = {
         "export_version": EXPORT_VERSION, "key": ref.key, "exported_from": ref.spec, "kind": "open_clip",
         "space": {"dim": enc.space.dim, "modalities": list(enc.space.modalities),
-                  "extra": {k: enc.space.extra[k] for k in ("model_name", "preprocess")}},
+                  "extra": {k: enc.space.extra[k] for k in ("model_name", "preprocess", "text")}},
         "recipe": enc.image_recipe(), "tokenizer": _tokenizer(enc.tokenizer, out), "towers": towers,
         "versions": versions(), "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -259,16 +259,41 @@ def probe_images(enc: Any):
 
 
 def _tokenizer(tokenizer: Any, out: Path) -> dict[str, Any]:
-    """Mirror the tokenizer with ``tokenizers`` when it is open_clip's CLIP BPE and the ids match exactly."""
+    """Mirror the tokenizer with ``tokenizers`` when it is open_clip's CLIP BPE or a Hugging Face one
+    (:func:`_hub_tokenizer`) and the ids match exactly; else the runtime uses open_clip's."""
     from mmsearch.encoders.tokenize import LightTokenizer, build, clean_mode
 
     mode = clean_mode(tokenizer)
+    if mode is not None and hasattr(tokenizer, "tokenizer"):  # open_clip's HFTokenizer
+        return _hub_tokenizer(tokenizer, mode, out)
     if mode is not None:
         build(tokenizer, out / "tokenizer.json")
         light = LightTokenizer(out / "tokenizer.json", mode)(list(PROBE_TEXTS))
         if np.array_equal(light, tokenizer(list(PROBE_TEXTS)).numpy()):
             return {"kind": "tokenizers", "file": "tokenizer.json", "clean": mode}
         (out / "tokenizer.json").unlink()
+    return {"kind": "open_clip"}
+
+
+def _hub_tokenizer(tokenizer: Any, mode: str, out: Path) -> dict[str, Any]:
+    """open_clip's ``HFTokenizer`` as ``tokenizer.json`` for :class:`mmsearch.encoders.tokenize.ClipHubTokenizer`,
+    kept when its ids equal open_clip's on the probe texts."""
+    from mmsearch.encoders.tokenize import ClipHubTokenizer
+
+    hf = tokenizer.tokenizer
+    backend = getattr(hf, "backend_tokenizer", None)
+    if backend is None:  # a slow (Python) tokenizer: nothing to mirror
+        return {"kind": "open_clip"}
+    backend.save(str(out / "tokenizer.json"))
+    spec = {"kind": "hf", "file": "tokenizer.json", "clean": mode, "context_length": int(tokenizer.context_length),
+            "pad_id": int(hf.pad_token_id if hf.pad_token_id is not None else 0),
+            "strip_sep_id": hf.sep_token_id if tokenizer.strip_sep_token else None,
+            "padding_side": hf.padding_side, "truncation_side": hf.truncation_side}
+    options = {k: spec[k] for k in ("strip_sep_id", "padding_side", "truncation_side")}
+    light = ClipHubTokenizer(out / "tokenizer.json", mode, spec["context_length"], spec["pad_id"], **options)
+    if np.array_equal(light(list(PROBE_TEXTS)), tokenizer(list(PROBE_TEXTS)).numpy()):
+        return spec
+    (out / "tokenizer.json").unlink()
     return {"kind": "open_clip"}
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from mmsearch.encoders.base import SpaceInfo
 from mmsearch.encoders.cache import Entry
 from mmsearch.encoders.runtime import pick_precision
+from mmsearch.encoders.scripts import ENGLISH_BPE
 from mmsearch.encoders.spec import ModelRef
 from mmsearch.errors import ModelError, UsageError
 
@@ -54,6 +55,9 @@ class _OnnxTowers:
         self._tokenizer: Any = None
         self._lock = threading.Lock()
         space = meta["space"]
+        if "text" not in space.get("extra", {}) and meta.get("kind") == "open_clip" \
+                and meta["tokenizer"]["kind"] == "tokenizers":  # exported before spaces recorded their scripts
+            space = {**space, "extra": {**space.get("extra", {}), "text": dict(ENGLISH_BPE)}}
         self.space = SpaceInfo(spec=ref.spec, family=ref.family, weights=ref.weights, dim=int(space["dim"]),
                                modalities=tuple(space["modalities"]),
                                extra={**space.get("extra", {}), "runtime": "onnxruntime", "device": "cpu",
@@ -131,7 +135,14 @@ class OnnxClipEncoder(_OnnxTowers):
                 from mmsearch.encoders.tokenize import LightTokenizer
 
                 self._tokenizer = LightTokenizer(self.entry.folder / tok["file"], tok["clean"])
-            else:  # a tokenizer we cannot mirror without open_clip (e.g. a Hugging Face one): use open_clip's
+            elif tok["kind"] == "hf":  # open_clip's HFTokenizer (multilingual CLIP, SigLIP), mirrored
+                from mmsearch.encoders.tokenize import ClipHubTokenizer
+
+                self._tokenizer = ClipHubTokenizer(
+                    self.entry.folder / tok["file"], tok["clean"], tok["context_length"], tok["pad_id"],
+                    strip_sep_id=tok.get("strip_sep_id"), padding_side=tok.get("padding_side", "right"),
+                    truncation_side=tok.get("truncation_side", "right"))
+            else:  # a tokenizer we cannot mirror without open_clip: use open_clip's
                 import open_clip
 
                 fn = open_clip.get_tokenizer(self._model_name)

@@ -103,8 +103,25 @@ def local_dir_ref(spec: str, folder: Path) -> ModelRef:
     weights = find_weights(folder)
     if weights is None:
         raise ModelError("no weights file (*.safetensors, *.bin, *.pth) in model folder", path=str(folder))
-    identity = hashlib.sha256(config.read_bytes()).hexdigest()[:16] + f":{weights.stat().st_size}"
+    identity = hashlib.sha256(config.read_bytes()).hexdigest()[:16] + f":{weights.stat().st_size}" + _side_files(folder)
     return ModelRef(spec, f"local-dir:{folder}", None, weights_fingerprint(weights), identity=identity)
+
+
+#: Files beside ``open_clip_config.json`` that a model with a Hugging Face text side reads (its text model's
+#: config, its tokenizer): an export made with other ones is not this model's.
+SIDE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _side_files(folder: Path) -> str:
+    """A digest of the :data:`SIDE_FILES` present ("" when none is: the identity of a plain CLIP is unchanged),
+    each by :func:`weights_fingerprint` (a 30 MB tokenizer.json is not read whole at every load)."""
+    found = [folder / name for name in SIDE_FILES if (folder / name).is_file()]
+    if not found:
+        return ""
+    h = hashlib.sha256()
+    for path in found:
+        h.update(f"{path.name}={weights_fingerprint(path)};".encode())
+    return ":" + h.hexdigest()[:16]
 
 
 def _is_clap_config(path: Path) -> bool:

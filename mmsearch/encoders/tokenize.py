@@ -39,11 +39,15 @@ def clean(text: str, mode: str) -> str:
 
 
 def clean_mode(tokenizer: Any) -> str | None:
-    """Which :data:`CLEAN_MODES` an open_clip ``SimpleTokenizer`` uses, or None if it is not one we can mirror."""
-    from open_clip.tokenizer import (SimpleTokenizer, _clean_canonicalize, _clean_lower,  # type: ignore[attr-defined]
-                                     _clean_whitespace)
+    """Which :data:`CLEAN_MODES` an open_clip ``SimpleTokenizer`` (or ``HFTokenizer``) uses, or None if it is
+    not one we can mirror."""
+    from open_clip.tokenizer import (HFTokenizer, SimpleTokenizer, _clean_canonicalize,  # type: ignore[attr-defined]
+                                     _clean_lower, _clean_whitespace)
 
-    if type(tokenizer) is not SimpleTokenizer or tokenizer.reduction_fn is not None:
+    if type(tokenizer) is HFTokenizer:
+        if tokenizer.tokenizer_mode:  # "clips": ids re-arranged in Python
+            return None
+    elif type(tokenizer) is not SimpleTokenizer or tokenizer.reduction_fn is not None:
         return None
     modes = {_clean_lower: "lower", _clean_whitespace: "whitespace", _clean_canonicalize: "canonicalize"}
     return modes.get(tokenizer.clean_fn)
@@ -110,3 +114,32 @@ class HubTokenizer:
         encoded = self._tok.encode_batch(list(texts))
         return {"ids": np.asarray([e.ids for e in encoded], dtype=np.int64),
                 "mask": np.asarray([e.attention_mask for e in encoded], dtype=np.int64)}
+
+
+class ClipHubTokenizer:
+    """Texts → (N, context_length) int64 ids as open_clip's ``HFTokenizer`` gives them (multilingual CLIP's
+    XLM-RoBERTa, SigLIP's Gemma or T5 sentencepiece), with ``tokenizers`` alone: the text cleaned as
+    open_clip cleans it, then the Hugging Face ``tokenizer.json``, cut and padded to ``context_length``
+    (``padding="max_length", truncation=True``); ``strip_sep_id``: separator ids replaced by 0."""
+
+    def __init__(self, path: Path, mode: str, context_length: int, pad_id: int, *, strip_sep_id: int | None = None,
+                 padding_side: str = "right", truncation_side: str = "right") -> None:
+        from tokenizers import Tokenizer
+
+        if mode not in CLEAN_MODES:
+            raise ValueError(f"unknown clean mode {mode!r}")
+        tok = Tokenizer.from_file(str(path))
+        tok.no_padding()
+        tok.enable_truncation(max_length=context_length, direction=truncation_side)
+        tok.enable_padding(length=context_length, pad_id=pad_id, pad_token=tok.id_to_token(pad_id) or "<pad>",
+                           direction=padding_side)
+        self._tok, self._mode, self._sep = tok, mode, strip_sep_id
+
+    def __call__(self, texts: Sequence[str]):
+        import numpy as np
+
+        encoded = self._tok.encode_batch([clean(t, self._mode) for t in texts])
+        ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
+        if self._sep is not None:
+            ids[ids == self._sep] = 0
+        return ids

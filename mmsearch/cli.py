@@ -241,6 +241,8 @@ def _watch_event(fmt: present.Format) -> Callable[[Any], None]:
             err.print(present.styled("{} is back: {}", roots, full))
         elif ev.kind == "vanished":
             err.print(present.styled("{} is gone: its entries are kept; waiting for it to come back", roots))
+        elif ev.kind == "waiting":
+            err.print(present.styled("waiting: {}", ev.notice))
         else:
             err.print(f"synced {ev.paths} changed paths: added {ev.added}, changed {ev.changed}, moved {ev.moved}, "
                       f"removed {ev.removed}, failed {ev.failed}  ({ev.seconds:.1f}s)")
@@ -465,6 +467,7 @@ def serve(
     """Serve the store over HTTP: a search page at / and a JSON API under /api (needs the server extra).
 
     While it runs, `mmsearch query` on the same store sends its queries here (a file server.json in the store says where).
+    With --watch, it also keeps the store in sync with folders as `mmsearch watch` does (stopping prints its summary).
     """
     from mmsearch.server import serve as run_server  # imports FastAPI/uvicorn only now
 

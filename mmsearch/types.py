@@ -192,8 +192,9 @@ class WatchSync:
 
     ``kind``: ``start`` (the sync of every watched root when the watch begins, like ``index``),
     ``changes`` (a debounced batch of changes), ``returned`` (a root that had vanished is back: it is
-    synced again like at the start) or ``vanished`` (a root went away, e.g. a disk unplugged: nothing
-    is written and its entries stay in the store until it comes back).
+    synced again like at the start), ``vanished`` (a root went away, e.g. a disk unplugged: nothing
+    is written and its entries stay in the store until it comes back) or ``waiting`` (another
+    process writes the store: changes wait for it, ``notice`` says who).
 
     ``added``/``changed``/``moved``/``removed`` are told for ``changes`` (files new to the store,
     files whose content changed, files that arrived with the content of a path removed in the same
@@ -215,6 +216,7 @@ class WatchSync:
     seconds: float = 0.0
     errors: tuple[tuple[str, str], ...] = ()
     interrupted: bool = False  # cut short by the stop (what it committed is kept)
+    notice: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -179,6 +179,34 @@ def test_a_watched_folder_that_vanishes_keeps_its_entries_and_is_synced_when_bac
     assert report.returned == 1 and report.vanished == [] and report.full.removed == 1
 
 
+def test_changes_wait_while_another_writer_holds_the_store(watching, tmp_path):
+    from mmsearch.store.store import Store
+
+    data = tmp_path / "data"
+    imgs = write_images(data, 2)
+    w = watching(data)
+    other = Store(tmp_path / "store")
+    try:
+        with other.writer_lock("a test writing"):  # as an `mmsearch index` on the same store would
+            new = put_image(data / "new.png", seed=4)
+            wait = wait_for(lambda: w.kinds("waiting"), "the watcher to find the store locked")
+            assert "a test writing" in wait[0].notice
+            assert str(new) not in w.paths()
+    finally:
+        other.close()
+    w.settle(set(imgs) | {new}, "the change once the other writer is done")
+    assert w.finish().added == 1
+
+
+def test_a_watched_file_is_followed(watching, tmp_path):
+    data = tmp_path / "data"
+    img = write_images(data, 1)[0]
+    w = watching(img)
+    put_image(img, seed=12)  # changed in place
+    wait_for(lambda: any(e.changed for e in w.kinds("changes")), "the watched file's change")
+    assert w.paths() == {str(img)}
+
+
 def test_watching_a_missing_folder_is_a_usage_error(engine_factory, tmp_path):
     from mmsearch.errors import UsageError
 

@@ -82,6 +82,7 @@ class _Session:
         self.due = {r.path: "start" for r in self.roots}  # roots to sync in full (at the start, back again)
         self.skip = str(store.root)
         self.polling = False  # the OS watch could not be set up: poll the folders instead
+        self.waiting = False  # another writer holds the store (told once per wait)
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self) -> WatchReport:
@@ -195,8 +196,10 @@ class _Session:
         r.added, r.changed, r.moved, r.removed = r.added + added, r.changed + changed, r.moved + moved, r.removed + removed
         r.failed += rep.failed
         roots = tuple(x.path for x in self.roots if any(is_under(p, x.path) for p in paths))
-        self._tell(WatchSync("changes", roots, len(paths), added, changed, moved, removed, rep.failed, rep.indexed,
-                             rep.reused, rep.unchanged, rep.seconds, tuple(rep.errors), rep.interrupted))
+        self._tell(WatchSync("changes", roots, paths=len(paths), added=added, changed=changed, moved=moved,
+                             removed=removed, failed=rep.failed, indexed=rep.indexed, reused=rep.reused,
+                             unchanged=rep.unchanged, seconds=rep.seconds, errors=tuple(rep.errors),
+                             interrupted=rep.interrupted))
 
     def _run(self, paths: list[str], changes: bool = False) -> IndexReport | None:
         """One sync (of ``changes``, or full); None when another writer holds the store (a batch of
@@ -213,13 +216,16 @@ class _Session:
             if changes:  # wait for the other writer: these paths are synced again with the next batch
                 for p in paths:
                     self.pending.setdefault(p, set()).add("retry")
-            self._notice(f"waiting: {exc}")
+            if not self.waiting:
+                self.waiting = True
+                self._tell(WatchSync("waiting", tuple(r.path for r in self.roots), notice=str(exc)))
             self.stop.wait(self.poll)
             return None
         except IndexInterrupted as exc:
             rep = exc.report
             self.report.interrupted = True
             self.stop.set()
+        self.waiting = False
         self.report.errors = (self.report.errors + list(rep.errors))[-KEEP_ERRORS:]
         for n in rep.notices:
             self._notice(n)
@@ -236,9 +242,11 @@ class _Session:
         state: dict[str, str] = {}
         for path, kinds in pending.items():
             root = next((r for r in self.roots if is_under(path, r.path)), None)
-            if root is None or not root.present or (path == root.path and "retry" not in kinds):
-                continue  # a root's own events: its coming and going is watched by _roots_changed
+            if root is None or not root.present:
+                continue
             what = _state(path, kinds)
+            if path == root.path and what != "file":
+                continue  # a root's own coming and going is _roots_changed's (a root is never "gone")
             if what is not None:
                 state[path] = what
         kept = {p: w for p, w in state.items() if not _below_any(p, state)}

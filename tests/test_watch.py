@@ -207,6 +207,17 @@ def test_a_watched_file_is_followed(watching, tmp_path):
     assert w.paths() == {str(img)}
 
 
+def test_without_watchfiles_watch_says_which_extra_to_install(engine_factory, tmp_path, monkeypatch):
+    from mmsearch.errors import UsageError
+
+    monkeypatch.setitem(sys.modules, "watchfiles", None)  # as if it were not installed
+    write_images(tmp_path / "data", 1)
+    eng = engine_factory()
+    with pytest.raises(UsageError, match=r"mmsearch\[watch\]"):
+        eng.watch([tmp_path / "data"], stop_event=threading.Event())
+    assert eng.stats().items == {}  # nothing was synced first
+
+
 def test_watching_a_missing_folder_is_a_usage_error(engine_factory, tmp_path):
     from mmsearch.errors import UsageError
 

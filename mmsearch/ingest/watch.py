@@ -38,6 +38,7 @@ DEBOUNCE_MS = 1600  # the longest a batch gathers changes
 STEP_MS = 50  # a batch is complete after this long without a new change
 POLL_SECONDS = 1.0  # how often roots are checked (gone, back) when nothing happens
 KEEP_ERRORS = 1000
+EXTRA_HINT = "install the watch extra: pip install 'mmsearch[watch]'"
 
 
 class Root:
@@ -68,6 +69,10 @@ def watch_roots(store: Store, roots: Sequence[str], sync: Sync, *, on_sync: OnSy
                 poll_seconds: float = POLL_SECONDS) -> WatchReport:
     """Sync ``roots`` (absolute, existing) into ``store`` through ``sync`` until ``stop`` is set (or
     Ctrl-C); returns what the session did."""
+    try:
+        import watchfiles  # noqa: F401  (the optional extra: said before anything is synced)
+    except ImportError:
+        raise UsageError(f"watching folders needs the package 'watchfiles': {EXTRA_HINT}") from None
     return _Session(store, roots, sync, on_sync, stop or threading.Event(), debounce_ms, step_ms, poll_seconds).run()
 
 

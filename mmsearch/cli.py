@@ -9,7 +9,8 @@ Exit codes: 0 ok · 1 index finished but some files failed, or nothing cleared `
 2 bad arguments · 3 store problem (missing, locked, damaged) · 4 model problem · 130 interrupted
 (Ctrl-C) · 143 stopped by SIGTERM. An interrupted or SIGTERMed ``index`` prints its summary first and
 keeps every committed batch (run it again to resume). ``watch`` (and ``serve --watch``) runs until
-stopped: Ctrl-C or SIGTERM ends it cleanly with a summary and exit 0; a second one stops at once (130).
+stopped: Ctrl-C or SIGTERM ends it cleanly (between committed batches) with a summary and exit 0; a
+second one cuts the batch being written short (committed work kept), still with the summary.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def _sigterm_interrupts():
 
 @contextmanager
 def _stop_on_signals(stop: threading.Event):
-    """Ctrl-C and SIGTERM during the block set ``stop`` (a watch ends cleanly); a second one interrupts."""
+    """Ctrl-C and SIGTERM during the block set ``stop`` (a watch ends cleanly); a second one interrupts
+    what runs (a batch being written stops at once, what it committed is kept)."""
     def on_signal(_signum: int, _frame: Any) -> None:
         if stop.is_set():
             raise KeyboardInterrupt

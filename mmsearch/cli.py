@@ -6,15 +6,23 @@ prints what the in-process search prints. No server, or none that can answer thi
 it searches in-process. ``--no-server`` (env ``MMSEARCH_NO_SERVER=1``) always searches in-process.
 
 Exit codes: 0 ok · 1 index finished but some files failed, or nothing cleared ``query --min-score`` ·
-2 bad arguments · 3 store problem (missing, locked, damaged) · 4 model problem · 130 interrupted.
+2 bad arguments · 3 store problem (missing, locked, damaged) · 4 model problem · 130 interrupted
+(Ctrl-C) · 143 stopped by SIGTERM. An interrupted or SIGTERMed ``index`` prints its summary first and
+keeps every committed batch (run it again to resume). ``watch`` (and ``serve --watch``) runs until
+stopped: Ctrl-C or SIGTERM ends it cleanly (between committed batches) with a summary and exit 0; a
+second one cuts the batch being written short (committed work kept), still with the summary.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
+import signal
 import sys
+import threading
 import typing
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
@@ -61,13 +69,68 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(exc.exit_code) from None
         except IndexInterrupted as exc:
             present.report(err, exc.report, present.Format.table)
-            err.print("interrupted: work committed so far is kept; run the same command to resume")
-            raise typer.Exit(130) from None
+            err.print(f"{_stopped_by()}: work committed so far is kept; run the same command to resume")
+            raise typer.Exit(_interrupted_code()) from None
         except KeyboardInterrupt:
-            err.print("interrupted")
-            raise typer.Exit(130) from None
+            err.print(_stopped_by())
+            raise typer.Exit(_interrupted_code()) from None
 
     return wrapper
+
+
+_terminated = False  # the interrupt being handled came from SIGTERM (exit 143), not Ctrl-C (130)
+
+
+def _stopped_by() -> str:
+    return "stopped by SIGTERM" if _terminated else "interrupted"
+
+
+def _interrupted_code() -> int:
+    return 128 + signal.SIGTERM if _terminated else 130
+
+
+@contextmanager
+def _sigterm_interrupts():
+    """SIGTERM during the block stops it as Ctrl-C does (committed work kept, summary), exiting 143."""
+    global _terminated
+    _terminated = False
+
+    def on_term(_signum: int, _frame: Any) -> None:
+        global _terminated
+        _terminated = True
+        raise KeyboardInterrupt
+
+    try:
+        before = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread (an embedding app's worker): signals are not ours to take
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event):
+    """Ctrl-C and SIGTERM during the block set ``stop`` (a watch ends cleanly); a second one interrupts
+    what runs (a batch being written stops at once, what it committed is kept)."""
+    def on_signal(_signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    before = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            before[sig] = signal.signal(sig, on_signal)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _engine(store: Path | None, **kw: Any):
@@ -103,8 +166,9 @@ def index(
 
     fmt = present.pick_format(as_json, as_jsonl, False)
     machine = fmt is not present.Format.table
-    with _engine(store, model=model or None, device=device, batch_size=batch_size, workers=workers, index=index_kind,
-                 runtime=runtime, precision=precision, max_audio_seconds=max_audio_seconds) as eng:
+    with _sigterm_interrupts(), _engine(store, model=model or None, device=device, batch_size=batch_size,
+                                        workers=workers, index=index_kind, runtime=runtime, precision=precision,
+                                        max_audio_seconds=max_audio_seconds) as eng:
         bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                        TimeRemainingColumn(), console=err, disable=machine or not err.is_terminal, transient=True)
         with bar:
@@ -126,6 +190,78 @@ def index(
         present.report(out, report, fmt)
     if report.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
+def watch(
+    paths: Annotated[list[Path], typer.Argument(help="Folders and files to keep in sync (synced in full at the start, as `index` does).", show_default=False)],
+    store: StoreOpt = None,
+    model: ModelsOpt = None,
+    device: DeviceOpt = None,
+    runtime: RuntimeOpt = None,
+    precision: PrecisionOpt = None,
+    batch_size: BatchOpt = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Decode processes (0: decode in this process).")] = None,
+    max_audio_seconds: Annotated[Optional[float], typer.Option("--max-audio-seconds", min=0.001, help="Longer sounds are indexed by their first this-many seconds [default: 600].")] = None,
+    index_kind: Annotated[Optional[str], typer.Option("--index", help="ANN index: auto, flat, ivf, hnsw, pq.")] = None,
+    debounce: Annotated[int, typer.Option("--debounce", min=1, help="Milliseconds a batch of changes gathers at most before it is synced.")] = 1600,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the session's report as JSON when it stops.")] = False,
+    as_jsonl: Annotated[bool, typer.Option("--jsonl", help="Print a JSON line per sync (and per folder that goes or comes back), then the report.")] = False,
+) -> None:
+    """Keep the store in sync with folders while it runs: new, changed, moved and deleted files, in batches.
+
+    A folder that goes away (an unplugged disk) keeps its entries; it is synced again when it is back.
+    Ctrl-C or SIGTERM stops it with a summary of the session (exit 0).
+    """
+    fmt = present.pick_format(as_json, as_jsonl, False)
+    stop = threading.Event()
+    with _stop_on_signals(stop), _engine(store, model=model or None, device=device, batch_size=batch_size,
+                                         workers=workers, index=index_kind, runtime=runtime, precision=precision,
+                                         max_audio_seconds=max_audio_seconds) as eng:
+        report = eng.watch(paths, on_sync=_watch_event(fmt), stop_event=stop, debounce_ms=debounce)
+    _notices(report.notices)
+    if as_jsonl:
+        print(json.dumps({"event": "report", **report.to_dict()}, ensure_ascii=False), flush=True)
+    elif as_json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        _watch_summary(out, report)
+
+
+def _watch_event(fmt: present.Format) -> Callable[[Any], None]:
+    """What `watch` shows of each step: a JSON line (``--jsonl``), else a line on stderr."""
+    def show(ev: Any) -> None:  # ev: mmsearch.types.WatchSync
+        if fmt is present.Format.jsonl:
+            print(json.dumps({"event": "sync", **ev.to_dict()}, ensure_ascii=False), flush=True)
+            return
+        roots = ", ".join(ev.roots)
+        full = f"indexed {ev.indexed}, reused {ev.reused}, unchanged {ev.unchanged}, removed {ev.removed}, failed {ev.failed}"
+        if ev.kind == "start":
+            err.print(present.styled("watching {}: {}  (Ctrl-C to stop)", roots, full))
+        elif ev.kind == "returned":
+            err.print(present.styled("{} is back: {}", roots, full))
+        elif ev.kind == "vanished":
+            err.print(present.styled("{} is gone: its entries are kept; waiting for it to come back", roots))
+        elif ev.kind == "waiting":
+            err.print(present.styled("waiting: {}", ev.notice))
+        else:
+            err.print(f"synced {ev.paths} changed paths: added {ev.added}, changed {ev.changed}, moved {ev.moved}, "
+                      f"removed {ev.removed}, failed {ev.failed}  ({ev.seconds:.1f}s)")
+        if fmt is present.Format.table and ev.errors:
+            present.errors(err, ev.errors, fmt, limit=5)
+
+    return show
+
+
+def _watch_summary(to: Console, r: Any) -> None:  # r: mmsearch.types.WatchReport
+    f = r.full
+    to.print(f"watched {len(r.roots)} {'folder' if len(r.roots) == 1 else 'folders'} for {r.seconds:.1f}s: "
+             f"added {r.added}, changed {r.changed}, moved {r.moved}, removed {r.removed}, failed {r.failed} "
+             f"in {r.syncs} syncs; full syncs (start{', returns' if r.returned else ''}): indexed {f.indexed}, "
+             f"reused {f.reused}, unchanged {f.unchanged}, removed {f.removed}, failed {f.failed}")
+    for root in r.vanished:
+        to.print(present.styled("still gone (its entries are kept): {}", root))
 
 
 @app.command("add-text")
@@ -383,17 +519,28 @@ def serve(
     device: DeviceOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface; the page's API has no authentication).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free port).")] = 8765,
+    watch: Annotated[Optional[list[Path]], typer.Option("--watch", help="Keep the store in sync with this folder while serving, as `mmsearch watch` does (repeat for several).")] = None,
 ) -> None:
     """Serve the store over HTTP: a search page at / and a JSON API under /api (needs the server extra).
 
     While it runs, `mmsearch query` on the same store sends its queries here (a file server.json in the store says where).
+    With --watch, it also keeps the store in sync with folders as `mmsearch watch` does (stopping prints its summary).
     """
     from mmsearch.server import serve as run_server  # imports FastAPI/uvicorn only now
 
     def ready(root: Path, url: str) -> None:
         err.print(present.styled("serving {} on {}  (Ctrl-C to stop)", root, url))
 
-    run_server(store, model=model, device=device, host=host, port=port, on_ready=ready)
+    if not watch:
+        run_server(store, model=model, device=device, host=host, port=port, on_ready=ready)
+        return
+    # uvicorn raises the signal that stopped it again once it has: here it ends the watch too, cleanly
+    with _stop_on_signals(threading.Event()):
+        watched = run_server(store, model=model, device=device, host=host, port=port, on_ready=ready, watch=watch,
+                             on_watch=_watch_event(present.Format.table))
+    if watched is not None:
+        _notices(watched.notices)
+        _watch_summary(err, watched)
 
 
 @app.command("config")

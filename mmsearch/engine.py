@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from mmsearch.ann.indexes import IndexSet
 from mmsearch.config import DEFAULT_MODELS, Settings
@@ -21,7 +22,8 @@ from mmsearch.query.encode import Query, able_spaces, with_examples
 from mmsearch.query.search import require_spaces, resolve_space, run, targets
 from mmsearch.store.schema import Space
 from mmsearch.store.store import Store
-from mmsearch.types import CachedExport, DoctorReport, DupCluster, ErrorInfo, Hit, IndexReport, SpaceStats, Stats
+from mmsearch.types import (CachedExport, DoctorReport, DupCluster, ErrorInfo, Hit, IndexReport, SpaceStats, Stats,
+                            WatchReport, WatchSync)
 
 
 class Engine:
@@ -166,6 +168,38 @@ class Engine:
                                 progress=progress, batch=batch, on_commit=on_commit, limits=self.settings.limits())
         report.notices.extend(self.notices)
         return report
+
+    def watch(self, paths: Sequence[str | os.PathLike] | str | os.PathLike, *,
+              on_sync: Callable[[WatchSync], None] | None = None, stop_event: threading.Event | None = None,
+              debounce_ms: int | None = None, step_ms: int | None = None, poll_seconds: float | None = None,
+              commit_every: int | None = None) -> WatchReport:
+        """Keep the store in sync with folders until ``stop_event`` is set (or Ctrl-C): an initial sync
+        as :meth:`index` does, then batches of changes (debounced: ``debounce_ms``, default 1600,
+        ``step_ms`` of quiet ends a batch, default 50), each in one write through the same sync path
+        (moved files are linked, not embedded again). A root that goes away removes nothing; it is
+        synced again when it is back (checked every ``poll_seconds``, default 1). The writer lock is
+        held only while a batch is written. ``on_sync`` hears of each step
+        (:class:`mmsearch.types.WatchSync`); returns what the session did.
+        """
+        from mmsearch.ingest import watch as watching
+        from mmsearch.ingest.discover import check_roots
+
+        roots = check_roots([paths] if isinstance(paths, (str, bytes, os.PathLike)) else list(paths))
+        batch = BATCH if commit_every is None else commit_every
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise UsageError(f"commit_every={commit_every!r}: must be a whole number of at least 1")
+
+        def sync(changed: Sequence[str], progress: Progress, gone_ok: bool) -> IndexReport:
+            with self._writing("watch") as targets:
+                report = sync_paths(self.store, targets, list(changed), workers=self.settings.workers,
+                                    progress=progress, batch=batch, limits=self.settings.limits(), gone_ok=gone_ok)
+            report.notices.extend(self.notices)
+            return report
+
+        timing = {k: v for k, v in (("debounce_ms", debounce_ms), ("step_ms", step_ms),
+                                    ("poll_seconds", poll_seconds)) if v is not None}
+        return watching.watch_roots(self.store, list(dict.fromkeys(roots)), sync, on_sync=on_sync, stop=stop_event,
+                                    **timing)
 
     def add_texts(self, texts: Iterable[str] | Mapping[str, str] | None = None, *,
                   file: str | os.PathLike | None = None) -> int:

@@ -253,3 +253,72 @@ class DupCluster:
                 "similarity": self.similarity, "exact": self.exact, "files": len(self.duplicates) + 1,
                 "keep": self.keep, "duplicates": list(self.duplicates),
                 "members": [m.to_dict() for m in self.members]}
+
+
+@dataclass(frozen=True)
+class WatchSync:
+    """One step of ``Engine.watch`` (passed to ``on_sync``), told once its work is durable.
+
+    ``kind``: ``start`` (the sync of every watched root when the watch begins, like ``index``),
+    ``changes`` (a debounced batch of changes), ``returned`` (a root that had vanished is back: it is
+    synced again like at the start), ``vanished`` (a root went away, e.g. a disk unplugged: nothing
+    is written and its entries stay in the store until it comes back) or ``waiting`` (another
+    process writes the store: changes wait for it, ``notice`` says who).
+
+    ``added``/``changed``/``moved``/``removed`` are told for ``changes`` (files new to the store,
+    files whose content changed, files that arrived with the content of a path removed in the same
+    sync, linked without a model call, and files gone); a full sync (``start``, ``returned``) tells
+    what ``index`` tells: ``indexed`` (embedded now), ``reused`` (linked), ``unchanged``, ``removed``.
+    """
+
+    kind: str
+    roots: tuple[str, ...]  # the watched roots this step is about
+    paths: int = 0  # changed paths the batch named, after coalescing (``changes``)
+    added: int = 0
+    changed: int = 0
+    moved: int = 0
+    removed: int = 0
+    failed: int = 0
+    indexed: int = 0
+    reused: int = 0
+    unchanged: int = 0
+    seconds: float = 0.0
+    errors: tuple[tuple[str, str], ...] = ()
+    interrupted: bool = False  # cut short by the stop (what it committed is kept)
+    notice: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["roots"] = list(self.roots)
+        d["errors"] = [{"path": p, "reason": r} for p, r in self.errors]
+        return d
+
+
+@dataclass
+class WatchReport:
+    """What one ``Engine.watch`` session did, from its start to its stop.
+
+    The counts are the session's changes (``WatchSync`` of kind ``changes``); ``full`` sums the full
+    syncs: the one at the start and one per root that came back (``returned`` counts those).
+    """
+
+    roots: list[str] = field(default_factory=list)
+    syncs: int = 0  # batches of changes applied
+    added: int = 0
+    changed: int = 0
+    moved: int = 0
+    removed: int = 0
+    failed: int = 0
+    full: IndexReport = field(default_factory=IndexReport)
+    returned: int = 0
+    vanished: list[str] = field(default_factory=list)  # roots absent when the watch stopped (entries kept)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # the session's per-file problems (the last 1000)
+    notices: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False  # a sync was cut short by the stop (what it committed is kept)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["full"] = self.full.to_dict()
+        d["errors"] = [{"path": p, "reason": r} for p, r in self.errors]
+        return d

@@ -4,7 +4,8 @@
 2. Hash the rest on threads (read + sha256 release the GIL; no process start-up). Content the store
    already has a vector for (moved, renamed, copied, touched) is *linkable*: no decode, no model call.
 3. The rest is *fresh*: decoded and embedded.
-4. ``vanished``: rows under a walked root not seen now (and not under a folder that failed to read).
+4. ``vanished``: rows under a walked root not seen now (and not under a folder that failed to read);
+   with a watcher's changes, also the rows at or below paths that were deleted (:func:`gone_uris`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Iterable, Iterator, Sequence
 
 from mmsearch.errors import UsageError
 from mmsearch.ingest.decode import Loaded, load
-from mmsearch.ingest.discover import Candidate, display, walk
+from mmsearch.ingest.discover import Candidate, check_roots, classify, display, walk
 from mmsearch.store.store import Store
 from mmsearch.util import batched, under_any
 
@@ -79,10 +80,39 @@ def vanished(store: Store, p: Plan, failed_now: set[str]) -> list[str]:
     protected = [path for path, _ in p.walk_errors] + [display(path) for path, _ in p.walk_errors]
     gone: list[str] = []
     for root in p.roots:
+        if root in seen:
+            continue  # a file root seen now: nothing at or below it has vanished
         gone += [u for u in store.uris_under(root) if u not in seen and not under_any(u, protected)]
         gone += [u for u in store.error_uris_under(root)
                  if u not in seen and u not in failed_now and not under_any(u, protected)]
     return gone
+
+
+def present_and_gone(paths: Sequence[str | os.PathLike]) -> tuple[list[str], list[str]]:
+    """(absolute paths that exist, paths that were deleted). A missing path counts as deleted only when
+    its folder is still there: one whose folder is gone too (a disk unplugged) removes nothing."""
+    present: list[str | os.PathLike] = []
+    gone: list[str] = []
+    for p in paths:
+        if isinstance(p, (str, bytes, os.PathLike)) and not os.path.exists(p):
+            g = os.path.abspath(os.fsdecode(p))
+            if os.path.isdir(os.path.dirname(g)):
+                gone.append(g)
+        else:
+            present.append(p)
+    return (check_roots(present) if present else []), list(dict.fromkeys(gone))
+
+
+def gone_uris(store: Store, gone: Sequence[str]) -> list[str]:
+    """Every stored uri (sources and recorded errors) at or below the deleted paths ``gone``: looked up
+    exactly in batches; only a path that is not a stored file and could be a folder (no extension a file
+    is indexed by) is searched below."""
+    found = store.lookup_sources(gone)
+    uris = list(found)
+    for g in gone:
+        if g not in found:
+            uris += store.error_uris_under(g) if classify(g) else store.uris_under(g) + store.error_uris_under(g)
+    return uris
 
 
 def removal_uris(store: Store, targets: Iterable[str | os.PathLike] | str | os.PathLike) -> list[str]:

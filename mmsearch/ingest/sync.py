@@ -20,7 +20,7 @@ from mmsearch.ingest.commit import Segments, commit, embed
 from mmsearch.ingest.decode import Loaded
 from mmsearch.ingest.discover import Candidate, check_roots, display
 from mmsearch.ingest.pipeline import DecodePool
-from mmsearch.ingest.plan import current, hashed, vanished, walked
+from mmsearch.ingest.plan import Plan, current, gone_uris, hashed, present_and_gone, vanished, walked
 from mmsearch.store.schema import Space
 from mmsearch.store.store import Store
 from mmsearch.types import BatchCommitted, IndexReport
@@ -89,20 +89,27 @@ def streamed(decoded: Iterable[Loaded], encoder: Encoder, batch: int, progress: 
 
 def sync_paths(store: Store, targets: Sequence[Target], paths: Sequence[str | os.PathLike], *,
                workers: int | None = None, progress: Progress | None = None, limits: dict[str, int] | None = None,
-               batch: int = BATCH, on_commit: OnCommit | None = None) -> IndexReport:
+               batch: int = BATCH, on_commit: OnCommit | None = None, gone_ok: bool = False) -> IndexReport:
     """Sync ``paths`` into the ``targets``' spaces (each file into every target that embeds its kind);
-    raises :class:`IndexInterrupted` on Ctrl-C (committed work kept)."""
+    raises :class:`IndexInterrupted` on Ctrl-C (committed work kept).
+
+    ``gone_ok`` (a watcher's batch of changed paths): a path that no longer exists is not a usage error
+    but a deletion: its rows, and those below it, are dropped in this same sync, after the rest is
+    linked, so a file moved from one path of the batch to another keeps its content and costs no
+    model call. Only when its folder is still there (see :func:`~mmsearch.ingest.plan.present_and_gone`).
+    """
     t0 = time.perf_counter()
     report = IndexReport(space=targets[0].spec if targets else "", spaces=[t.spec for t in targets])
     try:
-        p = walked(store, check_roots(paths))
+        roots, deleted = present_and_gone(paths) if gone_ok else (check_roots(paths), [])
+        p = walked(store, roots) if roots else Plan([], [])
         report.scanned = len(p.candidates)
         run = _Run(store, report, p.candidates, targets, progress, on_commit, workers, limits, batch)
         if p.walk_errors:
             run.flush(None, [], p.walk_errors)
         for target in targets:
             run.target(target)
-        gone = vanished(store, p, {path for path, _ in report.errors})
+        gone = vanished(store, p, {path for path, _ in report.errors}) + gone_uris(store, deleted)
         if gone:
             report.removed += store.apply([], None, remove_uris=gone).removed_sources
     except KeyboardInterrupt:

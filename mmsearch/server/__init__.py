@@ -11,7 +11,7 @@ the standard library only, so a served query imports neither numpy nor the model
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from mmsearch.errors import UsageError
 
@@ -61,7 +61,51 @@ def make_server(store_path: str | os.PathLike | None = None, *, model: str | Non
 
 
 def serve(store_path: str | os.PathLike | None = None, *, model: str | None = None, device: str | None = None,
-          host: str = "127.0.0.1", port: int = 8765, log_level: str = "info", on_ready: Any = None) -> None:
-    """Open the store, then serve it with uvicorn until interrupted (blocks); see :func:`make_server`."""
-    make_server(store_path, model=model, device=device, host=host, port=port, log_level=log_level,
-                on_ready=on_ready).run()
+          host: str = "127.0.0.1", port: int = 8765, log_level: str = "info", on_ready: Any = None,
+          watch: Sequence[str | os.PathLike] | None = None, on_watch: Any = None) -> Any:
+    """Open the store, then serve it with uvicorn until interrupted (blocks); see :func:`make_server`.
+
+    ``watch``: folders to keep the store in sync with while serving (:meth:`mmsearch.Engine.watch` in a
+    thread of this process, with an engine of its own, writing through the store's writer lock; the
+    server keeps answering while it writes). ``on_watch`` hears of each sync; returns the watch's
+    :class:`mmsearch.types.WatchReport` (None without ``watch``). If the watch fails, the server stops
+    and its error is raised.
+    """
+    if not watch:
+        make_server(store_path, model=model, device=device, host=host, port=port, log_level=log_level,
+                    on_ready=on_ready).run()
+        return None
+    return _watching(store_path, model, device, list(watch), on_watch,
+                     lambda: make_server(store_path, model=model, device=device, host=host, port=port,
+                                         log_level=log_level, on_ready=on_ready))
+
+
+def _watching(store_path: Any, model: str | None, device: str | None, paths: list, on_watch: Any, make: Any) -> Any:
+    """Run the server ``make()`` gives while a watcher thread syncs ``paths``; stop both together."""
+    import threading
+
+    from mmsearch.engine import Engine
+
+    writer = Engine.open(store_path, model=model, device=device)  # first: it makes a new store, which the server opens
+    try:
+        server, stop, out = make(), threading.Event(), {}
+
+        def run() -> None:
+            try:
+                out["report"] = writer.watch(paths, on_sync=on_watch, stop_event=stop)
+            except BaseException as exc:  # told in the main thread once the server has stopped
+                out["error"] = exc
+                server.should_exit = True
+
+        thread = threading.Thread(target=run, name="mmsearch-watch", daemon=True)
+        thread.start()
+        try:
+            server.run()
+        finally:
+            stop.set()
+            thread.join()
+        if "error" in out:
+            raise out["error"]
+        return out["report"]
+    finally:
+        writer.close()

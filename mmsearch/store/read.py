@@ -12,6 +12,7 @@ from mmsearch.store.schema import Content, ErrorRecord, Meta, Segment, Source, S
 from mmsearch.util import chunks, under_bounds
 
 if TYPE_CHECKING:
+    from mmsearch.store.filtering import Cond
     from mmsearch.store.session import Database
 
 #: Vectors read per block when an index is (re)built: bounded memory, whatever the store's size.
@@ -37,6 +38,18 @@ class ContentMeta:
     duration: float | None = None
     sample_rate: int | None = None
     channels: int | None = None
+    taken_at: str | None = None  # "YYYY-MM-DD HH:MM:SS" (EXIF, the camera's clock)
+    taken_offset: str | None = None  # "+02:00" when the file says
+    camera_make: str | None = None
+    camera_model: str | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
+    orientation: int | None = None
+
+
+#: ContentMeta's fields after ``uris``, as columns of ``contents``
+_META_FIELDS = ("duration", "sample_rate", "channels", "taken_at", "taken_offset", "camera_make", "camera_model",
+                "gps_lat", "gps_lon", "orientation")
 
 
 def decode_vectors(blobs: Sequence[bytes], dim: int) -> np.ndarray:
@@ -142,6 +155,43 @@ class Reads:
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         return ids, [r[1] for r in rows], decode_vectors([r[2] for r in rows], dim)
 
+    def filtered_ids(self, conds: Sequence["Cond"], space_id: int, modality: str) -> np.ndarray:
+        """Sorted ids of the vectors of one space and modality whose content every condition holds for:
+        the candidates of a filtered search (ids only; see :meth:`vectors_for` for their vectors)."""
+        from mmsearch.store.filtering import matching
+
+        with self.db.read() as s:
+            q = select(Vector.content_id).where(*_where(space_id, modality), Vector.content_id.in_(matching(conds)))
+            return np.fromiter(s.scalars(q.order_by(Vector.content_id)), np.int64)
+
+    def vectors_of(self, content_ids: np.ndarray, space_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of some contents in one space, in the order given (those without one left out):
+        the exact scan of a small filtered candidate set."""
+        found = self.vectors_for(content_ids, space_id)
+        ids = np.fromiter((i for i in map(int, content_ids) if i in found), np.int64)
+        with self.db.read() as s:
+            dim = self._dim(s, space_id)
+        return ids, (np.stack([found[int(i)] for i in ids]) if len(ids) else np.zeros((0, dim), np.float32))
+
+    def missing_metadata(self, root: str, limit: int = 1000, after: int = 0) -> list[tuple[int, list[str]]]:
+        """Image contents at or below ``root`` whose metadata was never read (indexed before schema 3),
+        with their file paths: what the next ``index`` of that folder backfills. Up to ``limit``, by id > ``after``."""
+        from mmsearch.store.schema import META_VERSION
+
+        below = (Source.kind == "file") & under_clause(Source.uri, root)
+        with self.db.read() as s:
+            ids = list(s.scalars(select(Content.id).where(
+                Content.modality == "image", Content.id > after,
+                Content.meta_version.is_(None) | (Content.meta_version < META_VERSION),
+                select(Source.id).where(Source.content_id == Content.id, below).exists(),
+            ).order_by(Content.id).limit(limit)))
+            rows = s.execute(select(Source.content_id, Source.uri).where(Source.content_id.in_(ids), below)
+                             .order_by(Source.content_id, Source.uri)).all() if ids else []
+        out: dict[int, list[str]] = {}
+        for cid, uri in rows:
+            out.setdefault(cid, []).append(uri)
+        return list(out.items())
+
     def iter_vectors(self, space_id: int, modality: str, *, since_gen: int = 0, until_gen: int | None = None,
                      block: int = BLOCK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids int64, vectors float32) blocks of one space and modality, in id order (keyset paging).
@@ -239,15 +289,15 @@ class Reads:
         """Metadata and every source uri of some contents, in one query (the per-search join)."""
         fields: dict[int, tuple] = {}
         uris: dict[int, list[str]] = {}
+        columns = [Content.modality, Content.text, Content.width, Content.height,
+                   *(getattr(Content, f) for f in _META_FIELDS)]
         with self.db.read() as s:
             for part in chunks([int(i) for i in content_ids]):
-                rows = s.execute(
-                    select(Content.id, Content.modality, Content.text, Content.width, Content.height, Content.duration,
-                           Content.sample_rate, Content.channels, Source.uri)
-                    .outerjoin(Source, Source.content_id == Content.id)
-                    .where(Content.id.in_(part)).order_by(Content.id, Source.uri))
-                for cid, modality, txt, w, h, dur, rate, ch, uri in rows:
-                    fields.setdefault(cid, (modality, txt, w, h, dur, rate, ch))
+                rows = s.execute(select(Content.id, Source.uri, *columns)
+                                 .outerjoin(Source, Source.content_id == Content.id)
+                                 .where(Content.id.in_(part)).order_by(Content.id, Source.uri))
+                for cid, uri, *values in rows:
+                    fields.setdefault(cid, tuple(values))
                     bucket = uris.setdefault(cid, [])
                     if uri is not None:
                         bucket.append(uri)

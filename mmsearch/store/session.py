@@ -22,6 +22,7 @@ from mmsearch.errors import StoreError
 from mmsearch.store.safety import db_error, is_storage_error
 from mmsearch.store.schema import SCHEMA_VERSION, Base, Meta
 
+
 def _to_v2(conn) -> None:
     """Version 2: sounds. Contents gain duration, sample rate, channels and an info JSON; segments appear."""
     from mmsearch.store.schema import Segment
@@ -31,9 +32,22 @@ def _to_v2(conn) -> None:
     Segment.__table__.create(conn)
 
 
+#: Columns schema 3 adds to ``contents`` (photo metadata; see :class:`mmsearch.store.schema.Content`).
+V3_COLUMNS = (("taken_at", "VARCHAR(19)"), ("taken_offset", "VARCHAR(6)"), ("camera_make", "TEXT"),
+              ("camera_model", "TEXT"), ("gps_lat", "FLOAT"), ("gps_lon", "FLOAT"), ("orientation", "INTEGER"),
+              ("meta_version", "INTEGER"))
+
+
+def _to_v3(conn) -> None:
+    """Version 3: photo metadata. Contents gain nullable EXIF columns; what was indexed before has
+    ``meta_version`` NULL, and the next ``index`` of its folder reads its metadata (no model, no decode)."""
+    for column, kind in V3_COLUMNS:
+        conn.exec_driver_sql(f"ALTER TABLE contents ADD COLUMN {column} {kind}")
+
+
 #: schema version → the step that brings a store of the version before up to it (run in the
 #: transaction that records the new version).
-MIGRATIONS: dict[int, Callable[[object], None]] = {2: _to_v2}
+MIGRATIONS: dict[int, Callable[[object], None]] = {2: _to_v2, 3: _to_v3}
 
 
 def _make_engine(db: Path, begin: str) -> SAEngine:

@@ -154,6 +154,10 @@ def query(
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Only results whose calibrated score (standard deviations above unrelated queries) is at least this; exit 1 when none is.")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show how each score came about: raw cosine, the background it is calibrated against, the model.")] = False,
     under: Annotated[Optional[Path], typer.Option("--under", help="Only results below this folder.")] = None,
+    where: Annotated[Optional[list[str]], typer.Option("--where", "-w", help="Only results where this holds, e.g. 'width>=3000', 'make~canon', 'taken>=2023-06-01', 'gps', '!gps', 'size<5MB', 'duration<30' (repeatable: all must hold; fields: taken mtime width height size duration make model camera gps lat lon orientation).", show_default=False)] = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="Only results taken on or after this date (YYYY[-MM[-DD]]); the file's mtime when it has no EXIF date.", show_default=False)] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="Only results taken on or before this date (the whole day or month given).", show_default=False)] = None,
+    path: Annotated[Optional[str], typer.Option("--path", help="Only files whose path matches this glob ('*/2023/*.jpg'; * also crosses folders) or starts with it.", show_default=False)] = None,
     store: StoreOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = None,
@@ -172,7 +176,8 @@ def query(
         from mmsearch.errors import UsageError
 
         raise UsageError("give a query text, --image PATH or --audio PATH (one of them)")
-    if not no_server and runtime is None and precision is None and _served(
+    filtered = bool(where) or since is not None or until is not None or path is not None  # not served yet
+    if not no_server and not filtered and runtime is None and precision is None and _served(
             fmt, store, model=model, device=device, text=text, image=image, audio=audio, k=k, type=type_, under=under,
             nprobe=nprobe, ef_search=ef_search, min_score=min_score, explain=explain):
         return
@@ -182,7 +187,8 @@ def query(
         text_model(store, model=model, device=device, runtime=runtime, precision=precision)
     with _engine(store, model=model, device=device, runtime=runtime, precision=precision, create=False) as eng:
         results = eng.search(text=text, image=image, audio=audio, k=k, type=type_, under=under, nprobe=nprobe,
-                             ef_search=ef_search, min_score=min_score)
+                             ef_search=ef_search, min_score=min_score, where=where or (), since=since, until=until,
+                             path=path)
         _notices(eng.notices)
     present.hits(out, results, fmt, explain=explain)
     if min_score is not None and not results:
@@ -239,6 +245,8 @@ def _fast_query(argv: list[str]) -> bool | None:
         return None
     if kw.pop("runtime") is not None or kw.pop("precision") is not None:
         return None  # this process's own runtime was asked for: search in-process
+    if any([kw.pop(n) for n in ("where", "since", "until", "path")]):
+        return None  # filters: searched in-process (the server does not take them yet)
     try:
         fmt = present.pick_format(bool(kw.pop("as_json")), bool(kw.pop("as_jsonl")), bool(kw.pop("as_paths")))
     except MmsearchError:

@@ -17,6 +17,7 @@ from mmsearch.ingest.plan import removal_uris
 from mmsearch.ingest.texts import normalise_items, read_text_file
 from mmsearch.query.calibrate import BackgroundZ
 from mmsearch.query.encode import Query
+from mmsearch.query.filters import Filters
 from mmsearch.query.search import require_spaces, resolve_space, run, targets
 from mmsearch.store.schema import Space
 from mmsearch.store.store import Store
@@ -206,7 +207,9 @@ class Engine:
     # ---- reading ---------------------------------------------------------------------------------
     def search(self, text: str | None = None, image: str | os.PathLike | Any | None = None, *, vector: Any = None,
                audio: str | os.PathLike | bytes | None = None, k: int = 10, type: str | None = None,
-               space: str | None = None, under: str | os.PathLike | None = None, nprobe: int | None = None,
+               space: str | None = None, under: str | os.PathLike | None = None,
+               where: Sequence[str] | str = (), since: Any = None, until: Any = None,
+               path: str | os.PathLike | None = None, nprobe: int | None = None,
                ef_search: int | None = None, min_score: float | None = None) -> list[Hit]:
         """Search by ``text``, ``image`` (path, bytes or PIL image), ``audio`` (path or bytes) or a raw unit ``vector``.
 
@@ -216,15 +219,21 @@ class Engine:
         a query searches every space that can embed it and merges them on calibrated scores
         (:mod:`mmsearch.query.calibrate`). ``min_score``: only hits whose calibrated score is at least this.
         A sound hit says where in the file it matched best (``start``/``end`` seconds).
+
+        Filters, applied before the vector search (``k`` hits come back when ``k`` pass):
+        ``where``: terms such as ``"width>=3000"``, ``"make~canon"``, ``"taken>=2023-06-01"``, ``"gps"``
+        (all must hold; :mod:`mmsearch.query.filters` has the grammar); ``path``: a glob or prefix of file
+        paths; ``since``/``until``: date taken, else file mtime (a date string, ``date`` or ``datetime``).
         """
         query = Query.make(text, image, vector, audio=audio, k=k, type=type, under=under, nprobe=nprobe,
                            ef_search=ef_search, min_score=min_score, max_audio_seconds=self.settings.max_audio_seconds)
+        filters = Filters.make(where, since=since, until=until, path=path)
         self.notices = []
         gen = self.store.generation()
         wanted = [space] if space else self.models()
         chosen = [self.space(w) for w in wanted]
         plan = targets(self.store, chosen or self._spaces_now(), query, bool(chosen))
-        hits, self.notices = run(self.store, self.indexes, plan, query, self.encoder, self.calibration, gen)
+        hits, self.notices = run(self.store, self.indexes, plan, query, self.encoder, self.calibration, gen, filters)
         return hits
 
     def file_of(self, content_id: int, modality: str = "image") -> str | None:

@@ -27,10 +27,16 @@ class Hit:
     end: float | None = None
     #: how the score came about: raw cosine, the background's mean and spread, the window matched
     why: dict[str, Any] | None = None
+    # photo metadata (EXIF), None when unknown: date taken as ISO 8601 ("2023-06-01T12:34:56", with
+    # "+02:00" when the file gives its offset), camera ("Canon EOS 5D"), position (lat, lon) in degrees
+    taken_at: str | None = None
+    camera: str | None = None
+    gps: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["paths"] = list(self.paths)
+        d["gps"] = list(self.gps) if self.gps is not None else None
         return d
 
 

@@ -11,6 +11,7 @@ from mmsearch.ann.indexes import IndexSet
 from mmsearch.config import DEFAULT_MODELS, Settings
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import UsageError
+from mmsearch.ingest.backfill import backfill_metadata
 from mmsearch.ingest.commit import commit, text_items
 from mmsearch.ingest.sync import BATCH, OnCommit, Progress, Target, sync_paths
 from mmsearch.ingest.plan import removal_uris
@@ -164,6 +165,9 @@ class Engine:
         with self._writing("index") as targets:
             report = sync_paths(self.store, targets, list(paths), workers=self.settings.workers,
                                 progress=progress, batch=batch, on_commit=on_commit, limits=self.settings.limits())
+            filled = backfill_metadata(self.store, list(paths))  # images indexed before EXIF was kept
+            if filled:
+                report.notices.append(f"read the photo metadata (EXIF) of {filled} images indexed before it was kept")
         report.notices.extend(self.notices)
         return report
 

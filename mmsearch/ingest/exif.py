@@ -15,6 +15,7 @@ ever fails a file: a missing, damaged or odd value leaves its field empty (``Non
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -47,17 +48,20 @@ class Exif:
 
 
 def read_exif(im: Any) -> Exif:
-    """The metadata of an opened PIL image; an empty :class:`Exif` when it has none or it is unreadable."""
-    try:
-        exif = im.getexif()
-    except Exception:
-        return Exif()
-    fields: dict[str, Any] = {}
-    for part in (_base, _dates, _gps):
+    """The metadata of an opened PIL image; an empty :class:`Exif` when it has none or it is unreadable
+    (Pillow's "Corrupt EXIF data" warnings are kept quiet: the fields say what could be read)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         try:
-            fields.update(part(exif))
-        except Exception:  # one bad directory leaves its own fields empty, not the others
-            pass
+            exif = im.getexif()
+        except Exception:
+            return Exif()
+        fields: dict[str, Any] = {}
+        for part in (_base, _dates, _gps):
+            try:
+                fields.update(part(exif))
+            except Exception:  # one bad directory leaves its own fields empty, not the others
+                pass
     return Exif(**fields)
 
 

@@ -41,8 +41,10 @@ V3_COLUMNS = (("taken_at", "VARCHAR(19)"), ("taken_offset", "VARCHAR(6)"), ("cam
 def _to_v3(conn) -> None:
     """Version 3: photo metadata. Contents gain nullable EXIF columns; what was indexed before has
     ``meta_version`` NULL, and the next ``index`` of its folder reads its metadata (no model, no decode)."""
+    have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(contents)")}
     for column, kind in V3_COLUMNS:
-        conn.exec_driver_sql(f"ALTER TABLE contents ADD COLUMN {column} {kind}")
+        if column not in have:  # (a store made by this version and taken back to an older one by hand has them)
+            conn.exec_driver_sql(f"ALTER TABLE contents ADD COLUMN {column} {kind}")
 
 
 #: schema version → the step that brings a store of the version before up to it (run in the

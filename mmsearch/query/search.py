@@ -6,10 +6,10 @@ calibrated score (:mod:`mmsearch.query.calibrate`), an item found in two spaces 
 
 Filters (:mod:`mmsearch.query.filters`, and ``under``) apply *before* the vector search, so a
 selective filter still returns ``k`` hits when ``k`` exist: the database gives the candidate ids of
-each space and kind; up to :data:`SUBSET_MAX` of them are scored exactly (their stored vectors, one
-matrix product), more are searched in the ANN index restricted to them (a FAISS ``IDSelector``), and
-when that walk meets fewer than ``k`` of them (HNSW and IVF explore only part of the index) they are
-scored exactly after all. Compressed (PQ) candidates are re-ranked exactly either way.
+each space and kind; the ANN index is searched restricted to them (a FAISS ``IDSelector``, IVF lists
+and HNSW breadth widened by how much the filter keeps out), except that a small set in an HNSW or PQ
+index is scored exactly from its stored vectors (:data:`SUBSET_MAX`); when the walk meets fewer than
+``k`` of them the set is scored exactly after all. Compressed (PQ) candidates are re-ranked exactly.
 """
 
 from __future__ import annotations
@@ -37,10 +37,14 @@ from mmsearch.util import is_under
 #: the exact vectors from the database. PQ alone kept 0.77 of the true top 10 on real embeddings.
 RERANKED = ("pq",)
 RERANK_FACTOR = 10
-#: A filtered candidate set up to this size is scored exactly from its stored vectors rather than through
-#: the ANN index: reading and scoring 20,000 fp16 vectors costs about as much as one unfiltered
-#: exact search of 50,000 (AUTO_FLAT_MAX), and it is exact whatever the index kind.
-SUBSET_MAX = 20_000
+#: Per index kind, the largest filtered candidate set scored exactly from its stored vectors (SQL) rather
+#: than through the index restricted by an IDSelector. Measured on 60,000 512-d vectors (2 busy cores):
+#: the exact scan reads ~4-25 µs per candidate (15-55 ms for 1,000, 80-250 ms for 20,000), while the
+#: index with a selector takes 0.3-5 ms (flat) and 2-4 ms (IVF, lists widened to all of them for a small
+#: set). So flat and IVF always use the selector: flat is exact anyway, IVF visits every list when the
+#: set is small. HNSW's walk meets few members of a small set (at FAISS's default breadth it found 1 of
+#: 3 kept among 1,000) and PQ scores are approximate: up to 2,000 candidates (~10-50 ms) they are scored exactly.
+SUBSET_MAX = {"flat": 0, "ivf": 0, "hnsw": 2_000, "pq": 2_000}
 
 
 # ---- which spaces -------------------------------------------------------------------------------------
@@ -116,25 +120,27 @@ def top_ids(store: Store, idx: SpaceIndex, queries: np.ndarray, k: int,
     return [[(float(s), int(i)) for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores, ids)]
 
 
-def exact_subset(store: Store, space_id: int, q: np.ndarray, k: int, ids: np.ndarray) -> list[tuple[float, int]]:
-    """Best ``k`` (score, id) among some contents, scored exactly from their stored vectors."""
-    found, vecs = store.vectors_of(ids, space_id)
+def exact_subset(store: Store, space_id: int, q: np.ndarray, k: int, conds: Sequence[Cond],
+                 modality: str) -> list[tuple[float, int]]:
+    """Best ``k`` (score, id) among the contents the conditions keep, scored exactly from their stored vectors."""
+    found, vecs = store.filtered_vectors(conds, space_id, modality)
     sims = vecs @ q.reshape(-1)
     return sorted(((float(sims[j]), int(found[j])) for j in np.argsort(-sims, kind="stable")[:k]),
                   key=lambda t: (-t[0], t[1]))
 
 
-def filtered_top(store: Store, idx: SpaceIndex, q: np.ndarray, k: int, allowed: np.ndarray,
+def filtered_top(store: Store, idx: SpaceIndex, q: np.ndarray, k: int, conds: Sequence[Cond],
                  params: SearchParams | None = None) -> list[tuple[float, int]]:
-    """Best ``k`` (score, id) among ``allowed`` (sorted content ids): an exact scan of a small set, else
+    """Best ``k`` (score, id) among the contents the conditions keep: an exact scan of a small set, else
     the ANN index restricted to it, falling back to the exact scan when the walk met fewer than ``k``."""
+    allowed = store.filtered_ids(conds, idx.space_id, idx.modality)
     if len(allowed) == 0:
         return []
-    if len(allowed) <= SUBSET_MAX or idx.ann is None:
-        return exact_subset(store, idx.space_id, q, k, allowed)
+    if idx.ann is None or len(allowed) <= SUBSET_MAX.get(idx.ann.kind, 0):
+        return exact_subset(store, idx.space_id, q, k, conds, idx.modality)
     found = top_ids(store, idx, q, k, params, allowed)[0]
     if len(found) < min(k, len(allowed)):
-        return exact_subset(store, idx.space_id, q, k, allowed)
+        return exact_subset(store, idx.space_id, q, k, conds, idx.modality)
     return found
 
 
@@ -158,7 +164,7 @@ def search_space(store: Store, indexes: dict[str, SpaceIndex], query: np.ndarray
     for modality in modalities:
         idx = indexes[modality]
         if conds:
-            found = filtered_top(store, idx, q, k, store.filtered_ids(conds, idx.space_id, modality), params)
+            found = filtered_top(store, idx, q, k, conds, params)
         else:
             found = top_ids(store, idx, q, k, params)[0]
         scored += [(s, i, modality) for s, i in found]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from sqlalchemy import and_, exists, func, not_, or_, select
+from sqlalchemy import and_, exists, func, not_, or_
 
 from mmsearch.store.schema import Content, Source
 
@@ -99,8 +99,3 @@ def clause(c: Cond):
 def where(conds: Sequence[Cond]):
     """All conditions together (AND), over ``contents``."""
     return and_(*(clause(c) for c in conds))
-
-
-def matching(conds: Sequence[Cond]):
-    """``SELECT contents.id`` of the contents every condition holds for (a subquery)."""
-    return select(Content.id).where(where(conds))

@@ -143,35 +143,28 @@ class Reads:
             return list(s.scalars(select(ErrorRecord.uri)))
 
     # ---- vectors: what indexes are built from ----------------------------------------------------
-    def vectors_under(self, space_id: int, root: str, modalities: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """(content ids, modalities, vectors) of the contents with a file at or below ``root``: the
-        candidate set of a folder-filtered search, one indexed range scan instead of an ANN loop."""
-        with self.db.read() as s:
-            below = select(Source.content_id).where(Source.kind == "file", under_clause(Source.uri, root))
-            rows = s.execute(select(Vector.content_id, Vector.modality, Vector.vec).where(
-                Vector.space_id == space_id, Vector.modality.in_(list(modalities)), Vector.content_id.in_(below)
-            ).order_by(Vector.content_id)).all()
-            dim = self._dim(s, space_id)
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        return ids, [r[1] for r in rows], decode_vectors([r[2] for r in rows], dim)
-
     def filtered_ids(self, conds: Sequence["Cond"], space_id: int, modality: str) -> np.ndarray:
-        """Sorted ids of the vectors of one space and modality whose content every condition holds for:
-        the candidates of a filtered search (ids only; see :meth:`vectors_for` for their vectors)."""
-        from mmsearch.store.filtering import matching
+        """Sorted ids of the contents of one modality with a vector in a space that every condition holds
+        for: the candidates of a filtered search. The conditions run over ``contents`` (small rows); the
+        vector is only looked up in its primary key (its blob is never read)."""
+        from mmsearch.store.filtering import where
+
+        has_vector = select(Vector.content_id).where(Vector.content_id == Content.id, Vector.space_id == space_id)
+        with self.db.read() as s:
+            q = select(Content.id).where(Content.modality == modality, has_vector.exists(), where(conds))
+            return np.fromiter(s.scalars(q.order_by(Content.id)), np.int64)
+
+    def filtered_vectors(self, conds: Sequence["Cond"], space_id: int, modality: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the same candidates as :meth:`filtered_ids`, in id order, in one query: the
+        exact scan of a small filtered set."""
+        from mmsearch.store.filtering import where
 
         with self.db.read() as s:
-            q = select(Vector.content_id).where(*_where(space_id, modality), Vector.content_id.in_(matching(conds)))
-            return np.fromiter(s.scalars(q.order_by(Vector.content_id)), np.int64)
-
-    def vectors_of(self, content_ids: np.ndarray, space_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of some contents in one space, in the order given (those without one left out):
-        the exact scan of a small filtered candidate set."""
-        found = self.vectors_for(content_ids, space_id)
-        ids = np.fromiter((i for i in map(int, content_ids) if i in found), np.int64)
-        with self.db.read() as s:
+            rows = s.execute(select(Content.id, Vector.vec)
+                             .join(Vector, (Vector.content_id == Content.id) & (Vector.space_id == space_id))
+                             .where(Content.modality == modality, where(conds)).order_by(Content.id)).all()
             dim = self._dim(s, space_id)
-        return ids, (np.stack([found[int(i)] for i in ids]) if len(ids) else np.zeros((0, dim), np.float32))
+        return np.fromiter((r[0] for r in rows), np.int64, len(rows)), decode_vectors([r[1] for r in rows], dim)
 
     def missing_metadata(self, root: str, limit: int = 1000, after: int = 0) -> list[tuple[int, list[str]]]:
         """Image contents at or below ``root`` whose metadata was never read (indexed before schema 3),

@@ -221,8 +221,8 @@ KINDS = pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "pq"])
 def test_a_filter_keeping_3_of_10000_returns_those_3(large, opened, kind, route, monkeypatch):
     import mmsearch.query.search as search
 
-    if route == "ann-selector":  # every candidate set goes to the ANN index with an IDSelector
-        monkeypatch.setattr(search, "SUBSET_MAX", 0)
+    # every candidate set to the ANN index with an IDSelector, or every one scored exactly from the database
+    monkeypatch.setitem(search.SUBSET_MAX, kind, 0 if route == "ann-selector" else N)
     root, vecs = large
     q = vecs[RARE[1]] * 0.2 + vecs[123] * 0.8  # closest to an item the filter drops
     q /= np.linalg.norm(q)
@@ -240,7 +240,7 @@ def test_a_filter_keeping_3_of_10000_returns_those_3(large, opened, kind, route,
 def test_a_broad_filter_through_the_ann_index_still_fills_k(large, opened, kind, monkeypatch):
     import mmsearch.query.search as search
 
-    monkeypatch.setattr(search, "SUBSET_MAX", 0)
+    monkeypatch.setitem(search.SUBSET_MAX, kind, 0)
     root, vecs = large
     q = vecs[5]  # item 5 has width 1000: the filter drops the nearest item
     hits = opened(kind).search(vector=q, k=20, where=["width>=3000"])

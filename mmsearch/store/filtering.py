@@ -52,8 +52,9 @@ def _on_sources(cond) -> Any:
 
 
 def _presence(c: Cond):
-    col = {"gps": Content.gps_lat, "taken": Content.taken_at, "make": Content.camera_make,
-           "model": Content.camera_model}.get(c.field) or NUMBERS.get(c.field)
+    columns = {**NUMBERS, "gps": Content.gps_lat, "taken": Content.taken_at, "make": Content.camera_make,
+               "model": Content.camera_model}
+    col = columns.get(c.field)
     if c.field == "camera":
         known = or_(Content.camera_make.is_not(None), Content.camera_model.is_not(None))
     elif col is None:
@@ -79,7 +80,8 @@ def clause(c: Cond):
     if c.field == "when":
         taken, ns = c.value
         return or_(_compare(Content.taken_at, c.op, taken),
-                   and_(Content.taken_at.is_(None), _on_sources(_compare(Source.mtime_ns, c.op, ns))))
+                   and_(Content.taken_at.is_(None),
+                        _on_sources(and_(Source.kind == "file", _compare(Source.mtime_ns, c.op, ns)))))
     if c.field == "mtime":
         return _on_sources(and_(Source.kind == "file", _compare(Source.mtime_ns, c.op, c.value)))
     if c.field == "taken":
@@ -87,10 +89,10 @@ def clause(c: Cond):
     if c.field in NUMBERS:
         return _compare(NUMBERS[c.field], c.op, c.value)
     if c.field in TEXTS:
-        cols = [func.lower(col) for col in TEXTS[c.field]]
-        value = str(c.value).lower()
+        cols = [func.mm_fold(col) for col in TEXTS[c.field]]  # registered by mmsearch.store.session
+        value = str(c.value).casefold()
         if c.op == "~":
-            return or_(*(col.contains(value, autoescape=True) for col in cols))
+            return or_(*(func.instr(col, value) > 0 for col in cols))
         if c.op == "=":
             return or_(*(col == value for col in cols))
     raise ValueError(f"no condition {c.field} {c.op}")

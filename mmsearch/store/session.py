@@ -52,6 +52,10 @@ def _to_v3(conn) -> None:
 MIGRATIONS: dict[int, Callable[[object], None]] = {2: _to_v2, 3: _to_v3}
 
 
+def _fold(value):
+    return value.casefold() if isinstance(value, str) else value
+
+
 def _make_engine(db: Path, begin: str) -> SAEngine:
     engine = create_engine(f"sqlite:///{db}", connect_args={"timeout": 30})
 
@@ -62,6 +66,8 @@ def _make_engine(db: Path, begin: str) -> SAEngine:
         for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL", "busy_timeout=30000"):
             cur.execute(f"PRAGMA {pragma}")
         cur.close()
+        # SQLite's lower() and LIKE fold ASCII only: text filters ("make~ü") compare Python's casefold
+        dbapi_conn.create_function("mm_fold", 1, _fold, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _begin(conn) -> None:  # pragma: no cover

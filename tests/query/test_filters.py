@@ -30,7 +30,7 @@ ITEMS = {
                                 taken_at="2023-05-31 23:59:59", camera_make="NIKON CORPORATION", camera_model="NIKON D750",
                                 gps_lat=-33.9, gps_lon=-70.6, orientation=6)),
     "phone.jpg": ("image", dict(folder="2022", width=3000, height=4000, size=2_500_000, mtime=_ns(2024, 2, 1),
-                                taken_at="2022-12-24 18:00:00", camera_make="Apple", camera_model="iPhone 12")),
+                                taken_at="2022-12-24 18:00:00", camera_make="Apple", camera_model="iPhone 12 Ünïcode")),
     "scan.png": ("image", dict(folder="2023", width=800, height=600, size=900_000, mtime=_ns(2023, 7, 1))),
     "old.png": ("image", dict(folder="misc", width=640, height=480, size=300_000, mtime=_ns(2021, 1, 1))),
     "short.wav": ("audio", dict(folder="sounds", size=200_000, mtime=_ns(2023, 8, 1), duration=12.5)),
@@ -58,7 +58,10 @@ def _found(store, **filters) -> set[str]:
     ("camera=canon eos r5", {"canon.jpg"}),
     ("make~canon", {"canon.jpg"}),
     ("make~NIKON", {"nikon.jpg"}),
-    ("model=iphone 12", {"phone.jpg"}),
+    ("model=iphone 12 ünïcode", {"phone.jpg"}),
+    ("model~ÜNÏ", {"phone.jpg"}),  # case folded beyond ASCII
+    ("make~%", set()),  # no LIKE wildcards
+    ("make~_", set()),
     ("camera~d750", {"nikon.jpg"}),
     ("make!=Canon", ALL - {"canon.jpg"}),  # a negation keeps what has no make
     ("camera!~CANON", ALL - {"canon.jpg"}),

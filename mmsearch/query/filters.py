@@ -2,19 +2,16 @@
 
 A term is ``FIELD OP VALUE``, or ``FIELD`` / ``!FIELD`` (the field is known / unknown):
 
-=============================  ===========================================================================
-``taken``, ``mtime``           date taken (EXIF), a file's modification time: ``YYYY``, ``YYYY-MM``,
-                               ``YYYY-MM-DD`` or ``YYYY-MM-DD HH:MM[:SS]``, read as the local clock. A
-                               date is a period: ``taken=2023-06`` is all of June, ``taken<=2023`` up to
-                               the end of 2023, ``taken>2023-06-01`` from June 2 on.
-``width``, ``height``          pixels
-``size``                       file size: ``5MB`` (1000-based ``kB MB GB TB``, 1024-based ``KiB MiB GiB``; a bare number is bytes)
-``duration``                   seconds of a sound: ``30``, ``30s``, ``2m``, ``1h``
-``make``, ``model``, ``camera`` camera maker, model, either (``camera=Canon``); ``=``/``!=`` whole text,
-                               ``~``/``!~`` contains; both case-insensitive
-``gps``, ``lat``, ``lon``      ``gps`` / ``!gps``: the photo has / has no position; ``lat``/``lon`` decimal degrees
-``orientation``                EXIF orientation 1..8
-=============================  ===========================================================================
+* ``taken``, ``mtime``: date taken (EXIF), a file's modification time: ``YYYY``, ``YYYY-MM``,
+  ``YYYY-MM-DD`` or ``YYYY-MM-DD HH:MM[:SS]``, read as the local clock. A date is a period:
+  ``taken=2023-06`` is all of June, ``taken<=2023`` up to the end of 2023, ``taken>2023-06-01`` from June 2 on.
+* ``width``, ``height``: pixels.
+* ``size``: file size, ``5MB`` (1000-based ``kB MB GB TB``, 1024-based ``KiB MiB GiB``; a bare number is bytes).
+* ``duration``: seconds of a sound: ``30``, ``30s``, ``2m``, ``1h``.
+* ``make``, ``model``, ``camera``: camera maker, model, either (``camera=Canon``); ``=``/``!=`` the whole
+  text, ``~``/``!~`` contains; case-insensitive.
+* ``gps`` / ``!gps``: the photo has / has no position; ``lat``, ``lon``: decimal degrees.
+* ``orientation``: EXIF orientation 1..8.
 
 Operators: ``= != < <= > >=`` (numbers and dates), ``= != ~ !~`` (texts). A negated term (``!=``,
 ``!~``, ``!FIELD``) also keeps items where the field is unknown. Terms combine with AND.

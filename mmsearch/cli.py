@@ -294,6 +294,10 @@ def query(
     explain: Annotated[bool, typer.Option("--explain", help="Show how each score came about: raw cosine, the background it is calibrated against, the model.")] = False,
     under: Annotated[Optional[Path], typer.Option("--under", help="Only results below this folder.")] = None,
     collapse_dups: Annotated[bool, typer.Option("--collapse-dups", help="Fold near-duplicates (cosine >= 0.95 to a higher-ranked result) into that result; still -k distinct results.")] = False,
+    where: Annotated[Optional[list[str]], typer.Option("--where", "-w", help="Only results where this holds, e.g. 'width>=3000', 'make~canon', 'taken>=2023-06-01', 'gps', '!gps', 'size<5MB', 'duration<30' (repeatable: all must hold; fields: taken mtime width height size duration make model camera gps lat lon orientation).", show_default=False)] = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="Only results taken on or after this date (YYYY[-MM[-DD]]); the file's mtime when it has no EXIF date.", show_default=False)] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="Only results taken on or before this date (the whole day or month given).", show_default=False)] = None,
+    path: Annotated[Optional[str], typer.Option("--path", help="Only files whose path matches this glob ('*/2023/*.jpg'; * also crosses folders) or starts with it.", show_default=False)] = None,
     store: StoreOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = None,
@@ -320,7 +324,9 @@ def query(
         from mmsearch.config import Settings
 
         k = Settings.resolve(store=os.fspath(store) if store is not None else None).k
-    served = not no_server and not collapse_dups and runtime is None and precision is None and _servable(texts, image, audio, like, unlike)
+    filtered = bool(where) or since is not None or until is not None or path is not None  # not served yet
+    served = (not no_server and not collapse_dups and not filtered and runtime is None and precision is None
+              and _servable(texts, image, audio, like, unlike))
     if served and _served(fmt, store, model=model, device=device, text=texts[0] if texts else None,
                           image=image[0] if image else None, audio=audio, k=k, type=type_, under=under, nprobe=nprobe,
                           ef_search=ef_search, min_score=min_score, explain=explain, null=null):
@@ -332,7 +338,7 @@ def query(
     with _engine(store, model=model, device=device, runtime=runtime, precision=precision, create=False) as eng:
         results = eng.search(text=texts or None, image=image or None, audio=audio, like=like or (), unlike=unlike or (),
                              k=k, type=type_, under=under, nprobe=nprobe, ef_search=ef_search, min_score=min_score,
-                             collapse_dups=collapse_dups)
+                             where=where or (), since=since, until=until, path=path, collapse_dups=collapse_dups)
         _notices(eng.notices)
     present.hits(out, results, fmt, explain=explain, null=null)
     if min_score is not None and not results:
@@ -400,6 +406,8 @@ def _fast_query(argv: list[str]) -> bool | None:
         return None  # this process's own runtime was asked for: search in-process
     if kw.pop("collapse_dups"):
         return None  # the server does not fold duplicates: search in-process
+    if any([kw.pop(n) for n in ("where", "since", "until", "path")]):
+        return None  # filters: searched in-process (the server does not take them yet)
     try:
         if kw["k"] is None:  # the config file's or environment's, as the full CLI resolves it
             from mmsearch.config import Settings

@@ -13,12 +13,14 @@ from mmsearch.ann.indexes import IndexSet
 from mmsearch.config import DEFAULT_MODELS, Settings
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import UsageError
+from mmsearch.ingest.backfill import backfill_metadata
 from mmsearch.ingest.commit import commit, text_items
 from mmsearch.ingest.sync import BATCH, OnCommit, Progress, Target, sync_paths
 from mmsearch.ingest.plan import removal_uris
 from mmsearch.ingest.texts import normalise_items, read_text_file
 from mmsearch.query.calibrate import BackgroundZ
 from mmsearch.query.encode import Query, able_spaces, with_examples
+from mmsearch.query.filters import Filters
 from mmsearch.query.search import require_spaces, resolve_space, run, targets
 from mmsearch.store.schema import Space
 from mmsearch.store.store import Store
@@ -166,6 +168,9 @@ class Engine:
         with self._writing("index") as targets:
             report = sync_paths(self.store, targets, list(paths), workers=self.settings.workers,
                                 progress=progress, batch=batch, on_commit=on_commit, limits=self.settings.limits())
+            filled = backfill_metadata(self.store, list(paths))  # images indexed before EXIF was kept
+            if filled:
+                report.notices.append(f"read the photo metadata (EXIF) of {filled} images indexed before it was kept")
         report.notices.extend(self.notices)
         return report
 
@@ -241,8 +246,10 @@ class Engine:
     # ---- reading ---------------------------------------------------------------------------------
     def search(self, text: str | Sequence[str] | None = None, image: str | os.PathLike | Any | None = None, *,
                vector: Any = None, audio: str | os.PathLike | bytes | None = None,
-               like: Any = (), unlike: Any = (), k: int = 10, type: str | None = None,
-               space: str | None = None, under: str | os.PathLike | None = None, collapse_dups: bool | float = False,
+               like: Any = (), unlike: Any = (), k: int | None = None, type: str | None = None,
+               space: str | None = None, under: str | os.PathLike | None = None,
+               where: Sequence[str] | str = (), since: Any = None, until: Any = None,
+               path: str | os.PathLike | None = None, collapse_dups: bool | float = False,
                nprobe: int | None = None, ef_search: int | None = None, min_score: float | None = None) -> list[Hit]:
         """Search by ``text``, ``image`` (path, bytes or PIL image), ``audio`` (path or bytes) or a raw unit ``vector``.
 
@@ -259,11 +266,18 @@ class Engine:
         A sound hit says where in the file it matched best (``start``/``end`` seconds).
         ``collapse_dups``: a hit within the near-duplicate threshold (True: 0.95, or a cosine) of a
         higher-ranked one is folded into it (listed in its ``duplicates``); still ``k`` distinct hits
-        when the store has them (:mod:`mmsearch.query.dups`).
+        when the store has them (:mod:`mmsearch.query.dups`). ``k`` defaults to the settings' (10).
+
+        Filters, applied before the vector search (``k`` hits come back when ``k`` pass):
+        ``where``: terms such as ``"width>=3000"``, ``"make~canon"``, ``"taken>=2023-06-01"``, ``"gps"``
+        (all must hold; :mod:`mmsearch.query.filters` has the grammar); ``path``: a glob or prefix of file
+        paths; ``since``/``until``: date taken, else file mtime (a date string, ``date`` or ``datetime``).
         """
-        query = Query.make(text, image, vector, audio=audio, like=like, unlike=unlike, k=k, type=type, under=under,
+        query = Query.make(text, image, vector, audio=audio, like=like, unlike=unlike,
+                           k=self.settings.k if k is None else k, type=type, under=under,
                            nprobe=nprobe, ef_search=ef_search, min_score=min_score,
                            max_audio_seconds=self.settings.max_audio_seconds)
+        filters = Filters.make(where, since=since, until=until, path=path)
         self.notices = []
         gen = self.store.generation()
         query = with_examples(query, self.store)
@@ -275,7 +289,8 @@ class Engine:
 
         def top(n: int) -> list[Hit]:
             asked = query if n == query.k else dataclasses.replace(query, k=n)
-            hits, self.notices = run(self.store, self.indexes, plan, asked, self.encoder, self.calibration, gen)
+            hits, self.notices = run(self.store, self.indexes, plan, asked, self.encoder, self.calibration, gen,
+                                     filters)
             return hits
 
         if collapse_dups is False or collapse_dups is None:

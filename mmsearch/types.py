@@ -29,11 +29,17 @@ class Hit:
     why: dict[str, Any] | None = None
     #: with ``search(collapse_dups=…)``: the paths of lower-ranked hits folded into this one as near-duplicates
     duplicates: tuple[str, ...] = ()
+    # photo metadata (EXIF), None when unknown: date taken as ISO 8601 ("2023-06-01T12:34:56", with
+    # "+02:00" when the file gives its offset), camera ("Canon EOS 5D"), position (lat, lon) in degrees
+    taken_at: str | None = None
+    camera: str | None = None
+    gps: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["paths"] = list(self.paths)
         d["duplicates"] = list(self.duplicates)
+        d["gps"] = list(self.gps) if self.gps is not None else None
         return d
 
 

@@ -647,3 +647,64 @@ def fake_hub_cache(cache: Path, repo: str, files: dict[str, Path | bytes], commi
         link.unlink(missing_ok=True)
         link.symlink_to(os.path.relpath(blob, link.parent))
     return base
+
+
+# ---- photo metadata and filters (tests/query/test_filters.py, tests/ingest/test_exif.py) --------------------
+def metadata_store(root: Path, items: list[tuple[str, str, dict[str, Any]]], dim: int = 16) -> Path:
+    """A store written straight through the store's write API (no model, no files): one space
+    ``test:filters`` (images and sounds, ``dim``-d) and per item ``(uri, modality, fields)``. Fields:
+    ``width height size mtime`` (ns) ``duration``, the EXIF columns (``taken_at camera_make camera_model
+    gps_lat gps_lon orientation taken_offset``), ``sha`` (default: from the uri), ``vector`` (default: seeded random)."""
+    from mmsearch.encoders.base import SpaceInfo
+    from mmsearch.store.store import Store, Upsert
+    from mmsearch.store.write import META_COLUMNS
+
+    store = Store(root, create=True)
+    try:
+        space = store.ensure_space(SpaceInfo(spec="test:filters", family="test", weights="w", dim=dim,
+                                             modalities=("image", "audio")))
+        rng = np.random.default_rng(0)
+        ups = []
+        for uri, modality, f in items:
+            vec = f.get("vector")
+            if vec is None:
+                vec = rng.normal(size=dim).astype(np.float32)
+                vec /= np.linalg.norm(vec)
+            ups.append(Upsert(uri, "file", int(f.get("size", 1)), int(f.get("mtime", 0)), f.get("sha", "sha:" + uri),
+                              modality, f.get("width"), f.get("height"), vector=vec, duration=f.get("duration"),
+                              exif={c: f.get(c) for c in META_COLUMNS} if modality == "image" else None))
+        store.apply(ups, space.id)
+    finally:
+        store.close()
+    return root
+
+
+def write_exif_jpeg(path: Path, *, make: str | None = None, model: str | None = None, taken: str | None = None,
+                    offset: str | None = None, gps: tuple[float, float] | None = None, orientation: int | None = None,
+                    seed: int = 0, size: tuple[int, int] = (48, 32), raw_exif: bytes | None = None) -> Path:
+    """A random-pattern JPEG with EXIF written by Pillow: ``taken`` as EXIF writes it ("2023:06:15 10:00:00"),
+    ``gps`` (lat, lon) in signed degrees; ``raw_exif``: these bytes as the EXIF block instead (a damaged one)."""
+    from PIL import Image
+
+    ex = Image.Exif()
+    if make is not None:
+        ex[0x010F] = make
+    if model is not None:
+        ex[0x0110] = model
+    if orientation is not None:
+        ex[0x0112] = orientation
+    if taken is not None:
+        ex.get_ifd(0x8769)[0x9003] = taken
+    if offset is not None:
+        ex.get_ifd(0x8769)[0x9011] = offset
+    if gps is not None:
+        g = ex.get_ifd(0x8825)
+        for (ref_tag, tag), value, refs in (((1, 2), gps[0], "NS"), ((3, 4), gps[1], "EW")):
+            d = abs(value)
+            deg, minutes = int(d), int((d - int(d)) * 60)
+            seconds = round(((d - deg) * 60 - minutes) * 60, 4)
+            g[ref_tag], g[tag] = refs[value < 0], (float(deg), float(minutes), seconds)
+    arr = np.random.default_rng(seed).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, "JPEG", exif=raw_exif if raw_exif is not None else ex.tobytes())
+    return path

@@ -202,9 +202,11 @@ class SpaceIndex:
         collect_generations(self.folder, self.name, keep=path.name, suffix=SUFFIX)
         self.dirty = False
 
-    def search(self, queries: np.ndarray, k: int, params: SearchParams | None = None):
+    def search(self, queries: np.ndarray, k: int, params: SearchParams | None = None,
+               allowed: np.ndarray | None = None):
+        """(scores, ids) of the best ``k`` per query; ``allowed``: only those ids (see :meth:`AnnIndex.search`)."""
         assert self.ann is not None, "sync() first"
-        return self.ann.search(queries, k, params)
+        return self.ann.search(queries, k, params, allowed)
 
 
 def index_ids(ann: AnnIndex) -> np.ndarray:

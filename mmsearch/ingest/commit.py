@@ -93,7 +93,8 @@ def upsert(x: Loaded, kind: str, vector: np.ndarray | None, segments: tuple | No
     return Upsert(uri=x.path, kind=kind, size=x.size, mtime_ns=x.mtime_ns, sha256=x.sha256, modality=x.modality,
                   width=x.width, height=x.height, text=x.text, vector=vector, duration=getattr(x, "duration", None),
                   sample_rate=getattr(x, "sample_rate", None), channels=getattr(x, "channels", None), info=info,
-                  segments=segments if vector is not None else None)
+                  segments=segments if vector is not None else None,
+                  exif=x.exif.columns() if getattr(x, "exif", None) is not None else None)
 
 
 def embed(encoder: Encoder, items: Sequence[Loaded], partial: Partial | None = None) -> tuple[dict[str, np.ndarray], Segments]:

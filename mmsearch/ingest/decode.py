@@ -18,6 +18,9 @@ geometry is unchanged; only the anti-aliasing filter differs (DCT scaling, then 
 which stays within the fidelity tests' cosine ≥ 0.999 of open_clip on the full decode
 (tests/ingest/test_pixels.py). That is why ``PREPROCESS_VERSION`` was not bumped: vectors made before
 and after are comparable. Stored width/height are always the full image's.
+
+An image's metadata (EXIF date taken, camera, GPS, orientation: :mod:`mmsearch.ingest.exif`) is read
+from the opened file in the same pass; unreadable metadata leaves its fields empty, never fails the file.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from mmsearch.ingest.exif import Exif, read_exif
 from mmsearch.ingest.pixels import Box, plan, prepare, resize_size
 
 MAX_IMAGE_PIXELS = 100_000_000  # decompression-bomb guard (≈ 10k × 10k)
@@ -67,6 +71,7 @@ class Loaded:
     truncated: bool = False  # only the first max_audio_seconds were decoded
     windows: np.ndarray | None = None  # float32 (n_windows, channels, frames, mels) log-mel (audio.windows)
     spans: list[tuple[float, float]] | None = None  # each window's (start, end) in seconds of the file
+    exif: Exif | None = None  # an image's metadata (empty fields: none in the file); None: not decoded
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled compactly: windows whose channels are one array seen several times (a broadcast
@@ -128,11 +133,13 @@ def hash_file(path: str, limit: int) -> tuple[str, os.stat_result]:
     return digest.hexdigest(), st
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, *, draft: Callable[[Any], None] | None = None):
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, *, draft: Callable[[Any], None] | None = None,
+                 inspect: Callable[[Any], None] | None = None):
     """Decode image bytes into an RGB PIL image (orientation fixed, alpha on white).
 
     ``draft(image)`` is called on the opened, size-checked image before its pixels are decoded: the
-    place to ask for a reduced decode (see :func:`decode_picture`).
+    place to ask for a reduced decode (see :func:`decode_picture`). ``inspect(image)`` is called once
+    they are, before the orientation is applied (metadata that follows the pixels, as in a PNG, is read by then).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -160,6 +167,8 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, *, draft: Call
         if draft is not None:
             draft(im)
         im.load()
+        if inspect is not None:
+            inspect(im)
         im = ImageOps.exif_transpose(im)
         return to_rgb(im)
     except BadInput:
@@ -176,6 +185,7 @@ class Picture:
     width: int  # the full image's size, as displayed
     height: int
     box: Box | None = None  # the region of ``image`` that the full image maps to
+    exif: Exif | None = None  # what the file says about itself (mmsearch.ingest.exif)
 
 
 _SWAPS_AXES = (5, 6, 7, 8)  # EXIF orientations that transpose (TRANSPOSE, ROTATE_270, TRANSVERSE, ROTATE_90)
@@ -201,10 +211,13 @@ def decode_picture(data: bytes, recipe: dict[str, Any] | None = None, max_pixels
         if got is not None and im.size != (raw_w, raw_h):
             seen.update(size=(shown_w, shown_h), box=_oriented_box(got[1], im.size, orientation))
 
-    image = decode_image(data, max_pixels, draft=reduce)
+    def inspect(im: Any) -> None:
+        seen["exif"] = read_exif(im)  # never raises: bad metadata leaves fields empty
+
+    image = decode_image(data, max_pixels, draft=reduce, inspect=inspect)
     if "box" not in seen:
-        return Picture(image, *image.size)
-    return Picture(image, *seen["size"], box=seen["box"])
+        return Picture(image, *image.size, exif=seen.get("exif"))
+    return Picture(image, *seen["size"], box=seen["box"], exif=seen.get("exif"))
 
 
 def _oriented_box(box: Box, size: tuple[int, int], orientation: int) -> Box:
@@ -297,7 +310,7 @@ def load(
             return out
         if modality == "image":
             pic = decode_picture(data, recipe, limits.get("max_image_pixels", MAX_IMAGE_PIXELS))
-            out.width, out.height = pic.width, pic.height
+            out.width, out.height, out.exif = pic.width, pic.height, pic.exif
             if p is not None:
                 out.pixels = prepare_picture(pic, p)
         elif modality == "text":

@@ -12,6 +12,7 @@ from mmsearch.store.schema import Content, ErrorRecord, Meta, Segment, Source, S
 from mmsearch.util import chunks, under_bounds
 
 if TYPE_CHECKING:
+    from mmsearch.store.filtering import Cond
     from mmsearch.store.session import Database
 
 #: Vectors read per block when an index is (re)built: bounded memory, whatever the store's size.
@@ -37,6 +38,18 @@ class ContentMeta:
     duration: float | None = None
     sample_rate: int | None = None
     channels: int | None = None
+    taken_at: str | None = None  # "YYYY-MM-DD HH:MM:SS" (EXIF, the camera's clock)
+    taken_offset: str | None = None  # "+02:00" when the file says
+    camera_make: str | None = None
+    camera_model: str | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
+    orientation: int | None = None
+
+
+#: ContentMeta's fields after ``uris``, as columns of ``contents``
+_META_FIELDS = ("duration", "sample_rate", "channels", "taken_at", "taken_offset", "camera_make", "camera_model",
+                "gps_lat", "gps_lon", "orientation")
 
 
 def decode_vectors(blobs: Sequence[bytes], dim: int) -> np.ndarray:
@@ -130,17 +143,47 @@ class Reads:
             return list(s.scalars(select(ErrorRecord.uri)))
 
     # ---- vectors: what indexes are built from ----------------------------------------------------
-    def vectors_under(self, space_id: int, root: str, modalities: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """(content ids, modalities, vectors) of the contents with a file at or below ``root``: the
-        candidate set of a folder-filtered search, one indexed range scan instead of an ANN loop."""
+    def filtered_ids(self, conds: Sequence["Cond"], space_id: int, modality: str) -> np.ndarray:
+        """Sorted ids of the contents of one modality with a vector in a space that every condition holds
+        for: the candidates of a filtered search. The conditions run over ``contents`` (small rows); the
+        vector is only looked up in its primary key (its blob is never read)."""
+        from mmsearch.store.filtering import where
+
+        has_vector = select(Vector.content_id).where(Vector.content_id == Content.id, Vector.space_id == space_id)
         with self.db.read() as s:
-            below = select(Source.content_id).where(Source.kind == "file", under_clause(Source.uri, root))
-            rows = s.execute(select(Vector.content_id, Vector.modality, Vector.vec).where(
-                Vector.space_id == space_id, Vector.modality.in_(list(modalities)), Vector.content_id.in_(below)
-            ).order_by(Vector.content_id)).all()
+            q = select(Content.id).where(Content.modality == modality, has_vector.exists(), where(conds))
+            return np.fromiter(s.scalars(q.order_by(Content.id)), np.int64)
+
+    def filtered_vectors(self, conds: Sequence["Cond"], space_id: int, modality: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the same candidates as :meth:`filtered_ids`, in id order, in one query: the
+        exact scan of a small filtered set."""
+        from mmsearch.store.filtering import where
+
+        with self.db.read() as s:
+            rows = s.execute(select(Content.id, Vector.vec)
+                             .join(Vector, (Vector.content_id == Content.id) & (Vector.space_id == space_id))
+                             .where(Content.modality == modality, where(conds)).order_by(Content.id)).all()
             dim = self._dim(s, space_id)
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        return ids, [r[1] for r in rows], decode_vectors([r[2] for r in rows], dim)
+        return np.fromiter((r[0] for r in rows), np.int64, len(rows)), decode_vectors([r[1] for r in rows], dim)
+
+    def missing_metadata(self, root: str, limit: int = 1000, after: int = 0) -> list[tuple[int, list[str]]]:
+        """Image contents at or below ``root`` whose metadata was never read (indexed before schema 3),
+        with their file paths: what the next ``index`` of that folder backfills. Up to ``limit``, by id > ``after``."""
+        from mmsearch.store.schema import META_VERSION
+
+        below = (Source.kind == "file") & under_clause(Source.uri, root)
+        with self.db.read() as s:
+            ids = list(s.scalars(select(Content.id).where(
+                Content.modality == "image", Content.id > after,
+                Content.meta_version.is_(None) | (Content.meta_version < META_VERSION),
+                select(Source.id).where(Source.content_id == Content.id, below).exists(),
+            ).order_by(Content.id).limit(limit)))
+            rows = s.execute(select(Source.content_id, Source.uri).where(Source.content_id.in_(ids), below)
+                             .order_by(Source.content_id, Source.uri)).all() if ids else []
+        out: dict[int, list[str]] = {}
+        for cid, uri in rows:
+            out.setdefault(cid, []).append(uri)
+        return list(out.items())
 
     def iter_vectors(self, space_id: int, modality: str, *, since_gen: int = 0, until_gen: int | None = None,
                      block: int = BLOCK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -239,15 +282,15 @@ class Reads:
         """Metadata and every source uri of some contents, in one query (the per-search join)."""
         fields: dict[int, tuple] = {}
         uris: dict[int, list[str]] = {}
+        columns = [Content.modality, Content.text, Content.width, Content.height,
+                   *(getattr(Content, f) for f in _META_FIELDS)]
         with self.db.read() as s:
             for part in chunks([int(i) for i in content_ids]):
-                rows = s.execute(
-                    select(Content.id, Content.modality, Content.text, Content.width, Content.height, Content.duration,
-                           Content.sample_rate, Content.channels, Source.uri)
-                    .outerjoin(Source, Source.content_id == Content.id)
-                    .where(Content.id.in_(part)).order_by(Content.id, Source.uri))
-                for cid, modality, txt, w, h, dur, rate, ch, uri in rows:
-                    fields.setdefault(cid, (modality, txt, w, h, dur, rate, ch))
+                rows = s.execute(select(Content.id, Source.uri, *columns)
+                                 .outerjoin(Source, Source.content_id == Content.id)
+                                 .where(Content.id.in_(part)).order_by(Content.id, Source.uri))
+                for cid, uri, *values in rows:
+                    fields.setdefault(cid, tuple(values))
                     bucket = uris.setdefault(cid, [])
                     if uri is not None:
                         bucket.append(uri)

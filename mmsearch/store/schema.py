@@ -10,7 +10,11 @@ from __future__ import annotations
 from sqlalchemy import Float, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 2  # 2: sounds (duration, rate, channels, info on contents; segments)
+SCHEMA_VERSION = 3  # 2: sounds (duration, rate, channels, info on contents; segments); 3: photo metadata (EXIF)
+
+#: What :mod:`mmsearch.ingest.exif` reads, recorded on contents as ``meta_version``: a content whose
+#: value is older (or NULL: indexed before schema 3) has its metadata read again by the next ``index``.
+META_VERSION = 1
 
 
 class Base(DeclarativeBase):
@@ -58,6 +62,15 @@ class Content(Base):
     sample_rate: Mapped[int | None]  # the file's own rate (sounds)
     channels: Mapped[int | None]
     info: Mapped[str | None] = mapped_column(Text)  # JSON of what else ingest learnt (e.g. {"truncated": 600.0})
+    # photo metadata (schema 3, EXIF; NULL when the file has none or it could not be read)
+    taken_at: Mapped[str | None] = mapped_column(String(19))  # "YYYY-MM-DD HH:MM:SS", the camera's wall clock
+    taken_offset: Mapped[str | None] = mapped_column(String(6))  # "+02:00" when the file says (OffsetTimeOriginal)
+    camera_make: Mapped[str | None] = mapped_column(Text)
+    camera_model: Mapped[str | None] = mapped_column(Text)
+    gps_lat: Mapped[float | None] = mapped_column(Float)  # decimal degrees, north positive
+    gps_lon: Mapped[float | None] = mapped_column(Float)  # decimal degrees, east positive
+    orientation: Mapped[int | None]  # EXIF orientation 1..8 as stored (pixels are shown turned upright)
+    meta_version: Mapped[int | None]  # META_VERSION that read the metadata; NULL: not read (before schema 3)
     sources: Mapped[list["Source"]] = relationship(back_populates="content")
 
 

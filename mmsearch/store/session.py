@@ -22,6 +22,7 @@ from mmsearch.errors import StoreError
 from mmsearch.store.safety import db_error, is_storage_error
 from mmsearch.store.schema import SCHEMA_VERSION, Base, Meta
 
+
 def _to_v2(conn) -> None:
     """Version 2: sounds. Contents gain duration, sample rate, channels and an info JSON; segments appear."""
     from mmsearch.store.schema import Segment
@@ -31,9 +32,28 @@ def _to_v2(conn) -> None:
     Segment.__table__.create(conn)
 
 
+#: Columns schema 3 adds to ``contents`` (photo metadata; see :class:`mmsearch.store.schema.Content`).
+V3_COLUMNS = (("taken_at", "VARCHAR(19)"), ("taken_offset", "VARCHAR(6)"), ("camera_make", "TEXT"),
+              ("camera_model", "TEXT"), ("gps_lat", "FLOAT"), ("gps_lon", "FLOAT"), ("orientation", "INTEGER"),
+              ("meta_version", "INTEGER"))
+
+
+def _to_v3(conn) -> None:
+    """Version 3: photo metadata. Contents gain nullable EXIF columns; what was indexed before has
+    ``meta_version`` NULL, and the next ``index`` of its folder reads its metadata (no model, no decode)."""
+    have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(contents)")}
+    for column, kind in V3_COLUMNS:
+        if column not in have:  # (a store made by this version and taken back to an older one by hand has them)
+            conn.exec_driver_sql(f"ALTER TABLE contents ADD COLUMN {column} {kind}")
+
+
 #: schema version → the step that brings a store of the version before up to it (run in the
 #: transaction that records the new version).
-MIGRATIONS: dict[int, Callable[[object], None]] = {2: _to_v2}
+MIGRATIONS: dict[int, Callable[[object], None]] = {2: _to_v2, 3: _to_v3}
+
+
+def _fold(value):
+    return value.casefold() if isinstance(value, str) else value
 
 
 def _make_engine(db: Path, begin: str) -> SAEngine:
@@ -46,6 +66,8 @@ def _make_engine(db: Path, begin: str) -> SAEngine:
         for pragma in ("journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL", "busy_timeout=30000"):
             cur.execute(f"PRAGMA {pragma}")
         cur.close()
+        # SQLite's lower() and LIKE fold ASCII only: text filters ("make~ü") compare Python's casefold
+        dbapi_conn.create_function("mm_fold", 1, _fold, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _begin(conn) -> None:  # pragma: no cover

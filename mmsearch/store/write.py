@@ -13,7 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from mmsearch.errors import StoreError
-from mmsearch.store.schema import Content, ErrorRecord, Meta, Segment, Source, Space, Tombstone, Vector
+from mmsearch.store.schema import META_VERSION, Content, ErrorRecord, Meta, Segment, Source, Space, Tombstone, Vector
 from mmsearch.util import chunks
 
 if TYPE_CHECKING:
@@ -41,6 +41,12 @@ class Upsert:
     info: dict | None = None
     #: windows of a sound embedded with ``vector``: ((start, end) seconds, (n, dim) vectors)
     segments: tuple[list[tuple[float, float]], np.ndarray] | None = None
+    #: photo metadata read now (columns of :data:`META_COLUMNS`, values may be None); None: not read
+    exif: dict | None = None
+
+
+#: The ``contents`` columns of photo metadata (schema 3), as :class:`Upsert.exif` and :meth:`Writes.set_metadata` take them.
+META_COLUMNS = ("taken_at", "taken_offset", "camera_make", "camera_model", "gps_lat", "gps_lon", "orientation")
 
 
 @dataclass
@@ -137,6 +143,14 @@ class Writes:
             s.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": stmt.excluded.value}),
                       [{"key": key, "value": value}])
 
+    def set_metadata(self, found: Sequence[tuple[int, dict]]) -> int:
+        """Record the photo metadata read for contents indexed before it was (``(content id, columns)``;
+        the backfill of :mod:`mmsearch.ingest.backfill`). Returns contents updated."""
+        if not found:
+            return 0
+        with self.db.write() as (s, _gen):
+            return _set_metadata(s, [{**_meta_row(cols), "cid": int(cid)} for cid, cols in found], "id = :cid")
+
     def drop_contents(self, content_ids: Iterable[int]) -> int:
         """Drop contents no source points at (doctor's repair of orphans). Returns how many went."""
         with self.db.write() as (s, gen):
@@ -159,12 +173,29 @@ class Writes:
                 s.execute(text(f"DELETE FROM {table} WHERE rowid IN ({','.join(map(str, part))})"))
 
 
+def _meta_row(exif: dict | None) -> dict:
+    cols = {c: (exif or {}).get(c) for c in META_COLUMNS}
+    cols["meta_version"] = META_VERSION if exif is not None else None
+    return cols
+
+
+def _set_metadata(s: Session, rows: list[dict], where: str) -> int:
+    """Metadata onto contents that have none yet (one statement, many rows)."""
+    sets = ", ".join(f"{c} = :{c}" for c in (*META_COLUMNS, "meta_version"))
+    older = f"(meta_version IS NULL OR meta_version < {META_VERSION})"
+    return s.execute(text(f"UPDATE contents SET {sets} WHERE {where} AND {older}"), rows).rowcount or 0
+
+
 def _upsert(s: Session, upserts: Sequence[Upsert], space_id: int | None, gen: int, result: ApplyResult) -> None:
+    unique = {u.sha256: u for u in upserts}.values()
     rows = [{"sha256": u.sha256, "modality": u.modality, "byte_size": u.size, "width": u.width, "height": u.height,
              "text": u.text, "created_gen": gen, "duration": u.duration, "sample_rate": u.sample_rate,
-             "channels": u.channels, "info": json.dumps(u.info) if u.info else None}
-            for u in {u.sha256: u for u in upserts}.values()]
+             "channels": u.channels, "info": json.dumps(u.info) if u.info else None, **_meta_row(u.exif)}
+            for u in unique]
     result.added_contents = _inserted(s, sqlite_insert(Content).on_conflict_do_nothing(index_elements=["sha256"]), rows)
+    known = [{**_meta_row(u.exif), "sha": u.sha256} for u in unique if u.exif is not None]
+    if known:  # content stored before its metadata was read (an older store) gets it now
+        _set_metadata(s, known, "sha256 = :sha")
     ids: dict[str, int] = {}
     for part in chunks(list({u.sha256 for u in upserts})):
         ids.update(s.execute(select(Content.sha256, Content.id).where(Content.sha256.in_(part))).all())

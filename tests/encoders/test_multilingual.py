@@ -267,3 +267,24 @@ def test_a_hub_spec_offline_names_what_the_cache_lacks(tmp_path, models, spec, c
     assert all(part in message for part in named), message
     assert not any(part in message for part in not_named), message
     assert "Traceback" not in res.stderr
+
+
+def test_a_query_in_a_script_the_model_cannot_read_is_answered_with_a_notice(tmp_path):
+    """The notice is wired into every search: an English-only store says so, a multilingual one does not."""
+    from mmsearch import Engine
+    from tests.kit import make_tiny_multilingual_clip, write_images
+
+    folder = write_images(tmp_path / "imgs", 3)[0].parent
+    with Engine.open(tmp_path / "en", model="builtin:shapes", workers=0) as eng:
+        eng.index([folder])
+        assert len(eng.search(text="红色的自行车", k=2)) == 2  # still answered
+        assert [n for n in eng.notices if "English-only" in n and "Han" in n]
+        eng.search(text="a red circle", k=2)
+        assert not [n for n in eng.notices if "English-only" in n]
+        eng.search(text="a red circle + 红色的自行车 + 圆形", k=2)  # combined: the text terms count
+        assert [n for n in eng.notices if "English-only" in n]
+    multi = make_tiny_multilingual_clip(tmp_path / "multi")
+    with Engine.open(tmp_path / "ml", model=f"local-dir:{multi}", workers=0) as eng:
+        eng.index([folder])
+        eng.search(text="红色的自行车", k=2)
+        assert not [n for n in eng.notices if "script" in n]

@@ -326,8 +326,10 @@ def serve(
     store: StoreOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface; the page's API has no authentication).")] = "127.0.0.1",
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface; anything but loopback requires a token).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free port).")] = 8765,
+    token: Annotated[Optional[str], typer.Option("--token", envvar="MMSEARCH_TOKEN", help="Require this token of every request (header Authorization: Bearer TOKEN, or open the printed URL ending in ?token=TOKEN once) [env MMSEARCH_TOKEN; default: none on loopback, a generated one on any other address].")] = None,
+    cors: Annotated[Optional[list[str]], typer.Option("--cors", help="Let web pages from this origin call the API (repeat for several), e.g. https://example.org [default: none].")] = None,
 ) -> None:
     """Serve the store over HTTP: a search page at / and a JSON API under /api (needs the server extra).
 
@@ -338,7 +340,7 @@ def serve(
     def ready(root: Path, url: str) -> None:
         err.print(present.styled("serving {} on {}  (Ctrl-C to stop)", root, url))
 
-    run_server(store, model=model, device=device, host=host, port=port, on_ready=ready)
+    run_server(store, model=model, device=device, host=host, port=port, on_ready=ready, token=token, cors=cors)
 
 
 @app.command()

@@ -540,8 +540,8 @@ def samples_store(root: Path, images: int = 12, sounds: int = 3) -> tuple[Path, 
 
 
 @contextmanager
-def serving(store: Path, *args: str, log: Path, timeout: float = 90) -> Iterator[str]:
-    """A real `mmsearch serve --store STORE ARGS` on a free loopback port; yields its base URL
+def serving(store: Path, *args: str, log: Path, host: str = "127.0.0.1", timeout: float = 90) -> Iterator[str]:
+    """A real `mmsearch serve --store STORE --host HOST ARGS` on a free port; yields its loopback base URL
     (``http://127.0.0.1:PORT``) once it answers; stops it (SIGTERM) afterwards."""
     import sys
     import time
@@ -551,7 +551,7 @@ def serving(store: Path, *args: str, log: Path, timeout: float = 90) -> Iterator
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = open(log, "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "mmsearch", "serve", "--store", str(store), "--host", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, "-m", "mmsearch", "serve", "--store", str(store), "--host", host,
                              "--port", str(port), *args], stdout=out, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:

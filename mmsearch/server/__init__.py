@@ -39,12 +39,12 @@ def _require(*modules: str) -> None:
 
 def create_app(store_path: str | os.PathLike | None = None, model: str | None = None,
                device: str | None = None, token: str | None = None, *, access_token: str | None = None,
-               cors: list[str] | None = None) -> "FastAPI":
+               cors: list[str] | None = None, **more: Any) -> "FastAPI":
     """The FastAPI app serving one store (see :func:`mmsearch.server.app.create_app`)."""
     _require("fastapi", "multipart")
     from mmsearch.server.app import create_app as _create
 
-    return _create(store_path, model=model, device=device, token=token, access_token=access_token, cors=cors)
+    return _create(store_path, model=model, device=device, token=token, access_token=access_token, cors=cors, **more)
 
 
 def make_server(store_path: str | os.PathLike | None = None, *, model: str | None = None,

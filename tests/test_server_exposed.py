@@ -136,8 +136,9 @@ def test_cors_is_off_unless_an_origin_is_named(indexed):
         assert "access-control-allow-origin" not in r.headers
 
 
-def test_a_wildcard_cors_origin_is_refused(indexed):
-    r = cli("serve", "--store", indexed.store, "--cors", "*", "--port", free_port())
+@pytest.mark.parametrize("bad", ["*", "example.org", "https://example.org/app"])
+def test_a_bad_cors_origin_is_refused_before_the_store_opens(tmp_path, bad):
+    r = cli("serve", "--store", tmp_path / "missing", "--cors", bad, "--port", free_port())
     assert r.exit_code == 2 and "--cors" in r.output
 
 
@@ -264,3 +265,24 @@ def test_a_symlink_the_index_followed_is_served(tmp_path, tiny_model):
         hit = _first_image(c)
         r = c.get(f"/api/file/{hit['id']}")
     assert r.status_code == 200 and r.content == outside.read_bytes()
+
+
+@pytest.mark.parametrize("ext", ["jpg", "webp", "gif", "bmp", "tiff"])
+def test_a_thumbnail_is_made_for_every_format_index_reads(tmp_path, tiny_model, ext):
+    import io
+
+    from PIL import Image
+
+    from mmsearch import Engine
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (300, 200), (10, 120, 200)).save(folder / f"photo.{ext}")
+    with Engine.open(tmp_path / "store", model=tiny_model, workers=0) as eng:
+        assert eng.index([folder]).indexed == 1
+    with TestClient(create_app(tmp_path / "store")) as c:
+        hit = _first_image(c)
+        r = c.get(f"/api/thumb/{hit['id']}", params={"size": 128})
+    assert r.status_code == 200, r.text
+    with Image.open(io.BytesIO(r.content)) as t:
+        assert t.format == "JPEG" and t.size == (128, 85)

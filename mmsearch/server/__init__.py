@@ -62,10 +62,11 @@ def make_server(store_path: str | os.PathLike | None = None, *, model: str | Non
     ``port=0``: any free port.
     """
     _require("fastapi", "multipart", "uvicorn")
-    from mmsearch.server.auth import access_token
+    from mmsearch.server.auth import access_token, check_origins
     from mmsearch.server.running import make_server as _make
 
-    required, _generated = access_token(host, token)  # a bad --token is refused before the store opens
+    required, _generated = access_token(host, token)  # a bad --token or --cors is refused before the store opens
+    check_origins(cors)
     app = create_app(store_path, model=model, device=device, access_token=required,
                      cors=cors)  # store errors surface here, before binding
     return _make(app, host=host, port=port, log_level=log_level, on_ready=on_ready)

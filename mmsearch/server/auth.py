@@ -122,6 +122,12 @@ async def _send(send: Any, status: int, body: bytes, headers: list[tuple[bytes, 
     await send({"type": "http.response.body", "body": body})
 
 
+def check_origins(cors: list[str] | None) -> None:
+    for origin in cors or ():
+        if origin == "*" or not origin.startswith(("http://", "https://")) or "/" in origin.split("://", 1)[1].rstrip("/"):
+            raise UsageError(f"--cors {origin!r}: give an origin such as https://example.org (no wildcard, no path)")
+
+
 def guard(app: Any, token: str | None, cors: list[str] | None) -> None:
     """Install the token gate (when ``token``) and CORS for ``cors`` origins (none: no CORS headers at all).
 
@@ -132,9 +138,7 @@ def guard(app: Any, token: str | None, cors: list[str] | None) -> None:
     if cors:
         from fastapi.middleware.cors import CORSMiddleware
 
-        for origin in cors:
-            if origin == "*" or not origin.startswith(("http://", "https://")):
-                raise UsageError(f"--cors {origin!r}: give an origin such as https://example.org (no wildcard)")
+        check_origins(cors)
         app.add_middleware(CORSMiddleware, allow_origins=[o.rstrip("/") for o in cors], allow_credentials=False,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
                            expose_headers=["Content-Range", "Content-Disposition", "ETag"], max_age=600)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from mmsearch.store import thumbs as store_thumbs
@@ -103,11 +104,13 @@ class Opened:
     sha256: str
     modality: str
 
-    def close(self) -> None:
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
+    def close(self) -> None:  # idempotent: the body's end and the response's background task both call it
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def open_indexed(store, content_id: int, modalities: tuple[str, ...]) -> Opened:
@@ -194,10 +197,11 @@ def original(opened: Opened, range_header: str | None, download: bool, if_none_m
             opened.close()
 
     headers["Content-Length"] = str(max(0, last - first + 1))
+    done = BackgroundTask(opened.close)  # also when the client leaves before the body is read
     if got is None:
-        return StreamingResponse(body(), media_type=media, headers=headers)
+        return StreamingResponse(body(), media_type=media, headers=headers, background=done)
     headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-    return StreamingResponse(body(), status_code=206, media_type=media, headers=headers)
+    return StreamingResponse(body(), status_code=206, media_type=media, headers=headers, background=done)
 
 
 # ---- thumbnails ------------------------------------------------------------------------------------

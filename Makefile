@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEMO_STORE := indexes/demo
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test setup bench clean-demo
+.PHONY: demo test setup bench clean-demo browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,8 +39,18 @@ demo: $(STAMP)
 	$(BIN)/mmsearch query "white noise" --store $(DEMO_STORE) -k 4 --explain
 	@echo; echo 'Search page: $(BIN)/mmsearch serve --store $(DEMO_STORE)   then open http://127.0.0.1:8765/'
 
-test: $(STAMP)
+test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# the browser test (tests/test_browser.py) needs chromium + chromedriver: on CI, install them when this
+# runs as root with apt; anywhere else, or when that fails, the test is skipped and says why
+browser:
+	-@if [ "$$CI" = "true" ] && ! command -v chromedriver >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
+	      || echo "could not install chromium: the browser test will be skipped"; \
+	  else echo "not root or no apt-get: chromium not installed, the browser test will be skipped"; fi; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py

@@ -525,8 +525,10 @@ def serve(
     store: StoreOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface; the page's API has no authentication).")] = "127.0.0.1",
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface; anything but loopback requires a token).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free port).")] = 8765,
+    token: Annotated[Optional[str], typer.Option("--token", envvar="MMSEARCH_TOKEN", help="Require this token of every request (header Authorization: Bearer TOKEN, or open the printed URL ending in ?token=TOKEN once) [env MMSEARCH_TOKEN; default: none on loopback, a generated one on any other address].")] = None,
+    cors: Annotated[Optional[list[str]], typer.Option("--cors", help="Let web pages from this origin call the API (repeat for several), e.g. https://example.org [default: none].")] = None,
     watch: Annotated[Optional[list[Path]], typer.Option("--watch", help="Keep the store in sync with this folder while serving, as `mmsearch watch` does (repeat for several).")] = None,
 ) -> None:
     """Serve the store over HTTP: a search page at / and a JSON API under /api (needs the server extra).
@@ -540,12 +542,12 @@ def serve(
         err.print(present.styled("serving {} on {}  (Ctrl-C to stop)", root, url))
 
     if not watch:
-        run_server(store, model=model, device=device, host=host, port=port, on_ready=ready)
+        run_server(store, model=model, device=device, host=host, port=port, on_ready=ready, token=token, cors=cors)
         return
     # uvicorn raises the signal that stopped it again once it has: here it ends the watch too, cleanly
     with _stop_on_signals(threading.Event()):
-        watched = run_server(store, model=model, device=device, host=host, port=port, on_ready=ready, watch=watch,
-                             on_watch=_watch_event(present.Format.table))
+        watched = run_server(store, model=model, device=device, host=host, port=port, on_ready=ready, token=token,
+                             cors=cors, watch=watch, on_watch=_watch_event(present.Format.table))
     if watched is not None:
         _notices(watched.notices)
         _watch_summary(err, watched)

@@ -708,3 +708,68 @@ def write_exif_jpeg(path: Path, *, make: str | None = None, model: str | None = 
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path, "JPEG", exif=raw_exif if raw_exif is not None else ex.tobytes())
     return path
+
+
+# ---- a served store (server tests: contract, browser, load) ---------------------------------------------
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def samples_store(root: Path, images: int = 12, sounds: int = 3) -> tuple[Path, list[Path], list[Path]]:
+    """(store, images, sounds): copies of the first bundled samples (samples/shapes, samples/sounds) indexed
+    into ``root/store`` with the built-in models (builtin:shapes and, when ``sounds``, builtin:tones)."""
+    import shutil
+
+    from mmsearch import Engine
+
+    data = root / "data"
+    (data / "img").mkdir(parents=True)
+    (data / "snd").mkdir(parents=True)
+    imgs = [Path(shutil.copy(p, data / "img")) for p in sorted((SAMPLES / "shapes" / "images").iterdir())[:images]]
+    snds = [Path(shutil.copy(p, data / "snd")) for p in sorted((SAMPLES / "sounds").glob("*.wav"))[:sounds]]
+    models = ["builtin:shapes"] + (["builtin:tones"] if sounds else [])
+    with Engine.open(root / "store", model=models, device="cpu", workers=0) as eng:
+        report = eng.index([data])
+    assert report.ok, report
+    return root / "store", imgs, snds
+
+
+@contextmanager
+def serving(store: Path, *args: str, log: Path, host: str = "127.0.0.1", timeout: float = 90) -> Iterator[str]:
+    """A real `mmsearch serve --store STORE --host HOST ARGS` on a free port; yields its loopback base URL
+    (``http://127.0.0.1:PORT``) once it answers; stops it (SIGTERM) afterwards."""
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = open(log, "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "mmsearch", "serve", "--store", str(store), "--host", host,
+                             "--port", str(port), *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out.seek(0)
+                raise AssertionError(f"the server did not come up: {out.read()}")
+            try:
+                urllib.request.urlopen(f"{base}/api/stats", timeout=5).close()
+                break
+            except urllib.error.HTTPError:  # it answers (401 with a token): it is up
+                break
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        yield base
+    finally:
+        stop_process(proc)
+        out.close()

@@ -17,7 +17,9 @@ sf = pytest.importorskip("soundfile")
 pytest.importorskip("transformers")
 from fastapi.testclient import TestClient  # noqa: E402
 
-import mmsearch.server.app as app_module  # noqa: E402
+from mmsearch.server import app as app_module  # noqa: E402
+from mmsearch.server import files as files_module  # noqa: E402
+from mmsearch.server import served_query  # noqa: E402
 from mmsearch.server import create_app  # noqa: E402
 from tests.kit import make_tiny_clap  # noqa: E402
 from tests.kit import tone, write_images, write_texts  # noqa: E402
@@ -106,7 +108,7 @@ def test_audio_upload_takes_the_search_parameters(served):
 
 @pytest.mark.parametrize("files, status, word", [
     ({"file": ("x.wav", b"not a sound at all", "audio/wav")}, 400, "query sound"),
-    ({"file": ("x.wav", b"", "audio/wav")}, 400, "empty"),
+    ({"file": ("x.wav", b"", "audio/wav")}, 422, "empty"),
     (None, 422, "file"),
 ], ids=["not-a-sound", "empty", "no-file"])
 def test_bad_audio_upload_is_an_error_with_a_message(served, files, status, word):
@@ -202,7 +204,7 @@ def test_the_cli_endpoint_reports_bad_sound_arguments(served, params, body, word
 
 
 def test_the_cli_endpoint_names_a_sound_over_the_limit(served, monkeypatch):
-    monkeypatch.setattr(app_module, "MAX_UPLOAD_BYTES", 1024)
+    monkeypatch.setattr(served_query, "MAX_UPLOAD_BYTES", 1024)
     r = served["client"].post("/api/query", params={"media": "audio"}, content=served["sounds"]["wav"].read_bytes(),
                               headers={"X-Mmsearch-Token": TOKEN})
     assert r.status_code == 413 and "query sound is over" in r.json()["error"]
@@ -214,16 +216,6 @@ def _id_of(served, path: Path) -> int:
     return next(h["id"] for h in hits if str(path) in h["paths"])
 
 
-@pytest.fixture(params=["starlette", "own"])
-def ranges(request, monkeypatch):
-    """Both ways a range is answered: by Starlette's FileResponse (0.39 and later), or by the app's own."""
-    if request.param == "own":
-        monkeypatch.setattr(app_module, "_FILE_RESPONSE_RANGES", False)
-    elif not app_module._FILE_RESPONSE_RANGES:
-        pytest.skip("this Starlette's FileResponse does not answer ranges")
-    return request.param
-
-
 @pytest.mark.parametrize("which, mime", [("wav", "audio/wav"), ("flac", "audio/flac"), ("markup", "audio/wav")])
 def test_file_serves_indexed_sounds_by_content_type(served, which, mime):
     path = served["sounds"][which]
@@ -233,7 +225,7 @@ def test_file_serves_indexed_sounds_by_content_type(served, which, mime):
     assert r.headers["x-content-type-options"] == "nosniff"
 
 
-def test_file_ranges_let_a_player_seek(served, ranges):
+def test_file_ranges_let_a_player_seek(served):
     c, path = served["client"], served["sounds"]["wav"]
     data, cid = path.read_bytes(), _id_of(served, path)
     size = len(data)
@@ -281,7 +273,7 @@ def test_file_of_a_text_or_unknown_id_is_404(served):
     (b"", "application/octet-stream"),
 ])
 def test_sound_media_type_is_sniffed(head, mime):
-    assert app_module._sound_type(head) == mime
+    assert files_module.sound_type(head) == mime
 
 
 # ---- the page -----------------------------------------------------------------------------------------

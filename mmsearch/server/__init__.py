@@ -3,9 +3,11 @@
 FastAPI and uvicorn are an optional extra (``pip install 'mmsearch[server]'``); this module imports
 them only when a server is made, so the rest of mmsearch works without them.
 
-Modules: ``app`` (the routes), ``running`` (uvicorn, announcing the server in ``<store>/server.json``),
-``discovery`` (that file) and ``client`` (the served path of `mmsearch query`); the last two use
-the standard library only, so a served query imports neither numpy nor the model.
+Modules: ``app`` (the routes), ``params`` (their parameters and error answers), ``files`` (originals
+and thumbnails), ``auth`` (the token and CORS), ``served_query`` (the CLI's endpoint), ``running``
+(uvicorn, announcing the server in ``<store>/server.json``), ``discovery`` (that file) and ``client``
+(the served path of `mmsearch query`); the last two use the standard library only, so a served query
+imports neither numpy nor the model.
 """
 
 from __future__ import annotations
@@ -36,32 +38,43 @@ def _require(*modules: str) -> None:
 
 
 def create_app(store_path: str | os.PathLike | None = None, model: str | None = None,
-               device: str | None = None, token: str | None = None) -> "FastAPI":
+               device: str | None = None, token: str | None = None, *, access_token: str | None = None,
+               cors: list[str] | None = None, **more: Any) -> "FastAPI":
     """The FastAPI app serving one store (see :func:`mmsearch.server.app.create_app`)."""
     _require("fastapi", "multipart")
     from mmsearch.server.app import create_app as _create
 
-    return _create(store_path, model=model, device=device, token=token)
+    return _create(store_path, model=model, device=device, token=token, access_token=access_token, cors=cors, **more)
 
 
 def make_server(store_path: str | os.PathLike | None = None, *, model: str | None = None,
                 device: str | None = None, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info",
-                on_ready: Any = None) -> Any:
+                on_ready: Any = None, token: str | None = None, cors: list[str] | None = None) -> Any:
     """Open the store and make its uvicorn server (``.run()`` blocks; ``.should_exit = True`` stops it).
 
-    Once listening it writes ``<store>/server.json`` (url, pid, token …; mode 0600) so that
-    `mmsearch query` sends its queries here, and calls ``on_ready(store_root, url)``; on shutdown
-    it removes the file if it is still its own. ``port=0``: any free port.
+    ``token``: what every request must carry (see :mod:`mmsearch.server.auth`); on a host other than
+    loopback one is generated when none is given (``server.access_token``, and in the URL passed to
+    ``on_ready``). ``cors``: origins allowed to call the API from a browser.
+
+    Once listening it writes ``<store>/server.json`` (url, pid, CLI token …; mode 0600) so that
+    `mmsearch query` sends its queries here, and calls ``on_ready(store_root, url)`` (the page's address,
+    with ``?token=`` when one is required); on shutdown it removes the file if it is still its own.
+    ``port=0``: any free port.
     """
     _require("fastapi", "multipart", "uvicorn")
+    from mmsearch.server.auth import access_token, check_origins
     from mmsearch.server.running import make_server as _make
 
-    app = create_app(store_path, model=model, device=device)  # store errors surface here, before binding
+    required, _generated = access_token(host, token)  # a bad --token or --cors is refused before the store opens
+    check_origins(cors)
+    app = create_app(store_path, model=model, device=device, access_token=required,
+                     cors=cors)  # store errors surface here, before binding
     return _make(app, host=host, port=port, log_level=log_level, on_ready=on_ready)
 
 
 def serve(store_path: str | os.PathLike | None = None, *, model: str | None = None, device: str | None = None,
           host: str = "127.0.0.1", port: int = 8765, log_level: str = "info", on_ready: Any = None,
+          token: str | None = None, cors: list[str] | None = None,
           watch: Sequence[str | os.PathLike] | None = None, on_watch: Any = None) -> Any:
     """Open the store, then serve it with uvicorn until interrupted (blocks); see :func:`make_server`.
 
@@ -73,11 +86,11 @@ def serve(store_path: str | os.PathLike | None = None, *, model: str | None = No
     """
     if not watch:
         make_server(store_path, model=model, device=device, host=host, port=port, log_level=log_level,
-                    on_ready=on_ready).run()
+                    on_ready=on_ready, token=token, cors=cors).run()
         return None
     return _watching(store_path, model, device, list(watch), on_watch,
                      lambda: make_server(store_path, model=model, device=device, host=host, port=port,
-                                         log_level=log_level, on_ready=on_ready))
+                                         log_level=log_level, on_ready=on_ready, token=token, cors=cors))
 
 
 def _watching(store_path: Any, model: str | None, device: str | None, paths: list, on_watch: Any, make: Any) -> Any:

@@ -47,7 +47,9 @@ class Server(uvicorn.Server):
         self.url = f"http://{_url_host(local)}:{port}"
         self._announce()
         if self.on_ready is not None:
-            self.on_ready(self.root, f"http://{_url_host(self.host)}:{port}/")
+            from mmsearch.server.auth import page_url
+
+            self.on_ready(self.root, page_url(f"http://{_url_host(self.host)}:{port}/", self.app.state.access_token))
 
     def _announce(self) -> None:
         eng = self.app.state.engine

@@ -1,0 +1,144 @@
+"""The HTTP API's parameters and error answers, declared once: the OpenAPI schema is the contract.
+
+:class:`SearchOptions` is every search endpoint's query parameters (a FastAPI dependency class): a new
+search option is one field here and one name in :meth:`SearchOptions.engine_args`, and every search
+endpoint, the page's and the schema's, has it.
+
+No ``from __future__ import annotations`` here: FastAPI reads these annotations at run time.
+"""
+
+import dataclasses
+from enum import IntEnum
+from typing import Annotated, Any, Literal, Optional
+
+from fastapi import File, Query, UploadFile
+from pydantic import BaseModel
+
+MAX_K = 1000
+MAX_PROBE = 1 << 16
+MAX_QUERY_CHARS = 2000
+# Python's whitespace (str.isspace): a query of only these is empty to the engine, so the schema says so.
+_BLANK = ("\\t\\n\\u000b\\u000c\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a"
+          "\\u2028\\u2029\\u202f\\u205f\\u3000")
+NOT_BLANK = f"[^{_BLANK}]"  # somewhere in the text: a character that is not whitespace
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: one line saying what is wrong and, where it helps, what to do."""
+
+    error: str
+
+
+_WHY = {
+    400: "A bad argument the schema cannot express (e.g. an upload that is not an image or sound).",
+    401: "This server requires a token (it listens beyond loopback): send `Authorization: Bearer TOKEN`, "
+         "or open the page once with ?token=TOKEN.",
+    404: "No such item, no file for it that is unchanged since indexing, or no such space in this store.",
+    413: "The upload is over the limit.",
+    416: "The byte range starts past the end of the file.",
+    422: "A parameter is missing or invalid (the message names it).",
+    500: "The model cannot be loaded or run (the message says why).",
+    503: "The store cannot be read now (missing, damaged, or being rebuilt).",
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route that can answer these error statuses (with :class:`ErrorBody`)."""
+    return {c: {"model": ErrorBody, "description": _WHY[c]} for c in (401, 422, 503, *codes)}
+
+
+# ---- the parameters ----------------------------------------------------------------------------------
+Text = Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NOT_BLANK,
+                            description="What to look for, in words (not only whitespace).")]
+class ThumbSizes(IntEnum):
+    small = 128
+    medium = 256
+    large = 512
+
+
+ThumbSize = Annotated[ThumbSizes, Query(description="The thumbnail fits SIZE×SIZE pixels.")]
+Download = Annotated[bool, Query(description="Ask the browser to save the file (Content-Disposition: attachment).")]
+
+
+def upload(what: str) -> Any:
+    """The multipart field ``file`` of an upload endpoint (one image or sound)."""
+    return Annotated[UploadFile, File(description=f"The query {what} (not empty).", json_schema_extra={"minLength": 1})]
+
+
+def upload_schema(media: str) -> dict[str, Any]:
+    """``openapi_extra`` for an upload endpoint: the part ``file`` is one ``media`` file, not empty."""
+    return {"requestBody": {"content": {"multipart/form-data": {"encoding": {"file": {"contentType": media}}}}}}
+
+
+@dataclasses.dataclass
+class SearchOptions:
+    """The options every search takes (query parameters of /api/search, /api/search/image, /api/search/audio)."""
+
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="How many results.")] = 10
+    type: Annotated[Optional[Literal["image", "audio", "text", "any"]], Query(
+        description="What to return [default: the files (images, sounds) the store holds that the query "
+                    "reaches; texts when it holds nothing else].")] = None
+    under: Annotated[Optional[str], Query(min_length=1, max_length=4096,
+                                          description="Only results below this folder (on the server).")] = None
+    space: Annotated[Optional[str], Query(
+        min_length=1, max_length=4096,
+        description="One of the store's spaces (model spec, space key or id, as /api/stats lists them) "
+                    "[default: every space].")] = None
+    nprobe: Annotated[Optional[int], Query(ge=1, le=MAX_PROBE, description="IVF lists to visit.")] = None
+    ef_search: Annotated[Optional[int], Query(ge=1, le=MAX_PROBE, description="HNSW search breadth.")] = None
+    min_score: Annotated[Optional[float], Query(allow_inf_nan=False, description="Only hits whose calibrated score is at least this.")] = None
+
+    def engine_args(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`mmsearch.Engine.search` these options stand for."""
+        return dataclasses.asdict(self)
+
+
+#: the search endpoints by the kind of query they take
+QUERY_KINDS = {"/api/search": "text", "/api/search/image": "image", "/api/search/audio": "audio"}
+
+
+def narrow_to_store(app: Any, spaces: list[Any]) -> None:
+    """Make the schema say what this store can answer: the ``type`` a query of each kind can reach (the
+    kinds its models hold), and no upload endpoint for a kind of query no model of it embeds (that
+    endpoint still answers, 400 with the reason). It reflects the models the store had at start-up."""
+    make = app.openapi
+    held = [set(sp.modalities.split(",")) for sp in spaces]
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = make()
+            for path, kind in QUERY_KINDS.items():
+                reach = set().union(*[h for h in held if kind in h])
+                ops = schema["paths"].get(path, {})
+                if not reach:
+                    schema["paths"].pop(path, None)
+                    continue
+                for op in ops.values():
+                    for p in op.get("parameters", []):
+                        if p["name"] == "type":
+                            p["schema"]["anyOf"][0]["enum"] = [t for t in ("image", "audio", "text") if t in reach] + ["any"]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+# ---- errors ------------------------------------------------------------------------------------------
+class HTTPError(Exception):
+    """An HTTP error with a JSON ``{"error": …}`` body (for cases that are not MmsearchErrors)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def status_for(exc: Exception) -> int:
+    """The status of an mmsearch error: 400 bad argument, 500 model problem, 503 store problem."""
+    from mmsearch.errors import ModelError, StoreError, UsageError
+
+    if isinstance(exc, UsageError):
+        return 400
+    if isinstance(exc, StoreError):
+        return 503
+    return 500  # ModelError, and anything unforeseen

@@ -11,9 +11,9 @@ import typer
 from rich.console import Console
 
 from mmsearch import present
-from mmsearch.commands.common import (BatchOpt, DeviceOpt, JsonOpt, ModelsOpt, PrecisionOpt, RuntimeOpt, StoreOpt,
-                                      _engine, _notices, _sigterm_interrupts, _stop_on_signals, app, err,
-                                      handle_errors, out)
+from mmsearch.commands.common import (BatchOpt, DeviceOpt, IndexOpt, JsonOpt, MaxAudioOpt, ModelsOpt, PrecisionOpt,
+                                      RuntimeOpt, StoreOpt, WorkersOpt, _engine, _notices, _sigterm_interrupts,
+                                      _stop_on_signals, app, err, handle_errors, out)
 
 
 @app.command()
@@ -26,9 +26,9 @@ def index(
     runtime: RuntimeOpt = None,
     precision: PrecisionOpt = None,
     batch_size: BatchOpt = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Decode processes (0: decode in this process).")] = None,
-    max_audio_seconds: Annotated[Optional[float], typer.Option("--max-audio-seconds", min=0.001, help="Longer sounds are indexed by their first this-many seconds (recorded as such) [default: 600].")] = None,
-    index_kind: Annotated[Optional[str], typer.Option("--index", help="ANN index: auto, flat, ivf, hnsw, pq.")] = None,
+    workers: WorkersOpt = None,
+    max_audio_seconds: MaxAudioOpt = None,
+    index_kind: IndexOpt = None,
     commit_every: Annotated[Optional[int], typer.Option("--commit-every", min=1, help="Files per committed batch [default: 256]; an interrupted run keeps every committed batch.")] = None,
     as_json: JsonOpt = False,
     as_jsonl: Annotated[bool, typer.Option("--jsonl", help="Print a JSON line per committed batch, then the report.")] = False,
@@ -74,9 +74,9 @@ def watch(
     runtime: RuntimeOpt = None,
     precision: PrecisionOpt = None,
     batch_size: BatchOpt = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Decode processes (0: decode in this process).")] = None,
-    max_audio_seconds: Annotated[Optional[float], typer.Option("--max-audio-seconds", min=0.001, help="Longer sounds are indexed by their first this-many seconds [default: 600].")] = None,
-    index_kind: Annotated[Optional[str], typer.Option("--index", help="ANN index: auto, flat, ivf, hnsw, pq.")] = None,
+    workers: WorkersOpt = None,
+    max_audio_seconds: MaxAudioOpt = None,
+    index_kind: IndexOpt = None,
     debounce: Annotated[int, typer.Option("--debounce", min=1, help="Milliseconds a batch of changes gathers at most before it is synced.")] = 1600,
     as_json: Annotated[bool, typer.Option("--json", help="Print the session's report as JSON when it stops.")] = False,
     as_jsonl: Annotated[bool, typer.Option("--jsonl", help="Print a JSON line per sync (and per folder that goes or comes back), then the report.")] = False,

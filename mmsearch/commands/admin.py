@@ -27,16 +27,17 @@ def dups(
     as_json: JsonOpt = False,
     as_jsonl: JsonlOpt = False,
     as_paths: Annotated[bool, typer.Option("--paths", help="Print only the files besides the first (kept) of each cluster, one per line.")] = False,
+    null: Annotated[bool, typer.Option("-0", "--null", help="As --paths, each path ended by a NUL byte (for `xargs -0`).")] = False,
 ) -> None:
     """Near-duplicate images (or sounds): clusters of resized, recompressed or cropped copies and exact copies,
     the largest first (the one to keep). Files are never touched."""
     from mmsearch.query.dups import DEFAULT_THRESHOLD
 
-    fmt = present.pick_format(as_json, as_jsonl, as_paths)
+    fmt = present.pick_format(as_json, as_jsonl, as_paths or null)
     with _engine(store, model=model, create=False) as eng:
         clusters = eng.dups(threshold, type=type_, under=paths or None)
         _notices(eng.notices)
-    present.dups(out, clusters, fmt, threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
+    present.dups(out, clusters, fmt, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, null=null)
 
 
 @app.command()

@@ -140,9 +140,11 @@ def _exact(blocks: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, threshold:
 
 
 def _under_blocks(store: Store, space_id: int, modality: str, roots: list[str], block: int):
+    from mmsearch.store.filtering import Cond
+
     seen: set[int] = set()
     for root in roots:
-        ids, _, vecs = store.vectors_under(space_id, root, [modality])
+        ids, vecs = store.filtered_vectors([Cond("under", "under", root)], space_id, modality)
         fresh = np.array([int(i) not in seen for i in ids], dtype=bool)
         seen.update(int(i) for i in ids)
         ids, vecs = ids[fresh], vecs[fresh]

@@ -227,3 +227,13 @@ def test_the_where_pattern_reads_terms_as_the_engine(term, ok):
     else:
         with pytest.raises(UsageError):
             Filters.make([term])
+
+
+def test_a_query_no_model_of_the_store_answers_is_a_404(client, engine):
+    image = _ids(engine, "green")
+    sound = next(h.id for h in engine.search(text="a tone", type="audio", k=1))
+    for path, params, word in ((f"/api/similar/{image}", {"type": "audio"}, "type='audio'"),
+                               ("/api/search", {"q": "x", "like": [image, sound]}, "no model in this store embeds"),
+                               (f"/api/similar/{sound}", {"unlike": [image]}, "no model in this store embeds")):
+        r = client.get(path, params=params)
+        assert r.status_code == 404 and word in r.json()["error"], r.text

@@ -35,7 +35,9 @@ _WHY = {
     400: "A bad argument the schema cannot express (e.g. an upload that is not an image or sound).",
     401: "This server requires a token (it listens beyond loopback): send `Authorization: Bearer TOKEN`, "
          "or open the page once with ?token=TOKEN.",
-    404: "No such item, no file for it that is unchanged since indexing, or no such space in this store.",
+    404: "No such item, no file for it that is unchanged since indexing, no such space in this store, or no "
+         "model in it that answers this query (one embedding all of its parts, e.g. a like image and a sound, "
+         "and holding the type asked for).",
     413: "The upload is over the limit.",
     416: "The byte range starts past the end of the file.",
     422: "A parameter is missing or invalid: the message names it (a `where` term, a date, a query text's "
@@ -178,11 +180,13 @@ class HTTPError(Exception):
 def status_for(exc: Exception) -> int:
     """The status of an mmsearch error: 422 a query text the language rejects, 400 another bad argument,
     500 model problem, 503 store problem."""
-    from mmsearch.errors import ModelError, StoreError, UsageError
+    from mmsearch.errors import ModelError, StoreError, UnanswerableQuery, UsageError
     from mmsearch.query.parse import QuerySyntaxError
 
     if isinstance(exc, QuerySyntaxError):
         return 422  # the query text's language: the message names the term and its column
+    if isinstance(exc, UnanswerableQuery):
+        return 404  # no model in this store relates the query's parts (or reaches the type asked for)
     if isinstance(exc, UsageError):
         return 400
     if isinstance(exc, StoreError):

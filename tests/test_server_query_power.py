@@ -83,6 +83,8 @@ CASES = {
     "collapse": {"q": "a shape", "k": 6, "collapse_dups": True},
     "collapse-at": {"q": "a shape", "k": 6, "dups_threshold": 0.7},
     "min-score": {"q": "a blue star", "k": 20, "min_score": 1.0},
+    "since-ancient": {"q": "a shape", "k": 20, "since": "0001-01-01", "where": ["mtime>=0100"]},  # before 1678
+    "until-far": {"q": "a shape", "k": 20, "until": "9998-12-31"},
     "sounds-filtered": {"q": "a tone", "k": 5, "type": "audio", "where": ["duration<60"]},
 }
 

@@ -231,8 +231,8 @@ def able_spaces(query: Query, spaces: Sequence[Space]) -> tuple[list[Space], lis
         what = f"a {kinds[0]} query" if len(kinds) == 1 else f"every part of this query ({_and(kinds)})"
         models = "; ".join(f"model {sp.spec} embeds {', '.join(held[sp.id])}" for sp in spaces)
         raise UnanswerableQuery(f"no model in this store embeds {what} ({models})",
-                         hint="index with a model that does (--model)" if len(kinds) == 1 else
-                         "search with the parts one model embeds")
+                                hint="index with a model that does (--model)" if len(kinds) == 1 else
+                                "search with the parts one model embeds")
     partly = [sp for sp in spaces if sp not in able and any(k in held[sp.id] for k in kinds)]
     notices = [f"model {sp.spec} not searched: it does not embed the query's "
                f"{_and([k for k in kinds if k not in held[sp.id]])}" for sp in partly]

@@ -29,6 +29,12 @@ demo: $(STAMP)
 	$(BIN)/mmsearch query "a small blue star" --type image --store $(DEMO_STORE) -k 5
 	@echo; echo '$$ mmsearch query --image samples/shapes/images/$$(ls samples/shapes/images | head -1) -k 5'
 	$(BIN)/mmsearch query --image samples/shapes/images/$$(ls samples/shapes/images | head -1) --store $(DEMO_STORE) -k 5
+	@echo; echo '$$ mmsearch query "a circle - red" --type image -k 3      # combined: circles, but not red ones'
+	$(BIN)/mmsearch query "a circle - red" --type image --store $(DEMO_STORE) -k 3
+	@echo; echo '$$ mmsearch query "a star" --where "width>=64" --path "*yellow*" -k 3   # filtered before the search'
+	$(BIN)/mmsearch query "a star" --where "width>=64" --path "*yellow*" --store $(DEMO_STORE) -k 3
+	@echo; echo '$$ mmsearch dups'
+	$(BIN)/mmsearch dups --store $(DEMO_STORE)
 	@echo; echo '$$ mmsearch query "a yellow star" --type text -k 3'
 	$(BIN)/mmsearch query "a yellow star" --type text --store $(DEMO_STORE) -k 3
 	@echo; echo '$$ mmsearch query "a rising whistle" --type audio -k 3'

@@ -113,7 +113,7 @@ def shown_path(path: str) -> str:
     """A path as people read it: relative to the current folder when that is shorter, else as stored."""
     try:
         rel = os.path.relpath(path)
-    except ValueError:  # another drive (Windows), or no current folder
+    except (ValueError, OSError):  # another drive (Windows), or the current folder was deleted
         return path
     return rel if len(rel) < len(path) else path
 
@@ -366,7 +366,7 @@ def _bytes(n: int | None) -> str:
     return f"{n} B"
 
 
-def dups(out: Console, clusters: Sequence[DupCluster], fmt: Format, *, threshold: float) -> None:
+def dups(out: Console, clusters: Sequence[DupCluster], fmt: Format, *, threshold: float, null: bool = False) -> None:
     """``mmsearch dups``: each cluster with the file to keep first, then the others (``same bytes``: an exact
     copy of the file above it; else the cosine to the first), one line per file, the path last and whole."""
     if fmt is Format.json:
@@ -377,9 +377,7 @@ def dups(out: Console, clusters: Sequence[DupCluster], fmt: Format, *, threshold
             print(_dump(c.to_dict()))
         return
     if fmt is Format.paths:  # every file but the one to keep
-        for c in clusters:
-            for p in c.duplicates:
-                print(p)
+        _paths(out, [p for c in clusters for p in c.duplicates], null=null)
         return
     for n, c in enumerate(clusters, 1):
         kind = "exact copies" if c.exact else f"similarity {c.similarity:.3f}"
@@ -390,10 +388,11 @@ def dups(out: Console, clusters: Sequence[DupCluster], fmt: Format, *, threshold
                 mark = "keep" if i == j == 0 else ("same bytes" if j else f"{m.similarity:.3f}")
                 style = "green" if i == j == 0 else "dim" if j else "yellow"
                 out.print(styled(f"   [{style}]{{}}[/{style}]  {{}}  {{}}  {{}}", f"{mark:>10}", f"{shape:>9}",
-                                 f"{_bytes(m.size):>9}", p))
+                                 f"{_bytes(m.size):>9}", path_text(p)))
     files = sum(len(c.duplicates) for c in clusters)
     if clusters:
-        out.print(styled("[dim]{} clusters, {} files besides the first of each (threshold {})[/dim]",
-                         len(clusters), files, threshold))
+        out.print(styled("[dim]{} {}, {} {} besides the first of each (threshold {})[/dim]", len(clusters),
+                         "cluster" if len(clusters) == 1 else "clusters", files, "file" if files == 1 else "files",
+                         threshold))
     else:
         out.print(styled("[dim]no duplicates at threshold {}[/dim]", threshold))

@@ -175,3 +175,22 @@ def test_notices_belong_to_the_call_that_made_them(engine_factory, tmp_path):
     second = eng.index([tmp_path / "img"]).notices
     assert first == ["index 1/image file was missing: built from the database (3 vectors)"]
     assert second == [] and eng.notices == []
+
+
+def test_an_indexed_folder_found_empty_keeps_its_entries_until_removed(engine_factory, tmp_path):
+    """An empty folder where files were is what an unmounted disk leaves: index keeps them, and says so."""
+    from tests.kit import write_images
+
+    mnt = tmp_path / "mnt"
+    imgs = write_images(mnt / "photos", 3)
+    eng = engine_factory(tmp_path / "store")
+    assert eng.index([mnt]).indexed == 3
+    for p in imgs:
+        p.unlink()
+    (mnt / "photos").rmdir()
+    report = eng.index([mnt])
+    assert report.removed == 0 and eng.stats().sources["file"] == 3
+    assert [n for n in report.notices if f"{mnt} is empty now: its 3 entries are kept" in n], report.notices
+    assert eng.remove([mnt]) == 3  # forgetting them is a decision of its own
+    write_images(mnt, 1)
+    assert eng.index([mnt]).indexed == 1  # a folder with files in it syncs as before

@@ -111,3 +111,25 @@ def test_bare_paths_on_a_terminal_are_escaped(tmp_path, capsys):
     console = Console(file=io.StringIO(), force_terminal=True)
     present.hits(console, [_hit("/x/esc\x1b[2Jwipe.png")], present.Format.paths)
     assert capsys.readouterr().out == "/x/esc\\x1b[2Jwipe.png\n"
+
+
+def test_a_query_from_a_deleted_current_folder_still_prints(store, monkeypatch, tmp_path):
+    root, files = store
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # the shell's folder deleted under it: no current folder to be relative to
+    r = _query(root)
+    assert str(files[LONG]) in r.stdout
+
+
+def test_dups_paths_are_escaped_on_a_terminal_and_nul_separated_on_request(tmp_path, capsys):
+    from mmsearch.types import DupCluster, DupMember
+
+    odd = "/x/esc\x1b[2Jcopy.png"
+    cluster = DupCluster("image", "m", 0.95, 0.99, (DupMember(1, ("/x/a.png",), 1.0, 8, 8, None, 10),
+                                                   DupMember(2, (odd,), 0.99, 8, 8, None, 10)))
+    present.dups(Console(file=io.StringIO(), force_terminal=True), [cluster], present.Format.paths, threshold=0.95)
+    assert capsys.readouterr().out == "/x/esc\\x1b[2Jcopy.png\n"
+    present.dups(Console(file=io.StringIO()), [cluster], present.Format.paths, threshold=0.95, null=True)
+    assert capsys.readouterr().out == odd + "\0"

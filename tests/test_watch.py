@@ -354,3 +354,75 @@ def test_an_unmounted_disk_keeps_its_entries_and_is_synced_when_mounted_again(wa
         assert w.finish().returned == 1
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_a_folder_named_like_a_file_is_dropped_with_everything_in_it(watching, tmp_path):
+    data = tmp_path / "data"
+    keep = write_images(data, 1)
+    inside = write_images(data / "shoot.raw", 2, seed=5)  # a folder, though its name says camera raw
+    w = watching(data)
+    w.settle(set(keep + inside), "the initial sync")
+    shutil.rmtree(data / "shoot.raw")
+    w.settle(set(keep), "the folder's files to be dropped")
+    assert w.finish().removed == 2
+
+
+class _FailsOnce:
+    """A source-side encoder whose first image batch fails as a driver error does (not an mmsearch error)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.space, self.failed = inner, inner.space, False
+
+    def image_recipe(self):
+        return self.inner.image_recipe()
+
+    def embed_image_batch(self, pixels):
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("the device fell off the bus")
+        return self.inner.embed_image_batch(pixels)
+
+    def embed_texts(self, texts):
+        return self.inner.embed_texts(texts)
+
+    def embed_images(self, images):
+        return self.inner.embed_images(images)
+
+
+def test_a_sync_that_fails_keeps_its_changes_and_tries_them_again(tmp_path, tiny_model):
+    from mmsearch.encoders.registry import load_encoder, registered
+
+    data = tmp_path / "data"
+    data.mkdir()
+    with registered("fails-once", lambda spec, rest, **kw: _FailsOnce(load_encoder(rest, **kw))):
+        w = Watching(tmp_path / "store", f"fails-once:{tiny_model}", [data])
+        new = put_image(data / "new.png", seed=3)
+        w.settle({new}, "the file whose first sync failed")
+        report = w.finish()
+    assert report.added == 1 and report.failed == 0
+    assert [n for n in report.notices if "a sync failed (RuntimeError: the device fell off the bus)" in n]
+    assert not [n for n in report.notices if "polling" in n]  # a failed sync is not a failed watch
+
+
+def test_a_disk_mounted_on_the_empty_folder_a_watch_began_on_is_synced(watching, tmp_path, tiny_model):
+    """The watch starts while the disk is away (its mount point empty): nothing is removed, and the disk
+    mounted later (no event tells) is noticed and synced."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "none", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root and the permission to mount")
+    try:
+        imgs = write_images(disk / "photos", 3)
+        with Engine.open(tmp_path / "store", model=tiny_model, workers=0) as eng:
+            assert eng.index([disk]).indexed == 3
+        subprocess.run(["umount", str(disk)], check=True)
+        w = watching(disk)
+        assert w.paths() == {str(p) for p in imgs}  # the start sync of an empty mount point removed nothing
+        subprocess.run(["mount", "-t", "tmpfs", "none", str(disk)], check=True)
+        back = write_images(disk / "photos", 4)  # the disk back, with one more photo
+        wait_for(lambda: w.kinds("returned"), "the mounted disk to be noticed")
+        w.settle(set(back), "the disk's sync")
+        report = w.finish()
+        assert report.returned == 1 and [n for n in report.notices if f"{disk} is empty now" in n], report.notices
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)

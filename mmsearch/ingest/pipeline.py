@@ -62,7 +62,10 @@ def _init_worker(parent: int) -> None:
     """Runs first in each worker: ignore Ctrl-C, die with ``parent``, keep thread pools at one thread."""
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent alone handles it
+    # Ctrl-C, and SIGTERM from a service manager (systemctl stop, docker stop), reach the whole group: the
+    # parent alone handles them (a clean stop with a summary); workers die with it all the same (below)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for name in _ONE_THREAD:
         os.environ.setdefault(name, "1")
     _die_with_parent(parent)

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, Sequence
 
 from mmsearch.errors import UsageError
 from mmsearch.ingest.decode import Loaded, load
-from mmsearch.ingest.discover import Candidate, check_roots, classify, display, walk
+from mmsearch.ingest.discover import Candidate, check_roots, display, walk
 from mmsearch.store.store import Store
 from mmsearch.util import batched, under_any
 
@@ -34,6 +34,7 @@ class Plan:
     walk_errors: list[tuple[str, str]] = field(default_factory=list)
     unchanged: int = 0
     todo: list[Candidate] = field(default_factory=list)  # new, changed or touched: to hash
+    kept: list[tuple[str, int]] = field(default_factory=list)  # (root, entries) of roots found empty: kept
 
 
 def walked(store: Store, roots: Sequence[str]) -> Plan:
@@ -75,14 +76,23 @@ def hashed(store: Store, space_id: int | None, todo: Sequence[Candidate], batch:
 
 
 def vanished(store: Store, p: Plan, failed_now: set[str]) -> list[str]:
-    """Rows under a walked root not seen now; a recorded error of a path neither seen nor failing now is stale."""
+    """Rows under a walked root not seen now; a recorded error of a path neither seen nor failing now is stale.
+
+    A folder root in which nothing is found now, where the store holds files, keeps them (recorded in
+    ``p.kept``): an empty mount point is what an unplugged disk or an unmounted share leaves behind, and
+    removing its entries would lose them all. ``mmsearch remove ROOT`` forgets them on purpose."""
     seen = {c.path for c in p.candidates}
     protected = [path for path, _ in p.walk_errors] + [display(path) for path, _ in p.walk_errors]
     gone: list[str] = []
     for root in p.roots:
         if root in seen:
             continue  # a file root seen now: nothing at or below it has vanished
-        gone += [u for u in store.uris_under(root) if u not in seen and not under_any(u, protected)]
+        below = store.uris_under(root)
+        if below and not any(under_any(c, [root]) for c in seen) and not under_any(root, protected) \
+                and not any(under_any(path, [root]) for path in protected):
+            p.kept.append((root, len(below)))  # an empty folder where files were: an unmounted disk, most likely
+            continue
+        gone += [u for u in below if u not in seen and not under_any(u, protected)]
         gone += [u for u in store.error_uris_under(root)
                  if u not in seen and u not in failed_now and not under_any(u, protected)]
     return gone
@@ -94,7 +104,7 @@ def present_and_gone(paths: Sequence[str | os.PathLike]) -> tuple[list[str], lis
     present: list[str | os.PathLike] = []
     gone: list[str] = []
     for p in paths:
-        if isinstance(p, (str, bytes, os.PathLike)) and not os.path.exists(p):
+        if isinstance(p, (str, bytes, os.PathLike)) and _missing(p):
             g = os.path.abspath(os.fsdecode(p))
             if os.path.isdir(os.path.dirname(g)):
                 gone.append(g)
@@ -103,15 +113,27 @@ def present_and_gone(paths: Sequence[str | os.PathLike]) -> tuple[list[str], lis
     return (check_roots(present) if present else []), list(dict.fromkeys(gone))
 
 
+def _missing(path: str | bytes | os.PathLike) -> bool:
+    """Whether a path is not there (a file that cannot be read for another reason, e.g. permissions,
+    is there: the sync reports it, it is not a deletion)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def gone_uris(store: Store, gone: Sequence[str]) -> list[str]:
     """Every stored uri (sources and recorded errors) at or below the deleted paths ``gone``: looked up
-    exactly in batches; only a path that is not a stored file and could be a folder (no extension a file
-    is indexed by) is searched below."""
+    exactly in batches; a path that is not a stored file is searched below (a folder may well be named
+    like a file: ``shoot.raw``, ``album.flac``)."""
     found = store.lookup_sources(gone)
     uris = list(found)
     for g in gone:
         if g not in found:
-            uris += store.error_uris_under(g) if classify(g) else store.uris_under(g) + store.error_uris_under(g)
+            uris += store.uris_under(g) + store.error_uris_under(g)
     return uris
 
 

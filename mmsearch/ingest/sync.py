@@ -110,6 +110,8 @@ def sync_paths(store: Store, targets: Sequence[Target], paths: Sequence[str | os
         for target in targets:
             run.target(target)
         gone = vanished(store, p, {path for path, _ in report.errors}) + gone_uris(store, deleted)
+        report.notices += [f"{root} is empty now: its {n} entries are kept (an unmounted disk or share?); "
+                           f"`mmsearch remove {root}` forgets them" for root, n in p.kept]
         if gone:
             report.removed += store.apply([], None, remove_uris=gone).removed_sources
     except KeyboardInterrupt:

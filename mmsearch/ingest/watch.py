@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from typing import Callable, Iterable, Sequence
 
-from mmsearch.errors import IndexInterrupted, StoreLockedError, UsageError
+from mmsearch.errors import IndexInterrupted, MmsearchError, StoreLockedError, UsageError
 from mmsearch.ingest.decode import BadInput
 from mmsearch.ingest.discover import classify, sniffed, unsupported_image
 from mmsearch.store.store import Store
@@ -49,9 +49,25 @@ class Root:
         self.path = path
         self.mount = _mount_of(os.path.realpath(path))
         self.present = True
+        self.device = _device(path)
 
     def here(self) -> bool:
         return os.path.exists(self.path) and (self.mount is None or os.path.ismount(self.mount))
+
+    def remounted(self) -> bool:
+        """Whether another file system is at this path now (a disk mounted on the empty folder the watch
+        began on, or swapped): no event tells, so it is polled."""
+        now = _device(self.path)
+        changed = now is not None and self.device is not None and now != self.device
+        self.device = now if now is not None else self.device
+        return changed
+
+
+def _device(path: str) -> int | None:
+    try:
+        return os.stat(path).st_dev
+    except OSError:
+        return None
 
 
 def _mount_of(path: str) -> str | None:
@@ -88,6 +104,7 @@ class _Session:
         self.skip = str(store.root)
         self.polling = False  # the OS watch could not be set up: poll the folders instead
         self.waiting = False  # another writer holds the store (told once per wait)
+        self.failing = ""  # the error the last sync failed with (told once until a sync succeeds)
 
     # ---- the loop ----------------------------------------------------------------------------------
     def run(self) -> WatchReport:
@@ -110,26 +127,30 @@ class _Session:
         """Apply batches of changes under ``paths`` until a root comes or goes, or the stop."""
         import watchfiles
 
-        try:
-            for changes in watchfiles.watch(*paths, watch_filter=self._relevant, debounce=self.debounce_ms,
-                                            step=self.step_ms, stop_event=self.stop, yield_on_timeout=True,
-                                            rust_timeout=max(int(self.poll * 1000), 1), force_polling=self.polling or None,
-                                            poll_delay_ms=max(int(self.poll * 1000), 1)):
-                for change, path in changes:
-                    self.pending.setdefault(path, set()).add(change.name)
-                if self._roots_changed():
-                    return  # watch the roots that are here now
-                if any(p in self.due for p in paths):  # now that the watch is set up: no change is missed
-                    self._full_syncs(paths)
-                if self.pending:
-                    self._changes()
-                if self.stop.is_set():
-                    return
-        except (OSError, RuntimeError) as exc:  # a root went as the watch began, or too many watches
-            if all(r.here() for r in self.roots if r.present) and not self.polling:
-                self.polling = True
-                self._notice(f"cannot watch with the operating system ({exc}): polling the folders instead")
-            self.stop.wait(self.poll)
+        events = watchfiles.watch(*paths, watch_filter=self._relevant, debounce=self.debounce_ms, step=self.step_ms,
+                                  stop_event=self.stop, yield_on_timeout=True, rust_timeout=max(int(self.poll * 1000), 1),
+                                  force_polling=self.polling or None, poll_delay_ms=max(int(self.poll * 1000), 1))
+        while True:
+            try:  # only the watch itself: a sync that fails is told and retried in _run, never taken for this
+                changes = next(events)
+            except StopIteration:
+                return
+            except (OSError, RuntimeError) as exc:  # a root went as the watch began, or too many watches
+                if all(r.here() for r in self.roots if r.present) and not self.polling:
+                    self.polling = True
+                    self._notice(f"cannot watch with the operating system ({exc}): polling the folders instead")
+                self.stop.wait(self.poll)
+                return
+            for change, path in changes:
+                self.pending.setdefault(path, set()).add(change.name)
+            if self._roots_changed():
+                return  # watch the roots that are here now
+            if any(p in self.due for p in paths):  # now that the watch is set up: no change is missed
+                self._full_syncs(paths)
+            if self.pending:
+                self._changes()
+            if self.stop.is_set():
+                return
 
     def _relevant(self, _change: object, path: str) -> bool:
         """Events worth a sync: not in the store's own folder, no hidden entry below a watched root."""
@@ -145,9 +166,16 @@ class _Session:
         moved = False
         for r in self.roots:
             here = r.here()
+            if here and r.present and r.remounted():  # a disk mounted where the watch saw an empty folder
+                moved = True
+                self.report.returned += 1
+                self.due[r.path] = "returned"
+                r.mount = _mount_of(os.path.realpath(r.path))  # from now on gone when this file system goes
+                continue
             if here == r.present:
                 continue
             moved, r.present = True, here
+            r.device = _device(r.path)  # what is there now (a disk back is not also a disk mounted anew)
             if not here:
                 self.pending = {p: c for p, c in self.pending.items() if not is_under(p, r.path)}
                 self._tell(WatchSync("vanished", (r.path,)))
@@ -230,7 +258,19 @@ class _Session:
             rep = exc.report
             self.report.interrupted = True
             self.stop.set()
-        self.waiting = False
+        except MmsearchError:  # the model or the store cannot be used at all: the watch ends, saying why
+            raise
+        except Exception as exc:  # disk full, a decode worker killed, a driver error: keep the changes, try again
+            if changes:
+                for p in paths:
+                    self.pending.setdefault(p, set()).add("retry")
+            why = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+            if why != self.failing:  # told once until a sync succeeds
+                self.failing = why
+                self._notice(f"a sync failed ({why}); its changes are kept and tried again")
+            self.stop.wait(self.poll)
+            return None
+        self.waiting, self.failing = False, ""
         self.report.errors = (self.report.errors + list(rep.errors))[-KEEP_ERRORS:]
         for n in rep.notices:
             self._notice(n)
@@ -307,7 +347,7 @@ def snapshot(store: Store, files: Sequence[str], folders: Sequence[str]) -> dict
     """uri → content id of the sources at ``files`` and at or below ``folders`` (paths that are, were or
     may be folders)."""
     rows = {u: s.content_id for u, s in store.lookup_sources(list(files) + list(folders)).items()}
-    below = [u for f in folders if f not in rows and not classify(f) for u in store.uris_under(f)]
+    below = [u for f in folders if f not in rows for u in store.uris_under(f)]
     rows.update((u, s.content_id) for u, s in store.lookup_sources(below).items())
     return rows
 

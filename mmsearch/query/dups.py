@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from mmsearch.errors import UsageError
+from mmsearch.store.filtering import Cond
 from mmsearch.store.schema import Space
 from mmsearch.store.store import Store
 from mmsearch.types import DupCluster, DupMember, Hit
@@ -140,11 +141,9 @@ def _exact(blocks: Iterable[tuple[np.ndarray, np.ndarray]], dim: int, threshold:
 
 
 def _under_blocks(store: Store, space_id: int, modality: str, roots: list[str], block: int):
-    from mmsearch.store.filtering import Cond
-
     seen: set[int] = set()
     for root in roots:
-        ids, vecs = store.filtered_vectors([Cond("under", "under", root)], space_id, modality)
+        ids, vecs = store.filtered_vectors([Cond("under", "=", root)], space_id, modality)
         fresh = np.array([int(i) not in seen for i in ids], dtype=bool)
         seen.update(int(i) for i in ids)
         ids, vecs = ids[fresh], vecs[fresh]

@@ -23,6 +23,7 @@ Errors point at the offending term: ``query "dog + + cat": empty term at column 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -98,6 +99,8 @@ def _term(query: str, start: int, end: int, sign: float) -> Term:
         if weight <= 0:
             raise QuerySyntaxError(query, column, f'zero weight "{found.group(1)}:"',
                                     hint="a weight is a number above 0; write - before a term to subtract it")
+        if not math.isfinite(weight):
+            raise QuerySyntaxError(query, column, f'weight "{found.group(1)[:20]}…:" is too large')
         text = text[found.end():]
     if _quoted(text):
         text = text[1:-1].strip()

@@ -115,8 +115,12 @@ def _watching(store_path: Any, model: str | None, device: str | None, paths: lis
         try:
             server.run()
         finally:
-            stop.set()
-            thread.join()
+            stop.set()  # the watch stops between committed batches
+            while thread.is_alive():
+                try:
+                    thread.join()
+                except KeyboardInterrupt:  # another Ctrl-C: it is stopping already; wait for its summary
+                    pass
         if "error" in out:
             raise out["error"]
         return out["report"]

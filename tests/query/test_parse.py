@@ -58,6 +58,7 @@ def test_a_query_without_operators_is_the_text_exactly_as_typed(query):
     ('dog + " "', 7, "empty term"),
     ("0:dog + cat", 1, 'zero weight "0:"'),
     ("cat - 0.0:dog", 7, 'zero weight "0.0:"'),
+    ("9" * 400 + ":dog + cat", 1, 'weight "' + "9" * 20 + '…:" is too large'),  # float() gives inf, not an error
     ('dog + 5" floppy', 8, "unclosed quote"),
     ('2:"dog', 3, "unclosed quote"),
 ])

@@ -1,0 +1,1 @@
+"""The `mmsearch` commands other than `query` (see :mod:`mmsearch.cli`)."""

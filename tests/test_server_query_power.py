@@ -64,6 +64,7 @@ def _ids(engine, name: str) -> int:
 
 
 def _same(got: list[dict], want: list) -> None:
+    assert want  # two empty answers would prove nothing
     want = [h.to_dict() for h in want]
     assert [(g["id"], g["path"], g["rank"]) for g in got] == [(w["id"], w["path"], w["rank"]) for w in want]
     assert all(abs(g["score"] - w["score"]) < 1e-5 for g, w in zip(got, want))
@@ -239,3 +240,22 @@ def test_a_query_no_model_of_the_store_answers_is_a_404(client, engine):
                                (f"/api/similar/{sound}", {"unlike": [image]}, "no model in this store embeds")):
         r = client.get(path, params=params)
         assert r.status_code == 404 and word in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize("params, want", [
+    ([("q", "a shape"), ("where", "width>=10"), ("where", "size<1MB"), ("since", "2021"), ("k", "4")],
+     dict(text="a shape", where=["width>=10", "size<1MB"], since="2021", k=4)),
+    ([("q", "a blue shape"), ("q", "a star"), ("collapse_dups", "0.5"), ("path", "*/blue_*"), ("k", "3")],
+     dict(text=["a blue shape", "a star"], collapse_dups=0.5, path="*/blue_*", k=3)),
+    ([("q", "a shape"), ("collapse_dups", "1"), ("until", "2020"), ("k", "3")],
+     dict(text="a shape", collapse_dups=True, until="2020", k=3)),
+])
+def test_the_cli_endpoint_carries_filters_texts_and_collapsing(store, engine, params, want):
+    app = create_app(store)
+    with TestClient(app) as c:
+        r = c.post("/api/query", params=params, headers={"X-Mmsearch-Token": app.state.token})
+        assert r.status_code == 200, r.text
+        _same(r.json()["hits"], engine.search(**want))
+        bad = c.post("/api/query", params=[("q", "x"), ("collapse_dups", "often")],
+                     headers={"X-Mmsearch-Token": app.state.token})
+        assert bad.status_code == 400 and "collapse_dups='often'" in bad.json()["error"] and bad.json()["exit_code"] == 2

@@ -1,8 +1,8 @@
 """The HTTP API's parameters and error answers, declared once: the OpenAPI schema is the contract.
 
 :class:`SearchOptions` is every search endpoint's query parameters (a FastAPI dependency class): a new
-search option is one field here and one name in :meth:`SearchOptions.engine_args`, and every search
-endpoint, the page's and the schema's, has it.
+search option is one field here (its name is :meth:`mmsearch.Engine.search`'s, or mapped in
+:meth:`SearchOptions.engine_args`), and every search endpoint, the page's and the schema's, has it.
 
 No ``from __future__ import annotations`` here: FastAPI reads these annotations at run time.
 """

@@ -80,12 +80,11 @@ def query(
         from mmsearch.config import Settings
 
         k = Settings.resolve(store=os.fspath(store) if store is not None else None).k
-    filtered = bool(where) or since is not None or until is not None or path is not None  # not served yet
-    served = (not no_server and not collapse_dups and not filtered and runtime is None and precision is None
-              and _servable(texts, image, audio, like, unlike))
-    if served and _served(fmt, store, model=model, device=device, text=texts[0] if texts else None,
-                          image=image[0] if image else None, audio=audio, k=k, type=type_, under=under, nprobe=nprobe,
-                          ef_search=ef_search, min_score=min_score, explain=explain, null=null):
+    served = not no_server and runtime is None and precision is None and _servable(texts, image, audio, like, unlike)
+    if served and _served(fmt, store, model=model, device=device, text=texts, image=image[0] if image else None,
+                          audio=audio, k=k, type=type_, under=under, nprobe=nprobe, ef_search=ef_search,
+                          min_score=min_score, where=where or (), since=since, until=until, path=path,
+                          collapse_dups=collapse_dups, explain=explain, null=null):
         return
     if texts:  # the model loads on a thread while the store and index code import
         from mmsearch.query.prefetch import text_model
@@ -102,9 +101,10 @@ def query(
 
 
 def _servable(texts: list[str], images: list[Path] | None, audio: Path | None, like: Any, unlike: Any) -> bool:
-    """Whether the server's protocol carries this query: one query text, one image or one sound, no examples
-    (anything else searches in-process rather than losing a part of the query)."""
-    return not like and not unlike and len(texts) + len(images or ()) + (audio is not None) == 1
+    """Whether the server's protocol carries this query: query texts with at most one image or one sound, no
+    examples (--like/--unlike and several images search in-process rather than losing a part of the query)."""
+    media = len(images or ()) + (audio is not None)
+    return not like and not unlike and media <= 1 and bool(texts or media)
 
 
 _served_tried = False  # main() asked the store's server already and none answered: do not ask twice
@@ -157,13 +157,10 @@ def _fast_query(argv: list[str]) -> bool | None:
     texts = ([kw["text"]] if kw["text"] is not None else []) + list(kw.pop("texts") or ())
     if opts or extra or kw["no_server"] or not _servable(texts, kw["image"], kw["audio"], kw.pop("like"), kw.pop("unlike")):
         return None
-    kw["text"], kw["image"] = (texts[0] if texts else None), (kw["image"][0] if kw["image"] else None)
+    kw["text"], kw["image"] = texts, (kw["image"][0] if kw["image"] else None)
+    kw["where"] = kw["where"] or ()
     if kw.pop("runtime") is not None or kw.pop("precision") is not None:
         return None  # this process's own runtime was asked for: search in-process
-    if kw.pop("collapse_dups"):
-        return None  # the server does not fold duplicates: search in-process
-    if any([kw.pop(n) for n in ("where", "since", "until", "path")]):
-        return None  # filters: searched in-process (the server does not take them yet)
     try:
         if kw["k"] is None:  # the config file's or environment's, as the full CLI resolves it
             from mmsearch.config import Settings

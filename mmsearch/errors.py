@@ -27,6 +27,11 @@ class UsageError(MmsearchError):
     exit_code = 2
 
 
+class UnanswerableQuery(UsageError):
+    """A well-formed query this store has no model for: none embeds all of its parts together (an image
+    and a sound), or none that embeds it holds the kind of result asked for (``type``)."""
+
+
 class StoreError(MmsearchError):
     """The store is missing, damaged, or built in a way that does not fit the request."""
 

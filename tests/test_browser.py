@@ -1,6 +1,7 @@
 """The search page in a real browser (Debian chromium + chromedriver, driven by selenium), against a real
 `mmsearch serve` with a token: open the printed URL, type a query, see the result thumbnails, click
-"similar", upload an image. Skipped, saying why, where chromium, chromedriver or selenium is missing
+"similar", upload an image; a combined query, a filter that narrows, "more like this" then "less like
+this" (each answer the API's for the same query), an error shown as text, the duplicates view. Skipped, saying why, where chromium, chromedriver or selenium is missing
 (`make test` with CI=true tries to install them)."""
 
 from __future__ import annotations
@@ -98,3 +99,92 @@ def test_without_the_token_the_page_says_what_to_do(page):
     driver.delete_all_cookies()
     driver.get(f"{base}/")
     assert "requires a token" in driver.find_element("tag name", "body").text
+
+
+def _api(driver, url: str):
+    """What the page's own API answers (with the page's cookie) for ``url``."""
+    return driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0]).then((r) => r.json()).then(done, (e) => done(String(e)));", url)
+
+
+def _paths(cards) -> list[str]:
+    return [c.find_element("css selector", ".path").text for c in cards]
+
+
+def _names(hits) -> list[str]:
+    return [h["path"].rsplit("/", 1)[-1] for h in hits]
+
+
+def _status(driver, text: str, timeout: float = 30):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout).until(lambda d: text in d.find_element("id", "status").text)
+
+
+def test_the_page_combines_filters_examples_and_shows_duplicates(page):
+    from urllib.parse import urlencode
+
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver, base, images = page
+    driver.get_log("browser")  # what earlier tests left (a 401 without the token)
+    driver.get(f"{base}/?token={TOKEN}")
+    WebDriverWait(driver, 15).until(lambda d: d.find_element("id", "store").text)
+    q = "a blue square + a green circle"  # a combined query, as the engine reads it
+    box = driver.find_element("id", "q")
+    box.clear()
+    box.send_keys(q, Keys.ENTER)
+    _status(driver, f"results for “{q}”")
+    _, cards, _ = _results(driver)
+    assert _paths(cards) == _names(_api(driver, "/api/search?" + urlencode({"q": q, "k": 20})))
+
+    where = driver.find_element("id", "path")  # a filter that narrows: only the blue ones
+    where.send_keys("*/blue_*", Keys.ENTER)
+    WebDriverWait(driver, 30).until(lambda d: len(d.find_elements("css selector", "#results .hit")) < len(cards))
+    _, narrowed, _ = _results(driver)
+    assert narrowed and all(p.startswith("blue_") for p in _paths(narrowed))
+    assert len(narrowed) == len([p for p in images if p.name.startswith("blue_")])
+    where.clear()
+    where.send_keys(Keys.ENTER)
+    WebDriverWait(driver, 30).until(lambda d: len(d.find_elements("css selector", "#results .hit")) == len(cards))
+
+    _, cards, _ = _results(driver)
+    liked, liked_id = _paths(cards)[3], _api(driver, "/api/search?" + urlencode({"q": q, "k": 20}))[3]["id"]
+    cards[3].find_element("xpath", ".//button[text()='more like this']").click()
+    _status(driver, f"like {liked}")
+    chips = driver.find_elements("css selector", "#chips .chip")
+    assert [c.text.rstrip("×").strip() for c in chips] == [f"like: {liked}"]
+    _, cards, _ = _results(driver)
+    want = _api(driver, "/api/search?" + urlencode({"q": q, "k": 20, "like": liked_id}))
+    assert _paths(cards) == _names(want)
+    unliked, unliked_id = _paths(cards)[1], want[1]["id"]
+    cards[1].find_element("xpath", ".//button[text()='less like this']").click()
+    _status(driver, f"unlike {unliked}")
+    _, cards, _ = _results(driver)
+    want = _api(driver, "/api/search?" + urlencode([("q", q), ("k", 20), ("like", liked_id), ("unlike", unliked_id)]))
+    assert _paths(cards) == _names(want) and len(driver.find_elements("css selector", "#chips .chip")) == 2
+    driver.find_element("css selector", "#chips .chip.like button").click()  # remove the liked chip
+    WebDriverWait(driver, 30).until(lambda d: len(d.find_elements("css selector", "#chips .chip")) == 1)
+
+    bad = driver.find_element("id", "where")  # an error is shown as text, naming the term
+    bad.send_keys("widht>=3", Keys.ENTER)
+    WebDriverWait(driver, 30).until(lambda d: d.find_element("id", "status").get_attribute("class") == "error")
+    assert "widht" in driver.find_element("id", "status").text
+    bad.clear()
+
+    threshold = driver.find_element("id", "threshold")
+    threshold.clear()
+    threshold.send_keys("0.5")
+    driver.find_element("id", "dupsbtn").click()
+    _status(driver, "groups of duplicates")
+    want = _api(driver, "/api/dups?threshold=0.5")
+    groups = driver.find_elements("css selector", "#results .dup")
+    assert want and len(groups) == len(want)
+    thumbs = WebDriverWait(driver, 30).until(lambda d: [
+        i for i in d.find_elements("css selector", "#results .dup img")
+        if d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)] or False)
+    assert len(thumbs) == sum(len(c["members"]) for c in want)
+    errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE" and "status of 422" not in e["message"]]
+    assert not errors, errors  # nothing failed but the bad filter's answer

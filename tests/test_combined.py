@@ -252,8 +252,6 @@ def _in_process_too(store, *args):
     ("--like", "{img0}"),
     ("hello", "--unlike", "{img1}"),
     ("--image", "{img0}", "--image", "{img1}"),
-    ("hello there", "--image", "{img0}"),
-    ("--text", "hello", "--text", "general"),
     ("--like", "{img0}", "--like", "{img2}", "--unlike", "{img1}"),
 ])
 def test_with_a_server_running_combined_queries_search_in_process(served, indexed, args):
@@ -262,6 +260,17 @@ def test_with_a_server_running_combined_queries_search_in_process(served, indexe
     assert r.exit_code == 0, r.output
     assert served.calls == []  # the server was not asked: it would have answered another query
     assert json.loads(r.stdout) == _in_process_too(served.store, *args, "-k", "4")
+
+
+@pytest.mark.parametrize("args", [("hello there", "--image", "{img0}"), ("--text", "hello", "--text", "general")])
+def test_with_a_server_running_texts_with_one_image_are_served_as_in_process(served, indexed, args):
+    args = [a.format(img0=indexed.images[0]) for a in args]
+    r = cli("query", *args, "--store", served.store, "--json", "-k", "4")
+    assert r.exit_code == 0, r.output
+    assert len(served.calls) == 1  # protocol 3 carries several texts, and texts with one image
+    got, want = json.loads(r.stdout), _in_process_too(served.store, *args, "-k", "4")
+    assert [(h["id"], h["rank"]) for h in got] == [(h["id"], h["rank"]) for h in want] and got
+    assert np.allclose([h["score"] for h in got], [h["score"] for h in want], atol=1e-5)
 
 
 def test_with_a_server_running_one_combined_text_is_served_as_in_process(served):

@@ -268,9 +268,9 @@ def test_sounds_re_encoded_are_near_duplicates(tmp_path):
     assert res.exit_code == 0 and "siren_quiet.wav" in res.output and "organ" not in res.output
 
 
-def test_collapse_dups_is_answered_in_process_while_a_server_runs(world, monkeypatch):
-    """The server does not fold duplicates: `query --collapse-dups` searches in-process (typer's runner and
-    the light `main` path in a subprocess), a plain query still goes to the server."""
+def test_collapse_dups_is_served_as_in_process_while_a_server_runs(world, monkeypatch):
+    """`query --collapse-dups` goes to the running server (typer's runner and the light `main` path in a
+    subprocess) and prints what in-process prints."""
     import os
     import subprocess
     import sys
@@ -286,12 +286,14 @@ def test_collapse_dups_is_answered_in_process_while_a_server_runs(world, monkeyp
         light = subprocess.run([sys.executable, "-m", "mmsearch", "query", "--image", p["a"], "-k", "2",
                                 "--collapse-dups", "--json", "--store", str(store)],
                                capture_output=True, text=True, timeout=300, env=dict(os.environ))
-        assert served.calls == []
+        assert len(served.calls) == 2 and all(c["collapse_dups"] is True for c in served.calls)
+        alone = cli("query", "--image", p["a"], "-k", "2", "--collapse-dups", "--json", "--store", store, "--no-server")
         plain = cli("query", "--image", p["a"], "-k", "2", "--json", "--store", store)
-        assert len(served.calls) == 1
+        assert len(served.calls) == 3
     finally:
         served.stop()
     assert folded.exit_code == 0 and light.returncode == 0, folded.output + light.stderr
+    assert json.loads(folded.stdout) == json.loads(light.stdout) == json.loads(alone.stdout)
     for out in (folded.stdout, light.stdout):
         assert set(json.loads(out)[0]["duplicates"]) | {json.loads(out)[0]["path"]} == expected(p)[0]
     assert json.loads(plain.stdout)[0]["duplicates"] == []

@@ -94,11 +94,21 @@ QUERIES = {
     "image-texts": ("--image", "{img0}", "--type", "text", "-k", "2"),
     "under": ("x", "--type", "any", "-k", "50", "--under", "{notes}"),
     "model": ("a picture", "--model", "{model}", "-k", "2"),
+    "where": ("a picture", "-k", "4", "--where", "width>=40", "--where", "size<1MB", "--type", "image"),
+    "since-until": ("a picture", "-k", "4", "--since", "2000-01-01", "--until", "2999"),
+    "path": ("a picture", "-k", "4", "--path", "{img_glob}"),
+    "where-texts": ("kenobi", "--type", "any", "-k", "20", "--where", "!width"),
+    "collapse": ("a picture", "-k", "3", "--collapse-dups"),
+    "combined": ("a picture + kenobi - hello", "--type", "any", "-k", "5"),
+    "texts": ("a picture", "--text", "kenobi", "--type", "any", "-k", "5"),
+    "text-image": ("--image", "{img2}", "--text", "a picture", "-k", "3"),
+    "min-score": ("a picture", "--min-score", "-5", "-k", "3"),
 }
 
 
 def _args(name: str, indexed, tiny_model) -> list[str]:
-    fill = {"img0": indexed.images[0], "img2": indexed.images[2], "notes": indexed.text_dir, "model": tiny_model}
+    fill = {"img0": indexed.images[0], "img2": indexed.images[2], "notes": indexed.text_dir, "model": tiny_model,
+            "img_glob": f"{indexed.image_dir}/*[024].png"}
     return [a.format(**fill) for a in QUERIES[name]]
 
 
@@ -125,12 +135,34 @@ def test_a_relative_under_is_this_process_folder(served, indexed, monkeypatch):
     _same_hits(json.loads(got.stdout), json.loads(want.stdout))
 
 
+def test_a_relative_path_glob_is_this_process_folder(served, indexed, monkeypatch):
+    monkeypatch.chdir(indexed.data)
+    got, want = _both(served.store, "a picture", "-k", "10", "--path", "img/*[13].png", "--json")
+    assert len(served.calls) == 1 and served.calls[0]["path"] == f"{indexed.image_dir}/*[13].png"
+    hits = json.loads(got.stdout)
+    _same_hits(hits, json.loads(want.stdout))
+    assert len(hits) == 2
+
+
+@pytest.mark.parametrize("args", [("--like", "{img0}"), ("--unlike", "{img0}", "x"), ("--image", "{img0}", "--image", "{img2}")],
+                         ids=["like", "unlike", "two-images"])
+def test_examples_and_several_images_search_in_process(served, indexed, args):
+    args = [a.format(img0=indexed.images[0], img2=indexed.images[2]) for a in args]
+    got, want = _both(served.store, *args, "--json")
+    assert got.exit_code == want.exit_code == 0, got.output
+    assert served.calls == [] and got.stdout == want.stdout
+
+
 @pytest.mark.parametrize("args", [
     ("x", "--type", "video"),
     ("   ",),
     ("--image", "{bad}"),
     ("x", "--model", "local-dir:/no/such/model"),
-], ids=["bad-type", "empty-text", "not-an-image", "unknown-model"])
+    ("x", "--where", "widht>=3"),
+    ("x", "--since", "yesterday"),
+    ("dog + + cat",),
+    ("x", "--path", " "),
+], ids=["bad-type", "empty-text", "not-an-image", "unknown-model", "bad-where", "bad-since", "bad-query", "blank-path"])
 def test_server_errors_print_as_in_process_errors(served, indexed, tmp_path, args):
     bad = tmp_path / "bad [x].png"
     bad.write_bytes(b"not an image")
@@ -182,7 +214,7 @@ def _write(path: Path, info: dict, mode: int = 0o600) -> None:
 
 
 @pytest.mark.parametrize("stale", ["dead-pid", "nothing-listening", "wrong-token", "world-readable", "other-store",
-                                   "garbage", "other-protocol", "other-device"])
+                                   "garbage", "other-protocol", "protocol-1", "other-device"])
 def test_a_stale_or_foreign_server_file_falls_back_to_in_process(served, stale):
     info = served.info()
     mode = 0o600
@@ -200,6 +232,8 @@ def test_a_stale_or_foreign_server_file_falls_back_to_in_process(served, stale):
         info["device"] = "cuda:7"  # a query embedded elsewhere may score differently
     elif stale == "other-protocol":
         info["protocol"] = info["protocol"] + 1
+    elif stale == "protocol-1":
+        info["protocol"] = 1
     if stale == "garbage":
         served.file.write_text("{not json")
     else:
@@ -210,6 +244,20 @@ def test_a_stale_or_foreign_server_file_falls_back_to_in_process(served, stale):
     _same_hits(json.loads(got.stdout), json.loads(want.stdout))
     assert time.monotonic() - start < 60
     assert served.calls == []  # (a wrong token is refused before any search)
+
+
+@pytest.mark.parametrize("args, asked", [
+    (("general kenobi", "--type", "any"), True),  # what protocol 2 carried: sent
+    (("general kenobi", "--type", "any", "--where", "!width"), False),  # a protocol-2 server would drop it
+    (("general", "--text", "kenobi", "--type", "any"), False),
+    (("general kenobi", "--type", "any", "--collapse-dups"), False),
+], ids=["plain", "where", "two-texts", "collapse"])
+def test_a_protocol_2_server_is_asked_only_what_protocol_2_carried(served, args, asked):
+    _write(served.file, {**served.info(), "protocol": 2})
+    got, want = _both(served.store, *args, "--json")
+    assert got.exit_code == want.exit_code == 0, got.output
+    _same_hits(json.loads(got.stdout), json.loads(want.stdout))
+    assert len(served.calls) == int(asked)
 
 
 def test_server_file_is_private_and_removed_on_shutdown(indexed, monkeypatch):
@@ -247,12 +295,13 @@ def _run_main(*args: str, env: dict | None = None) -> subprocess.CompletedProces
 def test_the_served_query_process_imports_nothing_heavy(served, indexed):
     store = str(served.store)
     for args in (("hello there", "--type", "text", "-k", "2", "--json"),
-                 ("--image", str(indexed.images[2]), "-k", "3", "--json")):
+                 ("--image", str(indexed.images[2]), "-k", "3", "--json"),
+                 ("a picture + kenobi", "--where", "width>=40", "--since", "2000", "--collapse-dups", "--json")):
         r = _run_main("query", *args, "--store", store)
         assert r.returncode == 0, r.stderr
         assert r.stderr.strip().splitlines()[-1] == "HEAVY []"
         _same_hits(json.loads(r.stdout), json.loads(cli("query", *args, "--store", store, "--no-server").stdout))
-    assert len(served.calls) == 2
+    assert len(served.calls) == 3
     r = _run_main("query", "hello", "--type", "video", "--store", store)  # an error, reported by the server
     assert r.returncode == 2 and "type='video'" in r.stderr and r.stderr.strip().endswith("HEAVY []")
     r = _run_main("query", "hello there", "--type", "text", "--store", store, "--paths")
@@ -260,9 +309,9 @@ def test_the_served_query_process_imports_nothing_heavy(served, indexed):
                                                   "--no-server").stdout
     r = _run_main("query", "hello there", "--store", store, "--no-server")  # in-process: heavy, and no server call
     assert r.returncode == 0 and r.stderr.strip().splitlines()[-1] != "HEAVY []"
-    assert len(served.calls) == 4
+    assert len(served.calls) == 5
     r = _run_main("query", "--help", "--store", store)  # not a query: the full CLI answers
-    assert r.returncode == 0 and "--no-server" in r.stdout and len(served.calls) == 4
+    assert r.returncode == 0 and "--no-server" in r.stdout and len(served.calls) == 5
 
 
 def test_without_a_server_the_main_path_searches_in_process(indexed):

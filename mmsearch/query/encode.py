@@ -20,7 +20,7 @@ import numpy as np
 
 from mmsearch.ann.faiss_index import SearchParams
 from mmsearch.encoders.base import Encoder
-from mmsearch.errors import ModelError, UsageError
+from mmsearch.errors import ModelError, UnanswerableQuery, UsageError
 from mmsearch.query.parse import parse
 from mmsearch.store.schema import Space
 from mmsearch.store.store import Store
@@ -230,9 +230,9 @@ def able_spaces(query: Query, spaces: Sequence[Space]) -> tuple[list[Space], lis
     if not able:
         what = f"a {kinds[0]} query" if len(kinds) == 1 else f"every part of this query ({_and(kinds)})"
         models = "; ".join(f"model {sp.spec} embeds {', '.join(held[sp.id])}" for sp in spaces)
-        raise UsageError(f"no model in this store embeds {what} ({models})",
-                         hint="index with a model that does (--model)" if len(kinds) == 1 else
-                         "search with the parts one model embeds")
+        raise UnanswerableQuery(f"no model in this store embeds {what} ({models})",
+                                hint="index with a model that does (--model)" if len(kinds) == 1 else
+                                "search with the parts one model embeds")
     partly = [sp for sp in spaces if sp not in able and any(k in held[sp.id] for k in kinds)]
     notices = [f"model {sp.spec} not searched: it does not embed the query's "
                f"{_and([k for k in kinds if k not in held[sp.id]])}" for sp in partly]

@@ -189,9 +189,10 @@ def _parse_date(text: str, where: str) -> tuple[dt.datetime, dt.datetime]:
 def _ns(when: dt.datetime) -> int:
     """Nanoseconds since the epoch of a local wall-clock time."""
     try:
-        return int(when.timestamp()) * 1_000_000_000
+        ns = int(when.timestamp()) * 1_000_000_000
     except (OverflowError, OSError, ValueError):  # outside what the platform's clock converts
         return 0 if when.year < 1970 else 2**62
+    return min(max(ns, -2**62), 2**62)  # SQLite integers are 64-bit: years before 1678 or after 2262 clamp
 
 
 def _absolute_glob(pattern: str) -> str:

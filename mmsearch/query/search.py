@@ -23,7 +23,7 @@ from mmsearch.ann.faiss_index import SearchParams
 from mmsearch.ann.indexes import IndexSet, modalities
 from mmsearch.ann.space_index import SpaceIndex
 from mmsearch.encoders.base import Encoder
-from mmsearch.errors import ModelError, StoreError, UsageError
+from mmsearch.errors import ModelError, StoreError, UnanswerableQuery, UsageError
 from mmsearch.query.calibrate import Calibration
 from mmsearch.query.encode import Query, able_spaces, embed_query
 from mmsearch.query.filters import Filters
@@ -83,7 +83,7 @@ def targets(store: Store, spaces: Sequence[Space], query: Query, chosen: bool) -
     out = [(sp, mods) for sp, mods in out if mods]
     if not out:
         held = "; ".join(f"model {sp.spec} holds {', '.join(modalities(sp))}" for sp in candidates)
-        raise UsageError(f"type={query.type!r}: {held}")
+        raise UnanswerableQuery(f"type={query.type!r}: {held}")
     return out
 
 

@@ -3,8 +3,9 @@
 FastAPI and uvicorn are an optional extra (``pip install 'mmsearch[server]'``); this module imports
 them only when a server is made, so the rest of mmsearch works without them.
 
-Modules: ``app`` (the routes), ``params`` (their parameters and error answers), ``files`` (originals
-and thumbnails), ``auth`` (the token and CORS), ``served_query`` (the CLI's endpoint), ``running``
+Modules: ``app`` (the routes), ``params`` (their parameters and error answers), ``patterns`` (the
+filter grammar as the schema's patterns), ``files`` (originals and thumbnails), ``auth`` (the token
+and CORS), ``served_query`` (the CLI's endpoint), ``running``
 (uvicorn, announcing the server in ``<store>/server.json``), ``discovery`` (that file) and ``client``
 (the served path of `mmsearch query`); the last two use the standard library only, so a served query
 imports neither numpy nor the model.

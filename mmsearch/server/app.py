@@ -4,12 +4,16 @@ Endpoints (JSON unless noted; the OpenAPI schema at ``/openapi.json`` is the con
 schemathesis in tests/test_server_contract.py)::
 
     GET  /                          the search page (static HTML + vanilla JS, no network needed)
-    GET  /api/search?q=…&OPTIONS    text query → list of hits (Hit.to_dict())
+    GET  /api/search?q=…&OPTIONS    text query → list of hits (Hit.to_dict()); q in the query language
+    GET  /api/similar/{content_id}?OPTIONS
+                                    more like an indexed item (its stored vectors), plus OPTIONS' like/unlike
     POST /api/search/image?OPTIONS  image query (multipart field ``file``)
     POST /api/search/audio?OPTIONS  sound query (multipart field ``file``); sound hits carry ``duration``
                                     and the best-matching window ``start``/``end`` (seconds)
     GET  /api/stats                 Stats.to_dict()
     GET  /api/errors                files that could not be indexed
+    GET  /api/dups?threshold=&type=&under=
+                                    near-duplicate clusters (DupCluster.to_dict(); members by content id)
     GET  /api/file/{content_id}     the original file of an indexed image or sound (byte ranges, ETag,
                                     ``?download=true`` for an attachment); see :mod:`mmsearch.server.files`
     GET  /api/thumb/{content_id}?size=128|256|512
@@ -17,7 +21,9 @@ schemathesis in tests/test_server_contract.py)::
     POST /api/query                 the CLI's endpoint (:mod:`mmsearch.server.served_query`; not in the schema)
 
 OPTIONS are :class:`mmsearch.server.params.SearchOptions` (k, type, under, space, nprobe, ef_search,
-min_score), declared once for every search endpoint. ``space`` names one of the store's spaces; the
+min_score, the filters where/since/until/path, collapse_dups/dups_threshold, like/unlike content ids),
+declared once for every search endpoint and passed to :meth:`Engine.search` as they are. The filters are
+read by the engine's reader first (a bad one is a 422 naming the term); unknown like/unlike ids are 404. ``space`` names one of the store's spaces; the
 server never loads a model a request names (an unknown space is 404).
 
 Errors are ``{"error": message}``: 400 bad argument the schema cannot express (UsageError), 401 no or
@@ -49,12 +55,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmsearch.engine import Engine
-from mmsearch.errors import MmsearchError
+from mmsearch.errors import MmsearchError, UsageError
 from mmsearch.server import files, served_query
 from mmsearch.server.auth import guard
 from mmsearch.server.discovery import MAX_UPLOAD_BYTES
-from mmsearch.server.params import (Download, HTTPError, SearchOptions, Text, ThumbSize, errors, narrow_to_store,
-                                    status_for, upload, upload_schema)
+from mmsearch.server.params import (NOT_BLANK, Download, DupsThreshold, DupsType, HTTPError, SearchOptions, Text,
+                                    ThumbSize, Under, errors, narrow_to_store, status_for, upload, upload_schema)
 
 log = logging.getLogger("mmsearch.server")
 
@@ -136,8 +142,12 @@ def _error_handlers(app: FastAPI) -> None:
     async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for e in exc.errors():
-            where = ".".join(str(p) for p in e.get("loc", ()) if p not in ("query", "body", "path"))
-            problems.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
+            loc = list(e.get("loc", ()))
+            where = ".".join(str(p) for p in (loc[1:] if loc[:1] in (["query"], ["body"], ["path"], ["header"]) else loc))
+            msg = str(e.get("msg", "invalid"))
+            if e.get("type") == "string_pattern_mismatch" and (e.get("ctx") or {}).get("pattern") == NOT_BLANK:
+                msg = "must hold something other than whitespace"
+            problems.append(f"{where}: {msg}" if where else msg)
         return JSONResponse({"error": "; ".join(problems) or "invalid request"}, status_code=422)
 
     @app.exception_handler(Exception)
@@ -147,10 +157,13 @@ def _error_handlers(app: FastAPI) -> None:
 
 
 def _search_routes(app: FastAPI, engine: Engine, locked: Callable[[Callable[[], Any]], Any]) -> None:
-    def search(opts: SearchOptions, **query: Any) -> list[dict[str, Any]]:
+    def search(opts: SearchOptions, like: tuple[int, ...] = (), **query: Any) -> list[dict[str, Any]]:
         args = opts.engine_args()
         if args["space"] is not None:
             args["space"] = _known_space(engine, args["space"])
+        _check_filters(opts)
+        args["like"] = like + args["like"]
+        _known_items(engine, args["like"] + args["unlike"])
         return [h.to_dict() for h in locked(lambda: engine.search(**query, **args))]
 
     def read(file: UploadFile, what: str) -> bytes:
@@ -163,8 +176,14 @@ def _search_routes(app: FastAPI, engine: Engine, locked: Callable[[Callable[[], 
 
     @app.get("/api/search", responses=errors(400, 404, 500))
     def search_text(q: Text, opts: Options) -> list[dict[str, Any]]:
-        """Search by text."""
+        """Search by text, in the query language (`beach + sunset - people`, `2:dog + cat`; a term the
+        language rejects is a 422 naming it), with the items ``like``/``unlike`` added."""
         return search(opts, text=q)
+
+    @app.get("/api/similar/{content_id}", responses=errors(400, 404, 500))
+    def search_similar(content_id: ContentId, opts: Options) -> list[dict[str, Any]]:
+        """More like an indexed item (by its stored vectors), and like/unlike the items ``like``/``unlike``."""
+        return search(opts, like=(content_id,))
 
     @app.post("/api/search/image", responses=errors(400, 404, 413, 500), openapi_extra=upload_schema("image/*"))
     def search_image(file: ImageUpload, opts: Options) -> list[dict[str, Any]]:
@@ -175,6 +194,32 @@ def _search_routes(app: FastAPI, engine: Engine, locked: Callable[[Callable[[], 
     def search_audio(file: SoundUpload, opts: Options) -> list[dict[str, Any]]:
         """Search with a sound (400 when the upload is not a sound the server can decode)."""
         return search(opts, audio=read(file, "sound"))
+
+    @app.get("/api/dups", responses=errors(400, 500))
+    def dups(threshold: DupsThreshold = None, type: DupsType = "image", under: Under = None) -> list[dict[str, Any]]:
+        """Near-duplicate clusters of the store's images (or sounds), surest first (DupCluster.to_dict();
+        each member's ``id`` gives its thumbnail and file)."""
+        return [c.to_dict() for c in locked(lambda: engine.dups(threshold, type=type, under=under))]
+
+
+def _check_filters(opts: SearchOptions) -> None:
+    """The filters, read by the engine's own reader before searching: a bad one is a 422 naming it."""
+    from mmsearch.query.filters import Filters
+
+    try:
+        Filters.make(**opts.filters())
+    except UsageError as exc:
+        raise HTTPError(422, str(exc)) from None
+
+
+def _known_items(engine: Engine, ids: tuple[int, ...]) -> None:
+    """Every example id is an item of this store; else 404 naming it."""
+    if not ids:
+        return
+    found = engine.store.content_meta(list(set(ids)))
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise HTTPError(404, f"no item with content id {missing[0]} in this store (like/unlike take the ids of hits)")
 
 
 def _known_space(engine: Engine, name: str) -> str:

@@ -8,7 +8,8 @@ of loading numpy, SQLAlchemy, FAISS and the model.
 would, and the caller then searches in-process:
 
 * no ``server.json`` in the store, or it is not ours, readable by others or malformed, or its pid is gone;
-* the file names another store (a copied folder) or protocol version, the server embeds queries
+* the file names another store (a copied folder) or a protocol this client does not speak (an older
+  server, protocol 2, answers only what protocol 2 carried: one text, no filters), the server embeds queries
   with other settings (device, runtime, precision: :data:`discovery.ENCODER_SETTINGS`), or it was
   started with ``--model`` while this query searches every space;
 * nothing listens (connect timeout :data:`CONNECT_TIMEOUT`), the token is refused, the endpoint is
@@ -25,7 +26,7 @@ import json
 import os
 import urllib.parse
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Sequence
 
 from mmsearch.errors import MmsearchError
 from mmsearch.server import discovery
@@ -53,41 +54,51 @@ class Served:
 
 
 def search(store: str | os.PathLike | None = None, *, model: str | None = None, device: str | None = None,
-           text: str | None = None, image: str | os.PathLike | None = None, k: int = 10, type: str | None = None,
-           under: str | os.PathLike | None = None, nprobe: int | None = None, ef_search: int | None = None,
-           audio: str | os.PathLike | None = None, min_score: float | None = None) -> Served | None:
+           text: str | Sequence[str] | None = None, image: str | os.PathLike | None = None, k: int = 10,
+           type: str | None = None, under: str | os.PathLike | None = None, nprobe: int | None = None,
+           ef_search: int | None = None, audio: str | os.PathLike | None = None, min_score: float | None = None,
+           where: Sequence[str] = (), since: str | None = None, until: str | None = None,
+           path: str | None = None, collapse_dups: bool = False) -> Served | None:
     """The query answered by the store's running server, or None: search in-process then."""
     from mmsearch.config import Settings
 
     settings = Settings.resolve(store=os.fspath(store) if store is not None else None, model=model, device=device)
     root = os.path.abspath(os.path.expanduser(settings.store))  # as Store computes its root
     info = discovery.read(root)
-    if info is None or info["protocol"] != discovery.PROTOCOL:
+    texts = [text] if isinstance(text, str) else list(text or ())
+    newer = len(texts) > 1 or bool(where) or since is not None or until is not None or path is not None \
+        or bool(collapse_dups)  # what only protocol 3 carries
+    if info is None or info["protocol"] not in discovery.UNDERSTOOD or (newer and info["protocol"] < 3):
         return None
     if any(getattr(settings, name, None) != info.get(name) for name in discovery.ENCODER_SETTINGS):
         return None  # another device, runtime or precision embeds the query differently
     if os.path.realpath(info["store"]) != os.path.realpath(root):
         return None  # a copied store folder: its file names the original's server
-    params: dict[str, Any] = {"k": k}
+    params: list[tuple[str, Any]] = [("k", k)]
     if settings.model != info.get("model"):
         if settings.model is None:
             return None  # the server reads one space; this query searches them all
-        params["space"] = settings.model
+        params.append(("space", settings.model))
     body = b""
-    if text is not None:
-        params["q"] = text
+    params += [("q", t) for t in texts]
     media = image if image is not None else audio
     if media is not None:
         body = _read_image(media)
         if body is None:
             return None
         if audio is not None:
-            params["media"] = "audio"
-    for name, value in (("type", type), ("nprobe", nprobe), ("ef_search", ef_search), ("min_score", min_score)):
+            params.append(("media", "audio"))
+    for name, value in (("type", type), ("nprobe", nprobe), ("ef_search", ef_search), ("min_score", min_score),
+                        ("since", since), ("until", until)):
         if value is not None:
-            params[name] = value
+            params.append((name, value))
+    params += [("where", w) for w in where]
+    if collapse_dups:
+        params.append(("collapse_dups", "1" if collapse_dups is True else collapse_dups))
     if under is not None:
-        params["under"] = os.path.abspath(under)  # relative to this process's folder, as in-process
+        params.append(("under", os.path.abspath(under)))  # relative to this process's folder, as in-process
+    if path is not None:
+        params.append(("path", _absolute(path)))
     answer = _post(info, f"{discovery.QUERY_PATH}?{urllib.parse.urlencode(params)}", body)
     if answer is None:
         return None
@@ -101,6 +112,15 @@ def search(store: str | os.PathLike | None = None, *, model: str | None = None, 
     if media is not None and error.startswith(("query image:", "query sound:")):
         error = f"{os.fspath(media)}: {error}"  # in-process names the file it read
     raise ServedError(error, code)
+
+
+def _absolute(pattern: str) -> str:
+    """A ``--path`` glob or prefix as this process reads it: from its folder when relative (the server
+    makes a prefix a glob, as in-process; see :func:`mmsearch.query.filters.Filters.make`)."""
+    pattern = os.path.expanduser(pattern)
+    if pattern.strip() and not pattern.startswith(("*", "?", "[")) and not os.path.isabs(pattern):
+        pattern = os.path.join(os.getcwd(), pattern)
+    return pattern
 
 
 def _read_image(image: str | os.PathLike) -> bytes | None:

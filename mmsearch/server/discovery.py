@@ -32,7 +32,10 @@ QUERY_PATH = "/api/query"  # the CLI's endpoint (token required)
 MAX_UPLOAD_BYTES = 50 << 20  # a query image; larger uploads are refused with 413
 #: settings that change a query's vector: a client whose settings differ searches in-process
 ENCODER_SETTINGS = ("device", "runtime", "precision")
-PROTOCOL = 2  # bump when /api/query's request or answer changes incompatibly
+PROTOCOL = 3  # bump when /api/query's request or answer changes incompatibly
+#: protocols a client speaks: 3 added several ``q``, ``where``, ``since``, ``until``, ``path`` and
+#: ``collapse_dups``; a protocol-2 server ignores those, so it is asked only queries without them
+UNDERSTOOD = (2, 3)
 _MAX_FILE = 64 << 10
 _FIELDS = {"url": str, "pid": int, "token": str, "store": str, "protocol": int}
 

@@ -1,8 +1,8 @@
 """The HTTP API's parameters and error answers, declared once: the OpenAPI schema is the contract.
 
 :class:`SearchOptions` is every search endpoint's query parameters (a FastAPI dependency class): a new
-search option is one field here and one name in :meth:`SearchOptions.engine_args`, and every search
-endpoint, the page's and the schema's, has it.
+search option is one field here (its name is :meth:`mmsearch.Engine.search`'s, or mapped in
+:meth:`SearchOptions.engine_args`), and every search endpoint, the page's and the schema's, has it.
 
 No ``from __future__ import annotations`` here: FastAPI reads these annotations at run time.
 """
@@ -12,7 +12,9 @@ from enum import IntEnum
 from typing import Annotated, Any, Literal, Optional
 
 from fastapi import File, Query, UploadFile
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from mmsearch.server import patterns
 
 MAX_K = 1000
 MAX_PROBE = 1 << 16
@@ -33,10 +35,13 @@ _WHY = {
     400: "A bad argument the schema cannot express (e.g. an upload that is not an image or sound).",
     401: "This server requires a token (it listens beyond loopback): send `Authorization: Bearer TOKEN`, "
          "or open the page once with ?token=TOKEN.",
-    404: "No such item, no file for it that is unchanged since indexing, or no such space in this store.",
+    404: "No such item, no file for it that is unchanged since indexing, no such space in this store, or no "
+         "model in it that answers this query (one embedding all of its parts, e.g. a like image and a sound, "
+         "and holding the type asked for).",
     413: "The upload is over the limit.",
     416: "The byte range starts past the end of the file.",
-    422: "A parameter is missing or invalid (the message names it).",
+    422: "A parameter is missing or invalid: the message names it (a `where` term, a date, a query text's "
+         "term and column).",
     500: "The model cannot be loaded or run (the message says why).",
     503: "The store cannot be read now (missing, damaged, or being rebuilt).",
 }
@@ -48,6 +53,13 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 # ---- the parameters ----------------------------------------------------------------------------------
+MAX_TERMS = 32
+MAX_EXAMPLES = 64
+#: a ``where`` term; the pattern is declared, not enforced: the engine reads the term (a bad one is a 422
+#: naming it, with what the engine says is wrong), so the API accepts exactly what `--where` accepts
+WhereTerm = Annotated[str, Field(min_length=1, max_length=patterns.MAX_TERM_CHARS,
+                                 json_schema_extra={"pattern": patterns.WHERE_PATTERN})]
+ExampleId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 Text = Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NOT_BLANK,
                             description="What to look for, in words (not only whitespace).")]
 class ThumbSizes(IntEnum):
@@ -87,10 +99,42 @@ class SearchOptions:
     nprobe: Annotated[Optional[int], Query(ge=1, le=MAX_PROBE, description="IVF lists to visit.")] = None
     ef_search: Annotated[Optional[int], Query(ge=1, le=MAX_PROBE, description="HNSW search breadth.")] = None
     min_score: Annotated[Optional[float], Query(allow_inf_nan=False, description="Only hits whose calibrated score is at least this.")] = None
+    where: Annotated[Optional[list[WhereTerm]], Query(
+        max_length=MAX_TERMS, description="Only results where this holds (repeatable: all must hold), e.g. "
+        "`width>=3000`, `make~canon`, `taken>=2023-06-01`, `size<5MB`, `duration<30`, `gps`, `!gps`. "
+        "Fields: " + ", ".join(patterns.FIELDS) + ". Read exactly as `mmsearch query --where`.")] = None
+    since: Annotated[Optional[str], Query(max_length=40, json_schema_extra={"pattern": patterns.DATE_PATTERN},
+                                          description="Only results taken on or after this date "
+                                          "(YYYY[-MM[-DD]]; the file's mtime when it has no EXIF date).")] = None
+    until: Annotated[Optional[str], Query(max_length=40, json_schema_extra={"pattern": patterns.DATE_PATTERN},
+                                          description="Only results taken on or before this date "
+                                          "(the whole day, month or year given).")] = None
+    path: Annotated[Optional[str], Query(min_length=1, max_length=4096, pattern=NOT_BLANK,
+                                         description="Only files whose path (on the server) matches this glob "
+                                         "(`*/2023/*.jpg`; `*` also crosses folders) or starts with it.")] = None
+    collapse_dups: Annotated[bool, Query(description="Fold near-duplicates of a higher-ranked hit into it "
+                                                     "(listed in its `duplicates`); still k distinct hits.")] = False
+    dups_threshold: Annotated[Optional[float], Query(
+        gt=0, le=1, allow_inf_nan=False, description="The cosine at or above which two hits are near-duplicates "
+        "(implies collapse_dups) [default: 0.95].")] = None
+    like: Annotated[Optional[list[ExampleId]], Query(
+        max_length=MAX_EXAMPLES, description="More like this item (a content id from a hit; repeatable; +1 each).")] = None
+    unlike: Annotated[Optional[list[ExampleId]], Query(
+        max_length=MAX_EXAMPLES, description="Less like this item (a content id from a hit; repeatable; "
+                                             "-0.5 each).")] = None
 
     def engine_args(self) -> dict[str, Any]:
         """The keyword arguments of :meth:`mmsearch.Engine.search` these options stand for."""
-        return dataclasses.asdict(self)
+        args = dataclasses.asdict(self)
+        threshold = args.pop("dups_threshold")
+        args["collapse_dups"] = threshold if threshold is not None else self.collapse_dups
+        for name in ("where", "like", "unlike"):
+            args[name] = tuple(args[name] or ())
+        return args
+
+    def filters(self) -> dict[str, Any]:
+        """The filter arguments alone (:meth:`mmsearch.query.filters.Filters.make`'s)."""
+        return {"where": tuple(self.where or ()), "since": self.since, "until": self.until, "path": self.path}
 
 
 #: the search endpoints by the kind of query they take
@@ -134,11 +178,24 @@ class HTTPError(Exception):
 
 
 def status_for(exc: Exception) -> int:
-    """The status of an mmsearch error: 400 bad argument, 500 model problem, 503 store problem."""
-    from mmsearch.errors import ModelError, StoreError, UsageError
+    """The status of an mmsearch error: 422 a query text the language rejects, 400 another bad argument,
+    500 model problem, 503 store problem."""
+    from mmsearch.errors import ModelError, StoreError, UnanswerableQuery, UsageError
+    from mmsearch.query.parse import QuerySyntaxError
 
+    if isinstance(exc, QuerySyntaxError):
+        return 422  # the query text's language: the message names the term and its column
+    if isinstance(exc, UnanswerableQuery):
+        return 404  # no model in this store relates the query's parts (or reaches the type asked for)
     if isinstance(exc, UsageError):
         return 400
     if isinstance(exc, StoreError):
         return 503
     return 500  # ModelError, and anything unforeseen
+
+
+DupsType = Annotated[Literal["image", "audio"], Query(description="Which files to compare.")]
+DupsThreshold = Annotated[Optional[float], Query(gt=0, le=1, allow_inf_nan=False, description=
+                          "The cosine at or above which two files are near-duplicates [default: 0.95].")]
+Under = Annotated[Optional[str], Query(min_length=1, max_length=4096,
+                                       description="Only files below this folder (on the server).")]

@@ -2,8 +2,10 @@
 
 Not in the OpenAPI schema: it is a private exchange between the CLI and its server, versioned by
 :data:`mmsearch.server.discovery.PROTOCOL`. Header ``X-Mmsearch-Token`` (from ``<store>/server.json``,
-mode 0600) is required (403 without it); the body is the query image's bytes, or the query sound's with
-``media=audio`` (empty for a text query); the answer is ``{"hits": [...], "notices": [...]}``, or an
+mode 0600) is required (403 without it); the query parameters are Engine.search's (``q`` repeatable:
+several texts; ``where`` repeatable; ``since``, ``until``, ``path``, ``collapse_dups`` 0/1/cosine since
+protocol 3), the body is the query image's bytes, or the query sound's with ``media=audio`` (empty for a
+text query); the answer is ``{"hits": [...], "notices": [...]}``, or an
 mmsearch error with its ``exit_code`` (what in-process `mmsearch query` exits with).
 
 Arguments go to Engine.search unchecked, so a bad one raises the very UsageError it raises in-process.
@@ -44,6 +46,18 @@ def _number(params: Any, name: str) -> float | None:
         raise UsageError(f"{name}={raw!r}: must be a number") from None
 
 
+def _collapse(raw: str | None) -> bool | float:
+    """``collapse_dups``: absent or 0 (no), 1 (the default threshold), or a cosine."""
+    if raw is None or raw == "0":
+        return False
+    if raw == "1":
+        return True
+    try:
+        return float(raw)  # Engine.search checks the range with its own message
+    except ValueError:
+        raise UsageError(f"collapse_dups={raw!r}: must be 0, 1 or a cosine") from None
+
+
 def add_route(app: FastAPI, engine: Engine, locked: Callable[..., Any]) -> None:
     token = app.state.token.encode()
 
@@ -65,11 +79,13 @@ def add_route(app: FastAPI, engine: Engine, locked: Callable[..., Any]) -> None:
                 raise UsageError(f"media={media!r}: must be image or audio")
             k = _integer(p, "k")
             query = bytes(body) if body else None
-            kw = dict(text=p.get("q"), image=query if media == "image" else None,
+            texts = p.getlist("q")
+            kw = dict(text=texts[0] if len(texts) == 1 else texts or None, image=query if media == "image" else None,
                       audio=query if media == "audio" else None, k=10 if k is None else k,
                       type=p.get("type"), under=p.get("under"), space=p.get("space"),
                       nprobe=_integer(p, "nprobe"), ef_search=_integer(p, "ef_search"),
-                      min_score=_number(p, "min_score"))
+                      min_score=_number(p, "min_score"), where=tuple(p.getlist("where")), since=p.get("since"),
+                      until=p.get("until"), path=p.get("path"), collapse_dups=_collapse(p.get("collapse_dups")))
             hits = await run_in_threadpool(locked, lambda: engine.search(**kw), notes)
         except MmsearchError as exc:
             return JSONResponse({"error": str(exc), "exit_code": exc.exit_code}, status_code=status_for(exc))

@@ -146,7 +146,8 @@ def test_a_burst_of_files_lands_in_a_few_syncs(watching, tmp_path):
         os.rename(p, files[-1])
     w.settle(set(files), "300 files copied in")
     syncs = w.kinds("changes")
-    assert sum(e.added for e in syncs) == 300
+    assert sum(e.added for e in syncs) == 300, [(e.kind, e.paths, e.added, e.moved, e.changed, e.indexed, e.reused,
+                                                 e.unchanged, e.notice) for e in w.events]
     assert len(syncs) <= 8, [e.paths for e in syncs]  # a batch per quiet moment, not a sync per file
     report = w.finish()
     assert report.added == 300 and report.syncs == len(syncs)

@@ -138,7 +138,10 @@ def test_the_page_combines_filters_examples_and_shows_duplicates(page):
     box.send_keys(q, Keys.ENTER)
     _status(driver, f"results for “{q}”")
     _, cards, _ = _results(driver)
-    assert _paths(cards) == _names(_api(driver, "/api/search?" + urlencode({"q": q, "k": 20})))
+    hits = _api(driver, "/api/search?" + urlencode({"q": q, "k": 20}))
+    assert _paths(cards) == _names(hits)
+    shown = [c.find_element("css selector", ".score").text for c in cards]
+    assert shown == [f"{h['calibrated']:+.2f}" for h in hits]  # the calibrated score, as `mmsearch query` shows
 
     where = driver.find_element("id", "path")  # a filter that narrows: only the blue ones
     where.send_keys("*/blue_*", Keys.ENTER)

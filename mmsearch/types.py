@@ -267,13 +267,15 @@ class WatchSync:
 
     ``kind``: ``start`` (the sync of every watched root when the watch begins, like ``index``),
     ``changes`` (a debounced batch of changes), ``returned`` (a root that had vanished is back: it is
-    synced again like at the start), ``vanished`` (a root went away, e.g. a disk unplugged: nothing
-    is written and its entries stay in the store until it comes back) or ``waiting`` (another
-    process writes the store: changes wait for it, ``notice`` says who).
+    synced again like at the start), ``resync`` (the other roots, synced in full again when the watch
+    restarts because a root came or went: what changed in between was seen by no watch), ``vanished``
+    (a root went away, e.g. a disk unplugged: nothing is written and its entries stay in the store
+    until it comes back) or ``waiting`` (another process writes the store: changes wait for it,
+    ``notice`` says who).
 
     ``added``/``changed``/``moved``/``removed`` are told for ``changes`` (files new to the store,
     files whose content changed, files that arrived with the content of a path removed in the same
-    sync, linked without a model call, and files gone); a full sync (``start``, ``returned``) tells
+    sync, linked without a model call, and files gone); a full sync (``start``, ``returned``, ``resync``) tells
     what ``index`` tells: ``indexed`` (embedded now), ``reused`` (linked), ``unchanged``, ``removed``.
     """
 

@@ -427,3 +427,19 @@ def test_a_disk_mounted_on_the_empty_folder_a_watch_began_on_is_synced(watching,
         assert report.returned == 1 and [n for n in report.notices if f"{disk} is empty now" in n], report.notices
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_when_a_root_goes_the_others_are_synced_again_over_the_restart(tmp_path, tiny_model):
+    """The watch restarts over the roots present: the others get a full sync, so a change made to them
+    while no watch was set up is not lost."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    imgs = write_images(a, 1) + write_images(b, 1, seed=4)
+    w = Watching(tmp_path / "store", tiny_model, [a, b])
+    w.settle(set(imgs), "the initial sync")
+    os.rename(b, tmp_path / "b-away")
+    wait_for(lambda: w.kinds("vanished"), "the folder that went")
+    wait_for(lambda: w.kinds("resync"), "the other folder synced again")
+    assert [e.roots for e in w.kinds("resync")][0] == (str(a),)
+    new = put_image(a / "new.png", seed=9)
+    w.settle(set(imgs) | {new}, "a change in the folder that stayed")
+    assert w.finish().vanished == [str(b)]

@@ -113,6 +113,8 @@ def _watch_event(fmt: present.Format) -> Callable[[Any], None]:
             err.print(present.styled("watching {}: {}  (Ctrl-C to stop)", roots, full))
         elif ev.kind == "returned":
             err.print(present.styled("{} is back: {}", roots, full))
+        elif ev.kind == "resync":
+            err.print(present.styled("{} synced again (the watch restarted): {}", roots, full))
         elif ev.kind == "vanished":
             err.print(present.styled("{} is gone: its entries are kept; waiting for it to come back", roots))
         elif ev.kind == "waiting":

@@ -139,6 +139,7 @@ class _Session:
                 if all(r.here() for r in self.roots if r.present) and not self.polling:
                     self.polling = True
                     self._notice(f"cannot watch with the operating system ({exc}): polling the folders instead")
+                self._resync_the_rest()
                 self.stop.wait(self.poll)
                 return
             for change, path in changes:
@@ -182,12 +183,21 @@ class _Session:
             elif self.due.get(r.path) != "start":  # never synced yet: its start sync is still due
                 self.report.returned += 1
                 self.due[r.path] = "returned"
+        if moved:
+            self._resync_the_rest()
         return moved
+
+    def _resync_the_rest(self) -> None:
+        """The watch restarts (over the roots present now): what changed under the other roots between the
+        old watch's end and the new one's start was seen by neither, so they are synced in full again."""
+        for r in self.roots:
+            if r.present and r.path not in self.due:
+                self.due[r.path] = "resync"
 
     # ---- syncs -------------------------------------------------------------------------------------
     def _full_syncs(self, watched: list[str]) -> None:
         """The full syncs due of watched roots (changes pending below them are in those syncs)."""
-        for kind in ("start", "returned"):
+        for kind in ("start", "returned", "resync"):
             roots = [p for p in watched if self.due.get(p) == kind]
             if roots:
                 self._full(kind, roots)

@@ -101,7 +101,7 @@ def test_paths_link_to_the_file_on_a_terminal_and_carry_no_escape_codes_elsewher
     console = Console(file=buf, width=200, force_terminal=terminal, soft_wrap=True)
     present.hits(console, [_hit(path)], present.Format.table)
     if terminal:
-        assert f"\x1b]8;id=" in buf.getvalue() and Path(path).as_uri() in buf.getvalue()
+        assert "\x1b]8;id=" in buf.getvalue() and Path(path).as_uri() in buf.getvalue()
         assert Path(path).as_uri().endswith("a%20b%23c.png")  # the link is a URL, the name stays data
     else:
         assert "\x1b" not in buf.getvalue() and path in buf.getvalue()

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
-import io
 import os
 import warnings
 from dataclasses import dataclass

@@ -23,7 +23,7 @@ from mmsearch.ann.faiss_index import SearchParams
 from mmsearch.ann.indexes import IndexSet, modalities
 from mmsearch.ann.space_index import SpaceIndex
 from mmsearch.encoders.base import Encoder
-from mmsearch.errors import ModelError, StoreError, UnanswerableQuery, UsageError
+from mmsearch.errors import ModelError, StoreError, UnanswerableQuery
 from mmsearch.query.calibrate import Calibration
 from mmsearch.query.encode import Query, able_spaces, embed_query
 from mmsearch.query.filters import Filters

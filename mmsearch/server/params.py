@@ -180,7 +180,7 @@ class HTTPError(Exception):
 def status_for(exc: Exception) -> int:
     """The status of an mmsearch error: 422 a query text the language rejects, 400 another bad argument,
     500 model problem, 503 store problem."""
-    from mmsearch.errors import ModelError, StoreError, UnanswerableQuery, UsageError
+    from mmsearch.errors import StoreError, UnanswerableQuery, UsageError
     from mmsearch.query.parse import QuerySyntaxError
 
     if isinstance(exc, QuerySyntaxError):

@@ -110,12 +110,13 @@ def _where_in(h: Hit) -> str:
 
 
 def shown_path(path: str) -> str:
-    """A path as people read it: relative to the current folder when that is shorter, else as stored."""
+    """A path as people read it: relative to the current folder when it lies below it (and that is
+    shorter), else as stored (a ``../../`` path is harder to read than the absolute one)."""
     try:
         rel = os.path.relpath(path)
     except (ValueError, OSError):  # another drive (Windows), or the current folder was deleted
         return path
-    return rel if len(rel) < len(path) else path
+    return rel if len(rel) < len(path) and rel != os.pardir and not rel.startswith(os.pardir + os.sep) else path
 
 
 def path_text(path: str, style: str = "") -> Text:

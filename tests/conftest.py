@@ -55,6 +55,16 @@ def _isolate(tmp_path, monkeypatch, runtime_cache):
 
 
 @pytest.fixture
+def elsewhere(tmp_path, monkeypatch) -> Path:
+    """The current folder moved to an empty one beside the test's files: tables show their paths as
+    stored (a path is shown relative only when it lies below the current folder)."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir(exist_ok=True)
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+@pytest.fixture
 def engine_factory(tmp_path, tiny_model):
     """Open engines on a temp store with the tiny model; closed at teardown."""
     from mmsearch import Engine

@@ -176,7 +176,7 @@ def test_cli_json_shape(world):
     assert [json.loads(x) for x in lines] == data
 
 
-def test_cli_table_and_paths(world):
+def test_cli_table_and_paths(world, elsewhere):
     _, root, p = world
     res = cli("dups", "--store", root / "store")
     assert res.exit_code == 0, res.output

@@ -22,6 +22,11 @@ LONG = "a folder whose name goes on and on past any terminal width/" * 2 + "holi
 ODD = ("line\nbreak.png", "esc\x1b]0;owned\x07\x1b[31mred.png", "rtl \u202eevil.png")
 
 
+@pytest.fixture(autouse=True)
+def _elsewhere(elsewhere):
+    """Paths print as stored, wherever the suite is run from (tests that want relative paths chdir)."""
+
+
 @pytest.fixture
 def narrow(monkeypatch):
     """The CLI's consoles 40 columns wide, as a small terminal is."""
@@ -68,6 +73,10 @@ def test_paths_under_the_current_folder_are_shown_relative(store, monkeypatch, t
     assert str(files[LONG]) not in r.stdout  # the longer absolute form is not shown
     got = json.loads(_query(root, "--json").stdout)
     assert str(files[LONG]) in {h["path"] for h in got}  # scripts keep absolute paths
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # outside the current folder: absolute, never ../data/...
+    r = _query(root)
+    assert str(files[LONG]) in r.stdout and "../" not in r.stdout
 
 
 def test_control_characters_in_names_are_escaped_for_people_and_exact_for_scripts(store):

@@ -30,6 +30,11 @@ def _run(*args):
 
 
 @pytest.fixture(autouse=True)
+def _elsewhere(elsewhere):
+    """Paths print as stored, wherever the suite is run from."""
+
+
+@pytest.fixture(autouse=True)
 def _wide_consoles(monkeypatch):
     """A COLUMNS set when mmsearch.cli was imported fixes its consoles' width: pin both wide here."""
     from mmsearch import cli

@@ -364,5 +364,5 @@ def test_page_renders_a_markup_named_sound_as_text_and_seeks_to_its_window(serve
                              "before": None, "at": 1.0}
     assert got["window"] == f"{_clock(1.0)}–{_clock(2.0)}"
     assert f"length {_clock(hit['duration'])}" in got["text"]
-    assert f"z {hit['calibrated']:.2f}" in got["text"]
+    assert f"{hit['calibrated']:+.2f}" in got["text"]  # the calibrated score, as `mmsearch query` shows it
     assert any(str(markup) in t for t in got["titles"])  # the full path, as a title (an attribute, not HTML)

@@ -235,6 +235,14 @@ def _start(args: list[str], **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
+def _sigterm(proc: subprocess.Popen) -> tuple[str, str]:
+    """SIGTERM to a running `mmsearch`: (stdout, stderr) once it has exited, which held no traceback."""
+    proc.send_signal(signal.SIGTERM)
+    out, errs = proc.communicate(timeout=DEADLINE)
+    assert "Traceback" not in errs, errs
+    return out, errs
+
+
 def _lines_until(stream, cond, what: str) -> list[str]:
     """Lines of ``stream`` read until one satisfies ``cond`` (a reader thread keeps the deadline)."""
     got: list[str] = []
@@ -268,12 +276,10 @@ def test_sigterm_stops_watch_with_a_summary_and_exit_0(tmp_path, tiny_model, fmt
             _lines_until(proc.stdout, lambda ln: '"kind": "changes"' in ln, "the new file's sync")
         else:
             _lines_until(proc.stderr, lambda ln: ln.startswith("watching "), "the start line")
-        proc.send_signal(signal.SIGTERM)
-        out, errs = proc.communicate(timeout=DEADLINE)
+        out, errs = _sigterm(proc)
     finally:
         stop_process(proc)
     assert proc.returncode == 0, errs
-    assert "Traceback" not in errs
     if fmt == "jsonl":
         report = json.loads(out.strip().splitlines()[-1])
         assert report["event"] == "report" and report["added"] == 1 and report["full"]["indexed"] == 2
@@ -297,12 +303,10 @@ def test_sigterm_stops_index_with_a_summary_keeps_committed_work_and_exits_143(t
             return commits == 2
 
         _lines_until(proc.stdout, second_commit, "two committed batches")
-        proc.send_signal(signal.SIGTERM)
-        _, errs = proc.communicate(timeout=DEADLINE)
+        _, errs = _sigterm(proc)
     finally:
         stop_process(proc)
     assert proc.returncode == 143, errs
-    assert "Traceback" not in errs
     m = re.search(r"interrupted.*indexed (\d+), reused (\d+)", errs)
     assert m and "stopped by SIGTERM: work committed so far is kept" in errs, errs
     with Engine.open(store, create=False) as eng:
@@ -329,12 +333,10 @@ def test_serve_watch_serves_a_new_file(tmp_path, tiny_model):
         wait_for(lambda: len(served()) == 2, "the initial sync to be served")
         new = put_image(data / "new.png", seed=11)
         wait_for(lambda: str(new) in served(), "the new file to be served")
-        proc.send_signal(signal.SIGTERM)
-        _, errs = proc.communicate(timeout=DEADLINE)
+        _, errs = _sigterm(proc)
     finally:
         stop_process(proc)
     assert proc.returncode == 0, errs
-    assert "Traceback" not in errs
     assert re.search(r"watched 1 folder for [\d.]+s: added 1,", errs), errs
 
 

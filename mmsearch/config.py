@@ -10,6 +10,8 @@ Config file: ``$MMSEARCH_CONFIG`` or ``~/.config/mmsearch/config.toml``, e.g.::
     batch_size = 128
     max_audio_seconds = 600 # longer sounds: the first this-many seconds are indexed
     k = 20                  # results per query (`mmsearch query -k`)
+    recall_target = 0.95    # approximate indexes are tuned at build to this Recall@10 against exact search
+    index_memory = "auto"   # bytes of full vectors `--index auto` keeps in RAM ("8GB"; auto: a quarter of RAM)
 
 `mmsearch config` shows every setting, its value and where it came from.
 """
@@ -48,6 +50,12 @@ class Settings:
     index: str = "auto"  # auto | flat | ivf | hnsw | pq
     max_audio_seconds: float = 600.0  # a longer sound is indexed by its first this-many seconds (recorded)
     k: int = 10  # results per query when a query does not say
+    recall_target: float = 0.95  # Recall@10 an approximate index is tuned to at build (mmsearch.ann.tuning)
+    index_memory: str = "auto"  # full vectors `auto` keeps in RAM before it builds IVF-PQ ("8GB"; auto: RAM/4)
+
+    def index_budget(self) -> int | None:
+        """``index_memory`` in bytes; None for ``auto`` (a share of physical memory, see mmsearch.ann)."""
+        return memory_bytes(self.index_memory)
 
     def limits(self) -> dict[str, float]:
         """What decode is bounded by (see :mod:`mmsearch.ingest.decode`)."""
@@ -88,6 +96,9 @@ class Settings:
             value = getattr(s, name)
             if value is not None and value not in allowed:
                 raise UsageError(f"--{name} {value!r}: expected one of {', '.join(allowed)}")
+        if not 0.0 < s.recall_target <= 1.0:
+            raise UsageError(f"--recall-target {s.recall_target}: must be above 0 and at most 1")
+        memory_bytes(s.index_memory)  # a usage error now, not at the first large build
         if s.index not in INDEX_KINDS:  # a usage error now, not after hours of indexing
             raise UsageError(f"--index {s.index!r}: expected one of {', '.join(INDEX_KINDS)}")
         return s
@@ -95,7 +106,22 @@ class Settings:
 
 _NAMES = {f.name for f in fields(Settings)}
 _INTS = {"batch_size", "workers", "k"}
-_FLOATS = {"max_audio_seconds"}
+_FLOATS = {"max_audio_seconds", "recall_target"}
+_BYTES = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
+          "gib": 2**30, "tib": 2**40}
+
+
+def memory_bytes(text: str) -> int | None:
+    """``"8GB"``, ``"512MiB"``, ``"1000000"`` → bytes; ``"auto"`` → None. A bad value is a UsageError."""
+    import re
+
+    if str(text).strip().lower() == "auto":
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _BYTES or float(m.group(1)) <= 0:
+        raise UsageError(f"index_memory {text!r}: expected auto or a size such as 8GB or 512MiB")
+    return int(float(m.group(1)) * _BYTES[unit])
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:

@@ -40,8 +40,9 @@ class Engine:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self.indexes = IndexSet(store, settings.index)  # the FAISS caches, loaded on first use
         self.calibration = BackgroundZ(store, self.encoder)  # how scores of several spaces are made comparable
+        self.indexes = IndexSet(store, settings.index, budget=settings.index_budget(), target=settings.recall_target,
+                                prompts=self.calibration.prompts)  # the FAISS caches, loaded on first use
         self.notices: list[str] = []  # what the last call repaired on its own (the CLI shows these)
         self._encoders: dict[str, Encoder] = {}
         self._spaces: tuple[int, list[Space]] = (-1, [])  # (generation read at, spaces) cache for queries
@@ -51,7 +52,7 @@ class Engine:
              device: str | None = None,
              batch_size: int | None = None, workers: int | None = None, index: str | None = None,
              runtime: str | None = None, precision: str | None = None, max_audio_seconds: float | None = None,
-             create: bool = True) -> "Engine":
+             recall_target: float | None = None, index_memory: str | None = None, create: bool = True) -> "Engine":
         """Open (or with ``create``, make) the store at ``path`` (default ``indexes/default``).
 
         ``model``: one model spec or several (e.g. a CLIP model for images and a CLAP model for sounds);
@@ -59,10 +60,13 @@ class Engine:
         (:data:`mmsearch.config.DEFAULT_MODELS`) for the kinds of files it is given.
         ``runtime``/``precision``: how models run (see :mod:`mmsearch.encoders.runtime`).
         ``max_audio_seconds``: a longer sound is indexed by its first this-many seconds (default 600).
+        ``recall_target``: the Recall@10 approximate indexes are tuned to when built (default 0.95);
+        ``index_memory``: bytes of full vectors ``index="auto"`` keeps in RAM before it builds IVF-PQ ("8GB").
         """
         settings = Settings.resolve(store=os.fspath(path) if path is not None else None, model=model, device=device,
                                     batch_size=batch_size, workers=workers, index=index, runtime=runtime,
-                                    precision=precision, max_audio_seconds=max_audio_seconds)
+                                    precision=precision, max_audio_seconds=max_audio_seconds,
+                                    recall_target=recall_target, index_memory=index_memory)
         return cls(Store(Path(settings.store), create=create), settings)
 
     def close(self) -> None:
@@ -344,7 +348,8 @@ class Engine:
     def stats(self) -> Stats:
         raw = self.store.stats()
         spaces = tuple(SpaceStats(sp.id, sp.key, sp.spec, sp.dim, raw["vectors_per_space"].get(sp.id, 0),
-                                  {m: self.indexes.kind_of(sp, m) for m in sp.modalities.split(",")})
+                                  {m: self.indexes.kind_of(sp, m) for m in sp.modalities.split(",")},
+                                  {m: t for m in sp.modalities.split(",") if (t := self.indexes.tuning_of(sp, m))})
                        for sp in raw["spaces"])
         return Stats(str(self.store.root), raw["contents"], raw["sources"], spaces, raw["errors"], raw["generation"],
                      self.store.disk_usage())

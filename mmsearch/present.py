@@ -242,6 +242,16 @@ def stats(out: Console, s: Stats, fmt: Format) -> None:
     for sp in s.spaces:
         idx = ", ".join(f"{m}={k}" for m, k in sp.index.items())
         out.print(styled("space {}: {}  dim {}  vectors {}  index {}", sp.id, sp.spec, sp.dim, sp.vectors, idx))
+        for m, t in sp.tuning.items():
+            out.print(styled("  {} index tuned: {}", m, tuning_line(m, t)))
+
+
+def tuning_line(modality: str, t: dict[str, Any]) -> str:
+    """``nprobe 24: R@10 image→image 0.97, text→image 0.95 (target 0.95, at 6000 vectors)``."""
+    recall = ", ".join(f"{q}→{modality} {r:.3f}" for q, r in t.get("recall", {}).items())
+    met = "" if t.get("met", True) else ", target not reached at the widest search"
+    return (f"{t.get('param', '').replace('_', '')} {t.get('value')}: R@10 {recall} "
+            f"(target {t.get('target')}, at {t.get('n')} vectors{met})")
 
 
 def settings(out: Console, s: Any, sources: dict[str, str], config_file: Any, fmt: Format) -> None:

@@ -79,6 +79,9 @@ class SpaceStats:
     dim: int
     vectors: int
     index: dict[str, str]  # modality -> index kind on disk ("flat", "ivf", …, or "none")
+    #: modality -> the search breadth tuned at build and the Recall@10 measured per kind of query:
+    #: {"param": "nprobe", "value": 24, "target": 0.95, "recall": {"image": 0.97, "text": 0.96}, "n": …}
+    tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,14 +12,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
 from mmsearch.config import INDEX_KINDS as KINDS
 from mmsearch.errors import UsageError
 
+if TYPE_CHECKING:
+    from mmsearch.ann.tuning import Tuned
+
 AUTO_FLAT_MAX = 50_000  # below this, exact search is fast enough on one core (~10 ms/query at 512-d)
+#: ``auto`` on a store whose full vectors (float32, as IVF-Flat holds them) would take more than this share
+#: of the machine's memory builds IVF-PQ (codes in memory, candidates re-ranked from the database) instead.
+MEMORY_SHARE = 0.25
 
 
 class CorruptIndexError(Exception):
@@ -37,20 +43,36 @@ PQ_MIN = 1000  # PQ codebooks need training data: below this many vectors a pq r
 RETRAIN_GROWTH = 4  # an IVF/PQ index is retrained once it holds this many times what it was trained on
 
 
-def choose_kind(kind: str, n: int) -> str:
-    """The index kind to build for ``n`` vectors when ``kind`` was asked for."""
+def memory_budget() -> int:
+    """Bytes an index's full vectors may take by default: :data:`MEMORY_SHARE` of physical memory."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * MEMORY_SHARE)
+    except (ValueError, OSError, AttributeError):  # not on this platform
+        return 4 << 30
+
+
+def choose_kind(kind: str, n: int, dim: int = 0, budget: int | None = None) -> str:
+    """The index kind to build for ``n`` vectors of ``dim`` when ``kind`` was asked for.
+
+    ``auto``: exact (flat) up to :data:`AUTO_FLAT_MAX`; IVF-Flat above, while its float32 vectors fit
+    ``budget`` bytes (default :func:`memory_budget`); IVF-PQ with exact re-ranking beyond that.
+    """
     if kind not in KINDS:
         raise UsageError(f"--index {kind!r}: expected one of {', '.join(KINDS)}")
     if kind == "pq" and n < PQ_MIN:
         return "flat"
     if kind != "auto":
         return kind
-    return "flat" if n <= AUTO_FLAT_MAX else "ivf"
+    if n <= AUTO_FLAT_MAX:
+        return "flat"
+    return "pq" if n * dim * 4 > (memory_budget() if budget is None else budget) else "ivf"
 
 
-def needs_rebuild(ann: "AnnIndex", wanted: str, n: int) -> str | None:
+def needs_rebuild(ann: "AnnIndex", wanted: str, n: int, budget: int | None = None) -> str | None:
     """Why an index of ``n`` vectors should be rebuilt for the requested kind, or None."""
-    kind = choose_kind(wanted, n)
+    kind = choose_kind(wanted, n, ann.dim, budget)
     if n > 0 and ann.kind != kind:
         return f"{n} vectors: switching from {ann.kind} to {kind}"
     if ann.kind in ("ivf", "pq") and n >= PQ_MIN and n > RETRAIN_GROWTH * max(ann.trained_n, 1):
@@ -83,20 +105,21 @@ def _nlist_for(n: int) -> int:
 class AnnIndex:
     """One FAISS index of unit vectors keyed by int64 ids."""
 
-    def __init__(self, index: Any, kind: str, dim: int, trained_n: int = 0) -> None:
+    def __init__(self, index: Any, kind: str, dim: int, trained_n: int = 0, tuned: "Tuned | None" = None) -> None:
         self.index = index
         self.kind = kind
         self.dim = dim
         self.trained_n = trained_n  # vectors an IVF/PQ index was made for (its lists fit that size)
         self.mapped = False  # read-only memory map of a file: search only (reload writable to change)
+        self.tuned = tuned  # the search breadth tuned to a recall target at build (mmsearch.ann.tuning)
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
-    def empty(cls, kind: str, dim: int, n: int) -> "AnnIndex":
+    def empty(cls, kind: str, dim: int, n: int, budget: int | None = None) -> "AnnIndex":
         """An empty index of the kind ``kind`` resolves to for ``n`` vectors (IVF/PQ still to be trained)."""
         import faiss
 
-        kind = choose_kind(kind, n)
+        kind = choose_kind(kind, n, dim, budget)
         if kind == "flat":
             index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         elif kind == "hnsw":
@@ -117,12 +140,12 @@ class AnnIndex:
 
     @classmethod
     def build_from(cls, kind: str, dim: int, n: int, sample: Callable[[int], np.ndarray],
-                   blocks: Iterable[tuple[np.ndarray, np.ndarray]]) -> "AnnIndex":
+                   blocks: Iterable[tuple[np.ndarray, np.ndarray]], budget: int | None = None) -> "AnnIndex":
         """An index of ``n`` vectors that arrive in ``blocks`` of (ids, vectors): memory stays one block.
 
         ``sample(m)`` gives up to ``m`` representative vectors; IVF/PQ are trained on them first.
         """
-        ann = cls.empty(kind, dim, n)
+        ann = cls.empty(kind, dim, n, budget)
         if not ann.index.is_trained and n:
             ann.index.train(_f32(sample(train_size(ann))))
         for ids, vecs in blocks:
@@ -172,10 +195,10 @@ class AnnIndex:
         widen = 1.0 if allowed is None else self.ntotal / max(min(len(allowed), self.ntotal), 1)
         if self.kind in ("ivf", "pq"):
             nlist = faiss.extract_index_ivf(self.index).nlist
-            nprobe = p.nprobe or min(nlist, max(8, nlist // 8))
+            nprobe = p.nprobe or self._tuned("nprobe") or min(nlist, max(8, nlist // 8))
             sp = faiss.SearchParametersIVF(nprobe=int(min(nlist, math.ceil(nprobe * widen))))
         elif self.kind == "hnsw":
-            ef = max(p.ef_search or 64, k)
+            ef = max(p.ef_search or self._tuned("ef_search") or 64, k)
             sp = faiss.SearchParametersHNSW(efSearch=int(max(ef, min(math.ceil(ef * widen), self.ntotal, MAX_EF))))
         else:
             sp = faiss.SearchParameters() if sel is not None else None
@@ -194,6 +217,15 @@ class AnnIndex:
             if small:
                 faiss.omp_set_num_threads(threads)
         return scores, ids
+
+    def _tuned(self, param: str) -> int | None:
+        return self.tuned.value if self.tuned is not None and self.tuned.param == param else None
+
+    def breadth(self) -> int:
+        """How many IVF lists there are, or how many vectors an HNSW graph holds: the widest search."""
+        import faiss
+
+        return int(faiss.extract_index_ivf(self.index).nlist) if self.kind in ("ivf", "pq") else self.ntotal
 
     # ---- files --------------------------------------------------------------------------------
     def write(self, path: Path) -> None:

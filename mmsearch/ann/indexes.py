@@ -6,12 +6,13 @@ Also what ``doctor`` asks of the index layer: each index file against the databa
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from mmsearch.ann.faiss_index import KINDS, CorruptIndexError
 from mmsearch.ann.space_index import ANN_DIR, SpaceIndex, SyncReport, index_ids, index_name, read_record
+from mmsearch.ann.tuning import TARGET, Tuned
 from mmsearch.store.checks import some
 from mmsearch.store.files import temp_files
 from mmsearch.store.schema import Space
@@ -24,18 +25,28 @@ def modalities(space: Space) -> list[str]:
 
 
 class IndexSet:
-    """Every (space, modality) index of one store, loaded on first use. ``kind``: the preferred index kind."""
+    """Every (space, modality) index of one store, loaded on first use. ``kind``: the preferred index kind;
+    ``budget``, ``target``: see :class:`SpaceIndex`; ``prompts(space)``: a space's generic text queries
+    (embedded by its text tower, no model loaded for them) to tune its indexes with, or None."""
 
-    def __init__(self, store: Store, kind: str = "auto") -> None:
+    def __init__(self, store: Store, kind: str = "auto", *, budget: int | None = None, target: float = TARGET,
+                 prompts: Callable[[Space], np.ndarray | None] | None = None) -> None:
         self.store = store
         self.kind = kind
+        self.budget, self.target, self.prompts = budget, target, prompts
         self._open: dict[tuple[int, str], SpaceIndex] = {}
 
     def get(self, space: Space, modality: str) -> SpaceIndex:
         key = (space.id, modality)
         if key not in self._open:
-            self._open[key] = SpaceIndex(self.store, space.id, space.key, modality, self.kind)
+            self._open[key] = self.make(space, modality, self.kind)
         return self._open[key]
+
+    def make(self, space: Space, modality: str, kind: str) -> SpaceIndex:
+        """A fresh (not yet loaded) index of one space and modality, with this set's policy."""
+        prompts = self.prompts
+        return SpaceIndex(self.store, space.id, space.key, modality, kind, budget=self.budget, target=self.target,
+                          prompts=None if prompts is None else (lambda: prompts(space)))
 
     def clear(self) -> None:
         """Forget loaded indexes (their files may have been rebuilt): the next use reads them again."""
@@ -48,6 +59,16 @@ class IndexSet:
             return idx.ann.kind
         rec = read_record(self.store.root, space.id, modality)
         return str(rec.get("kind", "none")) if rec else "none"
+
+    def tuning_of(self, space: Space, modality: str) -> dict | None:
+        """What tuning chose and measured for an index (see :class:`~mmsearch.ann.tuning.Tuned`), from the
+        loaded index or its file's record; None for an exact index or one never tuned."""
+        idx = self._open.get((space.id, modality))
+        if idx is not None and idx.ann is not None:
+            return idx.ann.tuned.to_record() if idx.ann.tuned is not None else None
+        rec = read_record(self.store.root, space.id, modality)
+        tuned = Tuned.from_record(rec.get("tuning")) if rec else None
+        return tuned.to_record() if tuned is not None else None
 
     # ---- keeping them current ----------------------------------------------------------------------
     def sync(self, space: Space, mods: Sequence[str] | None = None, *, save: bool, generation: int | None = None,
@@ -91,7 +112,7 @@ class IndexSet:
             db_ids = self.store.vector_ids(space.id, modality)
         rec = read_record(self.store.root, space.id, modality)
         kind = str(rec.get("kind", "auto")) if rec else "auto"
-        idx = SpaceIndex(self.store, space.id, space.key, modality, kind if kind in KINDS else "auto")
+        idx = self.make(space, modality, kind if kind in KINDS else "auto")
         problem, behind = _index_problem(idx, db_gen, db_ids, rec is not None or idx.pointer.exists())
         if problem is None:
             return DoctorCheck(name, "ok", f"{len(db_ids)} vectors, matches the database" if len(db_ids) or rec
@@ -162,7 +183,8 @@ def _repair(idx: SpaceIndex, behind: bool, db_ids: np.ndarray) -> SyncReport:
     rep = idx.sync(save=True)
     if not np.array_equal(np.sort(index_ids(idx.ann)), np.sort(idx.store.vector_ids(idx.space_id, idx.modality))):
         idx.pointer.unlink(missing_ok=True)
-        fresh = SpaceIndex(idx.store, idx.space_id, idx.space_key, idx.modality, idx.kind_pref)
+        fresh = SpaceIndex(idx.store, idx.space_id, idx.space_key, idx.modality, idx.kind_pref, budget=idx.budget,
+                           target=idx.target, prompts=idx.prompts)
         rep = fresh.sync(save=True)
         idx.ann = fresh.ann
     return rep

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from mmsearch.ann.faiss_index import AnnIndex, CorruptIndexError, SearchParams, choose_kind, needs_rebuild
+from mmsearch.ann.rerank import RERANKED, reranked
+from mmsearch.ann.tuning import K, QUERIES, TARGET, Probe, TopK, Tuned, tune
 from mmsearch.store.files import (atomic_write_with, collect_generations, file_sha256, generation_file,
                                   pointer_path, read_pointer, write_json)
 from mmsearch.store.store import Store
@@ -59,15 +61,27 @@ class SyncReport:
     from_file: bool = False  # the index was read from its file in this sync (not already in memory)
 
 
-class SpaceIndex:
-    """The ANN index of one modality within one space."""
+#: Text queries of a space that no index holds (generic prompts embedded by its text tower), or None.
+Prompts = Callable[[], "np.ndarray | None"]
+RETUNE_GROWTH = 2  # a tuned index is tuned again once it holds this many times what it was tuned at
 
-    def __init__(self, store: Store, space_id: int, space_key: str, modality: str, kind: str = "auto") -> None:
+
+class SpaceIndex:
+    """The ANN index of one modality within one space.
+
+    ``budget``: bytes of full vectors ``auto`` keeps in memory (see :func:`choose_kind`); ``target``: the
+    Recall@10 an approximate index is tuned to when built (:mod:`mmsearch.ann.tuning`), with queries of
+    its own kind and text queries (the store's texts and ``prompts()``).
+    """
+
+    def __init__(self, store: Store, space_id: int, space_key: str, modality: str, kind: str = "auto", *,
+                 budget: int | None = None, target: float = TARGET, prompts: Prompts | None = None) -> None:
         self.store = store
         self.space_id = space_id
         self.space_key = space_key
         self.modality = modality
         self.kind_pref = kind
+        self.budget, self.target, self.prompts = budget, target, prompts
         self.folder = store.root / ANN_DIR
         self.name = index_name(space_id, modality)
         self.ann: AnnIndex | None = None
@@ -106,7 +120,7 @@ class SpaceIndex:
                 return self._rebuild(gen, "built", "no index file")
             except CorruptIndexError as exc:
                 return self._rebuild(gen, "rebuilt", str(exc))
-            if choose_kind(self.kind_pref, self.ann.ntotal) != self.ann.kind and self.ann.ntotal:
+            if choose_kind(self.kind_pref, self.ann.ntotal, self.ann.dim, self.budget) != self.ann.kind and self.ann.ntotal:
                 return self._rebuild(gen, "rebuilt", f"index kind changed to {self.kind_pref}")
         if self.generation > gen:
             return self._rebuild(gen, "rebuilt", "index is ahead of the database")
@@ -119,9 +133,12 @@ class SpaceIndex:
             expected = self.store.count_vectors(self.space_id, self.modality)
             if self.ann.ntotal != expected:
                 return self._rebuild(gen, "rebuilt", f"index holds {self.ann.ntotal} vectors, database {expected}")
-        why = needs_rebuild(self.ann, self.kind_pref, self.ann.ntotal)
+        why = needs_rebuild(self.ann, self.kind_pref, self.ann.ntotal, self.budget)
         if why:
             return self._rebuild(gen, "rebuilt", why)
+        if writable and self._stale_tuning():
+            self._tune(self._probes(), None)
+            self.dirty = True
         return SyncReport(action, generation=gen, previous=previous, from_file=from_file)
 
     def _catch_up(self, gen: int) -> bool:
@@ -134,14 +151,71 @@ class SpaceIndex:
         return True
 
     def _rebuild(self, gen: int, action: str, reason: str) -> SyncReport:
-        """Build from the database in blocks: IVF/PQ trained on a sample, vectors added a block at a time."""
+        """Build from the database in blocks: IVF/PQ trained on a sample, vectors added a block at a time;
+        an approximate index then tuned, with the exact neighbours of its tuning queries found in the same pass."""
         n = self.store.count_vectors(self.space_id, self.modality)
         dim = next(sp.dim for sp in self.store.spaces() if sp.id == self.space_id)
+        probes = self._probes() if choose_kind(self.kind_pref, n, dim, self.budget) != "flat" else []
+        truth = {p.kind: TopK(p.vectors, K + 1) for p in probes}
         self.ann = AnnIndex.build_from(
             self.kind_pref, dim, n, lambda m: self.store.sample_vectors(self.space_id, self.modality, m),
-            self.store.iter_vectors(self.space_id, self.modality))
+            _feeding(self.store.iter_vectors(self.space_id, self.modality), truth.values()), self.budget)
+        if probes and self.ann.kind != "flat":
+            self._tune(probes, truth)
         self.generation, self.dirty = gen, True
         return SyncReport(action, reason, gen)
+
+    # ---- tuning ----------------------------------------------------------------------------------
+    def _probes(self) -> list[Probe]:
+        """Tuning queries: a sample of this index's own vectors (each leaves itself out), and text queries
+        (the space's texts when this index holds another kind, and the prompts)."""
+        ids = self.store.vector_ids(self.space_id, self.modality)
+        rng = np.random.default_rng(0)
+        picked = np.sort(rng.choice(ids, min(QUERIES, len(ids)), replace=False)) if len(ids) else ids
+        found = self.store.vectors_for(picked.tolist(), self.space_id)
+        own = Probe(self.modality, _stacked([found[int(i)] for i in picked if int(i) in found]),
+                    np.array([i for i in picked if int(i) in found], np.int64))
+        prompts = self.prompts() if self.prompts is not None else None
+        texts = [] if prompts is None else [np.asarray(prompts, np.float32)]
+        if self.modality != "text":
+            texts.insert(0, self.store.sample_vectors(self.space_id, "text", QUERIES))
+            texts = [t for t in texts if len(t)]
+            return [own] + ([Probe.outside("text", np.concatenate(texts))] if texts else [])
+        extra = [t for t in texts if len(t)]
+        if not extra:
+            return [own]
+        more = np.concatenate(extra)
+        return [Probe("text", np.concatenate([own.vectors, more]) if len(own.vectors) else more,
+                      np.concatenate([own.ids, np.full(len(more), -1, np.int64)]))]
+
+    def _tune(self, probes: list[Probe], truth: dict[str, TopK] | None) -> None:
+        """Tune the search breadth to :attr:`target` (``truth``: the probes' exact neighbours, else found now)."""
+        assert self.ann is not None
+        if truth is None:
+            truth = {p.kind: TopK(p.vectors, K + 1) for p in probes}
+            for _ in _feeding(self.store.iter_vectors(self.space_id, self.modality), truth.values()):
+                pass
+        ann = self.ann
+
+        def search(q: np.ndarray, k: int, params: SearchParams) -> np.ndarray:
+            if ann.kind in RERANKED:
+                rows = reranked(self.store, self.space_id, ann, q, k, params)
+                out = np.full((len(q), k), -1, np.int64)
+                for r, row in enumerate(rows):
+                    out[r, : len(row)] = [i for _, i in row]
+                return out
+            return ann.search(q, k, params)[1]
+
+        self.ann.tuned = tune(ann.kind, ann.breadth(), search, probes, {k: t.ranked() for k, t in truth.items()},
+                              target=self.target, n=ann.ntotal)
+
+    def _stale_tuning(self) -> bool:
+        """Whether a writer should tune this index again: never tuned, tuned to another target, or grown."""
+        ann = self.ann
+        if ann is None or ann.kind == "flat" or ann.ntotal == 0:
+            return False
+        t = ann.tuned
+        return t is None or t.target != self.target or ann.ntotal > RETUNE_GROWTH * max(t.n, 1)
 
     # ---- files -----------------------------------------------------------------------------------
     def read_file(self, db_gen: int, *, writable: bool, verify: bool = False) -> tuple[AnnIndex, int]:
@@ -186,6 +260,7 @@ class SpaceIndex:
             raise CorruptIndexError(f"index file damaged: {exc}") from None
         if ann.ntotal != rec.get("ntotal"):
             raise CorruptIndexError("index file damaged: vector count differs from its record")
+        ann.tuned = Tuned.from_record(rec.get("tuning"))
         return ann
 
     def save(self) -> None:
@@ -198,6 +273,7 @@ class SpaceIndex:
             "file": path.name, "generation": self.generation, "space_key": self.space_key, "modality": self.modality,
             "kind": self.ann.kind, "dim": self.ann.dim, "ntotal": self.ann.ntotal, "trained_n": self.ann.trained_n,
             "bytes": path.stat().st_size, "sha256": file_sha256(path),
+            **({"tuning": self.ann.tuned.to_record()} if self.ann.tuned is not None else {}),
         })
         collect_generations(self.folder, self.name, keep=path.name, suffix=SUFFIX)
         self.dirty = False
@@ -207,6 +283,19 @@ class SpaceIndex:
         """(scores, ids) of the best ``k`` per query; ``allowed``: only those ids (see :meth:`AnnIndex.search`)."""
         assert self.ann is not None, "sync() first"
         return self.ann.search(queries, k, params, allowed)
+
+
+def _feeding(blocks: Iterable[tuple[np.ndarray, np.ndarray]], into: Iterable[TopK]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The blocks, each also shown to the exact top-k trackers ``into`` on its way."""
+    trackers = list(into)
+    for ids, vecs in blocks:
+        for t in trackers:
+            t.add(ids, vecs)
+        yield ids, vecs
+
+
+def _stacked(rows: list[np.ndarray]) -> np.ndarray:
+    return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
 
 
 def index_ids(ann: AnnIndex) -> np.ndarray:

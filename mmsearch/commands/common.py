@@ -38,6 +38,7 @@ BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Encoder b
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Decode processes (0: decode in this process).")]
 MaxAudioOpt = Annotated[Optional[float], typer.Option("--max-audio-seconds", min=0.001, help="Longer sounds are indexed by their first this-many seconds (recorded as such) [default: 600].")]
 IndexOpt = Annotated[Optional[str], typer.Option("--index", help="ANN index: auto, flat, ivf, hnsw, pq.")]
+RecallOpt = Annotated[Optional[float], typer.Option("--recall-target", min=0.01, max=1.0, help="Recall@10 against exact search that approximate indexes are tuned to when built (`mmsearch stats` shows what was measured) [default: 0.95].")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per line.")]
 PathsOpt = Annotated[bool, typer.Option("--paths", help="Print only paths, one per line.")]

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from mmsearch import present
 from mmsearch.commands.common import (BatchOpt, DeviceOpt, IndexOpt, JsonOpt, MaxAudioOpt, ModelsOpt, PrecisionOpt,
-                                      RuntimeOpt, StoreOpt, WorkersOpt, _engine, _notices, _sigterm_interrupts,
+                                      RecallOpt, RuntimeOpt, StoreOpt, WorkersOpt, _engine, _notices, _sigterm_interrupts,
                                       _stop_on_signals, app, err, handle_errors, out)
 
 
@@ -29,6 +29,7 @@ def index(
     workers: WorkersOpt = None,
     max_audio_seconds: MaxAudioOpt = None,
     index_kind: IndexOpt = None,
+    recall_target: RecallOpt = None,
     commit_every: Annotated[Optional[int], typer.Option("--commit-every", min=1, help="Files per committed batch [default: 256]; an interrupted run keeps every committed batch.")] = None,
     as_json: JsonOpt = False,
     as_jsonl: Annotated[bool, typer.Option("--jsonl", help="Print a JSON line per committed batch, then the report.")] = False,
@@ -40,7 +41,7 @@ def index(
     machine = fmt is not present.Format.table
     with _sigterm_interrupts(), _engine(store, model=model or None, device=device, batch_size=batch_size,
                                         workers=workers, index=index_kind, runtime=runtime, precision=precision,
-                                        max_audio_seconds=max_audio_seconds) as eng:
+                                        max_audio_seconds=max_audio_seconds, recall_target=recall_target) as eng:
         bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                        TimeRemainingColumn(), console=err, disable=machine or not err.is_terminal, transient=True)
         with bar:

@@ -109,6 +109,13 @@ class BackgroundZ:
         return (found[0], found[1]) if found else None
 
 
+    def prompts(self, space: Space) -> np.ndarray | None:
+        """The space's :data:`BACKGROUND_PROMPTS` as its text tower embedded them (kept in its record; no
+        model is loaded): generic text queries, which the indexes are also tuned with."""
+        record = self.store.meta_value(_key(space.id))
+        data = json.loads(record) if record else {}
+        return _unpack(data["prompts"], space.dim) if "prompts" in data else None
+
     def __call__(self, space: Space, query_modality: str, modality: str, scores: np.ndarray) -> np.ndarray:
         found = self.stats(space, query_modality, modality)
         if found is None:  # nothing to compare with: neutral, never a raw cosine among z-scores

@@ -21,6 +21,7 @@ import numpy as np
 
 from mmsearch.ann.faiss_index import SearchParams
 from mmsearch.ann.indexes import IndexSet, modalities
+from mmsearch.ann.rerank import RERANKED, reranked
 from mmsearch.ann.space_index import SpaceIndex
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import ModelError, StoreError, UnanswerableQuery
@@ -34,10 +35,6 @@ from mmsearch.store.store import Store
 from mmsearch.types import Hit
 from mmsearch.util import is_under
 
-#: Index kinds whose scores are approximate (compressed codes): their candidates are re-scored with
-#: the exact vectors from the database. PQ alone kept 0.77 of the true top 10 on real embeddings.
-RERANKED = ("pq",)
-RERANK_FACTOR = 10
 #: Per index kind, the largest filtered candidate set scored exactly from its stored vectors (SQL) rather
 #: than through the index restricted by an IDSelector. Measured on 60,000 512-d vectors (2 busy cores):
 #: the exact scan reads ~4-25 µs per candidate (15-55 ms for 1,000, 80-250 ms for 20,000), while the
@@ -97,25 +94,13 @@ def default_types(store: Store, spaces: Sequence[Space]) -> list[str]:
 
 
 # ---- one space ------------------------------------------------------------------------------------------
-def _reranked(store: Store, idx: SpaceIndex, q: np.ndarray, k: int, params: SearchParams | None,
-              allowed: np.ndarray | None = None) -> list[tuple[float, int]]:
-    """``RERANK_FACTOR``·k candidates from a compressed index, re-scored exactly, best ``k`` kept; four times
-    as many under a filter (its true neighbours stand among many near-equal codes: 0.97 of the top 10
-    at 10 % kept with the plain pool, bench_filters.py)."""
-    pool = max(k * RERANK_FACTOR, 100) * (1 if allowed is None else 4)
-    _, ids = idx.search(q, pool, params, allowed)
-    cand = [int(i) for i in ids[0] if i >= 0]
-    exact = store.vectors_for(cand, idx.space_id)
-    return sorted(((float(exact[i] @ q[0]), i) for i in cand if i in exact), key=lambda t: (-t[0], t[1]))[:k]
-
-
 def top_ids(store: Store, idx: SpaceIndex, queries: np.ndarray, k: int,
             params: SearchParams | None = None, allowed: np.ndarray | None = None) -> list[list[tuple[float, int]]]:
     """Best ``k`` (score, id) per query row, as users get them (compressed indexes re-ranked exactly);
     ``allowed``: only these ids (an ANN search restricted by an ``IDSelector``)."""
     q = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
     if idx.ann is not None and idx.ann.kind in RERANKED:
-        return [_reranked(store, idx, q[i : i + 1], k, params, allowed) for i in range(len(q))]
+        return reranked(store, idx.space_id, idx.ann, q, k, params, allowed)
     scores, ids = idx.search(q, k, params, allowed)
     return [[(float(s), int(i)) for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores, ids)]
 

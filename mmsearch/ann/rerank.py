@@ -1,0 +1,45 @@
+"""Exact re-ranking of a compressed index's candidates with the stored vectors.
+
+PQ codes alone kept 0.77 of the true top 10 on real embeddings (benchmarks/RESULTS.md), so a ``pq``
+search takes :data:`RERANK_FACTOR`·k candidates (at least 100) and scores them again with the exact
+vectors from the database; four times as many under a filter (its true neighbours stand among many
+near-equal codes: 0.97 of the top 10 at 10 % kept with the plain pool, bench_filters.py). Queries
+and build-time tuning (:mod:`mmsearch.ann.tuning`) go through this one function, so the recall
+tuned for is the recall users get.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mmsearch.ann.faiss_index import SearchParams
+
+if TYPE_CHECKING:
+    from mmsearch.ann.faiss_index import AnnIndex
+    from mmsearch.store.store import Store
+
+#: Index kinds whose scores are approximate (compressed codes): their candidates are re-scored exactly.
+RERANKED = ("pq",)
+RERANK_FACTOR = 10
+
+
+def pool_size(k: int, filtered: bool) -> int:
+    return max(k * RERANK_FACTOR, 100) * (4 if filtered else 1)
+
+
+def reranked(store: "Store", space_id: int, ann: "AnnIndex", queries: np.ndarray, k: int,
+             params: SearchParams | None = None, allowed: np.ndarray | None = None) -> list[list[tuple[float, int]]]:
+    """Best ``k`` (score, id) per query row: a pool of candidates from ``ann``, re-scored with the exact
+    stored vectors (fetched once for every row), ties broken by id."""
+    q = np.asarray(queries, np.float32).reshape(len(queries), -1)
+    _, ids = ann.search(q, pool_size(k, allowed is not None), params, allowed)
+    wanted = np.unique(ids[ids >= 0])
+    exact = store.vectors_for(wanted.tolist(), space_id)
+    out = []
+    for r, row in enumerate(ids):
+        cand = [int(i) for i in row if i >= 0 and int(i) in exact]
+        scored = ((float(exact[i] @ q[r]), i) for i in cand)
+        out.append(sorted(scored, key=lambda t: (-t[0], t[1]))[:k])
+    return out

@@ -1,0 +1,180 @@
+"""Approximate indexes are tuned at build to a recall target, for image and text queries alike.
+
+The vectors: images around 48 cluster centres; texts, as in CLIP, off to one side (a shared "modality
+gap" direction) and between two centres each, so text queries lie outside the images' distribution.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmsearch import Engine
+from mmsearch.ann.faiss_index import SearchParams, choose_kind
+from mmsearch.ann.indexes import IndexSet
+from mmsearch.ann.space_index import read_record
+from mmsearch.ann.tuning import TopK, recall_at
+from mmsearch.config import Settings
+from mmsearch.encoders.base import SpaceInfo
+from mmsearch.errors import UsageError
+from mmsearch.query.search import top_ids
+from mmsearch.store.store import Store, Upsert
+from tests.kit import cli
+
+DIM, CENTRES, N, TEXTS = 32, 48, 6000, 400
+_rng = np.random.default_rng(0)
+_C = _rng.normal(size=(CENTRES, DIM))
+_GAP = _rng.normal(size=DIM)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def images(n: int, seed: int) -> np.ndarray:
+    r = np.random.default_rng(seed)
+    return _unit(_C[r.integers(0, CENTRES, n)] / 6 + 0.15 * r.normal(size=(n, DIM)))
+
+
+def texts(n: int, seed: int) -> np.ndarray:
+    r = np.random.default_rng(seed)
+    a, b = r.integers(0, CENTRES, n), r.integers(0, CENTRES, n)
+    return _unit((_C[a] + 0.7 * _C[b]) / 6 + 0.25 * _GAP + 0.05 * r.normal(size=(n, DIM)))
+
+
+def fill(root, n: int = N, stored_texts: int = TEXTS):
+    st = Store(root, create=True)
+    sp = st.ensure_space(SpaceInfo(spec="test:gap", family="test", weights="w", dim=DIM, modalities=("image", "text")))
+    x, t = images(n, 1), texts(stored_texts, 2)
+    st.apply([Upsert(f"/v/{i}.png", "file", 1, 1, f"{i:064x}", "image", vector=x[i]) for i in range(n)], sp.id)
+    if stored_texts:
+        st.apply([Upsert(f"text:{i}", "text", 1, 1, f"t{i:063x}", "text", vector=t[i], text=f"t{i}")
+                  for i in range(stored_texts)], sp.id)
+    return st, sp
+
+
+def held_out_recall(path, kind: str, queries: np.ndarray, **params) -> float:
+    """Mean Recall@10 of single ``queries`` through the query layer's search (what ``Engine.search`` runs:
+    the index as loaded from its file, PQ re-ranked) against exact search."""
+    st = Store(path)
+    sp = st.spaces()[0]
+    ids, vecs = st.vectors(sp.id, "image")
+    truth = ids[np.argsort(-(queries @ vecs.T), axis=1)[:, :10]]
+    idx = IndexSet(st, kind).get(sp, "image")
+    idx.sync(save=False)
+    found = [[i for _, i in top_ids(st, idx, q[None], 10, SearchParams(**params))[0]] for q in queries]
+    st.close()
+    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw", "pq"])
+def test_tuned_index_meets_its_target_on_held_out_image_and_text_queries(tmp_path, kind):
+    st, sp = fill(tmp_path / "s", n=N if kind != "pq" else 3000)
+    IndexSet(st, kind).sync(sp, ["image"], save=True)
+    tuned = read_record(st.root, sp.id, "image")["tuning"]
+    st.close()
+    assert tuned["param"] == ("ef_search" if kind == "hnsw" else "nprobe") and tuned["met"]
+    assert set(tuned["recall"]) == {"image", "text"} and min(tuned["recall"].values()) >= 0.95
+    for queries in (images(300, 11), texts(300, 12)):  # drawn afresh: not what it was tuned on
+        assert held_out_recall(tmp_path / "s", kind, queries) >= 0.95
+
+
+def test_text_queries_need_the_wider_search_they_were_tuned_for(tmp_path):
+    """Tuned on image queries alone, HNSW stops at a breadth that loses text queries' neighbours."""
+    st, sp = fill(tmp_path / "images-only", stored_texts=0)
+    IndexSet(st, "hnsw").sync(sp, ["image"], save=True)
+    alone = read_record(st.root, sp.id, "image")["tuning"]
+    st.close()
+    st, sp = fill(tmp_path / "with-texts")
+    IndexSet(st, "hnsw").sync(sp, ["image"], save=True)
+    both = read_record(st.root, sp.id, "image")["tuning"]
+    st.close()
+    assert set(alone["recall"]) == {"image"} and both["value"] > alone["value"]
+    fresh = texts(300, 12)
+    assert held_out_recall(tmp_path / "images-only", "hnsw", fresh) < 0.95
+    assert held_out_recall(tmp_path / "with-texts", "hnsw", fresh) >= 0.95
+
+
+def test_prompts_given_to_the_index_set_are_tuned_for(tmp_path):
+    st, sp = fill(tmp_path / "s", stored_texts=0)
+    IndexSet(st, "hnsw", prompts=lambda space: texts(200, 5)).sync(sp, ["image"], save=True)
+    tuned = read_record(st.root, sp.id, "image")["tuning"]
+    st.close()
+    assert tuned["queries"] == {"image": 400, "text": 200} and tuned["recall"]["text"] >= 0.95
+
+
+def test_the_tuned_breadth_is_what_a_plain_query_uses_and_an_explicit_one_overrides(tmp_path):
+    st, sp = fill(tmp_path / "s")
+    IndexSet(st, "ivf").sync(sp, ["image"], save=True)
+    value = read_record(st.root, sp.id, "image")["tuning"]["value"]
+    st.close()
+    q = texts(100, 13)
+    assert held_out_recall(tmp_path / "s", "ivf", q) == held_out_recall(tmp_path / "s", "ivf", q, nprobe=value)
+    assert held_out_recall(tmp_path / "s", "ivf", q, nprobe=1) < held_out_recall(tmp_path / "s", "ivf", q)
+
+
+def test_a_writer_tunes_again_for_a_new_target_or_a_store_grown_twofold(tmp_path):
+    st, sp = fill(tmp_path / "s", n=3000)
+    IndexSet(st, "ivf").sync(sp, ["image"], save=True)
+    first = read_record(st.root, sp.id, "image")["tuning"]
+    IndexSet(st, "ivf", target=0.8).sync(sp, ["image"], save=True)
+    lower = read_record(st.root, sp.id, "image")["tuning"]
+    assert (first["target"], lower["target"]) == (0.95, 0.8) and lower["value"] <= first["value"]
+    more = images(3500, 3)
+    st.apply([Upsert(f"/w/{i}.png", "file", 1, 1, f"w{i:063x}", "image", vector=more[i]) for i in range(3500)], sp.id)
+    IndexSet(st, "ivf", target=0.8).sync(sp, ["image"], save=True)
+    grown = read_record(st.root, sp.id, "image")["tuning"]
+    st.close()
+    assert (lower["n"], grown["n"]) == (3000, 6500)
+
+
+def test_stats_show_the_tuned_breadth_and_recall_per_query_kind(tmp_path):
+    st, sp = fill(tmp_path / "s", n=3000)
+    IndexSet(st, "ivf").sync(sp, save=True)
+    IndexSet(st, "auto").sync(sp, ["text"], save=True)  # 400 texts: exact, nothing to tune
+    st.close()
+    with Engine.open(tmp_path / "s", index="ivf", create=False) as eng:
+        tuning = eng.stats().spaces[0].tuning
+    assert tuning["image"]["param"] == "nprobe" and set(tuning["image"]["recall"]) == {"image", "text"}
+    assert "text" not in tuning
+    out = cli("stats", "--store", str(tmp_path / "s"))
+    assert out.exit_code == 0, out.output
+    assert f"nprobe {tuning['image']['value']}" in out.output and "text→image" in out.output
+
+
+@pytest.mark.parametrize("n, dim, budget, kind", [
+    (10_000, 512, 10**9, "flat"),          # small: exact search
+    (100_000, 512, 10**9, "ivf"),          # 205 MB of float32 vectors fit 1 GB
+    (1_000_000, 512, 10**9, "pq"),         # 2 GB do not: compressed codes, re-ranked from the database
+    (1_000_000, 512, 4 * 10**9, "ivf"),
+])
+def test_auto_picks_exact_ivf_or_pq_by_size_and_memory_budget(n, dim, budget, kind):
+    assert choose_kind("auto", n, dim, budget) == kind
+
+
+def test_exact_neighbours_found_block_by_block_match_one_full_search():
+    x, q = images(1000, 4), texts(20, 5)
+    tk = TopK(q, 11)
+    for s in range(0, 1000, 128):
+        tk.add(np.arange(s, min(s + 128, 1000)), x[s : s + 128])
+    full = np.argsort(-(q @ x.T), axis=1)[:, :11]
+    assert (tk.ranked() == full).all()
+    assert recall_at(full, full, np.full(20, -1)).min() == 1.0
+
+
+@pytest.mark.parametrize("env, value, message", [
+    ("MMSEARCH_RECALL_TARGET", "1.5", "recall-target"),
+    ("MMSEARCH_RECALL_TARGET", "0", "recall-target"),
+    ("MMSEARCH_INDEX_MEMORY", "lots", "index_memory"),
+    ("MMSEARCH_INDEX_MEMORY", "8 parsecs", "index_memory"),
+])
+def test_bad_tuning_settings_are_usage_errors_naming_them(monkeypatch, env, value, message):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(UsageError, match=message):
+        Settings.resolve()
+
+
+def test_index_memory_reads_sizes():
+    assert Settings(index_memory="8GB").index_budget() == 8 * 10**9
+    assert Settings(index_memory="512MiB").index_budget() == 512 * 2**20
+    assert Settings().index_budget() is None

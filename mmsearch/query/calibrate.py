@@ -48,6 +48,20 @@ BACKGROUND_PROMPTS = (
     "a tone", "a beep", "a click", "a hum", "a bell", "footsteps", "wind", "rain", "a crowd", "a city",
 )
 
+#: Specific searches of the kind people type (a subject in a setting): with the prompts above, the text
+#: queries approximate indexes are tuned with (:mod:`mmsearch.ann.tuning`); embedded once per space.
+_SUBJECTS = (
+    "a dog", "a cat", "a child", "a baby", "a family", "friends", "a woman", "a man", "a bird", "a horse",
+    "a red car", "a bicycle", "a boat", "a train", "a plane", "a birthday cake", "a plate of food", "coffee",
+    "flowers", "a garden", "a forest", "a mountain", "a lake", "the sea", "a beach", "a sunset", "snow",
+    "a city street", "a bridge", "a church", "a house", "a kitchen", "a living room", "an office", "a desk",
+    "a laptop", "a phone", "a book", "a receipt", "a whiteboard", "a map", "a painting", "a statue",
+    "a concert", "a football match", "a wedding", "a party", "fireworks", "a dog barking", "birds singing",
+    "a piano", "a guitar", "applause", "traffic noise", "a red circle", "a blue square", "a rising whistle",
+)
+_SETTINGS = ("a photo of {}", "{} at night", "{} in the rain")
+TUNING_QUERIES = tuple(t.format(x) for x in _SUBJECTS for t in _SETTINGS)
+
 
 class Calibration(Protocol):
     def __call__(self, space: Space, query_modality: str, modality: str, scores: np.ndarray) -> np.ndarray:
@@ -110,11 +124,12 @@ class BackgroundZ:
 
 
     def prompts(self, space: Space) -> np.ndarray | None:
-        """The space's :data:`BACKGROUND_PROMPTS` as its text tower embedded them (kept in its record; no
-        model is loaded): generic text queries, which the indexes are also tuned with."""
+        """The space's :data:`BACKGROUND_PROMPTS` and :data:`TUNING_QUERIES` as its text tower embedded them
+        (kept in its record; no model is loaded): the text queries its indexes are tuned with."""
         record = self.store.meta_value(_key(space.id))
         data = json.loads(record) if record else {}
-        return _unpack(data["prompts"], space.dim) if "prompts" in data else None
+        found = [_unpack(data[k], space.dim) for k in ("prompts", "queries") if k in data]
+        return np.concatenate(found) if found else None
 
     def __call__(self, space: Space, query_modality: str, modality: str, scores: np.ndarray) -> np.ndarray:
         found = self.stats(space, query_modality, modality)
@@ -133,14 +148,19 @@ class BackgroundZ:
         samples = {m: self.store.spread_vectors(space.id, m, self.sample) for m in mods}
         record: dict[str, Any] = {"generation": self.store.generation(), "stats": {}}
         prompts = None
+        enc = None
+        if "text" in mods and any(len(samples[m]) for m in mods):
+            enc = encoder if encoder is not None else (self.encoder(space.spec) if self.encoder and load else None)
         if previous and "prompts" in previous:
             prompts = _unpack(previous["prompts"], space.dim)
-        elif "text" in mods and any(len(samples[m]) for m in mods):
-            enc = encoder if encoder is not None else (self.encoder(space.spec) if self.encoder and load else None)
-            if enc is not None:
-                prompts = enc.embed_texts(list(BACKGROUND_PROMPTS))
+        elif enc is not None:
+            prompts = enc.embed_texts(list(BACKGROUND_PROMPTS))
         if prompts is not None:
             record["prompts"] = _pack(prompts)
+        if previous and "queries" in previous:
+            record["queries"] = previous["queries"]
+        elif enc is not None and encoder is not None:  # only with the writer's model: never loaded for it
+            record["queries"] = _pack(enc.embed_texts(list(TUNING_QUERIES)))
         for q in mods:
             for m in mods:
                 background = prompts if q == "text" else samples[q]

@@ -6,6 +6,8 @@ gap" direction) and between two centres each, so text queries lie outside the im
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -178,3 +180,18 @@ def test_index_memory_reads_sizes():
     assert Settings(index_memory="8GB").index_budget() == 8 * 10**9
     assert Settings(index_memory="512MiB").index_budget() == 512 * 2**20
     assert Settings().index_budget() is None
+
+
+def test_an_indexed_folder_is_tuned_with_its_texts_and_the_models_prompts(tmp_path):
+    """Through `index`: the writer's model embeds the generic prompts and typical searches once per space;
+    with the folder's texts they are the text→image tuning queries."""
+    from mmsearch.query.calibrate import BACKGROUND_PROMPTS, TUNING_QUERIES
+
+    root = Path(__file__).resolve().parents[2] / "samples" / "shapes"
+    with Engine.open(tmp_path / "s", model="builtin:shapes", index="ivf") as eng:
+        report = eng.index([root])
+        tuning = eng.stats().spaces[0].tuning
+    texts_indexed = sum(1 for _ in root.rglob("*.txt"))
+    assert report.failed == 0 and texts_indexed > 0
+    assert tuning["image"]["queries"] == {"image": report.indexed - texts_indexed,
+                                          "text": texts_indexed + len(BACKGROUND_PROMPTS) + len(TUNING_QUERIES)}

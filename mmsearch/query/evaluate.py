@@ -1,27 +1,9 @@
 """Retrieval quality on a captioned set of images or sounds: Recall@K text→file and file→text, exact
 vs ANN; and zero-shot classification of a labelled set (ESC-50 and the like:
-:mod:`mmsearch.query.evaluate_audio`). :func:`load_dataset` tells the kind by the file; its modality
-(images or sounds) by the extensions of the files it names (sounds:
-:data:`mmsearch.ingest.audio.AUDIO_EXTENSIONS`; a set that mixes both is refused).
-
-Captioned datasets (file paths are relative to ``root``; without one, to the dataset file's folder,
-or to the folder beside it where most of them are: ``<split>/``, ``audio/``, ``audio/<split>/``,
-``../audio/``, with ``<split>`` the file's name, ``clotho_captions_<split>.csv`` → ``<split>``):
-
-* CSV with a file column (``image``, ``audio``, ``file``, ``path``, ``filepath``, ``file_name``,
-  ``filename``, ``sound``) and a ``caption`` (or ``text``/``title``/``description``) column and/or
-  numbered ones (``caption_1`` … ``caption_N``); several rows per file are several captions.
-  Clotho ships this: ``clotho_captions_evaluation.csv`` (``file_name,caption_1..caption_5``) beside
-  its ``evaluation/`` folder of sounds, found without ``root``.
-* AudioCaps CSV (``audiocap_id,youtube_id,start_time,caption``; AudioCaps ships no audio, so no
-  file column): a row's sound is the file below ``root`` (default: the CSV's folder, searched
-  recursively) named, without its extension, by the youtube_id, ``Y<youtube_id>``,
-  ``<youtube_id>_<start_time>``, the AudioSet form ``[Y]<youtube_id>_<start>.000_<start+10>.000``, or
-  the audiocap_id. A file column, when there is one, wins.
-* JSONL, one object per line: ``{"image"|"audio"|"file"|"path": …, "caption": …}`` or ``"captions": […]``
-  (or ``caption_1`` … keys).
-* COCO captions JSON (``images`` + ``annotations``), e.g. ``captions_val2017.json``.
-* Karpathy split JSON (``dataset_flickr30k.json``, ``dataset_coco.json``): filter with ``split``.
+:mod:`mmsearch.query.evaluate_audio`). The sets and their formats: :mod:`mmsearch.query.datasets`,
+whose :func:`~mmsearch.query.datasets.load_dataset` tells the kind by the file; its modality (images
+or sounds) by the extensions of the files it names (sounds: :data:`mmsearch.ingest.audio.AUDIO_EXTENSIONS`;
+a set that mixes both is refused).
 
 Protocol (as in CLIP, open_clip's and LAION-CLAP's benchmarks): every caption is a text→file query,
 correct when its own file is in the top K; every file is a file→text query, correct when any of its
@@ -33,10 +15,7 @@ report's ``failed_images`` (``failed_sounds`` in its JSON for sounds).
 
 from __future__ import annotations
 
-import csv
-import json
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from mmsearch.errors import UsageError
+from mmsearch.query.datasets import Dataset, load_dataset
 from mmsearch.query.search import top_ids
 
 if TYPE_CHECKING:
@@ -53,25 +33,6 @@ if TYPE_CHECKING:
     from mmsearch.store.schema import Space
 
 KS = (1, 5, 10)
-FILE_KEYS = ("image", "audio", "file", "path", "filepath", "file_name", "filename", "sound")
-CAPTION_KEYS = ("caption", "text", "title", "description")
-LABEL_KEYS = ("category", "class", "label")
-_NUMBERED = re.compile(r"^caption_?\d+$")
-
-
-@dataclass
-class Dataset:
-    images: list[str]  # absolute paths of the files (sounds, for a set of sounds)
-    captions: list[str]
-    caption_image: list[int]  # caption i describes images[caption_image[i]]
-    name: str = ""
-    modality: str = "image"  # "image" or "audio"
-    missing: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): left out with their captions
-
-    @property
-    def files(self) -> list[str]:
-        return self.images
-
 
 @dataclass
 class EvalRow:
@@ -101,198 +62,6 @@ class EvalReport:
         if self.modality == "audio":  # named for what they count
             d = {{"images": "sounds", "failed_images": "failed_sounds"}.get(k, k): v for k, v in d.items()}
         return {"kind": "retrieval", **d}
-
-
-# ---- loading ------------------------------------------------------------------------------------------
-def load_dataset(path: str | Path, *, images_root: str | Path | None = None, split: str | None = None,
-                 fold: int | None = None) -> "Dataset | LabelledSet":
-    """A captioned dataset (:class:`Dataset`) or, for an ESC-50-style ``meta.csv`` (a label column,
-    ``category``/``class``/``label``, and no caption) or a folder ``root/<label>/<files>``, a labelled
-    set (:class:`mmsearch.query.evaluate_audio.LabelledSet`; ``fold``: only that fold's files)."""
-    p = Path(path)
-    if p.is_dir():
-        from mmsearch.query.evaluate_audio import load_folder
-
-        return load_folder(p, fold=fold)
-    if not p.is_file():
-        raise UsageError("no such dataset file", path=str(p))
-    root = Path(images_root) if images_root is not None else None
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".csv":
-            with open(p, newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f)
-                columns, rows = [c.strip() for c in reader.fieldnames or []], list(reader)
-            rows = [{(k or "").strip(): v for k, v in r.items()} for r in rows]
-            if _labelled(columns):
-                from mmsearch.query.evaluate_audio import load_labelled_csv
-
-                return load_labelled_csv(p, rows, columns, root=root, fold=fold)
-            _no_fold(fold)
-            if "youtube_id" in columns and not any(c in columns for c in FILE_KEYS):
-                from mmsearch.query.evaluate_audio import audiocaps_pairs
-
-                found, unfound = audiocaps_pairs(p, rows, root)
-                return _dataset(p, found, root, "audio", unfound)
-            pairs = _row_pairs(rows, f"{p} row", 2)
-        elif suffix in (".jsonl", ".ndjson"):
-            _no_fold(fold)
-            pairs = _jsonl_pairs(p)
-        elif suffix == ".json":
-            _no_fold(fold)
-            pairs = _json_pairs(p, split)
-        else:
-            raise UsageError("expected a .csv, .jsonl or .json (COCO / Karpathy) dataset, or a folder of labelled files",
-                             path=str(p))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
-        raise UsageError(f"cannot read dataset: {exc}", path=str(p)) from None
-    if not pairs:
-        raise UsageError("dataset has no (file, caption) pairs" + (f" in split {split!r}" if split else ""), path=str(p))
-    return _dataset(p, pairs, root, None)
-
-
-def _no_fold(fold: int | None) -> None:
-    if fold is not None:
-        raise UsageError("--fold applies to a labelled dataset (an ESC-50-style meta.csv), not to captions")
-
-
-def _labelled(columns: Sequence[str]) -> bool:
-    return (any(c in columns for c in LABEL_KEYS) and not any(c in columns for c in CAPTION_KEYS)
-            and not any(_NUMBERED.match(c) for c in columns))
-
-
-def _dataset(p: Path, pairs: list[tuple[str, str]], root: Path | None, modality: str | None,
-             unfound: Sequence[tuple[str, str]] = ()) -> Dataset:
-    """Pairs (file, caption) → a Dataset: files resolved (``root`` or the likeliest folder), missing ones
-    left out with their captions (``unfound``: those already known missing, with the reason), the
-    modality told by the extensions."""
-    base = root if root is not None else pick_root(p, [f for f, _ in pairs])
-    images: list[str] = []
-    index: dict[str, int] = {}
-    captions, owner = [], []
-    missing: dict[str, str] = dict(unfound)
-    for name, caption in pairs:
-        full = name if os.path.isabs(name) else str((base / name).resolve())
-        if not os.path.isfile(full):
-            missing.setdefault(full, "no such file")
-            continue
-        if full not in index:
-            index[full] = len(images)
-            images.append(full)
-        captions.append(caption)
-        owner.append(index[full])
-    modality = modality or modality_of(images or list(missing), p)
-    if not images:
-        raise UsageError(f"none of the dataset's {len(missing)} files exist (looked in {base}; give the folder with "
-                         f"--{'audio' if modality == 'audio' else 'images'}-root)", path=str(p))
-    return Dataset(images, captions, owner, name=p.name, modality=modality, missing=sorted(missing.items()))
-
-
-def modality_of(files: Sequence[str], where: Path | str = "") -> str:
-    """"audio" when the files are sounds (by extension), else "image"; a mix of both is a usage error."""
-    from mmsearch.ingest.audio import AUDIO_EXTENSIONS  # lazily: the audio code loads with its first use
-
-    sounds = sum(os.path.splitext(f)[1].lower() in AUDIO_EXTENSIONS for f in files)
-    if sounds and sounds < len(files):
-        from mmsearch.ingest.discover import IMAGE_EXTENSIONS
-
-        images = sum(os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS for f in files)
-        if images:
-            raise UsageError(f"the dataset mixes {sounds} sounds and {images} images: evaluate each on its own",
-                             path=str(where))
-    return "audio" if sounds * 2 > len(files) else "image"
-
-
-def root_candidates(p: Path) -> list[Path]:
-    """Folders a dataset's relative paths may be relative to, likeliest first (see the module's docstring)."""
-    here = p.parent
-    m = re.match(r"clotho_captions_(\w+)$", p.stem, re.I)
-    split = m.group(1) if m else p.stem
-    seen, out = set(), []
-    for c in (here, here / split, here / "audio", here / "audio" / split, here.parent / "audio",
-              here.parent / "audio" / split, here.parent / split):
-        if c not in seen and c.is_dir():
-            seen.add(c)
-            out.append(c)
-    return out or [here]
-
-
-def pick_root(p: Path, names: Sequence[str], *, variants: Any = None) -> Path:
-    """The candidate folder (:func:`root_candidates`) holding the most of a sample of ``names``
-    (``variants(name)``: the relative paths a name may have, e.g. ``fold3/x.wav``)."""
-    rel = [n for n in names if not os.path.isabs(n)]
-    cands = root_candidates(p)
-    if not rel or len(cands) == 1:
-        return cands[0]
-    sample = rel[:: max(1, len(rel) // 64)][:64]
-    best, score = cands[0], -1
-    for c in cands:
-        n = sum(any(os.path.isfile(c / v) for v in (variants(s) if variants else (s,))) for s in sample)
-        if n > score:
-            best, score = c, n
-        if n == len(sample):
-            break
-    return best
-
-
-def pick(row: dict, names: Sequence[str], where: str) -> str:
-    for n in names:
-        if row.get(n) not in (None, ""):
-            return str(row[n])
-    raise UsageError(f"{where}: needs one of the columns/keys {', '.join(names)}")
-
-
-def captions_of(row: dict, where: str) -> list[str]:
-    """A row's captions: its ``caption``-like value and its numbered ``caption_N`` values (Clotho)."""
-    caps = [str(row[k]).strip() for k in sorted((k for k in row if _NUMBERED.match(str(k))),
-                                                key=lambda k: int(re.sub(r"\D", "", k)))
-            if row.get(k) not in (None, "")]
-    single = next((str(row[k]).strip() for k in CAPTION_KEYS if row.get(k) not in (None, "")), None)
-    if single is not None:
-        caps.insert(0, single)
-    listed = row.get("captions")
-    if isinstance(listed, list):
-        caps.extend(str(c).strip() for c in listed)
-    caps = [c for c in caps if c]
-    if not caps:
-        raise UsageError(f"{where}: needs one of the columns/keys {', '.join(CAPTION_KEYS)}, caption_1 … or captions")
-    return caps
-
-
-def _row_pairs(rows: list[dict], where: str, first: int) -> list[tuple[str, str]]:
-    out = []
-    for i, r in enumerate(rows):
-        at = f"{where} {i + first}"
-        name = pick(r, FILE_KEYS, at)
-        out.extend((name, c) for c in captions_of(r, at))
-    return out
-
-
-def _jsonl_pairs(p: Path) -> list[tuple[str, str]]:
-    out = []
-    for n, line in enumerate(p.read_text(encoding="utf-8-sig").splitlines(), 1):
-        if line.strip():
-            obj = json.loads(line)
-            if not isinstance(obj, dict):
-                raise UsageError(f"line {n}: expected a JSON object", path=str(p))
-            out.extend(_row_pairs([obj], f"{p} line", n))
-    return out
-
-
-def _json_pairs(p: Path, split: str | None) -> list[tuple[str, str]]:
-    data = json.loads(p.read_text(encoding="utf-8"))
-    if isinstance(data, dict) and "annotations" in data and "images" in data:  # COCO captions
-        files = {im["id"]: im["file_name"] for im in data["images"]}
-        return [(files[a["image_id"]], a["caption"].strip()) for a in data["annotations"] if a["image_id"] in files]
-    if isinstance(data, dict) and isinstance(data.get("images"), list) and data["images"] and "sentences" in data["images"][0]:
-        out = []  # Karpathy split
-        for im in data["images"]:
-            if split is not None and im.get("split") != split:
-                continue
-            name = str(Path(im.get("filepath", "")) / im["filename"]) if im.get("filepath") else im["filename"]
-            out.extend((name, s["raw"].strip()) for s in im["sentences"])
-        return out
-    raise UsageError("unrecognised JSON: expected COCO captions (images + annotations) or a Karpathy split file", path=str(p))
 
 
 # ---- evaluation ------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Zero-shot classification of a labelled set of sounds (or images), and AudioCaps' file naming, for
 :mod:`mmsearch.query.evaluate` (``mmsearch eval``).
 
-Labelled sets (:func:`mmsearch.query.evaluate.load_dataset` tells them apart from captions):
+Labelled sets (:func:`mmsearch.query.datasets.load_dataset` tells them apart from captions):
 
 * ESC-50's ``meta/esc50.csv`` (``filename,fold,target,category,esc10,src_file,take``) with the sounds
   in ``audio/`` beside ``meta/``, as ESC-50 ships it (found without ``root``); the ``ESC-50-master``
@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from mmsearch.errors import UsageError
-from mmsearch.query.evaluate import FILE_KEYS, LABEL_KEYS, captions_of, left_out, modality_of, pick_root, space_for
+from mmsearch.query.datasets import FILE_KEYS, LABEL_KEYS, captions_of, modality_of, pick_root
+from mmsearch.query.evaluate import left_out, space_for
 
 if TYPE_CHECKING:
     from mmsearch.engine import Engine
@@ -122,7 +123,7 @@ def load_folder(p: Path, *, fold: int | None = None) -> LabelledSet:
     """``p/<label>/…`` (the ESC-50 folder itself: its ``meta/esc50.csv``)."""
     meta = p / "meta" / "esc50.csv"
     if meta.is_file():
-        from mmsearch.query.evaluate import load_dataset
+        from mmsearch.query.datasets import load_dataset
 
         return load_dataset(meta, fold=fold)  # type: ignore[return-value]
     if fold is not None:

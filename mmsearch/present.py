@@ -21,7 +21,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from mmsearch.types import CachedExport, DupCluster, ErrorInfo, Hit, IndexReport, Stats
+from mmsearch.types import DupCluster, ErrorInfo, Hit, IndexReport
 
 
 class Format(str, Enum):
@@ -231,115 +231,6 @@ def errors(out: Console, items: Iterable[tuple[str, str]] | Sequence[ErrorInfo],
         out.print(f"… and {len(rows) - limit} more (see `mmsearch errors`)")
 
 
-def stats(out: Console, s: Stats, fmt: Format) -> None:
-    if fmt in (Format.json, Format.jsonl):
-        print(_dump(s.to_dict()))
-        return
-    out.print(styled("[bold]store[/bold] {}  (generation {}, {} MB)", s.store, s.generation, f"{s.size_bytes / 1e6:.1f}"))
-    items = ", ".join(f"{n} {m}" for m, n in sorted(s.items.items())) or "empty"
-    sources = ", ".join(f"{n} {k}" for k, n in sorted(s.sources.items())) or "none"
-    out.print(styled("items: {}   sources: {}   errors: {}", items, sources, s.errors))
-    for sp in s.spaces:
-        idx = ", ".join(f"{m}={k}" for m, k in sp.index.items())
-        out.print(styled("space {}: {}  dim {}  vectors {}  index {}", sp.id, sp.spec, sp.dim, sp.vectors, idx))
-        for m, t in sp.tuning.items():
-            out.print(styled("  {} index tuned: {}", m, tuning_line(m, t)))
-
-
-def tuning_line(modality: str, t: dict[str, Any]) -> str:
-    """``nprobe 24: R@10 image→image 0.97, text→image 0.95 (target 0.95, at 6000 vectors)``."""
-    recall = ", ".join(f"{q}→{modality} {r:.3f}" for q, r in t.get("recall", {}).items())
-    met = "" if t.get("met", True) else ", target not reached at the widest search"
-    return (f"{t.get('param', '').replace('_', '')} {t.get('value')}: R@10 {recall} "
-            f"(target {t.get('target')}, at {t.get('n')} vectors{met})")
-
-
-def settings(out: Console, s: Any, sources: dict[str, str], config_file: Any, fmt: Format) -> None:
-    """``mmsearch config``: each setting, its value, and where that value came from."""
-    rows = [(name, getattr(s, name), sources[name]) for name in sources]
-    if fmt in (Format.json, Format.jsonl):
-        print(_dump({"config_file": str(config_file), "settings": {n: {"value": list(v) if isinstance(v, tuple) else v,
-                                                                        "from": src} for n, v, src in rows}}))
-        return
-    exists = "" if Path(config_file).is_file() else "  [dim](not present)[/dim]"
-    out.print(styled("config file {}" + exists, config_file))
-    table = Table(box=None, header_style="bold")
-    for col in ("setting", "value", "from"):
-        table.add_column(col)
-    for name, value, source in rows:
-        shown = ", ".join(value) if isinstance(value, tuple) else ("" if value is None else value)
-        table.add_row(name, styled("{}", shown), styled("[dim]{}[/dim]", source))
-    out.print(table)
-
-
-def runtime_cache(out: Console, items: Sequence[CachedExport], fmt: Format, *, cleared: bool = False) -> None:
-    if fmt in (Format.json, Format.jsonl):
-        print(_dump({"cleared": cleared, "exports": [c.to_dict() for c in items]}))
-        return
-    for c in items:
-        if not c.usable:
-            out.print(styled("[dim]{}  unusable (partial or old format; re-exported on next use)  {} MB[/dim]",
-                             c.folder, f"{c.size_bytes / 1e6:.0f}"))
-            continue
-        towers = "   ".join(
-            f"{name} {t['auto']} (" + ", ".join(f"{p} cos {f:.5f}" for p, f in sorted(t["fidelity"].items())) + ")"
-            for name, t in sorted(c.towers.items()))
-        out.print(styled("{}  {} MB  {}\n  {}", c.exported_from, f"{c.size_bytes / 1e6:.0f}", c.folder, towers))
-    total = sum(c.size_bytes for c in items) / 1e6
-    verb = "removed" if cleared else "cached"
-    out.print(styled("{} {} exports, {} MB", verb, len(items), f"{total:.0f}"))
-
-
-def eval_report(out: Console, r: Any, fmt: Format) -> None:
-    """``mmsearch eval``: a retrieval report (Recall@K rows) or a classification one (:func:`classification_report`)."""
-    if fmt in (Format.json, Format.jsonl):
-        print(_dump(r.to_dict()))
-        return
-    if hasattr(r, "accuracy"):
-        classification_report(out, r)
-        return
-    noun = "sounds" if getattr(r, "modality", "image") == "audio" else "images"
-    out.print(styled("[bold]{}[/bold]: {} {}, {} captions, model {}", r.dataset, r.images, noun, r.captions, r.model))
-    table = Table(box=None, header_style="bold")
-    for col in ("direction", "search"):
-        table.add_column(col)
-    ks = list(r.rows[0].recall) if r.rows else []
-    for k in ks:
-        table.add_column(f"R@{k}", justify="right")
-    table.add_column("queries/s", justify="right")
-    for row in r.rows:
-        table.add_row(styled("{}", row.direction), styled("{}", row.method), *(f"{100 * row.recall[k]:.1f}" for k in ks),
-                      f"{row.qps:,.0f}")
-    out.print(table)
-    for note in getattr(r, "notes", ()):
-        out.print(styled("[yellow]note:[/yellow] {}", note))
-    _left_out(out, r.failed_images, noun)
-
-
-def classification_report(out: Console, r: Any) -> None:
-    """Zero-shot classification (``mmsearch eval`` on labelled files): accuracy and top-5 over the files."""
-    noun = "sounds" if r.modality == "audio" else "images"
-    fold = f", fold {r.fold}" if r.fold is not None else ""
-    out.print(styled("[bold]{}[/bold]: {} {}, {} classes{}, model {}", r.dataset, r.items, noun, r.classes, fold, r.model))
-    out.print(styled("prompt {}", json.dumps(r.prompt, ensure_ascii=False)))
-    table = Table(box=None, header_style="bold")
-    for col in ("accuracy", "top-5"):
-        table.add_column(col, justify="right")
-    table.add_row(f"{100 * r.accuracy:.1f}", f"{100 * r.top5:.1f}")
-    out.print(table)
-    _left_out(out, r.failed, noun)
-
-
-def _left_out(out: Console, failed: Sequence[tuple[str, str]], noun: str, shown: int = 5) -> None:
-    if not failed:
-        return
-    out.print(f"[yellow]{len(failed)} {noun} missing or unreadable[/yellow] (left out)")
-    for p, why in failed[:shown]:
-        out.print(styled("  [dim]{}: {}[/dim]", p, why))
-    if len(failed) > shown:
-        out.print(f"  [dim]… and {len(failed) - shown} more (--json lists them all)[/dim]")
-
-
 def commit_event(ev: Any) -> None:
     """``index --jsonl``: one line per durable batch, flushed at once (a script may kill us any time)."""
     print(_dump({"event": "commit", **ev.to_dict()}), flush=True)
@@ -349,23 +240,6 @@ def report_event(r: IndexReport) -> None:
     print(_dump({"event": "report", **r.to_dict()}), flush=True)
 
 
-_DOCTOR_STYLE = {"ok": "green", "note": "cyan", "repaired": "yellow", "problem": "bold red"}
-
-
-def doctor(out: Console, r: Any, fmt: Format) -> None:
-    if fmt in (Format.json, Format.jsonl):
-        print(_dump(r.to_dict()))
-        return
-    out.print(styled("[bold]store[/bold] {}", r.store))
-    for c in r.checks:
-        status = Text(f"{c.status:>8}", style=_DOCTOR_STYLE.get(c.status, ""))
-        out.print(styled("  {}  {}: {}", status, c.name, c.detail))
-    if r.ok:
-        fixed = len([c for c in r.checks if c.status == "repaired"])
-        out.print(f"healthy{f' ({fixed} repaired)' if fixed else ''}")
-    else:
-        n = len([c for c in r.checks if c.status == "problem"])
-        out.print(f"[bold red]{n} problems remain[/bold red]" + ("" if r.repair else " (run without --no-repair to fix)"))
 
 
 def _bytes(n: int | None) -> str:

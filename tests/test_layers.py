@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "mmsearch"
 #: the data flow, bottom up; a module may import its own layer and those below
 RANK = {"util": 0, "errors": 0, "types": 0, "config": 0, "encoders": 1, "store": 1, "ann": 2, "ingest": 3,
-        "query": 4, "doctor": 5, "engine": 6, "present": 6, "world": 6, "cli": 7, "commands": 7, "server": 7, "__init__": 8,
+        "query": 4, "doctor": 5, "engine": 6, "present": 6, "reports": 6, "world": 6, "cli": 7, "commands": 7, "server": 7, "__init__": 8,
         "__main__": 8}
 
 

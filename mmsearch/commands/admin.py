@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mmsearch import present
+from mmsearch import present, reports
 from mmsearch.commands.common import (BatchOpt, DeviceOpt, JsonlOpt, JsonOpt, ModelOpt, ModelsOpt, RuntimeOpt,
                                       StoreOpt, _engine, _notices, _stop_on_signals, app, err, handle_errors, out)
 from mmsearch.commands.writing import _watch_event, _watch_summary
@@ -46,7 +46,7 @@ def stats(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Items per type, models (spaces), index kinds and store size."""
     with _engine(store, create=False) as eng:
         s = eng.stats()
-    present.stats(out, s, present.Format.json if as_json else present.Format.table)
+    reports.stats(out, s, present.Format.json if as_json else present.Format.table)
 
 
 @app.command()
@@ -72,7 +72,7 @@ def doctor(
     """Check the store (database, index files vs database, files on disk) and repair what it can. Exit 3: problems remain."""
     with _engine(store, create=False) as eng:
         report = eng.doctor(repair=repair)
-    present.doctor(out, report, present.Format.json if as_json else present.Format.table)
+    reports.doctor(out, report, present.Format.json if as_json else present.Format.table)
     if not report.ok:
         raise typer.Exit(3)
 
@@ -119,7 +119,7 @@ def config_(store: StoreOpt = None, model: ModelsOpt = None, device: DeviceOpt =
 
     settings, sources = Settings.layered(store=os.fspath(store) if store is not None else None,
                                          model=model or None, device=device)
-    present.settings(out, settings, sources, config_path(), present.pick_format(as_json, False, False))
+    reports.settings(out, settings, sources, config_path(), present.pick_format(as_json, False, False))
 
 
 @app.command()
@@ -131,7 +131,7 @@ def cache(
     """The models exported for the CPU runtime (ONNX), shared by every store: size, precision, fidelity."""
     from mmsearch.engine import Engine
 
-    present.runtime_cache(out, Engine.runtime_cache(clear=clear), present.pick_format(as_json, False, False), cleared=clear)
+    reports.runtime_cache(out, Engine.runtime_cache(clear=clear), present.pick_format(as_json, False, False), cleared=clear)
 
 
 @app.command("eval")
@@ -159,4 +159,4 @@ def eval_(
                      batch_size=batch_size, index=index_kind) as eng:
             report = eng.evaluate(dataset, images_root=images_root, split=split, fold=fold, prompt=prompt)
             _notices(eng.notices)
-    present.eval_report(out, report, present.Format.json if as_json else present.Format.table)
+    reports.eval_report(out, report, present.Format.json if as_json else present.Format.table)

@@ -42,14 +42,11 @@ from pathlib import Path
 import numpy as np
 
 from mmsearch.world import tones as T
+from mmsearch.world.tones_text import (FEATURE_EXTRACTOR_KW, MODEL_MAX_LENGTH, build_processor, build_tokenizer,
+                                        caption_variants, check_tokenizer, tokenizer_corpus)
+from mmsearch.world.tones_eval import evaluate, evaluate_files
 from mmsearch.world.train import soft_contrastive_loss
 
-SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]   # RoBERTa order: ids 0..4
-MODEL_MAX_LENGTH = 64            # tokens incl. <s> and </s>; positions table = this + 2
-
-FEATURE_EXTRACTOR_KW = dict(feature_size=64, sampling_rate=T.SAMPLE_RATE, hop_length=160, max_length_s=2,
-                            fft_window_size=512, truncation="rand_trunc", padding="repeatpad",
-                            frequency_min=50, frequency_max=8000)
 # Patches of 8x8 (a 16x16 grid, then 8x8 and 4x4; window 4) cost a fifth of the CPU time of
 # 4x4 patches (32x32 grid, window 8) per step and learned as fast per step in a trial.
 AUDIO_CFG = dict(spec_size=128, num_mel_bins=64, patch_embeds_hidden_size=32, hidden_size=128,
@@ -61,79 +58,6 @@ TEXT_CFG = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, inte
 PROJECTION_DIM = 64
 LOGIT_SCALE_INIT = 30.0
 
-# The queries checked by name after training: (query, class whose sounds must come first).
-NAMED_QUERIES = [("a rising whistle", "sweep-up"), ("a rising sweep", "sweep-up"),
-                 ("a falling whistle", "sweep-down"), ("white noise", "noise-white"),
-                 ("fast beeps", "beeps-fast"), ("a plucked string", "pluck"),
-                 ("a pure tone at A4", "tone-a4"), ("beeps over noise", "beeps-noise")]
-
-
-# --------------------------------------------------------------------------- tokenizer / processor
-
-def caption_variants(caption: str) -> list[str]:
-    """Surface variants a user may type: as is, Capitalised, with a full stop, lower case."""
-    cap = caption[:1].upper() + caption[1:]
-    out = [caption, cap, caption + ".", cap + ".", caption.lower()]
-    return list(dict.fromkeys(out))
-
-
-def tokenizer_corpus() -> list[str]:
-    return [v for c in T.caption_corpus() for v in caption_variants(c)]
-
-
-def build_tokenizer(corpus: list[str], vocab_size: int = 2000):
-    """RoBERTa-style byte-level BPE trained on ``corpus``, as a ``RobertaTokenizerFast``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import RobertaTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    # No normaliser: transformers rebuilds a RoBERTa tokenizer from vocab + merges with this
-    # exact pipeline, and the CPU query path loads tokenizer.json with `tokenizers` alone;
-    # both must give the same ids.
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(corpus, trainer)
-    ids = [tok.token_to_id(t) for t in SPECIAL_TOKENS]
-    assert ids == [0, 1, 2, 3, 4], ids
-    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True,
-                                                      add_prefix_space=False)
-    return RobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>",
-                                cls_token="<s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
-                                model_max_length=MODEL_MAX_LENGTH)
-
-
-def build_processor(tokenizer):
-    from transformers import ClapFeatureExtractor, ClapProcessor
-
-    fe = ClapFeatureExtractor(**FEATURE_EXTRACTOR_KW)
-    return ClapProcessor(feature_extractor=fe, tokenizer=tokenizer)
-
-
-def check_tokenizer(folder: Path, processor, texts: list[str]) -> dict:
-    """The saved tokenizer: sensible ids, round trip, same ids from plain `tokenizers`."""
-    from tokenizers import Tokenizer
-
-    tok = processor.tokenizer
-    enc = processor(text=["a rising whistle", "a pure tone at A4"], padding=True, return_tensors="pt")
-    ids = enc["input_ids"]
-    assert ids.shape[0] == 2 and int(ids[0, 0]) == 0, ids
-    n_unk = int((ids == tok.unk_token_id).sum())
-    assert n_unk == 0, ids
-    inner = [i for i in ids[0].tolist() if i > 4]
-    assert len(inner) >= 1 and len(set(inner)) == len(inner), ids
-    back = tok.decode(tok("a rising whistle")["input_ids"], skip_special_tokens=True)
-    assert back == "a rising whistle", back
-    plain = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    mismatches = 0
-    for t in texts:
-        if plain.encode(t).ids != tok(t)["input_ids"]:
-            mismatches += 1
-    assert mismatches == 0, f"{mismatches} texts tokenise differently with plain tokenizers"
-    return {"vocab_size": len(tok), "rising_whistle_ids": tok("a rising whistle")["input_ids"],
-            "decode_round_trip": back, "plain_tokenizers_match": len(texts), "unk_in_probe": n_unk,
-            "max_caption_tokens": max(len(tok(t)["input_ids"]) for t in texts)}
 
 
 # --------------------------------------------------------------------------- data
@@ -150,132 +74,6 @@ def featurize(processor, sounds, bs: int = 64) -> np.ndarray:
                                         return_tensors="np")
         out.append(f["input_features"].astype(np.float16))
     return np.concatenate(out)
-
-
-# --------------------------------------------------------------------------- evaluation
-
-def _pooled(out):
-    return out if hasattr(out, "shape") else out.pooler_output
-
-
-def embed_audio(model, feats: np.ndarray, bs: int = 256):
-    import torch
-    import torch.nn.functional as F
-
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(feats), bs):
-            x = torch.from_numpy(feats[i:i + bs].astype(np.float32))
-            out.append(_pooled(model.get_audio_features(input_features=x)).float())
-    return F.normalize(torch.cat(out), dim=-1)
-
-
-def embed_text(model, tokenizer, texts: list[str], bs: int = 256):
-    import torch
-    import torch.nn.functional as F
-
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(texts), bs):
-            enc = tokenizer(texts[i:i + bs], padding=True, truncation=True, return_tensors="pt")
-            out.append(_pooled(model.get_text_features(input_ids=enc["input_ids"],
-                                                       attention_mask=enc["attention_mask"])).float())
-    return F.normalize(torch.cat(out), dim=-1)
-
-
-def evaluate(model, tokenizer, feats: np.ndarray, labels: list[str], detail: bool = False) -> dict:
-    """Held-out retrieval metrics over a class-balanced gallery of sounds.
-
-    * t2a_p1: for each class prompt, is the top-1 sound of that class? (mean over prompts)
-    * t2a_rprec: for each class prompt, the fraction of its top-R sounds of that class,
-      R = the number of gallery sounds of that class (R-precision; mean over prompts)
-    * a2t_acc: for each sound, is its class prompt the top-1 among all class prompts?
-    * a2t_any_caption_acc: for each sound, is the top-1 among *all* caption variants of all
-      classes (phrasings x templates) one of its class?
-    * a2a_top5: mean fraction of a sound's 5 nearest other sounds of the same class
-    """
-    import torch
-
-    model.eval()
-    names = [n for n, _ in T.class_prompts()]
-    prompts = [p for _, p in T.class_prompts()]
-    cidx = {n: i for i, n in enumerate(names)}
-    y = torch.tensor([cidx[lab] for lab in labels])
-    aud = embed_audio(model, feats)
-    txt = embed_text(model, tokenizer, prompts)
-    sim = txt @ aud.T                                  # [C, N]
-    present = [i for i in range(len(names)) if int((y == i).sum()) > 0]
-    p1 = [float(y[int(sim[i].argmax())] == i) for i in present]
-    rprec = []
-    for i in present:
-        r = int((y == i).sum())
-        top = sim[i].topk(r).indices
-        rprec.append(float((y[top] == i).float().mean()))
-    pred = sim.T.argmax(dim=1)
-    a2t = float((pred == y).float().mean())
-    caps, cap_cls = [], []
-    for n in names:
-        for c in T.class_captions(n):
-            caps.append(c)
-            cap_cls.append(cidx[n])
-    ctxt = embed_text(model, tokenizer, caps)
-    cpred = torch.tensor(cap_cls)[(aud @ ctxt.T).argmax(dim=1)]
-    a2t_any = float((cpred == y).float().mean())
-    aa = aud @ aud.T
-    aa.fill_diagonal_(-2.0)
-    top5 = aa.topk(5, dim=1).indices
-    a2a = float((y[top5] == y[:, None]).float().mean())
-    res = {"t2a_p1": round(float(np.mean(p1)), 4), "t2a_rprec": round(float(np.mean(rprec)), 4),
-           "a2t_acc": round(a2t, 4), "a2t_any_caption_acc": round(a2t_any, 4), "a2a_top5": round(a2a, 4),
-           "n_prompts": len(present), "n_gallery": len(labels)}
-    if detail:
-        per_class = {}
-        for i in present:
-            m = y == i
-            wrong = pred[m][pred[m] != i]
-            conf = {}
-            for w in wrong.tolist():
-                conf[names[w]] = conf.get(names[w], 0) + 1
-            per_class[names[i]] = {"a2t_acc": round(float((pred[m] == i).float().mean()), 4),
-                                   "t2a_rprec": round(rprec[present.index(i)], 4),
-                                   "confused_with": dict(sorted(conf.items(), key=lambda kv: -kv[1]))}
-        res["per_class"] = per_class
-        queries = {}
-        qtxt = embed_text(model, tokenizer, [q for q, _ in NAMED_QUERIES])
-        qsim = qtxt @ aud.T
-        for qi, (q, want) in enumerate(NAMED_QUERIES):
-            r = int((y == cidx[want]).sum())
-            order = qsim[qi].argsort(descending=True)
-            top_cls = [names[int(y[j])] for j in order[:10]]
-            first_wrong = next((k for k, j in enumerate(order.tolist()) if names[int(y[j])] != want), len(order))
-            queries[q] = {"class": want, "top10_all_right": all(c == want for c in top_cls),
-                          "rprec": round(float((y[order[:r]] == cidx[want]).float().mean()), 4),
-                          "first_wrong_rank": first_wrong + 1, "top10": top_cls}
-        res["named_queries"] = queries
-    return res
-
-
-def evaluate_files(model, processor, folder: Path) -> dict:
-    """The bundled sample files, decoded from disk: top-1 class prompt per file."""
-    import csv
-
-    import soundfile as sf
-
-    rows = list(csv.DictReader(open(folder / "captions.csv", encoding="utf-8")))
-    waves = []
-    for r in rows:
-        data, sr = sf.read(str(folder / r["file"]), dtype="float32")
-        assert sr == T.SAMPLE_RATE
-        waves.append(data)
-    feats = processor.feature_extractor(waves, sampling_rate=T.SAMPLE_RATE, return_tensors="np")["input_features"]
-    aud = embed_audio(model, feats)
-    names = [n for n, _ in T.class_prompts()]
-    txt = embed_text(model, processor.tokenizer, [p for _, p in T.class_prompts()])
-    pred = (aud @ txt.T).argmax(dim=1).tolist()
-    got = {r["file"]: names[p] for r, p in zip(rows, pred)}
-    ok = sum(got[r["file"]] == r["class"] for r in rows)
-    return {"files": len(rows), "a2t_top1_right": ok,
-            "wrong": {f: c for f, c in got.items() if c != next(r["class"] for r in rows if r["file"] == f)}}
 
 
 # --------------------------------------------------------------------------- main

@@ -1,0 +1,271 @@
+"""Frames of a video sampled by time, for the image tower: decoded once, in order, straight to the model's size.
+
+Groundwork for video search (issue 13): this module reads; storing frames as segments, the
+soundtrack's windows and moment queries build on it.
+
+**By time, not by frame count.** A frame is kept when its timestamp (``pts × time_base``) reaches
+the next sampling time, so variable frame rates and dropped frames cost nothing extra. The
+interval is ``every`` seconds (default 1), widened for a long video so that at most ``max_frames``
+are kept (a 2-hour film at the default cap: one frame every 12 s): the cost of any input is bounded.
+
+**Skipping what is never sampled.** Seeking per sample is slower than decoding when keyframes are
+far apart (benchmarks on 2 cores in ``shared/ANCHORS.md``: 2.5× real time at 8 s GOPs), so the
+stream is decoded in order, and the codec is told to skip frames the samples never need: with
+keyframes at least as often as the samples (probed from the first packets, no decode), only
+keyframes are decoded (``skip_frame="NONKEY"``, ~89× real time for 1080p H.264 here); otherwise
+non-reference frames are skipped (``NONREF``: what later frames need is still decoded; a sample may
+then land on the next reference frame, up to a B-frame run late).
+
+**Straight to the model's size.** FFmpeg's scaler converts each kept frame to RGB at the size the
+model's preprocessing resizes to (:func:`mmsearch.ingest.pixels.resize_size`; 10-bit and HDR
+formats come out as 8-bit RGB), then the crop is taken as for photos. Rotation metadata (phone
+videos) is applied: the frame is scaled to the rotated size and turned.
+
+**A static shot costs one frame.** A frame nearly identical to the last kept one (mean absolute
+difference of 16×16 colour thumbnails below :data:`SAME_SHOT`) is dropped; the kept frame then
+stands for the whole stretch until the next kept one (:func:`spans`).
+
+Light: PyAV and numpy only (decode workers import this, never torch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Iterator
+
+import numpy as np
+
+from mmsearch.ingest.decode import BadInput
+from mmsearch.ingest.pixels import Plan, _crop_or_pad, plan, resize_size
+
+EVERY = 1.0  # seconds between sampled frames, by default
+MAX_FRAMES = 600  # per video: a longer video is sampled more sparsely (bounded memory and time)
+SAME_SHOT = 3.0  # mean |Δ| of 16×16 colour thumbnails (0-255) below which a frame repeats the last kept one
+_PROBE_PACKETS = 300  # packets demuxed (not decoded) to learn how far apart keyframes are
+_MAX_DECODE_ERRORS = 50
+
+
+class NoVideoStream(BadInput):
+    """The file holds no video stream (a sound in a video container: index it as audio)."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    duration: float  # seconds (the container's, else the last frame's end)
+    width: int  # as displayed: after rotation
+    height: int
+    codec: str
+    fps: float | None  # the stream's average frame rate, when it has one
+    rotation: int  # degrees the frames are turned clockwise for display (0, 90, 180, 270)
+    audio: bool  # the file also holds an audio stream
+    taken_at: str | None  # the container's creation time (ISO 8601), when it has one
+
+
+@dataclass(frozen=True)
+class Frame:
+    time: float  # seconds from the start
+    pixels: np.ndarray  # uint8 (H, W, 3): the model's input crop
+
+
+def probe(path: str) -> VideoInfo:
+    """What a video is, without decoding a frame (BadInput when it cannot be read)."""
+    with _open(path) as container:
+        return _info(container, _stream(container), None)
+
+
+def frames(path: str, recipe: dict[str, Any] | Plan, *, every: float = EVERY,
+           max_frames: int = MAX_FRAMES) -> tuple[VideoInfo, Iterator[Frame]]:
+    """(what the video is, its sampled frames as they are decoded). The iterator holds the file open
+    until it is exhausted or closed; a damaged stretch ends it early, keeping the frames before it."""
+    if every <= 0 or max_frames < 1:
+        raise ValueError("every must be > 0 and max_frames >= 1")
+    container = _open(path)
+    try:
+        stream = _stream(container)
+        info = _info(container, stream, None)
+        interval = max(every, info.duration / max_frames) if info.duration > 0 else every
+        stream.codec_context.skip_frame = _skipping(container, stream, interval)
+    except BaseException:
+        container.close()
+        raise
+    return info, _sampled(container, stream, plan(recipe) if not isinstance(recipe, Plan) else recipe,
+                          interval, max_frames, info.rotation)
+
+
+def spans(times: list[float], duration: float) -> list[tuple[float, float]]:
+    """(start, end) each kept frame stands for: from its time to the next kept frame's (the last: to the end)."""
+    ends = times[1:] + [max(duration, times[-1] if times else 0.0)]
+    return [(t, max(e, t)) for t, e in zip(times, ends)]
+
+
+# ---- inside ---------------------------------------------------------------------------------------
+def _open(path: str):
+    import av
+
+    try:
+        return av.open(path, metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        raise BadInput(f"not a readable video (cannot be opened: {_reason(exc)})") from None
+
+
+def _stream(container):
+    if not container.streams.video:
+        sound = bool(container.streams.audio)
+        container.close()
+        raise NoVideoStream("no video stream" + (" (it holds only sound)" if sound else ""))
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        container.close()
+        raise BadInput(f"unsupported video codec ({stream.codec.name if stream.codec else 'unknown'})")
+    stream.thread_type = "AUTO"  # before the first decode opens the codec
+    return stream
+
+
+def _info(container, stream, last_time: float | None) -> VideoInfo:
+    duration = 0.0
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / 1_000_000  # AV_TIME_BASE
+    ctx = stream.codec_context
+    rotation = _rotation(container, stream)
+    w, h = ctx.width, ctx.height
+    if rotation in (90, 270):
+        w, h = h, w
+    rate = stream.average_rate
+    created = container.metadata.get("creation_time") or stream.metadata.get("creation_time")
+    return VideoInfo(max(duration, last_time or 0.0), int(w), int(h), ctx.name, float(rate) if rate else None,
+                     rotation, bool(container.streams.audio), created or None)
+
+
+def _rotation(container, stream) -> int:
+    """Clockwise degrees for display, read from the first frame's display matrix (then rewound)."""
+    import av
+
+    ccw = 0
+    try:
+        frame = next(container.decode(stream), None)
+        ccw = int(round(getattr(frame, "rotation", 0) or 0)) if frame is not None else 0
+    except (av.FFmpegError, ValueError):  # an undecodable start: the sampling loop reports it
+        pass
+    _rewind(container, stream)
+    return (-ccw) % 360  # FFmpeg's angle is counter-clockwise
+
+
+def _rewind(container, stream) -> None:
+    import av
+
+    try:
+        container.seek(0, stream=stream)
+    except (av.FFmpegError, ValueError):  # not seekable: what was read is gone, the loop starts later
+        pass
+
+
+def _skipping(container, stream, interval: float) -> str:
+    """What the decoder may skip: all but keyframes when they come at least once per ``interval``; else
+    frames no other frame needs, when there are several frames per interval (a sample then lands on
+    the next reference frame, a fraction of the interval late); else nothing (sparse frames)."""
+    key_gap, frame_gap = _packet_gaps(container, stream)
+    if key_gap <= interval:
+        return "NONKEY"
+    return "NONREF" if frame_gap * 4 <= interval else "DEFAULT"
+
+
+def _packet_gaps(container, stream) -> tuple[float, float]:
+    """(the longest gap between keyframes, the median gap between frames) in seconds among the first
+    packets, demuxed only (timestamps, not the stream's nominal rate: phones write variable rates);
+    inf when unknown."""
+    keys, every = [], []
+    try:
+        for i, packet in enumerate(container.demux(stream)):
+            if i >= _PROBE_PACKETS:
+                break
+            if packet.pts is not None:
+                t = float(packet.pts * packet.time_base)
+                every.append(t)
+                if packet.is_keyframe:
+                    keys.append(t)
+    finally:
+        _rewind(container, stream)
+
+    def gaps(times: list[float]) -> np.ndarray:
+        return np.diff(np.unique(times)) if len(times) > 1 else np.array([math.inf])
+
+    return float(gaps(keys).max()), float(np.median(gaps(every)))
+
+
+def _sampled(container, stream, p: Plan, interval: float, max_frames: int, rotation: int) -> Iterator[Frame]:
+    import av
+
+    kept, errors, next_t, last = 0, 0, 0.0, None
+    try:
+        packets = container.demux(stream)
+        while kept < max_frames:
+            try:
+                packet = next(packets)
+                decoded = packet.decode()
+            except StopIteration:
+                break
+            except av.error.DecoderNotFoundError:
+                raise BadInput(f"unsupported video codec ({stream.codec_context.name}: no decoder in this FFmpeg)") \
+                    from None
+            except (av.FFmpegError, ValueError):
+                errors += 1
+                if kept or errors > _MAX_DECODE_ERRORS:
+                    break  # damaged or cut short: keep what came before
+                continue
+            for frame in decoded:
+                t = _time(frame, stream)
+                if t is None or t + 1e-6 < next_t:
+                    continue
+                pixels = _pixels(frame, p, rotation)
+                thumb = _thumb(pixels)
+                next_t = (math.floor(t / interval) + 1) * interval
+                if last is not None and float(np.abs(thumb - last).mean()) < SAME_SHOT:
+                    continue  # the same shot as the last kept frame
+                last = thumb
+                kept += 1
+                yield Frame(round(t, 3), pixels)
+                if kept >= max_frames:
+                    break
+        if kept == 0:
+            raise BadInput("no frame could be decoded (truncated, empty or corrupt video)")
+    finally:
+        container.close()
+
+
+def _time(frame, stream) -> float | None:
+    if frame.pts is None:
+        return None
+    base = frame.time_base or stream.time_base or Fraction(1, 1)
+    return float(frame.pts * base)
+
+
+def _pixels(frame, p: Plan, rotation: int) -> np.ndarray:
+    """The model's crop of one frame: scaled by FFmpeg to the (rotated) resize size, turned, cropped."""
+    w, h = frame.width, frame.height
+    shown = (h, w) if rotation in (90, 270) else (w, h)
+    tw, th = resize_size(shown[0], shown[1], p)
+    cw, ch = (th, tw) if rotation in (90, 270) else (tw, th)
+    arr = frame.to_ndarray(format="rgb24", width=max(cw, 1), height=max(ch, 1), interpolation="BICUBIC")
+    if rotation:
+        arr = np.rot90(arr, k=-(rotation // 90))  # clockwise
+    return _crop_or_pad(np.ascontiguousarray(arr), p.height, p.width, p.fill if p.resize_mode == "longest" else 0)
+
+
+def _thumb(pixels: np.ndarray) -> np.ndarray:
+    """16×16 block means of each colour channel (fewer blocks for a smaller crop): grey alone would
+    take a red frame and a blue one of the same brightness for the same shot."""
+    x = pixels.astype(np.float32)
+    h, w = x.shape[:2]
+    ys = np.unique(np.linspace(0, h, 17).astype(int)[:-1])
+    xs = np.unique(np.linspace(0, w, 17).astype(int)[:-1])
+    sums = np.add.reduceat(np.add.reduceat(x, ys, axis=0), xs, axis=1)
+    counts = np.outer(np.diff(np.append(ys, h)), np.diff(np.append(xs, w)))
+    return sums / counts[:, :, None]
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__

@@ -30,6 +30,7 @@ Light: PyAV and numpy only (decode workers import this, never torch).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -70,9 +71,10 @@ class Frame:
 
 
 def probe(path: str) -> VideoInfo:
-    """What a video is, without decoding a frame (BadInput when it cannot be read)."""
-    with _open(path) as container:
-        return _info(container, _stream(container), None)
+    """What a video is, from its headers and first frame (BadInput when it cannot be read)."""
+    info, it = frames(path, {"kind": "open_clip", "cfg": {"size": [8, 8]}})
+    it.close()
+    return info
 
 
 def frames(path: str, recipe: dict[str, Any] | Plan, *, every: float = EVERY,
@@ -84,14 +86,18 @@ def frames(path: str, recipe: dict[str, Any] | Plan, *, every: float = EVERY,
     container = _open(path)
     try:
         stream = _stream(container)
-        info = _info(container, stream, None)
-        interval = max(every, info.duration / max_frames) if info.duration > 0 else every
+        interval = max(every, _duration(container, stream) / max_frames)
         stream.codec_context.skip_frame = _skipping(container, stream, interval)
+        decoded = _decoded(container, stream)
+        first = next(decoded, None)  # its display matrix says how the video is turned
+        if first is None:
+            raise BadInput("no frame could be decoded (truncated, empty or corrupt video)")
+        info = _info(container, stream, (-int(round(getattr(first, "rotation", 0) or 0))) % 360)
     except BaseException:
         container.close()
         raise
-    return info, _sampled(container, stream, plan(recipe) if not isinstance(recipe, Plan) else recipe,
-                          interval, max_frames, info.rotation)
+    p = plan(recipe) if not isinstance(recipe, Plan) else recipe
+    return info, _sampled(container, stream, itertools.chain([first], decoded), p, interval, max_frames, info.rotation)
 
 
 def spans(times: list[float], duration: float) -> list[tuple[float, float]]:
@@ -123,35 +129,21 @@ def _stream(container):
     return stream
 
 
-def _info(container, stream, last_time: float | None) -> VideoInfo:
-    duration = 0.0
+def _duration(container, stream) -> float:
     if stream.duration is not None and stream.time_base is not None:
-        duration = float(stream.duration * stream.time_base)
-    elif container.duration is not None:
-        duration = container.duration / 1_000_000  # AV_TIME_BASE
+        return float(stream.duration * stream.time_base)
+    return container.duration / 1_000_000 if container.duration is not None else 0.0  # AV_TIME_BASE
+
+
+def _info(container, stream, rotation: int) -> VideoInfo:
     ctx = stream.codec_context
-    rotation = _rotation(container, stream)
     w, h = ctx.width, ctx.height
     if rotation in (90, 270):
         w, h = h, w
     rate = stream.average_rate
     created = container.metadata.get("creation_time") or stream.metadata.get("creation_time")
-    return VideoInfo(max(duration, last_time or 0.0), int(w), int(h), ctx.name, float(rate) if rate else None,
+    return VideoInfo(_duration(container, stream), int(w), int(h), ctx.name, float(rate) if rate else None,
                      rotation, bool(container.streams.audio), created or None)
-
-
-def _rotation(container, stream) -> int:
-    """Clockwise degrees for display, read from the first frame's display matrix (then rewound)."""
-    import av
-
-    ccw = 0
-    try:
-        frame = next(container.decode(stream), None)
-        ccw = int(round(getattr(frame, "rotation", 0) or 0)) if frame is not None else 0
-    except (av.FFmpegError, ValueError):  # an undecodable start: the sampling loop reports it
-        pass
-    _rewind(container, stream)
-    return (-ccw) % 360  # FFmpeg's angle is counter-clockwise
 
 
 def _rewind(container, stream) -> None:
@@ -196,42 +188,49 @@ def _packet_gaps(container, stream) -> tuple[float, float]:
     return float(gaps(keys).max()), float(np.median(gaps(every)))
 
 
-def _sampled(container, stream, p: Plan, interval: float, max_frames: int, rotation: int) -> Iterator[Frame]:
+def _decoded(container, stream) -> Iterator[Any]:
+    """Every frame the decoder gives (what ``skip_frame`` lets through), in order; a damaged stretch
+    after the first frame ends it (what came before is kept), before it is skipped up to a point."""
     import av
 
-    kept, errors, next_t, last = 0, 0, 0.0, None
+    packets = container.demux(stream)
+    errors, any_frame = 0, False
+    while True:
+        try:
+            packet = next(packets)
+            got = packet.decode()
+        except StopIteration:
+            return
+        except av.error.DecoderNotFoundError:
+            raise BadInput(f"unsupported video codec ({stream.codec_context.name}: no decoder in this FFmpeg)") from None
+        except (av.FFmpegError, ValueError):
+            errors += 1
+            if any_frame or errors > _MAX_DECODE_ERRORS:
+                return  # damaged or cut short: keep what came before
+            continue
+        for frame in got:
+            any_frame = True
+            yield frame
+
+
+def _sampled(container, stream, decoded: Iterator[Any], p: Plan, interval: float, max_frames: int,
+             rotation: int) -> Iterator[Frame]:
+    kept, next_t, last = 0, 0.0, None
     try:
-        packets = container.demux(stream)
-        while kept < max_frames:
-            try:
-                packet = next(packets)
-                decoded = packet.decode()
-            except StopIteration:
-                break
-            except av.error.DecoderNotFoundError:
-                raise BadInput(f"unsupported video codec ({stream.codec_context.name}: no decoder in this FFmpeg)") \
-                    from None
-            except (av.FFmpegError, ValueError):
-                errors += 1
-                if kept or errors > _MAX_DECODE_ERRORS:
-                    break  # damaged or cut short: keep what came before
+        for frame in decoded:
+            t = _time(frame, stream)
+            if t is None or t + 1e-6 < next_t:
                 continue
-            for frame in decoded:
-                t = _time(frame, stream)
-                if t is None or t + 1e-6 < next_t:
-                    continue
-                pixels = _pixels(frame, p, rotation)
-                thumb = _thumb(pixels)
-                next_t = (math.floor(t / interval) + 1) * interval
-                if last is not None and float(np.abs(thumb - last).mean()) < SAME_SHOT:
-                    continue  # the same shot as the last kept frame
-                last = thumb
-                kept += 1
-                yield Frame(round(t, 3), pixels)
-                if kept >= max_frames:
-                    break
-        if kept == 0:
-            raise BadInput("no frame could be decoded (truncated, empty or corrupt video)")
+            pixels = _pixels(frame, p, rotation)
+            thumb = _thumb(pixels)
+            next_t = (math.floor(t / interval) + 1) * interval
+            if last is not None and float(np.abs(thumb - last).mean()) < SAME_SHOT:
+                continue  # the same shot as the last kept frame
+            last = thumb
+            kept += 1
+            yield Frame(round(t, 3), pixels)
+            if kept >= max_frames:
+                return
     finally:
         container.close()
 

@@ -90,10 +90,10 @@ def takes(c: Candidate) -> bool:
 def torch_decode(datas: list[Any], device: str) -> list[Any]:
     """``torchvision.io.decode_jpeg`` as RGB (its deprecation notice kept quiet; orientation is applied
     by :func:`mmsearch.ingest.tensor_pixels.orient`, on every device)."""
-    from torchvision.io import ImageReadMode, decode_jpeg
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its image decoders (for TorchCodec's)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_jpeg
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
         return list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=device))
 
 

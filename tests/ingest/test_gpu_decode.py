@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 
 from mmsearch import Engine
 from mmsearch.ingest.backoff import Halving
-from tests.kit import write_exif_jpeg, write_images
+from tests.kit import write_exif_jpeg, write_images, write_photo
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
@@ -28,22 +28,12 @@ def _vectors(eng: Engine) -> dict[str, np.ndarray]:
 
 
 def _reference(eng: Engine, spec: str, paths) -> dict[str, np.ndarray]:
-    """open_clip's own transform on the upright image, through the same torch model."""
+    """open_clip's own transform on the image as a viewer sees it (test_fidelity's), through the same model."""
+    from tests.test_fidelity import reference_view
+
     enc = eng.encoder(spec)
-    views = [ImageOps.exif_transpose(Image.open(p)).convert("RGB") for p in paths]
+    views = [reference_view(p) for p in paths]
     return dict(zip(map(str, paths), enc.embed_images(views)))
-
-
-def _photo(path, w: int, h: int, seed: int) -> None:
-    """A smooth photo-like JPEG (gradients and a few discs) with some grain: JPEG's usual content."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w] / max(w, h)
-    arr = np.stack([np.sin(x * 6 + seed), np.cos(y * 5), np.sin((x + y) * 4)], -1) * 90 + 128
-    for _ in range(4):
-        cx, cy, r = rng.random() * w, rng.random() * h, 10 + rng.random() * h / 4
-        arr[(np.mgrid[0:h, 0:w][1] - cx) ** 2 + (np.mgrid[0:h, 0:w][0] - cy) ** 2 < r * r] = rng.integers(0, 256, 3)
-    arr += rng.normal(0, 6, arr.shape)
-    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path, quality=90)
 
 
 @pytest.fixture
@@ -53,7 +43,7 @@ def mixed(tmp_path):
     d = tmp_path / "mixed"
     write_images(d, 3)
     for i, (w, h) in enumerate([(640, 480), (300, 200), (45, 60), (33, 33)]):
-        _photo(d / f"photo{i}.jpg", w, h, i)
+        write_photo(d / f"photo{i}.jpg", w, h, i)
     Image.open(d / "photo1.jpg").convert("CMYK").save(d / "cmyk.jpg")
     Image.open(d / "photo1.jpg").convert("L").save(d / "grey.jpeg")
     write_exif_jpeg(d / "rotated.jpg", orientation=6, size=(64, 40))
@@ -108,7 +98,7 @@ def test_a_file_the_decoder_rejects_goes_the_cpu_way(tmp_path, tiny_model):
 
     paths = []
     for i in range(4):
-        _photo(tmp_path / f"p{i}.jpg", 90, 70, i)
+        write_photo(tmp_path / f"p{i}.jpg", 90, 70, i)
         paths.append(str(tmp_path / f"p{i}.jpg"))
     rejected = (tmp_path / "p2.jpg").read_bytes()
 
@@ -127,6 +117,48 @@ def test_a_file_the_decoder_rejects_goes_the_cpu_way(tmp_path, tiny_model):
     assert isinstance(out[paths[2]].pixels, np.ndarray) and (out[paths[2]].pixels == cpu.pixels).all()
     for p in paths:
         assert (out[p].sha256, out[p].width, out[p].height) == (load(p, "image", None).sha256, 90, 70)
+
+
+def test_nvjpeg_batches_back_off_when_memory_runs_out(tmp_path, tiny_model):
+    """A batch the device cannot hold is halved until it fits (a fake decoder runs out of CUDA memory
+    above 3 images); every file still comes through the tensor path."""
+    from mmsearch.encoders.registry import load_encoder
+    from mmsearch.ingest.discover import Candidate
+    from mmsearch.ingest.gpu_decode import TensorDecode, torch_decode
+
+    paths = [str(write_photo(tmp_path / f"p{i}.jpg", 120, 90, seed=i)) for i in range(10)]
+
+    def small(datas, device):
+        if len(datas) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (fake)")
+        return torch_decode(datas, device)
+
+    recipe = load_encoder(tiny_model, device="cpu", runtime="torch").image_recipe()
+    dec = TensorDecode(recipe, "cpu", batch=8, decode=small)
+    out = list(dec.map(Candidate(p, "image", 0, 0) for p in paths))
+    assert sorted(x.path for x in out) == sorted(paths) and dec.paths == set(paths)
+    assert all(isinstance(x.pixels, torch.Tensor) for x in out)
+    assert dec.halving.size == 2
+
+
+def test_an_image_too_big_for_the_device_alone_goes_the_cpu_way(tmp_path, tiny_model):
+    from mmsearch.encoders.registry import load_encoder
+    from mmsearch.ingest.discover import Candidate
+    from mmsearch.ingest.gpu_decode import TensorDecode, torch_decode
+
+    paths = [str(write_photo(tmp_path / f"p{i}.jpg", 120 + 40 * (i == 3), 90, seed=i)) for i in range(5)]
+    big = (tmp_path / "p3.jpg").read_bytes()
+
+    def no_room_for_p3(datas, device):
+        if any(bytes(d.numpy()) == big for d in datas):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (fake)")
+        return torch_decode(datas, device)
+
+    recipe = load_encoder(tiny_model, device="cpu", runtime="torch").image_recipe()
+    dec = TensorDecode(recipe, "cpu", batch=4, decode=no_room_for_p3)
+    out = {x.path: x for x in dec.map(Candidate(p, "image", 0, 0) for p in paths)}
+    assert set(out) == set(paths) and all(x.error is None for x in out.values())
+    assert dec.paths == set(paths) - {paths[3]} and isinstance(out[paths[3]].pixels, np.ndarray)
 
 
 @pytest.mark.parametrize("mode, device, torch_run, want", [
@@ -185,7 +217,7 @@ def test_halving_hands_back_an_item_too_big_alone_and_goes_on():
         return chunk
 
     out = h.run([0, 1, 2, 3, 4], fn)
-    assert [(c, r if isinstance(r, list) else type(r)) for c, r in out] == [([0], [0]), ([1], [1]), ([2], _TooBig),
+    assert [(c, r if isinstance(r, list) else type(r)) for c, r in out] == [([0, 1], [0, 1]), ([2], _TooBig),
                                                                           ([3], [3]), ([4], [4])]
     assert recovered and h.size == 1
 
@@ -204,7 +236,7 @@ def test_tensor_path_fidelity_vit_b32(tmp_path):
 
     paths = make_images(tmp_path / "imgs")
     for i, (w, h) in enumerate([(640, 480), (1024, 683)]):
-        _photo(tmp_path / "imgs" / f"photo{i}.jpg", w, h, i)
+        write_photo(tmp_path / "imgs" / f"photo{i}.jpg", w, h, i)
     spec = "ViT-B-32:random@11"
     with Engine.open(tmp_path / "s", model=spec, device="cpu", runtime="torch", workers=0, gpu_decode="on") as eng:
         report = eng.index([tmp_path / "imgs"])

@@ -100,6 +100,8 @@ def test_a_file_the_decoder_rejects_goes_the_cpu_way(tmp_path, tiny_model):
     for i in range(4):
         write_photo(tmp_path / f"p{i}.jpg", 90, 70, i)
         paths.append(str(tmp_path / f"p{i}.jpg"))
+    paths.append(str(write_exif_jpeg(tmp_path / "exif.jpg", make="Canon", model="EOS", taken="2023:06:15 10:00:00",
+                                     gps=(48.1, -11.5), orientation=8, size=(70, 90))))
     rejected = (tmp_path / "p2.jpg").read_bytes()
 
     def picky(datas, device):
@@ -115,8 +117,32 @@ def test_a_file_the_decoder_rejects_goes_the_cpu_way(tmp_path, tiny_model):
     assert dec.paths == set(paths) - {paths[2]}
     cpu = load(paths[2], "image", recipe)
     assert isinstance(out[paths[2]].pixels, np.ndarray) and (out[paths[2]].pixels == cpu.pixels).all()
-    for p in paths:
-        assert (out[p].sha256, out[p].width, out[p].height) == (load(p, "image", None).sha256, 90, 70)
+    for p in paths:  # what the workers record, from the header alone
+        ref = load(p, "image", recipe)
+        assert (out[p].sha256, out[p].width, out[p].height, out[p].exif) == (ref.sha256, 90, 70, ref.exif)
+    assert out[paths[-1]].exif.make == "Canon" and out[paths[-1]].exif.orientation == 8
+
+
+def _jpeg(mode: str = "RGB", **kw) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)).convert(mode).save(
+        buf, kw.pop("format", "JPEG"), **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("data, size", [
+    (_jpeg(), (30, 20)), (_jpeg(progressive=True), (30, 20)), (_jpeg("L"), (30, 20)),
+    (_jpeg("CMYK"), None),  # Pillow converts CMYK its own way: the CPU path's
+    (_jpeg(format="PNG"), None), (b"\xff\xd8\xff", None), (b"", None),
+    (_jpeg(xmp=b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'), None),  # Pillow reads XMP too
+])
+def test_jpeg_header_takes_what_decode_jpeg_renders_as_pillow_does(data, size):
+    from mmsearch.ingest.gpu_decode import jpeg_header
+
+    got = jpeg_header(data)
+    assert (got[:2] if got else None) == size
 
 
 def test_nvjpeg_batches_back_off_when_memory_runs_out(tmp_path, tiny_model):

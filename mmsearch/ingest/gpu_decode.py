@@ -255,23 +255,26 @@ class TensorDecode:
         return out
 
     # ---- decoding (this thread) -------------------------------------------------------------------
-    def _finish(self, group: Sequence[_Raw]) -> Iterator[Loaded]:
-        """Decode and preprocess one batch (halved on out-of-memory); rejected files the CPU way."""
+    def _finish(self, group: Sequence[_Raw]) -> list[Loaded]:
+        """Decode and preprocess one batch (halved on out-of-memory); rejected files the CPU way.
+        A list, not a generator: inference mode must not stay on while the caller runs."""
         import torch
 
+        done: list[Loaded] = []
         with torch.inference_mode():
             for chunk, got in self.halving.run(list(group), self._batch):
                 if isinstance(got, BaseException):  # one image alone does not fit the device
-                    yield self._cpu(chunk[0].item, chunk[0].data)
+                    done.append(self._cpu(chunk[0].item, chunk[0].data))
                     continue
                 pixels, rejected = got
                 for j, raw in enumerate(chunk):
                     if j in rejected:
-                        yield self._cpu(raw.item, raw.data)
+                        done.append(self._cpu(raw.item, raw.data))
                     else:
                         raw.item.pixels = pixels[j]
                         self.paths.add(raw.item.path)
-                        yield raw.item
+                        done.append(raw.item)
+        return done
 
     def _batch(self, chunk: list[_Raw]) -> tuple[Any, set[int]]:
         """(normalised batch, indices the decoder or the plan rejected: their rows are left unset)."""

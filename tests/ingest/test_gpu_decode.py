@@ -269,5 +269,6 @@ def test_tensor_path_fidelity_vit_b32(tmp_path):
         assert report.failed == 0 and report.gpu_decoded == 4  # plain, rotated and the photos; cmyk the CPU way
         got = _vectors(eng)
         ref = _reference(eng, spec, sorted(got))
+    assert len(got) == len(paths) + 2
     cos = {p: float(got[p] @ ref[p]) for p in got}
     assert min(cos.values()) >= 0.999, cos

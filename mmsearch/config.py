@@ -8,6 +8,7 @@ Config file: ``$MMSEARCH_CONFIG`` or ``~/.config/mmsearch/config.toml``, e.g.::
     runtime = "auto"        # auto | torch | onnx  (auto: ONNX Runtime on the CPU, torch on CUDA/MPS)
     precision = "auto"      # auto | fp32 | int8   (CPU runtime; auto: fastest that keeps fidelity)
     batch_size = 128
+    gpu_decode = "auto"     # auto | on | off  (JPEGs decoded by nvJPEG and preprocessed on the GPU of a CUDA model)
     max_audio_seconds = 600 # longer sounds: the first this-many seconds are indexed
     k = 20                  # results per query (`mmsearch query -k`)
     recall_target = 0.95    # approximate indexes are tuned at build to this Recall@10 against exact search
@@ -36,6 +37,8 @@ INDEX_KINDS = ("auto", "flat", "ivf", "hnsw", "pq")
 #: Encoder runtimes and CPU precisions (``mmsearch.encoders.runtime`` uses them; listed here for the same reason).
 RUNTIMES = ("auto", "torch", "onnx")
 PRECISIONS = ("auto", "fp32", "int8")
+#: Whether JPEGs take the tensor path (``mmsearch.ingest.gpu_decode``): auto (a torch model on CUDA), on, off.
+GPU_DECODE = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Settings:
     precision: str | None = None  # None/auto | fp32 | int8 (the CPU runtime's precision)
     batch_size: int = 64
     workers: int | None = None  # decode processes; None: cores - 1
+    gpu_decode: str = "auto"  # auto | on | off: JPEGs decoded on the model's device (see GPU_DECODE)
     index: str = "auto"  # auto | flat | ivf | hnsw | pq
     max_audio_seconds: float = 600.0  # a longer sound is indexed by its first this-many seconds (recorded)
     k: int = 10  # results per query when a query does not say
@@ -92,7 +96,7 @@ class Settings:
             raise UsageError(f"-k {s.k}: must be at least 1")
         if s.workers is not None and s.workers < 0:
             raise UsageError(f"--workers {s.workers}: must be 0 or more")
-        for name, allowed in (("runtime", RUNTIMES), ("precision", PRECISIONS)):
+        for name, allowed in (("runtime", RUNTIMES), ("precision", PRECISIONS), ("gpu_decode", GPU_DECODE)):
             value = getattr(s, name)
             if value is not None and value not in allowed:
                 raise UsageError(f"--{name} {value!r}: expected one of {', '.join(allowed)}")

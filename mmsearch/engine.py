@@ -52,7 +52,8 @@ class Engine:
              device: str | None = None,
              batch_size: int | None = None, workers: int | None = None, index: str | None = None,
              runtime: str | None = None, precision: str | None = None, max_audio_seconds: float | None = None,
-             recall_target: float | None = None, index_memory: str | None = None, create: bool = True) -> "Engine":
+             recall_target: float | None = None, index_memory: str | None = None, gpu_decode: str | None = None,
+             create: bool = True) -> "Engine":
         """Open (or with ``create``, make) the store at ``path`` (default ``indexes/default``).
 
         ``model``: one model spec or several (e.g. a CLIP model for images and a CLAP model for sounds);
@@ -62,11 +63,14 @@ class Engine:
         ``max_audio_seconds``: a longer sound is indexed by its first this-many seconds (default 600).
         ``recall_target``: the Recall@10 approximate indexes are tuned to when built (default 0.95);
         ``index_memory``: bytes of full vectors ``index="auto"`` keeps in RAM before it builds IVF-PQ ("8GB").
+        ``gpu_decode``: ``auto`` (default: JPEGs are decoded with nvJPEG and preprocessed on the GPU when the
+        image model runs on torch on CUDA), ``on`` (also for a torch model on the CPU: the same tensor path
+        there), ``off`` (every image through the CPU decode workers).
         """
         settings = Settings.resolve(store=os.fspath(path) if path is not None else None, model=model, device=device,
                                     batch_size=batch_size, workers=workers, index=index, runtime=runtime,
                                     precision=precision, max_audio_seconds=max_audio_seconds,
-                                    recall_target=recall_target, index_memory=index_memory)
+                                    recall_target=recall_target, index_memory=index_memory, gpu_decode=gpu_decode)
         return cls(Store(Path(settings.store), create=create), settings)
 
     def close(self) -> None:
@@ -171,7 +175,8 @@ class Engine:
             raise UsageError(f"commit_every={commit_every!r}: must be a whole number of at least 1")
         with self._writing("index") as targets:
             report = sync_paths(self.store, targets, list(paths), workers=self.settings.workers,
-                                progress=progress, batch=batch, on_commit=on_commit, limits=self.settings.limits())
+                                progress=progress, batch=batch, on_commit=on_commit, limits=self.settings.limits(),
+                                gpu_decode=self.settings.gpu_decode)
             filled = backfill_metadata(self.store, list(paths))  # images indexed before EXIF was kept
             if filled:
                 report.notices.append(f"read the photo metadata (EXIF) of {filled} images indexed before it was kept")
@@ -201,7 +206,8 @@ class Engine:
         def sync(changed: Sequence[str], progress: Progress, gone_ok: bool) -> IndexReport:
             with self._writing("watch") as targets:
                 report = sync_paths(self.store, targets, list(changed), workers=self.settings.workers,
-                                    progress=progress, batch=batch, limits=self.settings.limits(), gone_ok=gone_ok)
+                                    progress=progress, batch=batch, limits=self.settings.limits(), gone_ok=gone_ok,
+                                    gpu_decode=self.settings.gpu_decode)
             report.notices.extend(self.notices)
             return report
 

@@ -59,6 +59,7 @@ class IndexReport:
     notices: list[str] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    gpu_decoded: int = 0  # images decoded on the tensor path (nvJPEG on CUDA: mmsearch.ingest.gpu_decode)
 
     @property
     def ok(self) -> bool:

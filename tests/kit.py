@@ -95,6 +95,24 @@ def write_images(folder: Path, n: int, seed: int = 0, size: tuple[int, int] = (4
     return out
 
 
+def write_photo(path: Path, w: int, h: int, seed: int = 0, quality: int = 90) -> Path:
+    """A smooth photo-like JPEG (gradients and a few discs, with some grain): what JPEGs usually hold,
+    unlike noise, whose every pixel a resampler's rounding changes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    x, y = xx / max(w, h), yy / max(w, h)
+    arr = np.stack([np.sin(x * 6 + seed), np.cos(y * 5), np.sin((x + y) * 4)], -1) * 90 + 128
+    for _ in range(4):
+        cx, cy, r = rng.random() * w, rng.random() * h, 10 + rng.random() * h / 4
+        arr[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.integers(0, 256, 3)
+    arr += rng.normal(0, 6, arr.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=quality)
+    return path
+
+
 def write_texts(folder: Path, texts: list[str]) -> list[Path]:
     """One UTF-8 file per text, named note_III.txt."""
     folder.mkdir(parents=True, exist_ok=True)

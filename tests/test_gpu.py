@@ -53,3 +53,31 @@ def test_faiss_gpu_matches_cpu_when_installed():
     _, b = g.search(x[:50], 5)
     assert (a[:, 0] == np.arange(50)).all()  # every vector finds itself first…
     assert (a[:, 0] == b[:, 0]).all()  # …on the GPU too
+
+
+def test_nvjpeg_path_matches_cpu_path(tmp_path):
+    """JPEGs decoded by nvJPEG and preprocessed on the GPU (chosen on its own: gpu_decode auto) give the
+    vectors of the CPU worker path with torch fp32 on the CPU; PNGs go the CPU way in the same run."""
+    from mmsearch import Engine
+    from tests.kit import write_exif_jpeg, write_images, write_photo
+
+    folder = tmp_path / "imgs"
+    sizes = [(640, 480), (480, 640), (1024, 683), (300, 200), (224, 224), (50, 70)]
+    for i, (w, h) in enumerate(sizes):
+        write_photo(folder / f"photo{i}.jpg", w, h, seed=i)
+    write_exif_jpeg(folder / "rotated.jpg", orientation=6, size=(320, 200))
+    write_images(folder, 2, size=(200, 150))
+    vectors = {}
+    for name, kw in (("gpu", {"device": "cuda"}), ("cpu", {"device": "cpu", "runtime": "torch", "gpu_decode": "off"})):
+        with Engine.open(tmp_path / name, model="ViT-B-32:random@3", workers=0, **kw) as eng:
+            report = eng.index([folder])
+            assert (report.indexed, report.failed) == (len(sizes) + 3, 0)
+            assert report.gpu_decoded == (len(sizes) + 1 if name == "gpu" else 0)  # really the nvJPEG path
+            space = eng.store.spaces()[0]
+            ids, vecs = eng.store.vectors(space.id, "image")
+            meta = eng.store.content_meta(list(ids))
+            vectors[name] = {meta[c].uris[0]: v / np.linalg.norm(v) for c, v in zip(ids, vecs)}
+    assert set(vectors["gpu"]) == set(vectors["cpu"])
+    cos = {p: float(vectors["gpu"][p] @ vectors["cpu"][p]) for p in vectors["cpu"]}
+    assert min(cos.values()) >= 0.999, cos
+

@@ -36,6 +36,7 @@ RuntimeOpt = Annotated[Optional[str], typer.Option("--runtime", help="auto, torc
 PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="CPU runtime precision: auto, fp32 or int8 (auto: the fastest whose measured fidelity is >= 0.999; see `mmsearch cache`) [env MMSEARCH_PRECISION].")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Encoder batch size.")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Decode processes (0: decode in this process).")]
+GpuDecodeOpt = Annotated[Optional[str], typer.Option("--gpu-decode", help="auto, on or off: decode JPEGs with nvJPEG and resize them on the GPU (auto: when the image model runs on torch on CUDA; on: also a torch model on the CPU, the same tensor path there; off: CPU decode workers only) [env MMSEARCH_GPU_DECODE].")]
 MaxAudioOpt = Annotated[Optional[float], typer.Option("--max-audio-seconds", min=0.001, help="Longer sounds are indexed by their first this-many seconds (recorded as such) [default: 600].")]
 IndexOpt = Annotated[Optional[str], typer.Option("--index", help="ANN index: auto, flat, ivf, hnsw, pq.")]
 RecallOpt = Annotated[Optional[float], typer.Option("--recall-target", min=0.01, max=1.0, help="Recall@10 against exact search that approximate indexes are tuned to when built (`mmsearch stats` shows what was measured) [default: 0.95].")]

@@ -11,9 +11,9 @@ import typer
 from rich.console import Console
 
 from mmsearch import present
-from mmsearch.commands.common import (BatchOpt, DeviceOpt, IndexOpt, JsonOpt, MaxAudioOpt, ModelsOpt, PrecisionOpt,
-                                      RecallOpt, RuntimeOpt, StoreOpt, WorkersOpt, _engine, _notices, _sigterm_interrupts,
-                                      _stop_on_signals, app, err, handle_errors, out)
+from mmsearch.commands.common import (BatchOpt, DeviceOpt, GpuDecodeOpt, IndexOpt, JsonOpt, MaxAudioOpt, ModelsOpt,
+                                      PrecisionOpt, RecallOpt, RuntimeOpt, StoreOpt, WorkersOpt, _engine, _notices,
+                                      _sigterm_interrupts, _stop_on_signals, app, err, handle_errors, out)
 
 
 @app.command()
@@ -27,6 +27,7 @@ def index(
     precision: PrecisionOpt = None,
     batch_size: BatchOpt = None,
     workers: WorkersOpt = None,
+    gpu_decode: GpuDecodeOpt = None,
     max_audio_seconds: MaxAudioOpt = None,
     index_kind: IndexOpt = None,
     recall_target: RecallOpt = None,
@@ -41,7 +42,8 @@ def index(
     machine = fmt is not present.Format.table
     with _sigterm_interrupts(), _engine(store, model=model or None, device=device, batch_size=batch_size,
                                         workers=workers, index=index_kind, runtime=runtime, precision=precision,
-                                        max_audio_seconds=max_audio_seconds, recall_target=recall_target) as eng:
+                                        max_audio_seconds=max_audio_seconds, recall_target=recall_target,
+                                        gpu_decode=gpu_decode) as eng:
         bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                        TimeRemainingColumn(), console=err, disable=machine or not err.is_terminal, transient=True)
         with bar:
@@ -76,6 +78,7 @@ def watch(
     precision: PrecisionOpt = None,
     batch_size: BatchOpt = None,
     workers: WorkersOpt = None,
+    gpu_decode: GpuDecodeOpt = None,
     max_audio_seconds: MaxAudioOpt = None,
     index_kind: IndexOpt = None,
     debounce: Annotated[int, typer.Option("--debounce", min=1, help="Milliseconds a batch of changes gathers at most before it is synced.")] = 1600,
@@ -91,7 +94,7 @@ def watch(
     stop = threading.Event()
     with _stop_on_signals(stop), _engine(store, model=model or None, device=device, batch_size=batch_size,
                                          workers=workers, index=index_kind, runtime=runtime, precision=precision,
-                                         max_audio_seconds=max_audio_seconds) as eng:
+                                         max_audio_seconds=max_audio_seconds, gpu_decode=gpu_decode) as eng:
         report = eng.watch(paths, on_sync=_watch_event(fmt), stop_event=stop, debounce_ms=debounce)
     _notices(report.notices)
     if as_jsonl:

@@ -104,13 +104,16 @@ class OpenClipEncoder:
         return self._preprocess(image).numpy()
 
     # ---- embedding --------------------------------------------------------------------------
-    def embed_image_batch(self, pixels: np.ndarray) -> np.ndarray:
+    def embed_image_batch(self, pixels: Any) -> np.ndarray:
+        """Normalised ``(N, 3, H, W)`` pixels, a numpy array or a torch tensor (the JPEG tensor path's,
+        already on this device: moved or cast only where it is not) → L2-normalised vectors."""
         import torch
 
         out = []
         with self._lock, torch.inference_mode():
             for start in range(0, len(pixels), self.batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(pixels[start : start + self.batch_size]))
+                x = pixels[start : start + self.batch_size]
+                x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
                 x = x.to(self.device, dtype=torch.float16 if self._fp16 else torch.float32)
                 out.append(self.model.encode_image(x).float().cpu().numpy())
         return _normalise(np.concatenate(out) if out else np.zeros((0, self.space.dim), np.float32))

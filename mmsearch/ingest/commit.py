@@ -102,12 +102,12 @@ def embed(encoder: Encoder, items: Sequence[Loaded], partial: Partial | None = N
     (``partial`` hears of each step).
 
     Images arrive as the workers' ``uint8`` crops; the normalised float32 batch the encoder takes is
-    made here, one step at a time (:func:`mmsearch.ingest.pixels.to_batch`). Sounds arrive as log-mel
+    made here, one step at a time (:func:`mmsearch.ingest.pixels.to_batch`). JPEGs from the tensor path
+    (:mod:`mmsearch.ingest.gpu_decode`) arrive normalised on the encoder's device, and the step is
+    assembled there (:func:`mmsearch.ingest.tensor_pixels.assemble`). Sounds arrive as log-mel
     windows: all windows of a step's sounds go through the model together, and a sound's vector is
     the normalised mean of its windows' (each window's vector is kept, to say where a query matched).
     """
-    from mmsearch.ingest.pixels import to_batch
-
     step = int(getattr(encoder, "batch_size", 64) or 64)
     groups = {m: [x for x in items if x.modality == m] for m in ("image", "text", "audio")}
     total = max(sum(map(len, groups.values())), 1)
@@ -129,7 +129,7 @@ def embed(encoder: Encoder, items: Sequence[Loaded], partial: Partial | None = N
                 out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
         return np.stack(out)
 
-    runs = {"image": lambda part: encoder.embed_image_batch(to_batch([x.pixels for x in part], recipe)),
+    runs = {"image": lambda part: encoder.embed_image_batch(_image_input([x.pixels for x in part], recipe)),
             "text": lambda part: encoder.embed_texts([x.text for x in part]), "audio": sounds}
     for modality, group in groups.items():
         for start in range(0, len(group), step):
@@ -139,6 +139,17 @@ def embed(encoder: Encoder, items: Sequence[Loaded], partial: Partial | None = N
             if partial is not None:
                 partial(done / total)
     return vectors, segments
+
+
+def _image_input(pixels: list, recipe: dict) -> object:
+    """A step's encoder input: a numpy batch from the workers' crops, else a tensor batch on the device."""
+    from mmsearch.ingest.pixels import plan, to_batch
+
+    if all(isinstance(p, np.ndarray) for p in pixels):
+        return to_batch(pixels, recipe)
+    from mmsearch.ingest.tensor_pixels import assemble
+
+    return assemble(pixels, plan(recipe))
 
 
 def _by_windows(items: Sequence[Loaded], step: int) -> list[list[Loaded]]:

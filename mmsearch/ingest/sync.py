@@ -89,7 +89,8 @@ def streamed(decoded: Iterable[Loaded], encoder: Encoder, batch: int, progress: 
 
 def sync_paths(store: Store, targets: Sequence[Target], paths: Sequence[str | os.PathLike], *,
                workers: int | None = None, progress: Progress | None = None, limits: dict[str, int] | None = None,
-               batch: int = BATCH, on_commit: OnCommit | None = None, gone_ok: bool = False) -> IndexReport:
+               batch: int = BATCH, on_commit: OnCommit | None = None, gone_ok: bool = False,
+               gpu_decode: str = "auto") -> IndexReport:
     """Sync ``paths`` into the ``targets``' spaces (each file into every target that embeds its kind);
     raises :class:`IndexInterrupted` on Ctrl-C (committed work kept).
 
@@ -97,6 +98,8 @@ def sync_paths(store: Store, targets: Sequence[Target], paths: Sequence[str | os
     but a deletion: its rows, and those below it, are dropped in this same sync, after the rest is
     linked, so a file moved from one path of the batch to another keeps its content and costs no
     model call. Only when its folder is still there (see :func:`~mmsearch.ingest.plan.present_and_gone`).
+
+    ``gpu_decode`` (auto | on | off): whether JPEGs take the tensor path (:mod:`mmsearch.ingest.gpu_decode`).
     """
     t0 = time.perf_counter()
     report = IndexReport(space=targets[0].spec if targets else "", spaces=[t.spec for t in targets])
@@ -104,7 +107,7 @@ def sync_paths(store: Store, targets: Sequence[Target], paths: Sequence[str | os
         roots, deleted = present_and_gone(paths) if gone_ok else (check_roots(paths), [])
         p = walked(store, roots) if roots else Plan([], [])
         report.scanned = len(p.candidates)
-        run = _Run(store, report, p.candidates, targets, progress, on_commit, workers, limits, batch)
+        run = _Run(store, report, p.candidates, targets, progress, on_commit, workers, limits, batch, gpu_decode)
         if p.walk_errors:
             run.flush(None, [], p.walk_errors)
         for target in targets:
@@ -127,9 +130,9 @@ class _Run:
 
     def __init__(self, store: Store, report: IndexReport, candidates: list[Candidate], targets: Sequence[Target],
                  progress: Progress | None, on_commit: OnCommit | None, workers: int | None,
-                 limits: dict[str, int] | None, batch: int) -> None:
+                 limits: dict[str, int] | None, batch: int, gpu_decode: str = "auto") -> None:
         self.store, self.report, self.candidates, self.on_commit = store, report, candidates, on_commit
-        self.workers, self.limits, self.batch = workers, limits, batch
+        self.workers, self.limits, self.batch, self.gpu_decode = workers, limits, batch, gpu_decode
         self.tell = progress or (lambda _d, _t: None)
         self.total = sum(1 for t in targets for c in candidates if c.modality in t.counted)
         self.done = 0
@@ -207,13 +210,46 @@ class _Run:
         recipes = {m: _recipe(encoder, m) for m in {c.modality for c in fresh}}
         sounds = "audio" in recipes  # up to ~15 MB of windows each: few in flight
         chunk, ahead, part = (1, SOUNDS_AHEAD, SOUNDS_PER_STEP) if sounds else (16, self.batch, None)
+        tensors, fresh = self._tensor_path(encoder, recipes, fresh)
         with DecodePool(self.workers, len(fresh)) as pool:
             decoded = pool.map(((c.path, c.modality, recipes[c.modality], self.limits) for c in fresh),
                                chunk=chunk, ahead=ahead, window=ahead if sounds else None)
+            if tensors is not None:
+                decoded = _alternate(tensors[0].map(tensors[1]), decoded)
             start = self.done
             for chunk_items, vectors, segments in streamed(decoded, encoder, self.batch,
                                                            lambda n: self.tell(start + n, self.total), part=part):
                 self.flush(target, chunk_items, vectors=vectors, segments=segments)
+                if tensors is not None:  # counted once committed, as the rest of the report
+                    self.report.gpu_decoded += sum(x.path in tensors[2] for x in chunk_items if x.error is None)
+
+    def _tensor_path(self, encoder: Encoder, recipes: dict[str, Any], fresh: list[Candidate]) -> tuple[Any, list[Candidate]]:
+        """((the tensor decoder, its JPEGs, the paths it decoded) or None, what the workers decode)."""
+        from mmsearch.ingest import gpu_decode as gd
+
+        if "image" not in recipes or not any(gd.takes(c) for c in fresh):
+            return None, fresh
+        device, notice = gd.device_for(self.gpu_decode, encoder)
+        if notice is not None and notice not in self.report.notices:
+            self.report.notices.append(notice)
+        if device is None:
+            return None, fresh
+        dec = gd.TensorDecode(recipes["image"], device, self.limits)
+        jpegs = [c for c in fresh if gd.takes(c)]
+        return (dec, jpegs, dec.paths), [c for c in fresh if not gd.takes(c)]
+
+
+def _alternate(a: Iterator[Loaded], b: Iterator[Loaded]) -> Iterator[Loaded]:
+    """Items of both streams, one from each in turn while both last (the workers decode PNGs while the
+    device decodes JPEGs), then the rest of the longer one."""
+    rest: list[Iterator[Loaded]] = [a, b]
+    while rest:
+        for it in list(rest):
+            x = next(it, None)
+            if x is None:
+                rest.remove(it)
+            else:
+                yield x
 
 
 def _recipe(encoder: Encoder, modality: str) -> dict | None:

@@ -212,7 +212,7 @@ class _Session:
         if rep is None:
             return  # a root went as it began: synced in full when it is back
         full = self.report.full
-        for name in ("scanned", "indexed", "reused", "unchanged", "removed", "failed"):
+        for name in ("scanned", "indexed", "reused", "unchanged", "removed", "failed", "gpu_decoded"):
             setattr(full, name, getattr(full, name) + getattr(rep, name))
         full.seconds += rep.seconds
         full.spaces = list(dict.fromkeys(full.spaces + rep.spaces))

@@ -13,6 +13,7 @@ Config file: ``$MMSEARCH_CONFIG`` or ``~/.config/mmsearch/config.toml``, e.g.::
     k = 20                  # results per query (`mmsearch query -k`)
     recall_target = 0.95    # approximate indexes are tuned at build to this Recall@10 against exact search
     index_memory = "auto"   # bytes of full vectors `--index auto` keeps in RAM ("8GB"; auto: a quarter of RAM)
+    search_device = "auto"  # auto | cpu | cuda  (auto: large flat/IVF indexes on a GPU when CUDA works)
 
 `mmsearch config` shows every setting, its value and where it came from.
 """
@@ -37,6 +38,8 @@ INDEX_KINDS = ("auto", "flat", "ivf", "hnsw", "pq")
 #: Encoder runtimes and CPU precisions (``mmsearch.encoders.runtime`` uses them; listed here for the same reason).
 RUNTIMES = ("auto", "torch", "onnx")
 PRECISIONS = ("auto", "fp32", "int8")
+#: Where searches run (``mmsearch.ann.placement``): auto (a GPU for large indexes when CUDA works), cpu, cuda.
+SEARCH_DEVICES = ("auto", "cpu", "cuda")
 #: Whether JPEGs take the tensor path (``mmsearch.ingest.gpu_decode``): auto (a torch model on CUDA), on, off.
 GPU_DECODE = ("auto", "on", "off")
 
@@ -56,6 +59,7 @@ class Settings:
     k: int = 10  # results per query when a query does not say
     recall_target: float = 0.95  # Recall@10 an approximate index is tuned to at build (mmsearch.ann.tuning)
     index_memory: str = "auto"  # full vectors `auto` keeps in RAM before it builds IVF-PQ ("8GB"; auto: RAM/4)
+    search_device: str = "auto"  # auto | cpu | cuda: where searches run (mmsearch.ann.placement)
 
     def index_budget(self) -> int | None:
         """``index_memory`` in bytes; None for ``auto`` (a share of physical memory, see mmsearch.ann)."""
@@ -96,10 +100,11 @@ class Settings:
             raise UsageError(f"-k {s.k}: must be at least 1")
         if s.workers is not None and s.workers < 0:
             raise UsageError(f"--workers {s.workers}: must be 0 or more")
-        for name, allowed in (("runtime", RUNTIMES), ("precision", PRECISIONS), ("gpu_decode", GPU_DECODE)):
+        for name, allowed in (("runtime", RUNTIMES), ("precision", PRECISIONS), ("gpu_decode", GPU_DECODE),
+                               ("search_device", SEARCH_DEVICES)):
             value = getattr(s, name)
             if value is not None and value not in allowed:
-                raise UsageError(f"--{name} {value!r}: expected one of {', '.join(allowed)}")
+                raise UsageError(f"--{name.replace('_', '-')} {value!r}: expected one of {', '.join(allowed)}")
         if not 0.0 < s.recall_target <= 1.0:
             raise UsageError(f"--recall-target {s.recall_target}: must be above 0 and at most 1")
         memory_bytes(s.index_memory)  # a usage error now, not at the first large build

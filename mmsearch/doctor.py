@@ -10,6 +10,7 @@
 ``vectors``     per model: items that have no vector in it (a note: index them with that model)
 ``index``       per model and modality: the FAISS file is missing, damaged, of another model, ahead of or
                 behind the database, or holds other ids than the database: rebuilt or caught up (IndexSet.check)
+``faiss``       which faiss build is active (CPU or GPU, GPUs seen); two faiss packages installed over each other
 ``index files`` temp files of an interrupted save, old generations, index files of no model: deleted
 ``leftovers``   temp files beside the database: deleted
 ``manifest``    ``manifest.json`` missing or out of date: rewritten
@@ -33,7 +34,7 @@ Check = Callable[[bool], list[DoctorCheck]]
 def _checks(store: Store, indexes: IndexSet) -> list[tuple[str, Check]]:
     return [("database", store.check_database), ("contents", store.check_contents), ("files", store.check_files),
             ("errors", store.check_errors), ("vectors", store.check_vectors), ("segments", store.check_segments),
-            ("index", indexes.check),
+            ("index", indexes.check), ("faiss", indexes.check_faiss),
             ("leftovers", store.check_leftovers), ("manifest", store.check_manifest)]
 
 

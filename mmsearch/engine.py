@@ -42,7 +42,7 @@ class Engine:
         self.settings = settings
         self.calibration = BackgroundZ(store, self.encoder)  # how scores of several spaces are made comparable
         self.indexes = IndexSet(store, settings.index, budget=settings.index_budget(), target=settings.recall_target,
-                                prompts=self.calibration.prompts)  # the FAISS caches, loaded on first use
+                                prompts=self.calibration.prompts, device=settings.search_device)  # the FAISS caches, loaded on first use
         self.notices: list[str] = []  # what the last call repaired on its own (the CLI shows these)
         self._encoders: dict[str, Encoder] = {}
         self._spaces: tuple[int, list[Space]] = (-1, [])  # (generation read at, spaces) cache for queries
@@ -355,10 +355,15 @@ class Engine:
         raw = self.store.stats()
         spaces = tuple(SpaceStats(sp.id, sp.key, sp.spec, sp.dim, raw["vectors_per_space"].get(sp.id, 0),
                                   {m: self.indexes.kind_of(sp, m) for m in sp.modalities.split(",")},
-                                  {m: t for m in sp.modalities.split(",") if (t := self.indexes.tuning_of(sp, m))})
+                                  {m: t for m in sp.modalities.split(",") if (t := self.indexes.tuning_of(sp, m))},
+                                  {m: self.indexes.search_path(sp, m) for m in sp.modalities.split(",")})
                        for sp in raw["spaces"])
+        from mmsearch.ann.placement import faiss_build
+
+        b = faiss_build()
+        build = f"{b['build']} {b['version']}" + (f" ({b['gpus']} GPU)" if b["build"] == "faiss-gpu" else "")
         return Stats(str(self.store.root), raw["contents"], raw["sources"], spaces, raw["errors"], raw["generation"],
-                     self.store.disk_usage())
+                     self.store.disk_usage(), build)
 
     def evaluate(self, dataset: str | os.PathLike, *, images_root: str | os.PathLike | None = None,
                  split: str | None = None, fold: int | None = None, prompt: str | None = None):

@@ -26,6 +26,8 @@ def stats(out: Console, s: Stats, fmt: Format) -> None:
     items = ", ".join(f"{n} {m}" for m, n in sorted(s.items.items())) or "empty"
     sources = ", ".join(f"{n} {k}" for k, n in sorted(s.sources.items())) or "none"
     out.print(styled("items: {}   sources: {}   errors: {}", items, sources, s.errors))
+    out.print(styled("search: {}", ", ".join(sorted({p for sp in s.spaces for p in sp.search.values() if p != "none"}))
+                     or "no index yet") + styled("   ({})", s.faiss))
     for sp in s.spaces:
         idx = ", ".join(f"{m}={k}" for m, k in sp.index.items())
         out.print(styled("space {}: {}  dim {}  vectors {}  index {}", sp.id, sp.spec, sp.dim, sp.vectors, idx))

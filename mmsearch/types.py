@@ -83,6 +83,8 @@ class SpaceStats:
     #: modality -> the search breadth tuned at build and the Recall@10 measured per kind of query:
     #: {"param": "nprobe", "value": 24, "target": 0.95, "recall": {"image": 0.97, "text": 0.96}, "n": …}
     tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: modality -> where its searches run: "faiss-cpu", "torch on cuda:0", "faiss-gpu on cuda:0" (or "none")
+    search: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +99,7 @@ class Stats:
     errors: int
     generation: int
     size_bytes: int
+    faiss: str = ""  # the active faiss build: "faiss-cpu 1.15.1", "faiss-gpu 1.15.1 (1 GPU)"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

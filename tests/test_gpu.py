@@ -39,20 +39,48 @@ def test_cuda_fp16_embeddings_match_cpu(cpu_and_gpu, modality):
     assert cos.min() >= 0.999, cos.min()
 
 
-def test_faiss_gpu_matches_cpu_when_installed():
-    from mmsearch.ann.faiss_index import AnnIndex, gpu_available, to_gpu
+def _unit(n: int, d: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_torch_exact_search_on_cuda_matches_cpu_exact():
+    from mmsearch.ann.faiss_index import AnnIndex
+    from mmsearch.ann.placement import TorchExact, choose
+
+    x, q = _unit(20_000, 128, 0), _unit(50, 128, 1)
+    ids = np.arange(20_000, dtype=np.int64) * 2 + 1
+    ann = AnnIndex.build("flat", 128, ids, x)
+    gpu = TorchExact.of(ann, device="cuda")
+    _, want = ann.search(q, 10)
+    scores, got = gpu.search(q, 10)
+    assert (got[:, 0] == want[:, 0]).all() and np.mean(got == want) > 0.98  # fp16: near-ties may swap
+    allowed = ids[::11]
+    _, filt = gpu.search(q, 10, allowed)
+    assert np.isin(filt, allowed).all()
+    assert choose("flat", 10**6, "auto") in ("torch", "faiss-gpu")  # a large flat index goes to the GPU
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_faiss_gpu_matches_cpu_and_honours_filters_when_installed(kind):
+    from mmsearch.ann.faiss_index import AnnIndex, SearchParams, gpu_available, to_gpu
+    from mmsearch.ann.placement import PostFiltered
 
     if not gpu_available():
         pytest.skip("faiss built without GPU support")
-    x = np.random.default_rng(0).normal(size=(5000, 64)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    ann = AnnIndex.build("flat", 64, np.arange(5000), x)
+    x = _unit(5000, 64, 0)
+    ids = np.arange(5000, dtype=np.int64)
+    ann = AnnIndex.build(kind, 64, ids, x)
     g = to_gpu(ann)
     assert g is not ann and g.index is not ann.index  # moved to the GPU, not handed back unchanged
-    _, a = ann.search(x[:50], 5)
-    _, b = g.search(x[:50], 5)
-    assert (a[:, 0] == np.arange(50)).all()  # every vector finds itself first…
-    assert (a[:, 0] == b[:, 0]).all()  # …on the GPU too
+    assert (g.kind, g.dim, g.trained_n) == (ann.kind, ann.dim, ann.trained_n)
+    p = SearchParams(nprobe=10_000)
+    _, a = ann.search(x[:50], 5, p)
+    _, b = g.search(x[:50], 5, p)
+    assert (a[:, 0] == np.arange(50)).all() and (a[:, 0] == b[:, 0]).all()
+    allowed = ids[1::2]  # odd ids only: every query's own (even or odd) id is excluded half the time
+    _, f = PostFiltered(g, ann).search(x[:50], 5, p, allowed)
+    assert np.isin(f[f >= 0], allowed).all()  # an ignored selector would let even ids through
 
 
 def test_nvjpeg_path_matches_cpu_path(tmp_path):

@@ -146,6 +146,8 @@ class AnnIndex:
         ``sample(m)`` gives up to ``m`` representative vectors; IVF/PQ are trained on them first.
         """
         ann = cls.empty(kind, dim, n, budget)
+        if ann.kind == "ivf":
+            train_on_gpu(ann.index)
         if not ann.index.is_trained and n:
             ann.index.train(_f32(sample(train_size(ann))))
         for ids, vecs in blocks:
@@ -194,7 +196,7 @@ class AnnIndex:
         sel = None if allowed is None else faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
         widen = 1.0 if allowed is None else self.ntotal / max(min(len(allowed), self.ntotal), 1)
         if self.kind in ("ivf", "pq"):
-            nlist = faiss.extract_index_ivf(self.index).nlist
+            nlist = _nlist(self.index)
             nprobe = p.nprobe or self._tuned("nprobe") or min(nlist, max(8, nlist // 8))
             sp = faiss.SearchParametersIVF(nprobe=int(min(nlist, math.ceil(nprobe * widen))))
         elif self.kind == "hnsw":
@@ -217,6 +219,11 @@ class AnnIndex:
             if small:
                 faiss.omp_set_num_threads(threads)
         return scores, ids
+
+    def with_index(self, index: Any) -> "AnnIndex":
+        """This index's description (kind, dim, trained size, tuning) over another FAISS index (a GPU copy)."""
+        other = AnnIndex(index, self.kind, self.dim, self.trained_n, self.tuned)
+        return other
 
     def _tuned(self, param: str) -> int | None:
         return self.tuned.value if self.tuned is not None and self.tuned.param == param else None
@@ -282,22 +289,44 @@ def _prefetch(path: Path) -> None:
 
 
 def gpu_available() -> bool:
+    """Whether the installed faiss is a GPU build and sees a GPU (faiss-cpu: never; no import of torch)."""
     try:
         import faiss
 
-        return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-    except Exception:  # pragma: no cover
+        return "GPU" in faiss.get_compile_options() and faiss.get_num_gpus() > 0
+    except Exception:  # pragma: no cover - a broken faiss install: the CPU path reports it
         return False
 
 
 def to_gpu(ann: AnnIndex) -> AnnIndex:
-    """Move a flat/IVF index to GPU 0 when GPU FAISS is installed; otherwise return it unchanged."""
-    if not gpu_available() or ann.kind == "hnsw":
+    """A copy of a flat/IVF index on GPU 0 when GPU FAISS is installed (every attribute kept, see
+    :meth:`AnnIndex.with_index`); otherwise, and for HNSW/PQ, the index unchanged."""
+    if not gpu_available() or ann.kind in ("hnsw", "pq"):
         return ann
     import faiss  # pragma: no cover - needs faiss-gpu
 
     res = faiss.StandardGpuResources()  # pragma: no cover
-    return AnnIndex(faiss.index_cpu_to_gpu(res, 0, ann.index), ann.kind, ann.dim)  # pragma: no cover
+    return ann.with_index(faiss.index_cpu_to_gpu(res, 0, ann.index))  # pragma: no cover
+
+
+def train_on_gpu(index: Any) -> None:
+    """Let an IVF index's k-means run on the GPUs when GPU FAISS sees any (the lists stay on the CPU)."""
+    if not gpu_available():
+        return
+    import faiss  # pragma: no cover - needs faiss-gpu
+
+    ivf = faiss.extract_index_ivf(index)  # pragma: no cover
+    ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(ivf.d))  # pragma: no cover
+
+
+def _nlist(index: Any) -> int:
+    """The list count of an IVF index, CPU or GPU (``extract_index_ivf`` knows only CPU indexes)."""
+    import faiss
+
+    try:
+        return int(faiss.extract_index_ivf(index).nlist)
+    except (RuntimeError, TypeError, AttributeError):  # pragma: no cover - a GpuIndexIVF
+        return int(getattr(index, "nlist", 0) or index.getNumLists())
 
 
 def _f32(x: np.ndarray) -> np.ndarray:

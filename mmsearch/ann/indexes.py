@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from mmsearch.ann.faiss_index import KINDS, CorruptIndexError
+from mmsearch.ann.placement import choose
 from mmsearch.ann.space_index import ANN_DIR, SpaceIndex, SyncReport, index_ids, index_name, read_record
 from mmsearch.ann.tuning import TARGET, Tuned
 from mmsearch.store.checks import some
@@ -30,10 +31,10 @@ class IndexSet:
     (embedded by its text tower, no model loaded for them) to tune its indexes with, or None."""
 
     def __init__(self, store: Store, kind: str = "auto", *, budget: int | None = None, target: float = TARGET,
-                 prompts: Callable[[Space], np.ndarray | None] | None = None) -> None:
+                 prompts: Callable[[Space], np.ndarray | None] | None = None, device: str = "auto") -> None:
         self.store = store
         self.kind = kind
-        self.budget, self.target, self.prompts = budget, target, prompts
+        self.budget, self.target, self.prompts, self.device = budget, target, prompts, device
         self._open: dict[tuple[int, str], SpaceIndex] = {}
 
     def get(self, space: Space, modality: str) -> SpaceIndex:
@@ -46,7 +47,7 @@ class IndexSet:
         """A fresh (not yet loaded) index of one space and modality, with this set's policy."""
         prompts = self.prompts
         return SpaceIndex(self.store, space.id, space.key, modality, kind, budget=self.budget, target=self.target,
-                          prompts=None if prompts is None else (lambda: prompts(space)))
+                          prompts=None if prompts is None else (lambda: prompts(space)), device=self.device)
 
     def clear(self) -> None:
         """Forget loaded indexes (their files may have been rebuilt): the next use reads them again."""
@@ -69,6 +70,18 @@ class IndexSet:
         rec = read_record(self.store.root, space.id, modality)
         tuned = Tuned.from_record(rec.get("tuning")) if rec else None
         return tuned.to_record() if tuned is not None else None
+
+    def search_path(self, space: Space, modality: str) -> str:
+        """Where a search of this index runs (``faiss-cpu``, ``torch on cuda:0``, ``faiss-gpu on cuda:0``):
+        the placed one's, else what :func:`~mmsearch.ann.placement.choose` would pick for its file."""
+        idx = self._open.get((space.id, modality))
+        if idx is not None and idx.placement is not None:
+            return idx.placement.describe()
+        rec = read_record(self.store.root, space.id, modality)
+        if not rec:
+            return "none"
+        path = choose(str(rec.get("kind", "flat")), int(rec.get("ntotal", 0)), self.device)
+        return path if path == "faiss-cpu" else f"{path} on cuda:0"
 
     # ---- keeping them current ----------------------------------------------------------------------
     def sync(self, space: Space, mods: Sequence[str] | None = None, *, save: bool, generation: int | None = None,
@@ -95,6 +108,20 @@ class IndexSet:
             if not spaces or any(self.store.changes(other.id, m, before)[1] for m in modalities(other)):
                 notices += self.sync(other, save=True, since=before)
         return notices
+
+    def check_faiss(self, repair: bool) -> list[DoctorCheck]:
+        """Which faiss build is active; two faiss distributions installed means one overwrote the other."""
+        from mmsearch.ann.placement import faiss_build
+
+        b = faiss_build()
+        where = f"{b['gpus']} GPU{'s' if b['gpus'] != 1 else ''} seen" if b["build"] == "faiss-gpu" else "CPU only"
+        line = f"{b['build']} {b['version']} active ({where}); searches run: {self.device}"
+        if len(b["distributions"]) > 1:
+            return [DoctorCheck("faiss", "problem", f"{line}; several faiss packages are installed "
+                                f"({', '.join(b['distributions'])}): they share one `faiss` folder, so the last "
+                                "installed overwrote the other. Keep one: `pip uninstall -y faiss-cpu faiss-gpu` then "
+                                "`pip install faiss-cpu` (or `faiss-gpu==1.15.1`)")]
+        return [DoctorCheck("faiss", "ok", line)]
 
     # ---- doctor ----------------------------------------------------------------------------------------
     def check(self, repair: bool) -> list[DoctorCheck]:
@@ -184,7 +211,7 @@ def _repair(idx: SpaceIndex, behind: bool, db_ids: np.ndarray) -> SyncReport:
     if not np.array_equal(np.sort(index_ids(idx.ann)), np.sort(idx.store.vector_ids(idx.space_id, idx.modality))):
         idx.pointer.unlink(missing_ok=True)
         fresh = SpaceIndex(idx.store, idx.space_id, idx.space_key, idx.modality, idx.kind_pref, budget=idx.budget,
-                           target=idx.target, prompts=idx.prompts)
+                           target=idx.target, prompts=idx.prompts, device=idx.device)
         rep = fresh.sync(save=True)
         idx.ann = fresh.ann
     return rep

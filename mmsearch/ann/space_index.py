@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from mmsearch.ann.faiss_index import AnnIndex, CorruptIndexError, SearchParams, choose_kind, needs_rebuild
+from mmsearch.ann.placement import Placed, place
 from mmsearch.ann.rerank import RERANKED, reranked
 from mmsearch.ann.tuning import K, QUERIES, TARGET, Probe, TopK, Tuned, tune
 from mmsearch.store.files import (atomic_write_with, collect_generations, file_sha256, generation_file,
@@ -75,13 +76,16 @@ class SpaceIndex:
     """
 
     def __init__(self, store: Store, space_id: int, space_key: str, modality: str, kind: str = "auto", *,
-                 budget: int | None = None, target: float = TARGET, prompts: Prompts | None = None) -> None:
+                 budget: int | None = None, target: float = TARGET, prompts: Prompts | None = None,
+                 device: str = "auto") -> None:
         self.store = store
         self.space_id = space_id
         self.space_key = space_key
         self.modality = modality
         self.kind_pref = kind
         self.budget, self.target, self.prompts = budget, target, prompts
+        self.device = device  # where searches run: see mmsearch.ann.placement
+        self._placed: tuple[tuple[int, int], Placed] | None = None
         self.folder = store.root / ANN_DIR
         self.name = index_name(space_id, modality)
         self.ann: AnnIndex | None = None
@@ -281,8 +285,21 @@ class SpaceIndex:
     def search(self, queries: np.ndarray, k: int, params: SearchParams | None = None,
                allowed: np.ndarray | None = None):
         """(scores, ids) of the best ``k`` per query; ``allowed``: only those ids (see :meth:`AnnIndex.search`)."""
+        return self.placed().search(queries, k, params, allowed)
+
+    @property
+    def placement(self) -> Placed | None:
+        """The searcher as placed by the last search, if any (see :meth:`placed`)."""
+        return self._placed[1] if self._placed is not None else None
+
+    def placed(self) -> Placed:
+        """This index's searcher where :func:`~mmsearch.ann.placement.place` puts it (made again when the
+        index changed: a GPU copy never serves an older generation)."""
         assert self.ann is not None, "sync() first"
-        return self.ann.search(queries, k, params, allowed)
+        key = (id(self.ann), self.generation)
+        if self._placed is None or self._placed[0] != key:
+            self._placed = (key, place(self.ann, self.device))
+        return self._placed[1]
 
 
 def _feeding(blocks: Iterable[tuple[np.ndarray, np.ndarray]], into: Iterable[TopK]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

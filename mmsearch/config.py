@@ -104,7 +104,9 @@ class Settings:
                                ("search_device", SEARCH_DEVICES)):
             value = getattr(s, name)
             if value is not None and value not in allowed:
-                raise UsageError(f"--{name.replace('_', '-')} {value!r}: expected one of {', '.join(allowed)}")
+                what = f"--{name.replace('_', '-')}" if name != "search_device" else \
+                    "search_device (MMSEARCH_SEARCH_DEVICE or the config file)"
+                raise UsageError(f"{what} {value!r}: expected one of {', '.join(allowed)}")
         if not 0.0 < s.recall_target <= 1.0:
             raise UsageError(f"--recall-target {s.recall_target}: must be above 0 and at most 1")
         memory_bytes(s.index_memory)  # a usage error now, not at the first large build

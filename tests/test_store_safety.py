@@ -18,7 +18,7 @@ from sqlalchemy import event
 
 from mmsearch import Engine, StoreError, StoreLockedError
 from mmsearch.ann.space_index import SpaceIndex
-from mmsearch.query.calibrate import BACKGROUND_PROMPTS
+from mmsearch.query.calibrate import BACKGROUND_PROMPTS, TUNING_QUERIES
 from mmsearch.store.store import Store
 from tests.kit import (TINY_CFG, Corpus, all_hits, cli, index_file, index_pointer, make_tiny_model, write_images,
                        write_texts)
@@ -41,8 +41,9 @@ def test_a_store_holds_two_models_side_by_side(tmp_path, tiny_model, counting):
         enc = b.encoder(counting.spec(other))
         assert enc is counting.last  # the wrapped model, loaded through the registry
         rep = b.index([data])
-        # the second model embeds everything once (and, once per space, the score calibration's prompts)
-        assert rep.indexed == 8 and enc.items == 8 + len(BACKGROUND_PROMPTS)
+        # the second model embeds everything once (and, once per space, the score calibration's prompts
+        # and the typical searches its indexes are tuned with)
+        assert rep.indexed == 8 and enc.items == 8 + len(BACKGROUND_PROMPTS) + len(TUNING_QUERIES)
         st = b.stats()
         assert [(s.spec, s.dim, s.vectors) for s in st.spaces] == [(tiny_model, 32, 8), (other, 24, 8)]
         hit = b.search(image=imgs[0], k=1)[0]

@@ -12,6 +12,7 @@ import numpy as np
 
 from mmsearch.ann.faiss_index import KINDS, CorruptIndexError
 from mmsearch.ann.placement import choose
+from mmsearch.errors import UsageError
 from mmsearch.ann.space_index import ANN_DIR, SpaceIndex, SyncReport, index_ids, index_name, read_record
 from mmsearch.ann.tuning import TARGET, Tuned
 from mmsearch.store.checks import some
@@ -80,7 +81,10 @@ class IndexSet:
         rec = read_record(self.store.root, space.id, modality)
         if not rec:
             return "none"
-        path = choose(str(rec.get("kind", "flat")), int(rec.get("ntotal", 0)), self.device)
+        try:
+            path = choose(str(rec.get("kind", "flat")), int(rec.get("ntotal", 0)), self.device)
+        except UsageError as exc:  # search_device cuda without a GPU: say so, queries will say it too
+            return f"none ({exc})"
         return path if path == "faiss-cpu" else f"{path} on cuda:0"
 
     # ---- keeping them current ----------------------------------------------------------------------
@@ -115,7 +119,7 @@ class IndexSet:
 
         b = faiss_build()
         where = f"{b['gpus']} GPU{'s' if b['gpus'] != 1 else ''} seen" if b["build"] == "faiss-gpu" else "CPU only"
-        line = f"{b['build']} {b['version']} active ({where}); searches run: {self.device}"
+        line = f"{b['build']} {b['version']} active ({where}); search_device {self.device}"
         if len(b["distributions"]) > 1:
             return [DoctorCheck("faiss", "problem", f"{line}; several faiss packages are installed "
                                 f"({', '.join(b['distributions'])}): they share one `faiss` folder, so the last "

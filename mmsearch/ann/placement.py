@@ -32,6 +32,8 @@ from mmsearch.errors import UsageError
 
 GPU_MIN = 100_000  # vectors: below this a CPU search takes a few ms and moving the index costs more
 OVERFETCH = 4  # a filtered GPU search asks for this many times k / (share kept) before filtering
+GPU_MAX_K = 2048  # FAISS GPU indexes refuse a k or an nprobe above this (validateKSelect, validateNProbe)
+QUERY_CHUNK = 256  # queries per torch matmul: nq × N scores must fit the GPU next to the matrix
 
 
 # ---- what this machine has ----------------------------------------------------------------------------
@@ -85,11 +87,10 @@ def choose(kind: str, n: int, wanted: str = "auto") -> str:
         return "faiss-gpu"
     if kind == "flat" and cuda_usable():
         return "torch"
-    if wanted == "cuda":
-        what = "no GPU is visible to torch or faiss" if kind == "flat" else \
-            "an IVF index needs a GPU build of faiss (see README: GPU search)"
-        raise UsageError(f"search_device cuda: {what}")
-    return "faiss-cpu"
+    if wanted == "cuda" and not cuda_usable():
+        raise UsageError("search_device cuda: no GPU is visible to torch or faiss here",
+                         hint="set search_device to auto or cpu (MMSEARCH_SEARCH_DEVICE or the config file)")
+    return "faiss-cpu"  # (an IVF index with CUDA but without a GPU build of faiss stays on the CPU)
 
 
 # ---- the searchers --------------------------------------------------------------------------------------
@@ -124,13 +125,22 @@ class TorchExact:
         k = min(k, keep)
         if k <= 0:
             return np.zeros((nq, 0), np.float32), np.zeros((nq, 0), np.int64)
+        out_s, out_r = [], []
         with torch.inference_mode():
-            q = torch.from_numpy(np.ascontiguousarray(queries, np.float32)).to(self.device, self.dtype)
-            sims = q @ self.x.T
-            if mask is not None:
-                sims[:, torch.from_numpy(~mask).to(self.device)] = float("-inf")
-            scores, rows = torch.topk(sims.float(), k, dim=1)
-        return scores.cpu().numpy().astype(np.float32), self.ids[rows.cpu().numpy()]
+            drop = None if mask is None else torch.from_numpy(~mask).to(self.device)
+            for start in range(0, nq, QUERY_CHUNK):
+                q = torch.from_numpy(np.ascontiguousarray(queries[start : start + QUERY_CHUNK], np.float32)).to(self.device)
+                sims = q.to(self.dtype) @ self.x.T
+                if drop is not None:
+                    sims[:, drop] = float("-inf")
+                _, rows = torch.topk(sims, k, dim=1)
+                # the best k scored again in fp32: fp16 rounds a cosine near 1 to ~5e-4, which calibrated
+                # scores, --min-score and duplicate collapsing would see
+                exact = (self.x[rows].float() * q[:, None, :]).sum(-1)
+                order = torch.argsort(exact, dim=1, descending=True)
+                out_s.append(torch.gather(exact, 1, order).cpu().numpy())
+                out_r.append(torch.gather(rows, 1, order).cpu().numpy())
+        return np.concatenate(out_s).astype(np.float32), self.ids[np.concatenate(out_r)]
 
 
 class PostFiltered:
@@ -147,11 +157,17 @@ class PostFiltered:
 
     def search(self, queries: np.ndarray, k: int, params: SearchParams | None = None,
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        tuned = getattr(self.index, "tuned", None)
+        nprobe = (params.nprobe if params is not None else None) or (tuned.value if tuned is not None else 0)
+        if k > GPU_MAX_K or nprobe > GPU_MAX_K:  # beyond what a GPU index takes
+            return self.fallback.search(queries, k, params, allowed)
         if allowed is None:
             return self.index.search(queries, k, params)
         total = max(self.index.ntotal, 1)
         share = max(min(len(allowed), total) / total, 1e-9)
         pool = int(min(total, max(k, np.ceil(k * OVERFETCH / share))))
+        if pool > GPU_MAX_K:  # a narrow filter: the CPU index with its selector
+            return self.fallback.search(queries, k, params, allowed)
         scores, ids = self.index.search(queries, pool, params)  # no selector: it would be ignored anyway
         keep = np.isin(ids, np.asarray(allowed, np.int64)) & (ids >= 0)
         if keep.sum(axis=1).min(initial=k) < min(k, len(allowed)):

@@ -23,7 +23,7 @@ import numpy as np
 
 from mmsearch.ann.faiss_index import AnnIndex, CorruptIndexError, SearchParams, choose_kind, needs_rebuild
 from mmsearch.ann.placement import Placed, place
-from mmsearch.ann.rerank import RERANKED, reranked
+from mmsearch.ann.rerank import RERANKED, pool_size, reranked
 from mmsearch.ann.tuning import K, QUERIES, TARGET, Probe, TopK, Tuned, tune
 from mmsearch.store.files import (atomic_write_with, collect_generations, file_sha256, generation_file,
                                   pointer_path, read_pointer, write_json)
@@ -124,7 +124,8 @@ class SpaceIndex:
                 return self._rebuild(gen, "built", "no index file")
             except CorruptIndexError as exc:
                 return self._rebuild(gen, "rebuilt", str(exc))
-            if choose_kind(self.kind_pref, self.ann.ntotal, self.ann.dim, self.budget) != self.ann.kind and self.ann.ntotal:
+            if self._decides(writable) and self.ann.ntotal and \
+                    choose_kind(self.kind_pref, self.ann.ntotal, self.ann.dim, self.budget) != self.ann.kind:
                 return self._rebuild(gen, "rebuilt", f"index kind changed to {self.kind_pref}")
         if self.generation > gen:
             return self._rebuild(gen, "rebuilt", "index is ahead of the database")
@@ -137,13 +138,19 @@ class SpaceIndex:
             expected = self.store.count_vectors(self.space_id, self.modality)
             if self.ann.ntotal != expected:
                 return self._rebuild(gen, "rebuilt", f"index holds {self.ann.ntotal} vectors, database {expected}")
-        why = needs_rebuild(self.ann, self.kind_pref, self.ann.ntotal, self.budget)
+        why = needs_rebuild(self.ann, self.kind_pref, self.ann.ntotal, self.budget) if self._decides(writable) else None
         if why:
             return self._rebuild(gen, "rebuilt", why)
         if writable and self._stale_tuning():
             self._tune(self._probes(), None)
             self.dirty = True
         return SyncReport(action, generation=gen, previous=previous, from_file=from_file)
+
+    def _decides(self, writable: bool) -> bool:
+        """Whether this sync may change the index's kind or retrain it. Under ``auto`` only a writer does:
+        the choice depends on the machine's memory (or ``index_memory``), and a reader on another machine
+        must use the file as the writer built it, not rebuild it in memory on every start."""
+        return writable or self.kind_pref != "auto"
 
     def _catch_up(self, gen: int) -> bool:
         removed = self.store.tombstones(self.space_id, self.modality, since_gen=self.generation, until_gen=gen)
@@ -203,7 +210,8 @@ class SpaceIndex:
 
         def search(q: np.ndarray, k: int, params: SearchParams) -> np.ndarray:
             if ann.kind in RERANKED:
-                rows = reranked(self.store, self.space_id, ann, q, k, params)
+                # the pool a user's k=K query gets (tuning asks K + 1, to leave the query itself out)
+                rows = reranked(self.store, self.space_id, ann, q, k, params, pool=pool_size(K, False))
                 out = np.full((len(q), k), -1, np.int64)
                 for r, row in enumerate(rows):
                     out[r, : len(row)] = [i for _, i in row]

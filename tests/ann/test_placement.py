@@ -121,7 +121,7 @@ def test_faiss_build_is_detected():
 
 def test_a_bad_search_device_is_a_usage_error(monkeypatch):
     monkeypatch.setenv("MMSEARCH_SEARCH_DEVICE", "gpu")
-    with pytest.raises(UsageError, match="--search-device 'gpu'"):
+    with pytest.raises(UsageError, match="search_device .MMSEARCH_SEARCH_DEVICE or the config file. 'gpu'"):
         Settings.resolve()
 
 

@@ -195,3 +195,21 @@ def test_an_indexed_folder_is_tuned_with_its_texts_and_the_models_prompts(tmp_pa
     assert report.failed == 0 and texts_indexed > 0
     assert tuning["image"]["queries"] == {"image": report.indexed - texts_indexed,
                                           "text": texts_indexed + len(BACKGROUND_PROMPTS) + len(TUNING_QUERIES)}
+
+
+def test_a_reader_with_another_memory_budget_uses_the_writers_index(tmp_path):
+    """`auto` depends on the machine's memory: a reader elsewhere must not rebuild what the writer chose."""
+    from mmsearch.ann.faiss_index import AUTO_FLAT_MAX
+
+    n = AUTO_FLAT_MAX + 1000
+    st = Store(tmp_path / "s", create=True)
+    sp = st.ensure_space(SpaceInfo(spec="t:v", family="t", weights="w", dim=8, modalities=("image",)))
+    x = _unit(np.random.default_rng(0).normal(size=(n, 8)))
+    for s in range(0, n, 10_000):
+        st.apply([Upsert(f"/v/{i}.png", "file", 1, 1, f"{i:064x}", "image", vector=x[i])
+                  for i in range(s, min(s + 10_000, n))], sp.id)
+    IndexSet(st, "auto", budget=10**9).sync(sp, save=True)  # the writer: IVF fits its budget
+    reader = IndexSet(st, "auto", budget=1).get(sp, "image")  # a reader whose budget says PQ
+    rep = reader.sync(save=False)
+    st.close()
+    assert (rep.action, reader.ann.kind) == ("loaded", "ivf")

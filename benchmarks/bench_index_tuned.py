@@ -25,7 +25,8 @@ shows what the engine adds per query. Sweeps (``--nprobe``,
 printed next to the measurement.
 
     python benchmarks/bench_index_tuned.py --sizes 10000,100000 [--kinds flat,ivf,hnsw,pq,auto]
-        [--queries 300] [--nprobe 1,2,4,...] [--ef-search 16,32,...] [--target 0.95]
+        [--queries 100] [--nprobe 1,4,16,64,256] [--ef-search 16,32,64,128,256] [--target 0.95]
+        [--data shapes|wordnet]
 """
 
 from __future__ import annotations
@@ -280,9 +281,9 @@ def main() -> None:
     ap.add_argument("--data", choices=("shapes", "wordnet"), default="shapes")
     ap.add_argument("--sizes", type=_ints, default=[10_000, 100_000])
     ap.add_argument("--kinds", default="flat,ivf,hnsw,pq,auto")
-    ap.add_argument("--queries", type=int, default=300, help="image and text queries each (plus the 48 prompts)")
-    ap.add_argument("--nprobe", type=_ints, default=[1, 2, 4, 8, 16, 32, 64, 128, 256])
-    ap.add_argument("--ef-search", type=_ints, default=[16, 32, 64, 128, 256, 512])
+    ap.add_argument("--queries", type=int, default=100, help="image and text queries each (plus the 48 prompts)")
+    ap.add_argument("--nprobe", type=_ints, default=[1, 4, 16, 64, 256], help="sweep ('' for none)")
+    ap.add_argument("--ef-search", type=_ints, default=[16, 32, 64, 128, 256], help="sweep ('' for none)")
     ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--workers", type=int, default=2, help="processes drawing scenes when the cache lacks them")
     ap.add_argument("--tmp", default=None, help="folder for the scratch store (default: the system's)")

@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Engine": "mmsearch.engine",
     "Hit": "mmsearch.types",
+    "Moment": "mmsearch.types",
     "IndexReport": "mmsearch.types",
     "Stats": "mmsearch.types",
     "ErrorInfo": "mmsearch.types",
@@ -43,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mmsearch.errors import (DecodeError, IndexInterrupted, MmsearchError, ModelError, StoreError,
                                  StoreLockedError, UsageError)
     from mmsearch.types import (BatchCommitted, CachedExport, DoctorCheck, DoctorReport, ErrorInfo, Hit, IndexReport,
-                                Stats)
+                                Moment, Stats)
 
 
 def __getattr__(name: str) -> Any:

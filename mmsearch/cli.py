@@ -45,7 +45,9 @@ def query(
     like: Annotated[Optional[list[Path]], typer.Option("--like", metavar="<path>", help="More like this file (repeatable): an indexed one by its stored vectors, any other embedded like --image/--audio.")] = None,
     unlike: Annotated[Optional[list[Path]], typer.Option("--unlike", metavar="<path>", help="Less like this file (repeatable; counts -0.5 where --like counts +1).")] = None,
     k: Annotated[Optional[int], typer.Option("-k", "--top", help="How many results [default: k in the config file, MMSEARCH_K, else 10].", min=1, show_default=False)] = None,
-    type_: Annotated[Optional[str], typer.Option("--type", "-t", help="What to return: image, audio, text or any [default: every kind of file the store holds that the query reaches; texts when it holds only texts].")] = None,
+    type_: Annotated[Optional[str], typer.Option("--type", "-t", help="What to return: image, audio, video, text or any [default: every kind of file the store holds that the query reaches; texts when it holds only texts].")] = None,
+    moments: Annotated[int, typer.Option("--moments", help="Moments listed per video (where in it the query matched, seen and/or heard).", min=1)] = 1,
+    pooling: Annotated[str, typer.Option("--pooling", help="How a video scores: peak (its best moment) or mean (the mean of its frames/windows).")] = "peak",
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Only results whose calibrated score (standard deviations above unrelated queries) is at least this; exit 1 when none is.")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show how each score came about: raw cosine, the background it is calibrated against, the model.")] = False,
     under: Annotated[Optional[Path], typer.Option("--under", help="Only results below this folder.")] = None,
@@ -80,7 +82,8 @@ def query(
         from mmsearch.config import Settings
 
         k = Settings.resolve(store=os.fspath(store) if store is not None else None).k
-    served = not no_server and runtime is None and precision is None and _servable(texts, image, audio, like, unlike)
+    served = not no_server and runtime is None and precision is None and _servable(texts, image, audio, like, unlike) \
+        and moments == 1 and pooling == "peak"  # what the server protocol carries
     if served and _served(fmt, store, model=model, device=device, text=texts, image=image[0] if image else None,
                           audio=audio, k=k, type=type_, under=under, nprobe=nprobe, ef_search=ef_search,
                           min_score=min_score, where=where or (), since=since, until=until, path=path,
@@ -93,7 +96,8 @@ def query(
     with _engine(store, model=model, device=device, runtime=runtime, precision=precision, create=False) as eng:
         results = eng.search(text=texts or None, image=image or None, audio=audio, like=like or (), unlike=unlike or (),
                              k=k, type=type_, under=under, nprobe=nprobe, ef_search=ef_search, min_score=min_score,
-                             where=where or (), since=since, until=until, path=path, collapse_dups=collapse_dups)
+                             where=where or (), since=since, until=until, path=path, collapse_dups=collapse_dups,
+                             moments=moments, pooling=pooling)
         _notices(eng.notices)
     present.hits(out, results, fmt, explain=explain, null=null)
     if min_score is not None and not results:
@@ -161,6 +165,8 @@ def _fast_query(argv: list[str]) -> bool | None:
     kw["where"] = kw["where"] or ()
     if kw.pop("runtime") is not None or kw.pop("precision") is not None:
         return None  # this process's own runtime was asked for: search in-process
+    if kw.pop("moments") != 1 or kw.pop("pooling") != "peak":
+        return None  # not in the server protocol: in-process
     try:
         if kw["k"] is None:  # the config file's or environment's, as the full CLI resolves it
             from mmsearch.config import Settings

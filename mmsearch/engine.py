@@ -15,7 +15,7 @@ from mmsearch.encoders.base import Encoder
 from mmsearch.errors import UsageError
 from mmsearch.ingest.backfill import backfill_metadata
 from mmsearch.ingest.commit import commit, text_items
-from mmsearch.ingest.sync import BATCH, OnCommit, Progress, Target, sync_paths
+from mmsearch.ingest.sync import BATCH, OnCommit, Progress, Target, sync_paths, with_videos
 from mmsearch.ingest.plan import removal_uris
 from mmsearch.ingest.texts import normalise_items, read_text_file
 from mmsearch.query.calibrate import BackgroundZ
@@ -119,7 +119,7 @@ class Engine:
         targets: list[Target] = []
         for spec in self.models():
             enc = self.encoder(spec)
-            t = Target(spec, lambda enc=enc: (enc, self.store.ensure_space(enc.space)), enc.space.modalities)
+            t = Target(spec, lambda enc=enc: (enc, self.store.ensure_space(enc.space)), with_videos(enc.space.modalities))
             t.get()
             targets.append(t)
         spaces, given = self.store.spaces(), bool(targets)
@@ -131,8 +131,10 @@ class Engine:
                 continue
             spec = sp.spec if sp is not None else default
             mods = tuple(sp.modalities.split(",")) if sp is not None else (modality, "text")
-            targets.append(Target(spec, lambda spec=spec: self._load_space(spec), mods, space=sp,
-                                  optional=("text",) if files else ()))
+            # a model the user did not name reads videos' soundtracks only when its space exists or it loads anyway
+            optional = (("text",) + (("video",) if given and sp is None else ())) if files else ()
+            targets.append(Target(spec, lambda spec=spec: self._load_space(spec), with_videos(mods), space=sp,
+                                  optional=optional))
         first = next((t for t in targets if "text" in t.modalities), None)
         if first is not None and all("text" in t.optional for t in targets if "text" in t.modalities):
             first.optional = ()  # texts must land somewhere: in the first model that reads them
@@ -260,7 +262,8 @@ class Engine:
                space: str | None = None, under: str | os.PathLike | None = None,
                where: Sequence[str] | str = (), since: Any = None, until: Any = None,
                path: str | os.PathLike | None = None, collapse_dups: bool | float = False,
-               nprobe: int | None = None, ef_search: int | None = None, min_score: float | None = None) -> list[Hit]:
+               nprobe: int | None = None, ef_search: int | None = None, min_score: float | None = None,
+               moments: int = 1, pooling: str = "peak") -> list[Hit]:
         """Search by ``text``, ``image`` (path, bytes or PIL image), ``audio`` (path or bytes) or a raw unit ``vector``.
 
         ``text`` is read by the query language (``"beach + sunset - people"``, ``"2:dog + cat"``; see
@@ -273,7 +276,9 @@ class Engine:
         nothing else). ``under``: only files below this folder. ``space``: one model's space; by default
         a query searches every space that can embed it and merges them on calibrated scores
         (:mod:`mmsearch.query.calibrate`). ``min_score``: only hits whose calibrated score is at least this.
-        A sound hit says where in the file it matched best (``start``/``end`` seconds).
+        A sound hit says where in the file it matched best (``start``/``end`` seconds); a video hit gives
+        its best ``moments`` (seen, heard or both; ``start``/``end`` are the first's), and scores by its
+        best moment (``pooling="peak"``) or its frames' mean (``"mean"``): :mod:`mmsearch.query.moments`.
         ``collapse_dups``: a hit within the near-duplicate threshold (True: 0.95, or a cosine) of a
         higher-ranked one is folded into it (listed in its ``duplicates``); still ``k`` distinct hits
         when the store has them (:mod:`mmsearch.query.dups`). ``k`` defaults to the settings' (10).
@@ -286,7 +291,7 @@ class Engine:
         query = Query.make(text, image, vector, audio=audio, like=like, unlike=unlike,
                            k=self.settings.k if k is None else k, type=type, under=under,
                            nprobe=nprobe, ef_search=ef_search, min_score=min_score,
-                           max_audio_seconds=self.settings.max_audio_seconds)
+                           max_audio_seconds=self.settings.max_audio_seconds, moments=moments, pooling=pooling)
         filters = Filters.make(where, since=since, until=until, path=path)
         self.notices = []
         gen = self.store.generation()
@@ -353,10 +358,11 @@ class Engine:
 
     def stats(self) -> Stats:
         raw = self.store.stats()
+        kinds = {sp.id: self.indexes.shown_kinds(sp) for sp in raw["spaces"]}
         spaces = tuple(SpaceStats(sp.id, sp.key, sp.spec, sp.dim, raw["vectors_per_space"].get(sp.id, 0),
-                                  {m: self.indexes.kind_of(sp, m) for m in sp.modalities.split(",")},
-                                  {m: t for m in sp.modalities.split(",") if (t := self.indexes.tuning_of(sp, m))},
-                                  {m: self.indexes.search_path(sp, m) for m in sp.modalities.split(",")})
+                                  {m: self.indexes.kind_of(sp, m) for m in kinds[sp.id]},
+                                  {m: t for m in kinds[sp.id] if (t := self.indexes.tuning_of(sp, m))},
+                                  {m: self.indexes.search_path(sp, m) for m in kinds[sp.id]})
                        for sp in raw["spaces"])
         from mmsearch.ann.placement import faiss_build
 

@@ -102,7 +102,12 @@ def clock(seconds: float | None) -> str:
 
 
 def _where_in(h: Hit) -> str:
-    """A sound hit's matched window and length, e.g. ``0:20–0:30 of 2:05``."""
+    """A sound hit's matched window and length, e.g. ``0:20–0:30 of 2:05``; a video's moments with what
+    showed them, e.g. ``1:23–1:31 seen+heard of 4:02, 2:10–2:12 seen``."""
+    if h.moments:
+        shown = [f"{clock(m.start)}–{clock(m.end)} {m.evidence.replace('both', 'seen+heard')}" for m in h.moments]
+        shown[0] += f" of {clock(h.duration)}" if h.duration is not None else ""
+        return ", ".join(shown)
     if h.start is None:
         return f"({clock(h.duration)})" if h.duration is not None else ""
     span = f"{clock(h.start)}–{clock(h.end)}"
@@ -161,9 +166,9 @@ def hits(out: Console, items: Sequence[Hit], fmt: Format, *, explain: bool = Fal
         for col in ("cosine", "background", "model"):
             table.add_column(col, justify="right" if col != "model" else "left")
     table.add_column("type")
-    sounds = any(h.modality == "audio" for h in items)
+    sounds = any(h.modality in ("audio", "video") for h in items)
     if sounds:
-        table.add_column("at", no_wrap=True)  # a sound's best-matching stretch, and its length
+        table.add_column("at", no_wrap=True)  # a sound's best-matching stretch, a video's moments, and their length
     table.add_column("result", no_wrap=True, overflow="ignore")  # never cut or fold a name
     for h in items:
         where = h.path or (h.paths[0] if h.paths else "")
@@ -183,7 +188,7 @@ def hits(out: Console, items: Sequence[Hit], fmt: Format, *, explain: bool = Fal
             why = h.why or {}
             mu, sd = why.get("background_mean"), why.get("background_std")
             extra = [f"{h.score:.3f}", f"{mu:.3f}±{sd:.3f}" if mu is not None else "none", styled("{}", h.space)]
-        at = [styled("[cyan]{}[/cyan]", _where_in(h) if h.modality == "audio" else "")] if sounds else []
+        at = [styled("[cyan]{}[/cyan]", _where_in(h) if h.modality in ("audio", "video") else "")] if sounds else []
         table.add_row(str(h.rank), score, *extra, styled("{}", h.modality), *at, what)  # str cells are markup
     if not items:
         out.print("[dim]no results[/dim]")

@@ -7,6 +7,22 @@ from typing import Any, Callable
 
 
 @dataclass(frozen=True)
+class Moment:
+    """Where in a video a query matched: seconds ``start``..``end`` around the ``peak`` (the best frame's
+    time, where a thumbnail is taken), its calibrated ``score``, and what showed it: ``seen`` (frames),
+    ``heard`` (the soundtrack) or ``both``."""
+
+    start: float
+    end: float
+    peak: float
+    score: float
+    evidence: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Hit:
     """One search result. ``id`` is the content id (one per distinct content; duplicates share it)."""
 
@@ -22,8 +38,9 @@ class Hit:
     space: str = ""
     #: comparable across spaces and kinds: standard deviations above unrelated queries (mmsearch.query.calibrate)
     calibrated: float | None = None
-    duration: float | None = None  # seconds (sounds)
-    start: float | None = None  # where in the sound the query matched best (its best window), seconds
+    duration: float | None = None  # seconds (sounds, videos)
+    #: where in the sound the query matched best (its best window), or a video's best moment, seconds
+    start: float | None = None
     end: float | None = None
     #: how the score came about: raw cosine, the background's mean and spread, the window matched
     why: dict[str, Any] | None = None
@@ -34,10 +51,13 @@ class Hit:
     taken_at: str | None = None
     camera: str | None = None
     gps: tuple[float, float] | None = None
+    #: a video's best moments, best first (``start``/``end`` are the first's); see ``search(moments=…)``
+    moments: tuple[Moment, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["paths"] = list(self.paths)
+        d["moments"] = [m.to_dict() for m in self.moments]
         d["duplicates"] = list(self.duplicates)
         d["gps"] = list(self.gps) if self.gps is not None else None
         return d

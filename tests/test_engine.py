@@ -98,7 +98,7 @@ def test_bad_arguments_are_usage_errors(engine_factory, tmp_path):
     with pytest.raises(UsageError, match="k=0"):
         eng.search(text="a", k=0)
     with pytest.raises(UsageError, match="type="):
-        eng.search(text="a", type="video")
+        eng.search(text="a", type="movie")
     with pytest.raises(UsageError, match="no such file"):
         eng.search(image=tmp_path / "missing.png")
     (tmp_path / "junk.png").write_bytes(b"junk")

@@ -109,7 +109,7 @@ def test_the_cli_endpoint_requires_the_token(indexed):
 
 
 @pytest.mark.parametrize("params, status, code, word", [
-    ({"q": "x", "type": "video"}, 400, 2, "type='video'"),
+    ({"q": "x", "type": "movie"}, 400, 2, "type='movie'"),
     ({"q": "x", "k": "many"}, 400, 2, "k='many'"),
     ({"q": "x", "k": "0"}, 400, 2, "k=0"),
     ({"k": "3"}, 400, 2, "exactly one"),
@@ -165,7 +165,7 @@ def test_file_of_an_unknown_or_invalid_id_is_an_error(client, bad, status, word)
     ({"q": "x", "k": 0}, 422, "k"),
     ({"q": "x", "k": 1001}, 422, "k"),
     ({"q": "x", "k": "many"}, 422, "k"),
-    ({"q": "x", "type": "video"}, 422, "type"),
+    ({"q": "x", "type": "movie"}, 422, "type"),
     ({"k": 3}, 422, "q"),
     ({"q": "   "}, 422, "q"),  # the schema says a query has a character that is not whitespace
     ({"q": "\u3000\x1c"}, 422, "q"),

@@ -17,13 +17,14 @@ from mmsearch.ann.space_index import ANN_DIR, SpaceIndex, SyncReport, index_ids,
 from mmsearch.ann.tuning import TARGET, Tuned
 from mmsearch.store.checks import some
 from mmsearch.store.files import temp_files
-from mmsearch.store.schema import Space
+from mmsearch.store.schema import MOMENT, Space, item_kinds
 from mmsearch.store.store import Store
 from mmsearch.types import DoctorCheck
 
 
 def modalities(space: Space) -> list[str]:
-    return space.modalities.split(",")
+    """The kinds a space indexes (:func:`~mmsearch.store.schema.item_kinds`: its model's, videos, moments)."""
+    return item_kinds(space)
 
 
 class IndexSet:
@@ -93,11 +94,22 @@ class IndexSet:
         """Bring a space's indexes (or those of ``mods``) up to date; returns notices of what was repaired."""
         notices = []
         for modality in mods or modalities(space):
+            if modality in ("video", MOMENT) and not self._holds_videos(space, modality):
+                continue  # a space with no videos keeps no (empty) video indexes
             idx = self.get(space, modality)
             notice = repair_notice(idx, idx.sync(save=save, generation=generation), since)
             if notice:
                 notices.append(notice)
         return notices
+
+    def shown_kinds(self, space: Space) -> list[str]:
+        """The kinds ``stats`` lists for a space: its model's, and videos' and moments' once it holds videos."""
+        return [m for m in modalities(space) if m not in ("video", MOMENT) or self._holds_videos(space, m)]
+
+    def _holds_videos(self, space: Space, modality: str) -> bool:
+        loaded = self._open.get((space.id, modality))
+        return (loaded is not None and loaded.ann is not None) or read_record(self.store.root, space.id, modality) \
+            is not None or self.store.has_vectors(space.id, "video")
 
     def sync_written(self, spaces: Sequence[Space], before: int) -> list[str]:
         """After a write (to ``spaces``; none: a removal): their indexes, and those of every other space that

@@ -31,13 +31,14 @@ def pool_size(k: int, filtered: bool) -> int:
 
 def reranked(store: "Store", space_id: int, ann: "AnnIndex", queries: np.ndarray, k: int,
              params: SearchParams | None = None, allowed: np.ndarray | None = None,
-             pool: int | None = None) -> list[list[tuple[float, int]]]:
+             pool: int | None = None, modality: str | None = None) -> list[list[tuple[float, int]]]:
     """Best ``k`` (score, id) per query row: a pool of candidates from ``ann`` (default :func:`pool_size`),
-    re-scored with the exact stored vectors (fetched once for every row), ties broken by id."""
+    re-scored with the exact stored vectors (fetched once for every row), ties broken by id. ``modality``:
+    the index's kind (its ids are moments' for :data:`~mmsearch.store.schema.MOMENT`)."""
     q = np.asarray(queries, np.float32).reshape(len(queries), -1)
     _, ids = ann.search(q, pool or pool_size(k, allowed is not None), params, allowed)
     wanted = np.unique(ids[ids >= 0])
-    exact = store.vectors_for(wanted.tolist(), space_id)
+    exact = store.vectors_for(wanted.tolist(), space_id, modality)
     out = []
     for r, row in enumerate(ids):
         cand = [int(i) for i in row if i >= 0 and int(i) in exact]

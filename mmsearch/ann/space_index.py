@@ -183,7 +183,7 @@ class SpaceIndex:
         ids = self.store.vector_ids(self.space_id, self.modality)
         rng = np.random.default_rng(0)
         picked = np.sort(rng.choice(ids, min(QUERIES, len(ids)), replace=False)) if len(ids) else ids
-        found = self.store.vectors_for(picked.tolist(), self.space_id)
+        found = self.store.vectors_for(picked.tolist(), self.space_id, self.modality)
         own = Probe(self.modality, _stacked([found[int(i)] for i in picked if int(i) in found]),
                     np.array([i for i in picked if int(i) in found], np.int64))
         prompts = self.prompts() if self.prompts is not None else None
@@ -211,7 +211,8 @@ class SpaceIndex:
         def search(q: np.ndarray, k: int, params: SearchParams) -> np.ndarray:
             if ann.kind in RERANKED:
                 # the pool a user's k=K query gets (tuning asks K + 1, to leave the query itself out)
-                rows = reranked(self.store, self.space_id, ann, q, k, params, pool=pool_size(K, False))
+                rows = reranked(self.store, self.space_id, ann, q, k, params, pool=pool_size(K, False),
+                                modality=self.modality)
                 out = np.full((len(q), k), -1, np.int64)
                 for r, row in enumerate(rows):
                     out[r, : len(row)] = [i for _, i in row]

@@ -87,9 +87,9 @@ def commit(store: Store, encoder: Encoder | None, space: Space | None, items: Se
 
 def upsert(x: Loaded, kind: str, vector: np.ndarray | None, segments: tuple | None) -> Upsert:
     """The store row of one read item (a sound's metadata and windows included)."""
-    info = None
+    info = dict(x.info) if getattr(x, "info", None) else None
     if getattr(x, "truncated", False):  # only the first minutes were read: say how far
-        info = {"truncated": True, "decoded_seconds": float(x.spans[-1][1]) if x.spans else None}
+        info = {**(info or {}), "truncated": True, "decoded_seconds": float(x.spans[-1][1]) if x.spans else None}
     return Upsert(uri=x.path, kind=kind, size=x.size, mtime_ns=x.mtime_ns, sha256=x.sha256, modality=x.modality,
                   width=x.width, height=x.height, text=x.text, vector=vector, duration=getattr(x, "duration", None),
                   sample_rate=getattr(x, "sample_rate", None), channels=getattr(x, "channels", None), info=info,
@@ -98,47 +98,74 @@ def upsert(x: Loaded, kind: str, vector: np.ndarray | None, segments: tuple | No
 
 
 def embed(encoder: Encoder, items: Sequence[Loaded], partial: Partial | None = None) -> tuple[dict[str, np.ndarray], Segments]:
-    """(sha256 → vector, sha256 → windows of sounds) for decoded items, in encoder-sized steps
-    (``partial`` hears of each step).
+    """(sha256 → vector, sha256 → segments) for decoded items, in encoder-sized steps (``partial`` hears
+    of each step).
 
     Images arrive as the workers' ``uint8`` crops; the normalised float32 batch the encoder takes is
     made here, one step at a time (:func:`mmsearch.ingest.pixels.to_batch`). JPEGs from the tensor path
     (:mod:`mmsearch.ingest.gpu_decode`) arrive normalised on the encoder's device, and the step is
-    assembled there (:func:`mmsearch.ingest.tensor_pixels.assemble`). Sounds arrive as log-mel
-    windows: all windows of a step's sounds go through the model together, and a sound's vector is
-    the normalised mean of its windows' (each window's vector is kept, to say where a query matched).
+    assembled there (:func:`mmsearch.ingest.tensor_pixels.assemble`). Items made of several inputs
+    (a sound's log-mel windows; a video's sampled frames or its soundtrack's windows) are embedded
+    input by input, about one encoder batch per call across items, and an item's vector is the
+    normalised mean of its inputs' (each input's vector is kept as a segment, to say where a query
+    matched). A video with nothing for this model (a silent one in a sound space) gets no vector.
     """
     step = int(getattr(encoder, "batch_size", 64) or 64)
-    groups = {m: [x for x in items if x.modality == m] for m in ("image", "text", "audio")}
+    groups = {"image": [x for x in items if x.modality == "image"],
+              "text": [x for x in items if x.modality == "text"],
+              "audio": [x for x in items if x.modality in ("audio", "video") and x.windows is not None],
+              "frames": [x for x in items if x.modality == "video" and x.windows is None and x.pixels is not None]}
     total = max(sum(map(len, groups.values())), 1)
-    recipe = encoder.image_recipe() if groups["image"] else None
+    recipe = encoder.image_recipe() if groups["image"] or groups["frames"] else None
     vectors: dict[str, np.ndarray] = {}
     segments: Segments = {}
     done = 0
 
-    def sounds(part: Sequence[Loaded]) -> np.ndarray:
-        out = []
-        for chunk in _by_windows(part, step):  # about one encoder batch of windows per call
-            windows = encoder.embed_audio_batch(np.concatenate([x.windows for x in chunk]))
-            at = 0
-            for x in chunk:
-                mine = windows[at : at + len(x.windows)]
-                at += len(mine)
-                segments[x.sha256] = (list(x.spans or []), mine)
-                mean = mine.mean(axis=0)
-                out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
-        return np.stack(out)
+    def pictures(rows: Sequence[np.ndarray]) -> np.ndarray:
+        return encoder.embed_image_batch(_image_input(list(rows), recipe))
 
-    runs = {"image": lambda part: encoder.embed_image_batch(_image_input([x.pixels for x in part], recipe)),
-            "text": lambda part: encoder.embed_texts([x.text for x in part]), "audio": sounds}
+    runs = {"image": lambda part: pictures([x.pixels for x in part]),
+            "text": lambda part: encoder.embed_texts([x.text for x in part]),
+            "audio": lambda part: _pooled(part, lambda x: x.windows, encoder.embed_audio_batch, step, segments),
+            "frames": lambda part: _pooled(part, lambda x: x.pixels, pictures, step, segments)}
     for modality, group in groups.items():
-        for start in range(0, len(group), step):
-            part = group[start : start + step]
+        if modality in ("image", "text"):
+            parts = [group[a : a + step] for a in range(0, len(group), step)]
+        else:  # about one encoder batch of inputs per part (a long item alone)
+            parts = _by_rows(group, lambda x: len(x.windows if modality == "audio" else x.pixels), step)
+        for part in parts:
             vectors.update(zip((x.sha256 for x in part), runs[modality](part)))
             done += len(part)
             if partial is not None:
                 partial(done / total)
     return vectors, segments
+
+
+def _pooled(part: Sequence[Loaded], rows_of: Callable[[Loaded], np.ndarray], run: Callable[[np.ndarray], np.ndarray],
+            step: int, segments: Segments) -> np.ndarray:
+    """The vectors of items made of inputs (rows): every row embedded, at most ``step`` rows per call
+    (rows of several items together, a long item over several calls); each item's rows' vectors kept
+    in ``segments`` with its spans, its own vector their normalised mean."""
+    pieces = [(i, rows_of(x)[a : a + step]) for i, x in enumerate(part) for a in range(0, len(rows_of(x)), step)]
+    calls: list[list[tuple[int, np.ndarray]]] = [[]]
+    for piece in pieces:
+        if calls[-1] and sum(len(p) for _, p in calls[-1]) + len(piece[1]) > step:
+            calls.append([])
+        calls[-1].append(piece)
+    got: list[list[np.ndarray]] = [[] for _ in part]
+    for call in (c for c in calls if c):
+        vecs = np.asarray(run(np.concatenate([p for _, p in call]) if len(call) > 1 else call[0][1]), np.float32)
+        at = 0
+        for i, p in call:
+            got[i].append(vecs[at : at + len(p)])
+            at += len(p)
+    out = []
+    for x, parts in zip(part, got):
+        mine = np.concatenate(parts)
+        segments[x.sha256] = (list(x.spans or []), mine)
+        mean = mine.mean(axis=0)
+        out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+    return np.stack(out)
 
 
 def _image_input(pixels: list, recipe: dict) -> object:
@@ -152,16 +179,16 @@ def _image_input(pixels: list, recipe: dict) -> object:
     return assemble(pixels, plan(recipe))
 
 
-def _by_windows(items: Sequence[Loaded], step: int) -> list[list[Loaded]]:
-    """Consecutive runs of sounds holding about ``step`` windows each (a long sound alone)."""
+def _by_rows(items: Sequence[Loaded], rows: Callable[[Loaded], int], step: int) -> list[list[Loaded]]:
+    """Consecutive runs of items holding about ``step`` inputs each (a long item alone)."""
     runs: list[list[Loaded]] = [[]]
     count = 0
     for x in items:
-        if runs[-1] and count + len(x.windows) > step:
+        if runs[-1] and count + rows(x) > step:
             runs.append([])
             count = 0
         runs[-1].append(x)
-        count += len(x.windows)
+        count += rows(x)
     return [r for r in runs if r]
 
 

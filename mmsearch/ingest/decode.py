@@ -42,6 +42,7 @@ MAX_TEXT_BYTES = 1 << 20  # text files above 1 MiB are skipped with an error
 MAX_FILE_BYTES = 1 << 30  # nothing above 1 GiB is read (images, texts)
 MAX_AUDIO_BYTES = 8 << 30  # sound files are hashed as a stream, never held whole: up to 8 GiB
 MAX_AUDIO_SECONDS = 600.0  # the first 10 minutes of a sound are decoded and embedded
+MAX_VIDEO_BYTES = 64 << 30  # videos are hashed as a stream too: up to 64 GiB
 _HASH_CHUNK = 1 << 20
 
 
@@ -71,6 +72,7 @@ class Loaded:
     windows: np.ndarray | None = None  # float32 (n_windows, channels, frames, mels) log-mel (audio.windows)
     spans: list[tuple[float, float]] | None = None  # each window's (start, end) in seconds of the file
     exif: Exif | None = None  # an image's metadata (empty fields: none in the file); None: not decoded
+    info: dict[str, Any] | None = None  # what else the file is, kept with its content (a video's codec, …)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled compactly: windows whose channels are one array seen several times (a broadcast
@@ -284,22 +286,27 @@ def load(
     ``recipe`` is given: an image's ``uint8`` crop, :func:`mmsearch.ingest.pixels.prepare`; a sound's
     log-mel windows, :func:`mmsearch.ingest.audio.windows`, from a recipe of kind ``"clap"``).
 
+    A video: :func:`mmsearch.ingest.video.load_video` (hashed as a stream, ``max_video_bytes``).
     A sound is hashed as a stream (``limits["max_audio_bytes"]``, default 8 GiB) and, with a recipe,
     its first ``limits["max_audio_seconds"]`` (default 600) are decoded at the recipe's rate; without
     a recipe only its duration, sample rate and channels are filled (a short probe decode)."""
     limits = limits or {}
     out = Loaded(path, modality)
-    p = plan(recipe) if recipe is not None and decode and modality == "image" else None  # a bad recipe raises
-    if recipe is not None and decode and modality == "audio":
+    image_like = modality == "image" or (modality == "video" and recipe is not None and recipe.get("kind") != "clap")
+    p = plan(recipe) if recipe is not None and decode and image_like else None  # a bad recipe raises
+    if recipe is not None and decode and modality in ("audio", "video") and not image_like:
         from mmsearch.ingest.audio import check_recipe
 
         check_recipe(recipe)  # a bad recipe raises
     try:
-        if modality == "audio":
-            out.sha256, st = hash_file(path, limits.get("max_audio_bytes", MAX_AUDIO_BYTES))
+        if modality in ("audio", "video"):
+            streamed = limits.get(f"max_{modality}_bytes", MAX_AUDIO_BYTES if modality == "audio" else MAX_VIDEO_BYTES)
+            out.sha256, st = hash_file(path, streamed)
             out.size, out.mtime_ns = st.st_size, st.st_mtime_ns
-            if decode:
+            if decode and modality == "audio":
                 _load_audio(out, recipe, limits)
+            elif decode:
+                _load_video(out, recipe, limits)
             return out
         max_bytes = limits.get("max_text_bytes", MAX_TEXT_BYTES) if modality == "text" else limits.get("max_file_bytes", MAX_FILE_BYTES)
         data, st = read_file(path, max_bytes)
@@ -318,11 +325,22 @@ def load(
             raise BadInput(f"unsupported modality {modality}")
     except BadInput as exc:
         out.error = str(exc)
-        out.windows = out.spans = None
+        out.windows = out.spans = out.pixels = None
     except MemoryError:
         out.error = "out of memory while decoding"
-        out.windows = out.spans = None
+        out.windows = out.spans = out.pixels = None
     return out
+
+
+def _load_video(out: Loaded, recipe: dict[str, Any] | None, limits: dict[str, Any]) -> None:
+    from mmsearch.ingest.video import load_video
+
+    try:
+        load_video(out, recipe, limits)
+    except (BadInput, MemoryError):
+        raise
+    except Exception as exc:  # a demuxer or decoder failing in a way not foreseen: this file, not the run
+        raise BadInput(f"cannot decode video: {type(exc).__name__}: {exc}") from None
 
 
 def _load_audio(out: Loaded, recipe: dict[str, Any] | None, limits: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from mmsearch.errors import UsageError
 from mmsearch.ingest.audio import AUDIO_EXTENSIONS
 from mmsearch.ingest.formats import image_extensions, is_image_extension
 from mmsearch.ingest.sniff import image_kind, read_head, sniff
+from mmsearch.ingest.video import VIDEO_EXTENSIONS
 from mmsearch.ingest.decode import BadInput
 
 TEXT_EXTENSIONS = frozenset({".txt", ".md", ".markdown"})
@@ -44,12 +45,14 @@ class Candidate:
 
 
 def classify(path: str) -> str | None:
-    """The modality a file's extension tells ("image", "text", "audio"), or None (see :func:`sniffed`)."""
+    """The modality a file's extension tells ("image", "text", "audio", "video"), or None (see :func:`sniffed`)."""
     ext = os.path.splitext(path)[1].lower()
     if ext in TEXT_EXTENSIONS:
         return "text"
     if ext in AUDIO_EXTENSIONS:
         return "audio"
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
     if is_image_extension(ext):
         return "image"
     return None

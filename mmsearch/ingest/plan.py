@@ -44,15 +44,21 @@ def walked(store: Store, roots: Sequence[str]) -> Plan:
     return p
 
 
-def current(store: Store, space_id: int | None, candidates: Sequence[Candidate]) -> tuple[int, list[Candidate]]:
+def current(store: Store, space_id: int | None, candidates: Sequence[Candidate],
+            tower: str | None = None) -> tuple[int, list[Candidate]]:
     """(how many of ``candidates`` are current in the space, the rest to hash) — step 1 of the module doc.
-    ``space_id`` None: a space not created yet, where nothing is current."""
+    ``space_id`` None: a space not created yet, where nothing is current. ``tower`` ("image", "audio"):
+    what of a video the space embeds; a video known to have none of it (a silent one in a sound space, a
+    sound in a video container in an image space) is current without a vector."""
     if space_id is None:
         return 0, list(candidates)
     unchanged, todo = 0, []
     for part in batched(candidates, LOOKUP):
         known = store.lookup_sources([c.path for c in part])
         with_vec = store.contents_with_vectors({k.content_id for k in known.values()}, space_id)
+        videos = {known[c.path].content_id for c in part if c.modality == "video" and c.path in known}
+        if tower is not None and videos - with_vec:
+            with_vec |= store.contents_lacking(videos - with_vec, tower)
         for c in part:
             k = known.get(c.path)
             if k and k.size == c.size and k.mtime_ns == c.mtime_ns and k.content_id in with_vec:

@@ -33,6 +33,8 @@ BATCH = 256  # files per transaction and per encoder call group
 #: (10 minutes, LAION-CLAP), so at most SOUNDS_AHEAD + SOUNDS_PER_STEP sounds (~0.4 GB) are in memory.
 SOUNDS_AHEAD = 16
 SOUNDS_PER_STEP = 8
+#: Videos decoded ahead of the model: one weighs up to ~90 MB of frames (600 crops of 224², the cap).
+VIDEOS_AHEAD = 4
 
 
 class Target:
@@ -174,7 +176,7 @@ class _Run:
         if not cands or (idle and all(c.modality in target.optional for c in cands)):
             return  # only optional kinds, for a model nothing else needs: not loaded for them
         space_id = target.space.id if target.space is not None else None
-        _, todo = current(self.store, space_id, cands)
+        _, todo = current(self.store, space_id, cands, tower=_tower(target))
         waiting = {c.path for c in todo}
         settled = sum(1 for c in cands if c.modality in target.counted and c.path not in waiting)
         self.report.unchanged += settled
@@ -208,8 +210,9 @@ class _Run:
     def _decode(self, target: Target, fresh: list[Candidate]) -> None:
         encoder = target.encoder
         recipes = {m: _recipe(encoder, m) for m in {c.modality for c in fresh}}
-        sounds = "audio" in recipes  # up to ~15 MB of windows each: few in flight
-        chunk, ahead, part = (1, SOUNDS_AHEAD, SOUNDS_PER_STEP) if sounds else (16, self.batch, None)
+        sounds = "audio" in recipes or "video" in recipes  # up to ~15 MB of windows (90 MB of frames) each
+        ahead = VIDEOS_AHEAD if "video" in recipes else SOUNDS_AHEAD
+        chunk, ahead, part = (1, ahead, SOUNDS_PER_STEP) if sounds else (16, self.batch, None)
         tensors, fresh = self._tensor_path(encoder, recipes, fresh)
         with DecodePool(self.workers, len(fresh)) as pool:
             decoded = pool.map(((c.path, c.modality, recipes[c.modality], self.limits) for c in fresh),
@@ -253,9 +256,23 @@ def _alternate(a: Iterator[Loaded], b: Iterator[Loaded]) -> Iterator[Loaded]:
 
 
 def _recipe(encoder: Encoder, modality: str) -> dict | None:
-    """What decode workers prepare for the model: pixels for images, log-mel windows for sounds."""
+    """What decode workers prepare for the model: pixels for images, log-mel windows for sounds, and for
+    videos what the model's tower takes (sampled frames for an image model, the soundtrack for a sound one)."""
+    if modality == "video":
+        modality = "image" if "image" in encoder.space.modalities else "audio"
     if modality == "image":
         return encoder.image_recipe()
     if modality == "audio":
         return encoder.audio_recipe()  # type: ignore[attr-defined]
     return None
+
+
+def with_videos(modalities: Sequence[str]) -> tuple[str, ...]:
+    """The kinds of file a model embeds: its modalities, and videos when it sees or hears."""
+    mods = tuple(modalities)
+    return mods + ("video",) if ("image" in mods or "audio" in mods) and "video" not in mods else mods
+
+
+def _tower(target: Target) -> str | None:
+    """Which of a video the target's model embeds: "image" (its frames) or "audio" (its soundtrack)."""
+    return "image" if "image" in target.modalities else "audio" if "audio" in target.modalities else None

@@ -25,6 +25,10 @@ videos) is applied: the frame is scaled to the rotated size and turned.
 difference of 16×16 colour thumbnails below :data:`SAME_SHOT`) is dropped; the kept frame then
 stands for the whole stretch until the next kept one (:func:`spans`).
 
+**One item, two towers.** A video is one content; an image space embeds its sampled frames, a sound
+space its soundtrack's windows (:func:`load_video` prepares what the space's recipe asks for), each
+kept as segments with their times. A file in a video container with no picture is a sound.
+
 Light: PyAV and numpy only (decode workers import this, never torch).
 """
 
@@ -32,15 +36,19 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Iterator
 
 import numpy as np
 
-from mmsearch.ingest.decode import BadInput
+from mmsearch.ingest.decode import BadInput, Loaded
 from mmsearch.ingest.pixels import Plan, _crop_or_pad, plan, resize_size
 
+#: Files read as videos (by extension; ``.ts`` is left out: it names TypeScript as often as MPEG-TS).
+VIDEO_EXTENSIONS = frozenset("." + e for e in "mp4 m4v mov qt mkv webm avi wmv asf flv mpg mpeg m2v mts m2ts 3gp 3g2 ogv vob".split())
+MAX_SOUNDTRACK_SECONDS = 7200.0  # a soundtrack is embedded up to two hours (bounded cost, as for sounds)
 EVERY = 1.0  # seconds between sampled frames, by default
 MAX_FRAMES = 600  # per video: a longer video is sampled more sparsely (bounded memory and time)
 SAME_SHOT = 3.0  # mean |Δ| of 16×16 colour thumbnails (0-255) below which a frame repeats the last kept one
@@ -62,6 +70,7 @@ class VideoInfo:
     rotation: int  # degrees the frames are turned clockwise for display (0, 90, 180, 270)
     audio: bool  # the file also holds an audio stream
     taken_at: str | None  # the container's creation time (ISO 8601), when it has one
+    location: str | None = None  # an ISO 6709 place ("+48.8577+002.2950/"), as phones tag their videos
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,69 @@ def spans(times: list[float], duration: float) -> list[tuple[float, float]]:
     return [(t, max(e, t)) for t, e in zip(times, ends)]
 
 
+def load_video(out: Loaded, recipe: dict[str, Any] | None, limits: dict[str, Any]) -> None:
+    """Fill a hashed video's fields in a decode worker: what it is (size, duration, codec, date and place
+    from the container), and the input of the space's tower its ``recipe`` names: the sampled frames'
+    crops (``pixels``, ``(n, H, W, 3)`` uint8, with their ``spans``) for an image model, the soundtrack's
+    log-mel ``windows`` for a sound model (none when it is silent: ``info["video"]["audio"]`` says so).
+    A file with no video stream becomes a sound (``modality`` "audio"). Problems are :class:`BadInput`."""
+    from mmsearch.ingest.audio import decode_audio, probe_audio, windows
+
+    try:
+        info = probe(out.path)
+    except NoVideoStream:
+        out.modality = "audio"  # a sound in a video container: indexed as the sound it is
+        if recipe is not None and recipe.get("kind") == "clap":
+            sound = decode_audio(out.path, int(recipe["sampling_rate"]), float(limits.get("max_audio_seconds", 600.0)))
+            out.windows, out.spans = windows(sound.samples, recipe)
+            out.truncated = sound.truncated
+        else:
+            sound = probe_audio(out.path)
+        out.duration, out.sample_rate, out.channels = sound.duration, sound.sample_rate, sound.channels
+        return
+    out.width, out.height, out.duration = info.width, info.height, info.duration
+    out.info = {"video": {"codec": info.codec, "fps": round(info.fps, 3) if info.fps else None,
+                          "rotation": info.rotation, "audio": info.audio}}
+    out.exif = _container_metadata(info)
+    if recipe is None:
+        return
+    if recipe.get("kind") == "clap":
+        if info.audio:
+            seconds = float(limits.get("max_soundtrack_seconds", MAX_SOUNDTRACK_SECONDS))
+            sound = decode_audio(out.path, int(recipe["sampling_rate"]), seconds)
+            out.windows, out.spans = windows(sound.samples, recipe)
+            out.sample_rate, out.channels, out.truncated = sound.sample_rate, sound.channels, sound.truncated
+        return
+    _, sampled = frames(out.path, recipe, every=float(limits.get("video_every", EVERY)),
+                        max_frames=int(limits.get("max_video_frames", MAX_FRAMES)))
+    kept = list(sampled)
+    if not kept:
+        raise BadInput("no frame could be decoded (truncated or corrupt video)")
+    out.pixels = np.stack([f.pixels for f in kept])
+    out.spans = spans([f.time for f in kept], info.duration)
+
+
+_ISO6709 = re.compile(r"^([+-]\d+(?:\.\d+)?)([+-]\d+(?:\.\d+)?)")
+
+
+def _container_metadata(info: VideoInfo):
+    """The date taken (the container's creation time, UTC) and the place (an ISO 6709 location tag, as
+    phones write) as photo metadata."""
+    from mmsearch.ingest.exif import Exif
+
+    taken = offset = None
+    if info.taken_at:
+        m = re.match(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)", info.taken_at)
+        if m and not m.group(1).startswith("1970") and not m.group(1).startswith("1904"):
+            taken, offset = f"{m.group(1)} {m.group(2)}", "+00:00"
+    lat = lon = None
+    if info.location:
+        m = _ISO6709.match(info.location)
+        if m and abs(float(m.group(1))) <= 90 and abs(float(m.group(2))) <= 180:
+            lat, lon = float(m.group(1)), float(m.group(2))
+    return Exif(taken_at=taken, taken_offset=offset, gps_lat=lat, gps_lon=lon)
+
+
 # ---- inside ---------------------------------------------------------------------------------------
 def _open(path: str):
     import av
@@ -141,9 +213,11 @@ def _info(container, stream, rotation: int) -> VideoInfo:
     if rotation in (90, 270):
         w, h = h, w
     rate = stream.average_rate
-    created = container.metadata.get("creation_time") or stream.metadata.get("creation_time")
+    tags = {k.lower(): v for k, v in {**stream.metadata, **container.metadata}.items()}
+    created = tags.get("creation_time")
+    where = tags.get("location") or tags.get("com.apple.quicktime.location.iso6709")
     return VideoInfo(_duration(container, stream), int(w), int(h), ctx.name, float(rate) if rate else None,
-                     rotation, bool(container.streams.audio), created or None)
+                     rotation, bool(container.streams.audio), created or None, where or None)
 
 
 def _rewind(container, stream) -> None:

@@ -33,7 +33,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from mmsearch.encoders.base import Encoder
-from mmsearch.store.schema import Space
+from mmsearch.store.schema import MOMENT, Space, item_kinds
 from mmsearch.store.store import Store
 
 SAMPLE = 512
@@ -144,12 +144,13 @@ class BackgroundZ:
         """The calibration record of a space from its vectors now (prompts embedded by ``encoder``, or
         taken from ``previous``, or with ``load`` embedded through the engine's loader when neither has
         them; else the record has no text statistics, and a text query embeds the prompts)."""
-        mods = space.modalities.split(",")
-        samples = {m: self.store.spread_vectors(space.id, m, self.sample) for m in mods}
+        mods = space.modalities.split(",")  # the kinds of query the model embeds
+        items = item_kinds(space)  # the kinds of item it holds (videos and their moments too)
+        samples = {m: self.store.spread_vectors(space.id, m, self.sample) for m in items}
         record: dict[str, Any] = {"generation": self.store.generation(), "stats": {}}
         prompts = None
         enc = None
-        if "text" in mods and any(len(samples[m]) for m in mods):
+        if "text" in mods and any(len(samples[m]) for m in items):
             enc = encoder if encoder is not None else (self.encoder(space.spec) if self.encoder and load else None)
         if previous and "prompts" in previous:
             prompts = _unpack(previous["prompts"], space.dim)
@@ -162,11 +163,13 @@ class BackgroundZ:
         elif enc is not None and encoder is not None:  # only with the writer's model: never loaded for it
             record["queries"] = _pack(enc.embed_texts(list(TUNING_QUERIES)))
         for q in mods:
-            for m in mods:
-                background = prompts if q == "text" else samples[q]
+            for m in items:
+                background, same = prompts if q == "text" else samples[q], q == m and q != "text"
+                if q != "text" and len(background) < 2:  # no photos (sounds) of its own: the videos' frames (windows)
+                    background, same = samples[MOMENT], m == MOMENT
                 if background is None or not len(samples[m]):
                     continue
-                found = background_stats(background, samples[m], same=(q == m and q != "text"))
+                found = background_stats(background, samples[m], same=same)
                 if found is not None:
                     record["stats"][f"{q}>{m}"] = [round(found[0], 6), round(found[1], 6), found[2]]
         return record
@@ -182,7 +185,7 @@ class BackgroundZ:
         for space in self.store.spaces():
             try:
                 record = self.store.meta_value(_key(space.id))
-                changed = any(sum(self.store.changes(space.id, m, before)) for m in space.modalities.split(","))
+                changed = any(sum(self.store.changes(space.id, m, before)) for m in item_kinds(space))
                 if record is not None and not changed:
                     continue
                 if record is None and not changed and space.id not in loaded:

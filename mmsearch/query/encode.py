@@ -25,7 +25,7 @@ from mmsearch.query.parse import parse
 from mmsearch.store.schema import Space
 from mmsearch.store.store import Store
 
-TYPES = ("image", "audio", "text", "any")
+TYPES = ("image", "audio", "video", "text", "any")
 KINDS = ("text", "image", "audio")  # what a query term can be
 #: A combined query's kind (which background calibrates its scores): the first kind among its terms, in
 #: this order. An image or sound term's cosines to items run higher and spread wider than a text's (in
@@ -77,6 +77,8 @@ class Query:
     parts: tuple[Part, ...] = ()
     like: tuple[Any, ...] = ()
     unlike: tuple[Any, ...] = ()
+    moments: int = 1  # a video hit's moments listed (mmsearch.query.moments)
+    pooling: str = "peak"  # how a video scores: its best moment ("peak") or its mean vector ("mean")
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -93,7 +95,8 @@ class Query:
     def make(cls, text: str | Sequence[str] | None = None, image: Any = None, vector: Any = None, *,
              audio: Any = None, like: Any = (), unlike: Any = (), k: int = 10, type: str | None = None,
              under: Any = None, nprobe: int | None = None, ef_search: int | None = None,
-             min_score: float | None = None, max_audio_seconds: float = 600.0) -> "Query":
+             min_score: float | None = None, max_audio_seconds: float = 600.0, moments: int = 1,
+             pooling: str = "peak") -> "Query":
         """Check every argument; a bad one is a :class:`UsageError` naming it."""
         texts, images = _texts(text), _many(image)
         like, unlike = _examples("like", like), _examples("unlike", unlike)
@@ -109,8 +112,11 @@ class Query:
             raise UsageError(f"min_score={min_score!r}: must be a number")
         if audio is not None and not isinstance(audio, (str, os.PathLike, bytes, bytearray)):
             raise UsageError(f"audio must be a path or the bytes of a sound file, not {builtins.type(audio).__name__}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise UsageError(f"k={k!r}: must be a positive whole number")
+        for name, value in (("k", k), ("moments", moments)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name}={value!r}: must be a positive whole number")
+        if pooling not in ("peak", "mean"):
+            raise UsageError(f"pooling={pooling!r}: expected peak or mean")
         if type is not None and type not in TYPES:
             raise UsageError(f"type={type!r}: expected one of {', '.join(TYPES)}")
         for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
@@ -131,7 +137,7 @@ class Query:
                    os.path.abspath(under) if under is not None else None,
                    SearchParams(nprobe=nprobe, ef_search=ef_search), audio,
                    None if min_score is None else float(min_score), float(max_audio_seconds), tuple(parts),
-                   like, unlike)
+                   like, unlike, moments, pooling)
 
 
 def _texts(text: Any) -> list[str]:

@@ -30,7 +30,7 @@ from mmsearch.query.encode import Query, able_spaces, embed_query
 from mmsearch.query.filters import Filters
 from mmsearch.query.language import language_notice
 from mmsearch.store.filtering import Cond
-from mmsearch.store.schema import Space
+from mmsearch.store.schema import MOMENT, Space
 from mmsearch.store.store import Store
 from mmsearch.types import Hit
 from mmsearch.util import is_under
@@ -75,7 +75,7 @@ def targets(store: Store, spaces: Sequence[Space], query: Query, chosen: bool) -
         candidates = able_spaces(query, spaces)[0]
     wanted = [query.type] if query.type and query.type != "any" else None
     if wanted is None:
-        wanted = ["image", "audio", "text"] if query.type == "any" else default_types(store, candidates)
+        wanted = ["image", "audio", "video", "text"] if query.type == "any" else default_types(store, candidates)
     out = [(sp, [m for m in modalities(sp) if m in wanted]) for sp in candidates]
     out = [(sp, mods) for sp, mods in out if mods]
     if not out:
@@ -85,9 +85,10 @@ def targets(store: Store, spaces: Sequence[Space], query: Query, chosen: bool) -
 
 
 def default_types(store: Store, spaces: Sequence[Space]) -> list[str]:
-    """What a query returns without ``type``: every kind of file (images, sounds) the spaces hold, else
+    """What a query returns without ``type``: every kind of file (images, sounds, videos) the spaces hold, else
     texts (decided once for all spaces, so one answer never mixes in texts unasked)."""
-    found = [m for m in ("image", "audio") if any(m in modalities(sp) and store.has_vectors(sp.id, m) for sp in spaces)]
+    found = [m for m in ("image", "audio", "video") if any(m in modalities(sp) and store.has_vectors(sp.id, m)
+                                                           for sp in spaces)]
     if found:
         return found
     return ["text"] if any("text" in modalities(sp) for sp in spaces) else [modalities(spaces[0])[0]]
@@ -100,7 +101,7 @@ def top_ids(store: Store, idx: SpaceIndex, queries: np.ndarray, k: int,
     ``allowed``: only these ids (an ANN search restricted by an ``IDSelector``)."""
     q = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
     if idx.ann is not None and idx.ann.kind in RERANKED:
-        return reranked(store, idx.space_id, idx.ann, q, k, params, allowed)
+        return reranked(store, idx.space_id, idx.ann, q, k, params, allowed, modality=idx.modality)
     scores, ids = idx.search(q, k, params, allowed)
     return [[(float(s), int(i)) for s, i in zip(srow, irow) if i >= 0] for srow, irow in zip(scores, ids)]
 
@@ -221,9 +222,13 @@ def run(store: Store, indexes: IndexSet, plan: Sequence[tuple[Space, list[str]]]
     """Search every (space, modalities) of ``plan``; returns (hits, notices of index repairs).
 
     Every hit carries its calibrated score; several spaces' or kinds' lists are merged on it, and
-    ``query.min_score`` drops what scores below it. ``filters`` restrict the candidates beforehand."""
+    ``query.min_score`` drops what scores below it. ``filters`` restrict the candidates beforehand.
+    Videos are found through every space's moments at once (:mod:`mmsearch.query.moments`)."""
+    from mmsearch.query.moments import Evidence, video_hits
+
     notices: list[str] = []
     lists = []
+    videos = []
     for space, mods in plan:
         notices += indexes.sync(space, mods, save=False, generation=generation)  # only what is searched
         vec = embed_query(query, space, encoder)
@@ -231,10 +236,16 @@ def run(store: Store, indexes: IndexSet, plan: Sequence[tuple[Space, list[str]]]
         note = language_notice(words, encoder(space.spec).space.extra) if words else None
         if note and note not in notices:  # a query in a script the model does not read: say so
             notices.append(note)
-        for m in mods:  # per kind: one model's cosines to texts and to sounds are not comparable either
+        if "video" in mods:  # every space's evidence is fused per video, below
+            notices += indexes.sync(space, [MOMENT], save=False, generation=generation)
+            videos.append(Evidence(space, np.asarray(vec, np.float32).reshape(-1), "image" in modalities(space)))
+        for m in (m for m in mods if m != "video"):  # per kind: cosines to texts and to sounds are not comparable
             hits = search_space(store, {m: indexes.get(space, m)}, vec, k=query.k, modalities=[m],
                                 space_spec=space.spec, under=query.under, params=query.params, filters=filters)
             lists.append(explained(calibration, space, query.modality or "vector", hits))
+    if videos:
+        lists.append(video_hits(store, indexes, videos, calibration, query.modality or "vector", k=query.k,
+                                moments=query.moments, pooling=query.pooling, filters=filters, under=query.under))
     hits = lists[0] if len(lists) == 1 else merge(lists, query.k)
     if query.min_score is not None:
         hits = [dataclasses.replace(h, rank=r) for r, h in

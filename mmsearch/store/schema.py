@@ -17,6 +17,24 @@ SCHEMA_VERSION = 3  # 2: sounds (duration, rate, channels, info on contents; seg
 META_VERSION = 1
 
 
+#: Segment vectors of videos (frames in an image space, soundtrack windows in a sound space) are indexed
+#: as their own kind, "moment", with ids ``content_id * MOMENT_SLOTS + idx`` (a video keeps at most that
+#: many segments per space): an index of moments finds *where* in which video a query matches.
+MOMENT = "moment"
+MOMENT_SLOTS = 4096
+
+
+def item_kinds(space: "Space") -> list[str]:
+    """What a space holds and indexes, by kind: its model's modalities, and for a model that sees or hears,
+    videos (a ``video`` vector each: the mean of its segments) and their moments (:data:`MOMENT`)."""
+    mods = space.modalities.split(",")
+    return mods + (["video", MOMENT] if "image" in mods or "audio" in mods else [])
+
+
+def moment_id(content_id: int, idx: int) -> int:
+    return int(content_id) * MOMENT_SLOTS + int(idx)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -102,10 +120,12 @@ class Vector(Base):
 
 
 class Segment(Base):
-    """A window of a content (a stretch of a sound) embedded in one space: where in the file a hit is.
+    """A stretch of a content embedded in one space: a sound's window, a video's sampled frame (in an image
+    space: it stands for ``start``..``end``) or a window of its soundtrack (in a sound space).
 
-    The content's own vector (in :class:`Vector`) is the normalised mean of its windows; these are kept
-    so a hit can name the best-matching stretch (``start``/``end`` in seconds).
+    The content's own vector (in :class:`Vector`) is the normalised mean of its segments; these are kept
+    so a hit can name the best-matching stretch (``start``/``end`` in seconds), and a video's are indexed
+    as moments (:data:`MOMENT`).
     """
 
     __tablename__ = "segments"

@@ -16,7 +16,8 @@ from mmsearch.errors import StoreError
 from mmsearch.store.checks import Checks
 from mmsearch.store.files import MANIFEST, write_json
 from mmsearch.store.lock import writer_lock
-from mmsearch.store.read import ContentMeta, Reads, SourceState
+from mmsearch.store.moments import MomentReads
+from mmsearch.store.read import ContentMeta, SourceState
 from mmsearch.store.schema import SCHEMA_VERSION
 from mmsearch.store.session import Database
 from mmsearch.store.write import ApplyResult, Upsert, Writes
@@ -26,7 +27,7 @@ DB_NAME = "mmsearch.sqlite3"
 __all__ = ["Store", "Upsert", "ApplyResult", "ContentMeta", "SourceState", "DB_NAME", "MANIFEST"]
 
 
-class Store(Reads, Writes, Checks):
+class Store(MomentReads, Writes, Checks):
     """The database half of a store. Thread-compatible; use one per process."""
 
     def __init__(self, root: Path, *, create: bool = False) -> None:

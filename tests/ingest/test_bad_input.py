@@ -227,7 +227,7 @@ def test_bad_cli_arguments_exit_2_before_any_work(tmp_path, tiny_model):
     assert not (store / "mmsearch.sqlite3").exists() or Engine.open(store, create=False).stats().sources == {}
     r = _cli("index", data, "--store", store, "--model", tiny_model, "--workers", "0")
     assert r.exit_code == 0
-    for args in (["query", "x", "--nprobe", "0"], ["query", "x", "--type", "video"], ["query", "x", "-k", "0"],
+    for args in (["query", "x", "--nprobe", "0"], ["query", "x", "--type", "movie"], ["query", "x", "-k", "0"],
                  ["query", "--image", tmp_path / "missing.png"], ["remove"], ["doctor", "--bogus"]):
         r = _cli(*args, "--store", store)
         assert r.exit_code == 2, (args, r.output)

@@ -51,7 +51,7 @@ CONTAINERS: dict[str, tuple[str, str]] = {
     ".mov": ("libx264", "aac"),
     ".mkv": ("libx264", "aac"),
     ".webm": ("libvpx-vp9", "libopus"),
-    ".avi": ("mpeg4", "libmp3lame"),
+    ".avi": ("mpeg4", "pcm_s16le"),  # not MP3: LAME low-passes 16 kHz sound (the tones model loses high sweeps)
 }
 _ROTATABLE = (".mp4", ".mov", ".m4v", ".3gp")  # display matrix written into the ISO-BMFF track header
 _TIME_BASE = Fraction(1, 1000)
@@ -326,3 +326,58 @@ def _box(data: bytearray, route: list[bytes], start: int = 0, end: int | None = 
             return at if len(route) == 1 else _box(data, route[1:], at + head, at + size)
         at += size
     raise ValueError(f"no {b'/'.join(route).decode()} box: not an MP4/MOV file")
+
+
+# ---- the bundled demo videos (samples/videos) ------------------------------------------------------
+#: file name → (shots, cues, write_video options). Ground truth: ``truth.json`` beside them.
+SAMPLES: dict[str, tuple[tuple[Shot, ...], tuple[Cue, ...], dict[str, Any]]] = {
+    "holiday.mp4": ((Shot("circle", "red", 3.0, seed=1), Shot("square", "blue", 3.0, seed=2),
+                     Shot("star", "yellow", 3.0, seed=3)),
+                    (Cue("sweep-up", 4.0, 6.0, seed=1),), {"size": (128, 96)}),
+    "garden.webm": ((Shot("triangle", "green", 3.0, background="dark", seed=4),
+                     Shot("hexagon", "purple", 3.0, background="dark", seed=5),
+                     Shot("cross", "pink", 4.0, background="dark", seed=6)),
+                    (), {"size": (96, 64)}),
+    "phone.mov": ((Shot("star", "orange", 4.0, background="gradient", seed=7),
+                   Shot("circle", "cyan", 4.0, background="gradient", seed=8)),
+                  (Cue("beeps-fast", 4.0, 6.0, seed=2),), {"size": (96, 128), "rotate_cw": 90}),
+}
+
+_README = """\
+Demo videos of the procedural videos world (mmsearch/world/videos.py), written by
+    python -m mmsearch.world.videos --samples samples/videos
+Ground truth (seconds; the same in truth.json):
+"""
+
+
+def write_samples(out_dir: str | Path) -> list[Truth]:
+    """Write the :data:`SAMPLES` videos, ``truth.json`` (their :class:`Truth` s) and a plain-text
+    ``README`` (no extension: indexing the folder skips it) saying what is on screen and heard when."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    truths = [write_video(out / name, shots, cues=cues, **opts) for name, (shots, cues, opts) in SAMPLES.items()]
+    (out / "truth.json").write_text(json.dumps([t.to_dict() for t in truths], indent=1) + "\n", encoding="utf-8")
+    lines = [_README]
+    for t in truths:
+        sound = f"{t.audio_codec} sound" if t.audio_codec else "no sound"
+        turn = f", stored turned: shown rotated {t.rotation}° clockwise" if t.rotation else ""
+        lines.append(f"{t.file}  ({t.size[0]}x{t.size[1]}, {t.fps:g} fps, {t.codec}, {sound}{turn})\n")
+        lines += [f"  {s.start:4.1f}-{s.end:4.1f} s  on screen: {s.caption}\n" for s in t.shots]
+        lines += [f"  {s.start:4.1f}-{s.end:4.1f} s  heard:     {s.caption}\n" for s in t.sounds]
+    (out / "README").write_text("".join(lines), encoding="utf-8")
+    return truths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Write the bundled demo videos.")
+    ap.add_argument("--samples", metavar="DIR", required=True, help="write the demo videos + truth.json to DIR")
+    args = ap.parse_args(argv)
+    truths = write_samples(args.samples)
+    print(f"wrote {len(truths)} videos and truth.json to {args.samples}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

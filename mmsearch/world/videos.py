@@ -254,7 +254,8 @@ def encode(path: str | Path, scenes: Sequence[tuple[float, np.ndarray]], *, fps:
     if times is None:
         times = [i / fps for i in range(int(round(bounds[-1] * fps)))]
     h, w = scenes[0][1].shape[:2]
-    with av.open(str(path), "w") as out:
+    # bitexact: no random Matroska UIDs or encoder version tags, so a rerun writes the same bytes
+    with av.open(str(path), "w", container_options={"fflags": "+bitexact"}) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         stream.time_base = tb

@@ -209,3 +209,28 @@ def test_builtin_tones_finds_the_cue_windows_by_their_caption(tmp_path, tones_mo
     margin = cos[heard == cls].min() - cos[heard != cls].max()
     print(f"\n{suffix} {query!r}: its windows above the others by {margin:.3f}", end="")
     assert margin > 0.1, (query, margin)  # measured 0.14 (webm: Opus) to 0.47
+
+
+@pytest.mark.parametrize("file, query", [("holiday.mp4", "a blue square"), ("holiday.mp4", "a yellow star"),
+                                         ("garden.webm", "a purple hexagon"), ("phone.mov", "a cyan circle")])
+def test_the_bundled_samples_show_what_their_ground_truth_says(shapes_model, file, query):
+    truth = next(t for t in json.loads((SAMPLES / "truth.json").read_text(encoding="utf-8")) if t["file"] == file)
+    recipe = shapes_model.image_recipe()
+    _, got = frames(str(SAMPLES / file), recipe, every=0.5)
+    got = list(got)
+    cos = shapes_model.embed_image_batch(to_batch([f.pixels for f in got], recipe)) @ \
+        shapes_model.embed_texts([query])[0]
+    shot = next(s for s in truth["shots"] if s["caption"] == query)
+    best = got[int(np.argmax(cos))].time
+    assert shot["start"] <= best < shot["end"]
+
+
+@pytest.mark.parametrize("file, query", [("holiday.mp4", "a rising whistle"), ("phone.mov", "fast beeps")])
+def test_the_bundled_samples_sound_as_their_ground_truth_says(tones_model, file, query):
+    truth = next(t for t in json.loads((SAMPLES / "truth.json").read_text(encoding="utf-8")) if t["file"] == file)
+    feats, spans = windows(decode_audio(str(SAMPLES / file), 16000).samples, tones_model.audio_recipe())
+    cos = tones_model.embed_audio_batch(np.ascontiguousarray(feats)) @ tones_model.embed_texts([query])[0]
+    (cue,) = [s for s in truth["sounds"] if s["caption"] == query]
+    a, b = spans[int(np.argmax(cos))]
+    print(f"\n{file} {query!r}: best window {a:.0f}-{b:.0f} s, cosines {[round(float(c), 2) for c in cos]}", end="")
+    assert cue["start"] <= (a + b) / 2 < cue["end"]

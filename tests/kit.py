@@ -800,66 +800,18 @@ def serving(store: Path, *args: str, log: Path, host: str = "127.0.0.1", timeout
 def write_video(path: Path, scenes: list[tuple[float, Any]], *, fps: int = 10, size: tuple[int, int] = (96, 64),
                 codec: str = "libx264", pix_fmt: str = "yuv420p", gop: int | None = None,
                 rotate_cw: int = 0, times: list[float] | None = None, sound: tuple[np.ndarray, int] | None = None) -> Path:
-    """A video of ``scenes``: (seconds, an RGB triple or an (H, W, 3) uint8 array) each, at ``fps`` (PyAV).
+    """A video of ``scenes``: (seconds, an RGB triple or an (H, W, 3) uint8 array) each, at ``fps`` (PyAV,
+    through :func:`mmsearch.world.videos.encode`; shapes-world videos with ground truth: ``write_video`` there).
 
     ``gop``: frames between keyframes; ``times``: explicit frame times (variable frame rate; one scene
     frame per time, the scene by where the time falls); ``rotate_cw``: display rotation written into an
-    MP4/MOV track header (90 = a phone held upright); ``sound``: (mono float32 samples, rate) as AAC.
+    MP4/MOV track header (90 = a phone held upright; the frames are stored as given); ``sound``: (mono
+    float32 samples, rate) as AAC.
     """
-    import av
-    from fractions import Fraction
+    from mmsearch.world.videos import encode
 
     w, h = size
-    def image(i_scene: int) -> np.ndarray:
-        value = scenes[i_scene][1]
-        if isinstance(value, np.ndarray):
-            return value
-        return np.broadcast_to(np.asarray(value, np.uint8), (h, w, 3)).copy()
-
-    bounds = np.cumsum([s for s, _ in scenes])
-    if times is None:
-        times = [i / fps for i in range(int(round(bounds[-1] * fps)))]
-    out = av.open(str(path), "w")
-    stream = out.add_stream(codec, rate=fps)
-    stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
-    stream.time_base = Fraction(1, 1000)
-    if gop is not None:
-        stream.codec_context.gop_size = gop
-    audio = None
-    if sound is not None:
-        audio = out.add_stream("aac", rate=sound[1])
-        audio.layout = "mono"
-    for t in times:
-        frame = av.VideoFrame.from_ndarray(image(int(np.searchsorted(bounds, t, side="right"))), format="rgb24")
-        frame.pts, frame.time_base = int(round(t * 1000)), Fraction(1, 1000)
-        for packet in stream.encode(frame):
-            out.mux(packet)
-    for packet in stream.encode():
-        out.mux(packet)
-    if audio is not None:
-        samples, rate = sound
-        for start in range(0, len(samples), 1024):
-            chunk = samples[start : start + 1024].astype(np.float32)[None, :]
-            af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-            af.sample_rate, af.pts = rate, start
-            for packet in audio.encode(af):
-                out.mux(packet)
-        for packet in audio.encode():
-            out.mux(packet)
-    out.close()
-    if rotate_cw:
-        _set_mp4_rotation(path, rotate_cw)
-    return path
-
-
-def _set_mp4_rotation(path: Path, degrees_cw: int) -> None:
-    """Write a display matrix into the first track header of an MP4/MOV (as phones and ffmpeg's rotate do)."""
-    import struct
-
-    cos, sin = {90: (0, 1), 180: (-1, 0), 270: (0, -1)}[degrees_cw % 360]
-    data = bytearray(path.read_bytes())
-    at = data.index(b"tkhd")
-    assert data[at + 4] == 0, "version-0 tkhd expected"
-    m = [cos * 65536, sin * 65536, 0, -sin * 65536, cos * 65536, 0, 0, 0, 1 << 30]
-    data[at + 44 : at + 80] = struct.pack(">9i", *m)
-    path.write_bytes(bytes(data))
+    frames = [(seconds, value if isinstance(value, np.ndarray)
+               else np.broadcast_to(np.asarray(value, np.uint8), (h, w, 3)).copy()) for seconds, value in scenes]
+    return encode(path, frames, fps=fps, codec=codec, pix_fmt=pix_fmt, gop=gop, times=times, sound=sound,
+                  audio_codec="aac", rotate_cw=rotate_cw)

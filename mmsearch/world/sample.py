@@ -5,7 +5,8 @@
 Creates ``OUT_DIR/images/*.png`` (single- and two-object scenes, named after their
 content, e.g. ``red_circle_003.png`` or ``blue_star_and_green_square_017.png``),
 ``OUT_DIR/notes/*.txt`` (short notes that mention shapes) and ``OUT_DIR/manifest.json``
-(the structured record and canonical caption of every image).
+(the structured record and canonical caption of every image). The bundled demo videos
+(``samples/videos``) come from :mod:`mmsearch.world.videos` (``python -m mmsearch.world.videos --samples DIR``).
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ must catch up, reads a private copy.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -87,7 +88,7 @@ class SpaceIndex:
         self.kind_pref = kind
         self.budget, self.target, self.prompts = budget, target, prompts
         self.device = device  # where searches run: see mmsearch.ann.placement
-        self._placed: tuple[tuple[int, int], Placed] | None = None
+        self._placed: tuple[weakref.ref, tuple, Placed] | None = None  # (for which index, its state, searcher)
         self.folder = store.root / ANN_DIR
         self.name = index_name(space_id, modality)
         self.ann: AnnIndex | None = None
@@ -317,16 +318,18 @@ class SpaceIndex:
     @property
     def placement(self) -> Placed | None:
         """The searcher as placed by the last search, if any (see :meth:`placed`)."""
-        return self._placed[1] if self._placed is not None else None
+        return self._placed[2] if self._placed is not None else None
 
     def placed(self) -> Placed:
-        """This index's searcher where :func:`~mmsearch.ann.placement.place` puts it (made again when the
-        index changed: a GPU copy never serves an older generation)."""
-        assert self.ann is not None, "sync() first"
-        key = (id(self.ann), self.generation)
-        if self._placed is None or self._placed[0] != key:
-            self._placed = (key, place(self.ann, self.device))
-        return self._placed[1]
+        """This index's searcher where :func:`~mmsearch.ann.placement.place` puts it, made again whenever the
+        index changed (another index object, another generation, vectors added or removed in place, tuned
+        again): a GPU or torch copy never serves vectors or a search breadth the index no longer has."""
+        ann = self.ann
+        assert ann is not None, "sync() first"
+        key = (self.generation, ann.changes, ann.tuned)
+        if self._placed is None or self._placed[0]() is not ann or self._placed[1] != key:
+            self._placed = (weakref.ref(ann), key, place(ann, self.device))  # (weak: no old index kept alive)
+        return self._placed[2]
 
 
 def _feeding(blocks: Iterable[tuple[np.ndarray, np.ndarray]], into: Iterable[TopK]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -57,7 +57,7 @@ class Settings:
     index: str = "auto"  # auto | flat | ivf | hnsw | pq
     max_audio_seconds: float = 600.0  # a longer sound is indexed by its first this-many seconds (recorded)
     k: int = 10  # results per query when a query does not say
-    recall_target: float | None = None  # Recall@10 approximate indexes are tuned to; None: each keeps its own (0.95 new)
+    recall_target: float | None = None  # R@10 approximate indexes are tuned to; None: each keeps its own (0.95 new)
     index_memory: str = "auto"  # full vectors `auto` keeps in RAM before it builds IVF-PQ ("8GB"; auto: RAM/4)
     search_device: str = "auto"  # auto | cpu | cuda: where searches run (mmsearch.ann.placement)
 

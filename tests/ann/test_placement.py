@@ -147,7 +147,9 @@ def torch_on_cpu(monkeypatch):
     from mmsearch.ann import space_index
 
     def place(ann: AnnIndex, wanted: str = "auto") -> Placed:
-        return Placed("torch", "cpu", TorchExact.of(ann, "cpu")) if ann.kind == "flat" else Placed("faiss-cpu", "cpu", ann)
+        if ann.kind != "flat":
+            return Placed("faiss-cpu", "cpu", ann)
+        return Placed("torch", "cpu", TorchExact.of(ann, "cpu"))
 
     monkeypatch.setattr(space_index, "place", place)
 

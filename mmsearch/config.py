@@ -57,7 +57,7 @@ class Settings:
     index: str = "auto"  # auto | flat | ivf | hnsw | pq
     max_audio_seconds: float = 600.0  # a longer sound is indexed by its first this-many seconds (recorded)
     k: int = 10  # results per query when a query does not say
-    recall_target: float = 0.95  # Recall@10 an approximate index is tuned to at build (mmsearch.ann.tuning)
+    recall_target: float | None = None  # R@10 approximate indexes are tuned to; None: each keeps its own (0.95 new)
     index_memory: str = "auto"  # full vectors `auto` keeps in RAM before it builds IVF-PQ ("8GB"; auto: RAM/4)
     search_device: str = "auto"  # auto | cpu | cuda: where searches run (mmsearch.ann.placement)
 
@@ -107,7 +107,7 @@ class Settings:
                 what = f"--{name.replace('_', '-')}" if name != "search_device" else \
                     "search_device (MMSEARCH_SEARCH_DEVICE or the config file)"
                 raise UsageError(f"{what} {value!r}: expected one of {', '.join(allowed)}")
-        if not 0.0 < s.recall_target <= 1.0:
+        if s.recall_target is not None and not 0.0 < s.recall_target <= 1.0:
             raise UsageError(f"--recall-target {s.recall_target}: must be above 0 and at most 1")
         memory_bytes(s.index_memory)  # a usage error now, not at the first large build
         if s.index not in INDEX_KINDS:  # a usage error now, not after hours of indexing

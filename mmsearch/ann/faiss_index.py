@@ -112,6 +112,7 @@ class AnnIndex:
         self.trained_n = trained_n  # vectors an IVF/PQ index was made for (its lists fit that size)
         self.mapped = False  # read-only memory map of a file: search only (reload writable to change)
         self.tuned = tuned  # the search breadth tuned to a recall target at build (mmsearch.ann.tuning)
+        self.changes = 0  # adds and removals so far: a copy placed elsewhere is stale once this moves
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
@@ -165,6 +166,7 @@ class AnnIndex:
             self.index.train(_f32(vecs))
             self.trained_n = len(ids)
         self.index.add_with_ids(_f32(vecs), np.ascontiguousarray(ids, dtype=np.int64))
+        self.changes += 1
 
     def remove(self, ids: np.ndarray) -> bool:
         """Remove ids; False when this kind cannot remove (HNSW): the caller rebuilds instead."""
@@ -175,6 +177,7 @@ class AnnIndex:
         if self.kind == "hnsw":
             return False
         self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64)))
+        self.changes += 1
         return True
 
     def search(self, queries: np.ndarray, k: int, params: SearchParams | None = None,

@@ -14,7 +14,7 @@ from mmsearch.ann.faiss_index import KINDS, CorruptIndexError
 from mmsearch.ann.placement import choose
 from mmsearch.errors import UsageError
 from mmsearch.ann.space_index import ANN_DIR, SpaceIndex, SyncReport, index_ids, index_name, read_record
-from mmsearch.ann.tuning import TARGET, Tuned
+from mmsearch.ann.tuning import Tuned
 from mmsearch.store.checks import some
 from mmsearch.store.files import temp_files
 from mmsearch.store.schema import MOMENT, Space, item_kinds
@@ -32,7 +32,7 @@ class IndexSet:
     ``budget``, ``target``: see :class:`SpaceIndex`; ``prompts(space)``: a space's generic text queries
     (embedded by its text tower, no model loaded for them) to tune its indexes with, or None."""
 
-    def __init__(self, store: Store, kind: str = "auto", *, budget: int | None = None, target: float = TARGET,
+    def __init__(self, store: Store, kind: str = "auto", *, budget: int | None = None, target: float | None = None,
                  prompts: Callable[[Space], np.ndarray | None] | None = None, device: str = "auto") -> None:
         self.store = store
         self.kind = kind
@@ -221,6 +221,7 @@ def _index_problem(idx: SpaceIndex, db_gen: int, db_ids: np.ndarray, has_file: b
 
 
 def _repair(idx: SpaceIndex, behind: bool, db_ids: np.ndarray) -> SyncReport:
+    idx.target = idx.kept_target()  # read before the record goes: a rebuilt index keeps its target
     if not behind:
         idx.pointer.unlink(missing_ok=True)  # damaged or wrong: build afresh
     rep = idx.sync(save=True)

@@ -15,6 +15,7 @@ must catch up, reads a private copy.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -71,12 +72,14 @@ class SpaceIndex:
     """The ANN index of one modality within one space.
 
     ``budget``: bytes of full vectors ``auto`` keeps in memory (see :func:`choose_kind`); ``target``: the
-    Recall@10 an approximate index is tuned to when built (:mod:`mmsearch.ann.tuning`), with queries of
-    its own kind and text queries (the store's texts and ``prompts()``).
+    Recall@10 an approximate index is tuned to (:mod:`mmsearch.ann.tuning`), with queries of its own kind
+    and text queries (the store's texts and ``prompts()``). None (not given): the index keeps the target it
+    was tuned to when it is tuned again or rebuilt (:data:`TARGET` for a new one); only a writer given
+    a target tunes it to another.
     """
 
     def __init__(self, store: Store, space_id: int, space_key: str, modality: str, kind: str = "auto", *,
-                 budget: int | None = None, target: float = TARGET, prompts: Prompts | None = None,
+                 budget: int | None = None, target: float | None = None, prompts: Prompts | None = None,
                  device: str = "auto") -> None:
         self.store = store
         self.space_id = space_id
@@ -85,7 +88,7 @@ class SpaceIndex:
         self.kind_pref = kind
         self.budget, self.target, self.prompts = budget, target, prompts
         self.device = device  # where searches run: see mmsearch.ann.placement
-        self._placed: tuple[tuple[int, int], Placed] | None = None
+        self._placed: tuple[weakref.ref, tuple, Placed] | None = None  # (for which index, its state, searcher)
         self.folder = store.root / ANN_DIR
         self.name = index_name(space_id, modality)
         self.ann: AnnIndex | None = None
@@ -164,6 +167,7 @@ class SpaceIndex:
     def _rebuild(self, gen: int, action: str, reason: str) -> SyncReport:
         """Build from the database in blocks: IVF/PQ trained on a sample, vectors added a block at a time;
         an approximate index then tuned, with the exact neighbours of its tuning queries found in the same pass."""
+        target = self.kept_target()  # (before the old index goes)
         n = self.store.count_vectors(self.space_id, self.modality)
         dim = next(sp.dim for sp in self.store.spaces() if sp.id == self.space_id)
         probes = self._probes() if choose_kind(self.kind_pref, n, dim, self.budget) != "flat" else []
@@ -172,7 +176,7 @@ class SpaceIndex:
             self.kind_pref, dim, n, lambda m: self.store.sample_vectors(self.space_id, self.modality, m),
             _feeding(self.store.iter_vectors(self.space_id, self.modality), truth.values()), self.budget)
         if probes and self.ann.kind != "flat":
-            self._tune(probes, truth)
+            self._tune(probes, truth, target)
         self.generation, self.dirty = gen, True
         return SyncReport(action, reason, gen)
 
@@ -199,9 +203,24 @@ class SpaceIndex:
         return [Probe("text", np.concatenate([own.vectors, more]) if len(own.vectors) else more,
                       np.concatenate([own.ids, np.full(len(more), -1, np.int64)]))]
 
-    def _tune(self, probes: list[Probe], truth: dict[str, TopK] | None) -> None:
-        """Tune the search breadth to :attr:`target` (``truth``: the probes' exact neighbours, else found now)."""
+    def kept_target(self) -> float:
+        """The Recall@10 this index is tuned to: the one given, else the one it was tuned to (the loaded
+        index's, else its file's record), else :data:`TARGET`."""
+        if self.target is not None:
+            return self.target
+        tuned = self.ann.tuned if self.ann is not None else None
+        if tuned is None:
+            try:
+                tuned = Tuned.from_record(_record(self.folder, self.name).get("tuning"))
+            except (OSError, ValueError):  # no file, or an unreadable record: nothing was kept
+                tuned = None
+        return tuned.target if tuned is not None else TARGET
+
+    def _tune(self, probes: list[Probe], truth: dict[str, TopK] | None, target: float | None = None) -> None:
+        """Tune the search breadth to ``target`` (default :meth:`kept_target`; ``truth``: the probes' exact
+        neighbours, else found now)."""
         assert self.ann is not None
+        target = self.kept_target() if target is None else target
         if truth is None:
             truth = {p.kind: TopK(p.vectors, K + 1) for p in probes}
             for _ in _feeding(self.store.iter_vectors(self.space_id, self.modality), truth.values()):
@@ -220,15 +239,16 @@ class SpaceIndex:
             return ann.search(q, k, params)[1]
 
         self.ann.tuned = tune(ann.kind, ann.breadth(), search, probes, {k: t.ranked() for k, t in truth.items()},
-                              target=self.target, n=ann.ntotal)
+                              target=target, n=ann.ntotal)
 
     def _stale_tuning(self) -> bool:
-        """Whether a writer should tune this index again: never tuned, tuned to another target, or grown."""
+        """Whether a writer should tune this index again: never tuned, given another target, or grown."""
         ann = self.ann
         if ann is None or ann.kind == "flat" or ann.ntotal == 0:
             return False
         t = ann.tuned
-        return t is None or t.target != self.target or ann.ntotal > RETUNE_GROWTH * max(t.n, 1)
+        return t is None or (self.target is not None and t.target != self.target) or \
+            ann.ntotal > RETUNE_GROWTH * max(t.n, 1)
 
     # ---- files -----------------------------------------------------------------------------------
     def read_file(self, db_gen: int, *, writable: bool, verify: bool = False) -> tuple[AnnIndex, int]:
@@ -299,16 +319,18 @@ class SpaceIndex:
     @property
     def placement(self) -> Placed | None:
         """The searcher as placed by the last search, if any (see :meth:`placed`)."""
-        return self._placed[1] if self._placed is not None else None
+        return self._placed[2] if self._placed is not None else None
 
     def placed(self) -> Placed:
-        """This index's searcher where :func:`~mmsearch.ann.placement.place` puts it (made again when the
-        index changed: a GPU copy never serves an older generation)."""
-        assert self.ann is not None, "sync() first"
-        key = (id(self.ann), self.generation)
-        if self._placed is None or self._placed[0] != key:
-            self._placed = (key, place(self.ann, self.device))
-        return self._placed[1]
+        """This index's searcher where :func:`~mmsearch.ann.placement.place` puts it, made again whenever the
+        index changed (another index object, another generation, vectors added or removed in place, tuned
+        again): a GPU or torch copy never serves vectors or a search breadth the index no longer has."""
+        ann = self.ann
+        assert ann is not None, "sync() first"
+        key = (self.generation, ann.changes, ann.tuned)
+        if self._placed is None or self._placed[0]() is not ann or self._placed[1] != key:
+            self._placed = (weakref.ref(ann), key, place(ann, self.device))  # (weak: no old index kept alive)
+        return self._placed[2]
 
 
 def _feeding(blocks: Iterable[tuple[np.ndarray, np.ndarray]], into: Iterable[TopK]) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -8,7 +8,7 @@ import pytest
 
 from mmsearch.ann.faiss_index import AnnIndex, SearchParams
 from mmsearch.ann.indexes import IndexSet
-from mmsearch.ann.placement import PostFiltered, TorchExact, choose, cuda_usable, faiss_build
+from mmsearch.ann.placement import Placed, PostFiltered, TorchExact, choose, cuda_usable, faiss_build
 from mmsearch.config import Settings
 from mmsearch.encoders.base import SpaceInfo
 from mmsearch.errors import UsageError
@@ -138,6 +138,50 @@ def test_a_write_places_the_index_again(tmp_path, data):
     idx.sync(save=False)
     _, got = idx.search(q[:1], 1)
     assert idx.placement is not first and got[0, 0] == st.vectors(sp.id, "image")[0][-1]  # the new vector found
+    st.close()
+
+
+@pytest.fixture
+def torch_on_cpu(monkeypatch):
+    """Flat indexes placed as a torch copy of their vectors, as on a CUDA machine (on the CPU: the same code)."""
+    from mmsearch.ann import space_index
+
+    def place(ann: AnnIndex, wanted: str = "auto") -> Placed:
+        if ann.kind != "flat":
+            return Placed("faiss-cpu", "cpu", ann)
+        return Placed("torch", "cpu", TorchExact.of(ann, "cpu"))
+
+    monkeypatch.setattr(space_index, "place", place)
+
+
+@pytest.mark.parametrize("role", ["writer", "reader of the writer's file"])
+def test_a_placed_copy_never_serves_vectors_the_index_no_longer_has(tmp_path, data, torch_on_cpu, role):
+    """The torch copy holds the vectors as they were when placed: after vectors are added, and after some
+    are removed, searches through it see the index as it is now."""
+    x, _, q = data
+    st = Store(tmp_path / "s", create=True)
+    sp = st.ensure_space(SpaceInfo(spec="t:v", family="t", weights="w", dim=DIM, modalities=("image",)))
+    st.apply([Upsert(f"/v/{i}.png", "file", 1, 1, f"{i:064x}", "image", vector=x[i]) for i in range(200)], sp.id)
+    writer = IndexSet(st, "flat").get(sp, "image")
+    idx = writer if role == "writer" else IndexSet(st, "flat").get(sp, "image")
+
+    def searched() -> np.ndarray:
+        writer.sync(save=True)
+        idx.sync(save=role == "writer")
+        _, got = idx.search(q, 5)
+        assert idx.placement.path == "torch"
+        ids, vecs = st.vectors(sp.id, "image")
+        assert (got == exact(vecs, ids, q, 5)).all()  # what the database holds now, not what was placed
+        return got
+
+    before = searched()
+    st.apply([Upsert(f"/v/near{r}.png", "file", 1, 1, f"{r:03d}" + "a" * 61, "image", vector=q[r]) for r in range(3)],
+             sp.id)  # each the best match of its query
+    added = searched()
+    assert not np.isin(added[:3, 0], before).any()
+    st.apply([], sp.id, remove_uris=[f"/v/near{r}.png" for r in range(3)] + [f"/v/{i}.png" for i in range(0, 200, 2)])
+    removed = searched()
+    assert not np.isin(removed, added[:3, 0]).any()
     st.close()
 
 

@@ -130,6 +130,60 @@ def test_a_writer_tunes_again_for_a_new_target_or_a_store_grown_twofold(tmp_path
     assert (lower["n"], grown["n"]) == (3000, 6500)
 
 
+@pytest.mark.parametrize("kind, target, change, kept", [
+    ("ivf", None, None, 0.99),          # a writer given no target (watch, add-text, plain `index`): left as tuned
+    ("ivf", None, "grow", 0.99),        # tuned again as it grew: to the target it had
+    ("hnsw", None, None, 0.99),         # rebuilt as another kind: the same
+    ("ivf", None, "lose file", 0.99),   # rebuilt from the database, its file gone: its record still says
+    ("ivf", 0.9, None, 0.9),            # only a writer given a target changes it
+])
+def test_an_index_keeps_its_recall_target_until_a_writer_gives_another(tmp_path, kind, target, change, kept):
+    st, sp = fill(tmp_path / "s", n=3000)
+    IndexSet(st, "ivf", target=0.99).sync(sp, ["image"], save=True)
+    first = read_record(st.root, sp.id, "image")["tuning"]
+    if change == "grow":
+        more = images(3500, 3)
+        st.apply([Upsert(f"/w/{i}.png", "file", 1, 1, f"w{i:063x}", "image", vector=more[i]) for i in range(3500)],
+                 sp.id)
+    elif change == "lose file":
+        (st.root / "ann" / read_record(st.root, sp.id, "image")["file"]).unlink()
+    IndexSet(st, kind, target=target).sync(sp, ["image"], save=True)
+    after = read_record(st.root, sp.id, "image")
+    st.close()
+    assert first["target"] == 0.99 and after["tuning"]["target"] == kept and after["kind"] == kind
+    if (kind, target, change) == ("ivf", None, None):
+        assert after["tuning"] == first  # not tuned again at all
+    if change == "grow":
+        assert after["tuning"]["n"] == 6500
+
+
+def test_writers_without_recall_target_keep_the_one_an_index_was_built_with(tmp_path, monkeypatch):
+    """Through the CLI: `index --recall-target 0.99`, then `add-text` (which takes no target) and a plain
+    `index` leave the image index tuned at 0.99; `index --recall-target 0.9` tunes it to 0.9."""
+    import json
+
+    from tests.kit import write_images
+
+    monkeypatch.setenv("MMSEARCH_INDEX", "ivf")
+    store, imgs = tmp_path / "s", tmp_path / "imgs"
+    write_images(imgs, 40)
+
+    def image_target() -> float:
+        out = cli("stats", "--store", store, "--json")
+        assert out.exit_code == 0, out.output
+        return json.loads(out.output)["spaces"][0]["tuning"]["image"]["target"]
+
+    first = cli("index", imgs, "--store", store, "-m", "builtin:shapes", "--recall-target", "0.99")
+    assert first.exit_code == 0, first.output
+    assert image_target() == 0.99
+    assert cli("add-text", "a red circle", "--store", store).exit_code == 0
+    write_images(tmp_path / "imgs" / "more", 3, seed=5)
+    assert cli("index", imgs, "--store", store).exit_code == 0
+    assert image_target() == 0.99
+    assert cli("index", imgs, "--store", store, "--recall-target", "0.9").exit_code == 0
+    assert image_target() == 0.9
+
+
 def test_stats_show_the_tuned_breadth_and_recall_per_query_kind(tmp_path):
     st, sp = fill(tmp_path / "s", n=3000)
     IndexSet(st, "ivf").sync(sp, save=True)

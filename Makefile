@@ -21,7 +21,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	rm -rf $(DEMO_STORE)
-	$(BIN)/mmsearch index samples/shapes samples/sounds --store $(DEMO_STORE) --model builtin:shapes --model builtin:tones
+	$(BIN)/mmsearch index samples/shapes samples/sounds samples/videos --store $(DEMO_STORE) --model builtin:shapes --model builtin:tones
 	$(BIN)/mmsearch stats --store $(DEMO_STORE)
 	@echo; echo '$$ mmsearch query "a red circle" --type image -k 5'
 	$(BIN)/mmsearch query "a red circle" --type image --store $(DEMO_STORE) -k 5
@@ -43,6 +43,10 @@ demo: $(STAMP)
 	$(BIN)/mmsearch query --audio samples/sounds/noise-white_00.wav --store $(DEMO_STORE) -k 3
 	@echo; echo '$$ mmsearch query "white noise" -k 4 --explain      # photos and sounds in one list, by calibrated score'
 	$(BIN)/mmsearch query "white noise" --store $(DEMO_STORE) -k 4 --explain
+	@echo; echo '$$ mmsearch query "a blue square" --type video -k 3      # the video, and the seconds it is on screen'
+	$(BIN)/mmsearch query "a blue square" --type video --store $(DEMO_STORE) -k 3
+	@echo; echo '$$ mmsearch query "a rising whistle" --type video --moments 2 -k 2   # heard in a soundtrack'
+	$(BIN)/mmsearch query "a rising whistle" --type video --moments 2 --store $(DEMO_STORE) -k 2
 	@echo; echo 'Search page: $(BIN)/mmsearch serve --store $(DEMO_STORE)   then open http://127.0.0.1:8765/'
 
 test: $(STAMP) browser

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from typing import Iterable, Iterator, Sequence, TypeVar
 
+#: Segments a video keeps per space (its moment ids are ``content_id * MOMENT_SLOTS + idx``; see
+#: :data:`mmsearch.store.schema.MOMENT`): here so the light decode workers know it without the store.
+MOMENT_SLOTS = 4096
+
 T = TypeVar("T")
 
 #: Keeps SQL ``IN (...)`` lists well under SQLite's variable limit.

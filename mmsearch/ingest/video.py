@@ -45,6 +45,7 @@ import numpy as np
 
 from mmsearch.ingest.decode import BadInput, Loaded
 from mmsearch.ingest.pixels import Plan, _crop_or_pad, plan, resize_size
+from mmsearch.util import MOMENT_SLOTS
 
 #: Files read as videos (by extension; ``.ts`` is left out: it names TypeScript as often as MPEG-TS).
 VIDEO_EXTENSIONS = frozenset("." + e for e in "mp4 m4v mov qt mkv webm avi wmv asf flv mpg mpeg m2v mts m2ts 3gp 3g2 ogv vob".split())
@@ -143,18 +144,24 @@ def load_video(out: Loaded, recipe: dict[str, Any] | None, limits: dict[str, Any
         return
     if recipe.get("kind") == "clap":
         if info.audio:
-            seconds = float(limits.get("max_soundtrack_seconds", MAX_SOUNDTRACK_SECONDS))
+            seconds = min(float(limits.get("max_soundtrack_seconds", MAX_SOUNDTRACK_SECONDS)), _slot_seconds(recipe))
             sound = decode_audio(out.path, int(recipe["sampling_rate"]), seconds)
             out.windows, out.spans = windows(sound.samples, recipe)
             out.sample_rate, out.channels, out.truncated = sound.sample_rate, sound.channels, sound.truncated
         return
     _, sampled = frames(out.path, recipe, every=float(limits.get("video_every", EVERY)),
-                        max_frames=int(limits.get("max_video_frames", MAX_FRAMES)))
+                        max_frames=min(int(limits.get("max_video_frames", MAX_FRAMES)), MOMENT_SLOTS))
     kept = list(sampled)
     if not kept:
         raise BadInput("no frame could be decoded (truncated or corrupt video)")
     out.pixels = np.stack([f.pixels for f in kept])
     out.spans = spans([f.time for f in kept], info.duration)
+
+
+def _slot_seconds(recipe: dict[str, Any]) -> float:
+    """The longest soundtrack whose windows fit a video's moment slots (:data:`MOMENT_SLOTS`)."""
+    rate = int(recipe["sampling_rate"])
+    return ((MOMENT_SLOTS - 1) * int(recipe["hop"]) + int(recipe["window"])) / rate
 
 
 _ISO6709 = re.compile(r"^([+-]\d+(?:\.\d+)?)([+-]\d+(?:\.\d+)?)")
@@ -180,7 +187,10 @@ def _container_metadata(info: VideoInfo):
 
 # ---- inside ---------------------------------------------------------------------------------------
 def _open(path: str):
-    import av
+    try:
+        import av
+    except ImportError:
+        raise BadInput("reading videos needs PyAV: pip install 'mmsearch[video]'") from None
 
     try:
         return av.open(path, metadata_errors="ignore")

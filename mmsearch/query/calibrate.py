@@ -73,6 +73,16 @@ class Calibration(Protocol):
         ...
 
 
+def scale(calibration: Calibration, space: Space, query_modality: str, modality: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The calibrated score of raw ones for one (space, query kind, item kind), its background read once
+    (a search scores many hits of one kind: one lookup, not one per hit). Neutral (0) when unknown."""
+    found = calibration.stats(space, query_modality, modality)
+    if found is None:
+        return lambda scores: np.zeros(len(scores))
+    mu, sigma = found
+    return lambda scores: (np.asarray(scores, np.float64) - mu) / sigma
+
+
 def _key(space_id: int) -> str:
     return f"calibration:{space_id}"
 

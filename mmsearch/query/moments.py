@@ -7,7 +7,8 @@ as *moments* (:data:`~mmsearch.store.schema.MOMENT`). A query reaching videos:
 1. **Candidates.** In each space it is embedded in, the moment index gives the best segments; their
    videos (up to :data:`CANDIDATES` per space, ranked by their best segment) are the candidates. With
    ``pooling="mean"`` the candidates come from the video index instead (each video's mean vector:
-   the "mean-pooled frames" baseline of the text→video literature).
+   the "mean-pooled frames" baseline of the text→video literature), of the image spaces alone when
+   the query reaches one (a sound space's mean soundtrack vector is scored only without one).
 2. **Evidence.** Every segment of a candidate, in every space, is scored exactly and calibrated
    (:mod:`mmsearch.query.calibrate`, per space, against that space's moments), so a frame's and a
    window's scores are comparable.
@@ -17,7 +18,7 @@ as *moments* (:data:`~mmsearch.store.schema.MOMENT`). A query reaching videos:
 4. **Moments.** Around a peak, neighbouring seconds within :data:`MOMENT_DROP` of it (a one-second dip
    bridged) merge into one moment; further moments are the next peaks outside it, down to
    :data:`MOMENT_FLOOR` below the best. A moment says which evidence carried it: ``seen``, ``heard`` or
-   ``both`` (each within :data:`MOMENT_DROP` of the peak at the peak second).
+   ``both`` (each reaching within :data:`MOMENT_DROP` of the peak somewhere in the moment).
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from mmsearch.ann.indexes import IndexSet
-from mmsearch.query.calibrate import Calibration
+from mmsearch.query.calibrate import Calibration, scale
 from mmsearch.query.filters import Filters
 from mmsearch.query.search import conditions, described, top_ids
 from mmsearch.store.schema import MOMENT, MOMENT_SLOTS, Space
@@ -53,6 +54,7 @@ class Evidence:
     space: Space
     vector: np.ndarray
     seen: bool
+    z: Callable[[np.ndarray], np.ndarray] | None = None  # raw cosine → calibrated, against the space's moments
 
 
 @dataclass
@@ -75,18 +77,20 @@ def video_hits(store: Store, indexes: IndexSet, evidence: Sequence[Evidence], ca
     """The best ``k`` videos for a query embedded as ``evidence`` (one per space), each with its best
     ``moments``; scores are calibrated (comparable with the other kinds' hits)."""
     conds = conditions(filters, under)
+    evidence = [dataclasses.replace(ev, z=scale(calibration, ev.space, query_modality, MOMENT)) for ev in evidence]
     want = max(CANDIDATES, 4 * k)
     allowed: dict[int, np.ndarray | None] = {}
     found: dict[int, float] = {}
-    for ev in evidence:
+    # mean pooling is the literature's mean of frame embeddings: scored by what is seen where a space sees
+    scoring = [ev for ev in evidence if ev.seen] or evidence if pooling == "mean" else evidence
+    for ev in scoring:
         if conds:
             allowed[ev.space.id] = store.filtered_ids(conds, ev.space.id, "video")
-        for cid, z in _candidates(store, indexes, ev, calibration, query_modality, want, pooling,
-                                  allowed.get(ev.space.id)).items():
+        for cid, z in _candidates(store, indexes, ev, want, pooling, allowed.get(ev.space.id)).items():
             found[cid] = max(found.get(cid, -math.inf), z)
     ranked = sorted(found, key=lambda c: (-found[c], c))[: want]
     meta = store.content_meta(ranked)
-    lines = _lines(store, evidence, calibration, query_modality, ranked, meta)
+    lines = _lines(store, evidence, ranked, meta)
     hits = []
     for cid in ranked:
         m, line = meta.get(cid), lines.get(cid)
@@ -99,16 +103,18 @@ def video_hits(store: Store, indexes: IndexSet, evidence: Sequence[Evidence], ca
     return [dataclasses.replace(h, rank=r) for r, h in enumerate(hits[:k], 1)]
 
 
-def _candidates(store: Store, indexes: IndexSet, ev: Evidence, calibration: Calibration, query_modality: str,
-                want: int, pooling: str, allowed: np.ndarray | None) -> dict[int, float]:
+def _candidates(store: Store, indexes: IndexSet, ev: Evidence, want: int, pooling: str,
+                allowed: np.ndarray | None) -> dict[int, float]:
     """video id → its calibrated score in one space (its best moment's, or its mean vector's)."""
     q = ev.vector.reshape(1, -1).astype(np.float32)
     kind = "video" if pooling == "mean" else MOMENT
     idx = indexes.get(ev.space, kind)
+    # A video's mean vector is calibrated as its segments are: a space holds few videos to learn from,
+    # and the same background keeps mean and peak scores on one scale.
     if idx.ann is None or (allowed is not None and len(allowed) == 0):  # no videos in this space
         return {}
     if allowed is not None and len(allowed) <= EXACT_MAX:  # a small filtered set: every segment, exactly
-        return {cid: z for cid, z in _exact(store, ev, calibration, query_modality, allowed, pooling).items()}
+        return _exact(store, ev, allowed, pooling)
     ids = None if allowed is None else (allowed if kind == "video" else store.moment_ids(allowed, ev.space.id))
     pairs = top_ids(store, idx, q, want if kind == "video" else POOL, allowed=ids)[0]
     best: dict[int, float] = {}
@@ -118,26 +124,25 @@ def _candidates(store: Store, indexes: IndexSet, ev: Evidence, calibration: Cali
     if not best:
         return {}
     cids = list(best)
-    z = calibration(ev.space, query_modality, kind, np.array([best[c] for c in cids]))
+    z = ev.z(np.array([best[c] for c in cids]))
     return dict(zip(cids, map(float, z)))
 
 
-def _exact(store: Store, ev: Evidence, calibration: Calibration, query_modality: str, videos: np.ndarray,
-           pooling: str) -> dict[int, float]:
+def _exact(store: Store, ev: Evidence, videos: np.ndarray, pooling: str) -> dict[int, float]:
+    """video id → calibrated score of each of a small set of videos, from their stored vectors."""
     if pooling == "mean":
         found = store.vectors_for(videos.tolist(), ev.space.id)
         cids = list(found)
         raw = np.array([float(found[c] @ ev.vector) for c in cids])
-        return dict(zip(cids, map(float, calibration(ev.space, query_modality, "video", raw)))) if cids else {}
+        return dict(zip(cids, map(float, ev.z(raw)))) if cids else {}
     out = {}
     for cid, (_, vecs) in store.segments(videos.tolist(), ev.space.id).items():
         if len(vecs):
-            out[cid] = float(calibration(ev.space, query_modality, MOMENT, np.array([float((vecs @ ev.vector).max())]))[0])
+            out[cid] = float(ev.z(np.array([float((vecs @ ev.vector).max())]))[0])
     return out
 
 
-def _lines(store: Store, evidence: Sequence[Evidence], calibration: Calibration, query_modality: str,
-           videos: Sequence[int], meta: dict) -> dict[int, _Line]:
+def _lines(store: Store, evidence: Sequence[Evidence], videos: Sequence[int], meta: dict) -> dict[int, _Line]:
     """Each video's time line from its segments in every space of ``evidence``."""
     lines: dict[int, _Line] = {}
     for cid in videos:
@@ -149,7 +154,7 @@ def _lines(store: Store, evidence: Sequence[Evidence], calibration: Calibration,
             if not len(vecs):
                 continue
             raw = vecs @ ev.vector
-            z = calibration(ev.space, query_modality, MOMENT, raw)
+            z = ev.z(raw)
             line = lines[cid]
             side = "seen" if ev.seen else "heard"
             if float(raw.max()) > line.raw.get(side, ("", -math.inf))[1]:
@@ -185,8 +190,8 @@ def moments_of(line: _Line, n: int, duration: float) -> list[Moment]:
             break
         a, b = _extent(fused, free, t, peak - MOMENT_DROP)
         free[a:b] = False
-        seen_ok = line.seen[t] >= peak - MOMENT_DROP
-        heard_ok = line.heard[t] >= peak - MOMENT_DROP
+        seen_ok = line.seen[a:b].max() >= peak - MOMENT_DROP
+        heard_ok = line.heard[a:b].max() >= peak - MOMENT_DROP
         evidence = "both" if seen_ok and heard_ok else "seen" if seen_ok else "heard"
         at = float(line.frame_at[t]) if np.isfinite(line.frame_at[t]) else t + 0.5
         out.append(Moment(start=float(a), end=round(min(float(b), max(duration, a)), 3), peak=round(min(at, duration), 3),

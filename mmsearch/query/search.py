@@ -25,7 +25,7 @@ from mmsearch.ann.rerank import RERANKED, reranked
 from mmsearch.ann.space_index import SpaceIndex
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import ModelError, StoreError, UnanswerableQuery
-from mmsearch.query.calibrate import Calibration
+from mmsearch.query.calibrate import Calibration, scale
 from mmsearch.query.encode import Query, able_spaces, embed_query
 from mmsearch.query.filters import Filters
 from mmsearch.query.language import language_notice
@@ -256,9 +256,13 @@ def run(store: Store, indexes: IndexSet, plan: Sequence[tuple[Space, list[str]]]
 def explained(calibration: Calibration, space: Space, query_modality: str, hits: list[Hit]) -> list[Hit]:
     """Hits with their calibrated score and its making (raw cosine, background mean and spread)."""
     out = []
+    known: dict[str, tuple] = {}
     for h in hits:
-        stats = calibration.stats(space, query_modality, h.modality)
-        cal = float(calibration(space, query_modality, h.modality, np.array([h.score]))[0])
+        if h.modality not in known:  # one background lookup per kind of item
+            known[h.modality] = (calibration.stats(space, query_modality, h.modality),
+                                 scale(calibration, space, query_modality, h.modality))
+        stats, z = known[h.modality]
+        cal = float(z(np.array([h.score]))[0])
         why = {"raw": round(h.score, 6), "space": space.spec, "query": query_modality, "items": h.modality,
                "background_mean": None if stats is None else round(stats[0], 6),
                "background_std": None if stats is None else round(stats[1], 6)}

@@ -63,8 +63,8 @@ class Checks:
         window comes from them): dropped when repairing."""
         stray = self.stray_segments()
         if not stray:
-            return [DoctorCheck("segments", "ok", "every sound window belongs to a sound with a vector in its model")]
-        return [DoctorCheck.fixed("segments", repair, f"{len(stray)} sound windows of no stored vector",
+            return [DoctorCheck("segments", "ok", "every segment (sound window, video frame) belongs to an item with a vector in its model")]
+        return [DoctorCheck.fixed("segments", repair, f"{len(stray)} segments (sound windows, video frames) of no stored vector",
                                   lambda: f"dropped {self.drop_segments(stray)}")]
 
     def check_files(self: "Store", repair: bool) -> list[DoctorCheck]:

@@ -341,9 +341,11 @@ class Reads:
                                                  Vector.space_id == Segment.space_id).exists()))]
 
     def missing_vectors(self, space: Space) -> int:
-        """How many items of the space's modalities have no vector in it."""
+        """How many items of the space's modalities have no vector in it (videos too in an image space: every
+        video has frames; a silent one has nothing for a sound space)."""
+        mods = space.modalities.split(",")
         with self.db.read() as s:
             return int(s.execute(select(func.count()).select_from(Content).where(
-                Content.modality.in_(space.modalities.split(",")),
+                Content.modality.in_(mods + (["video"] if "image" in mods else [])),
                 ~select(Vector.content_id).where(Vector.content_id == Content.id, Vector.space_id == space.id).exists(),
             )).scalar_one())

@@ -10,6 +10,8 @@ from __future__ import annotations
 from sqlalchemy import Float, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from mmsearch.util import MOMENT_SLOTS  # noqa: F401 (the moment ids: mmsearch.store.moments)
+
 SCHEMA_VERSION = 3  # 2: sounds (duration, rate, channels, info on contents; segments); 3: photo metadata (EXIF)
 
 #: What :mod:`mmsearch.ingest.exif` reads, recorded on contents as ``meta_version``: a content whose
@@ -21,7 +23,6 @@ META_VERSION = 1
 #: as their own kind, "moment", with ids ``content_id * MOMENT_SLOTS + idx`` (a video keeps at most that
 #: many segments per space): an index of moments finds *where* in which video a query matches.
 MOMENT = "moment"
-MOMENT_SLOTS = 4096
 
 
 def item_kinds(space: "Space") -> list[str]:
@@ -29,10 +30,6 @@ def item_kinds(space: "Space") -> list[str]:
     videos (a ``video`` vector each: the mean of its segments) and their moments (:data:`MOMENT`)."""
     mods = space.modalities.split(",")
     return mods + (["video", MOMENT] if "image" in mods or "audio" in mods else [])
-
-
-def moment_id(content_id: int, idx: int) -> int:
-    return int(content_id) * MOMENT_SLOTS + int(idx)
 
 
 class Base(DeclarativeBase):

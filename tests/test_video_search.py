@@ -1,0 +1,249 @@
+"""Videos end to end: indexed as one item with frames (builtin:shapes) and soundtrack (builtin:tones),
+found with the moment, kept in sync like any file, bad files reported while the run goes on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmsearch import Engine
+from mmsearch.world.videos import Cue, Shot, write_video
+from tests.kit import cli, tone, write_sound
+
+MODELS = ["builtin:shapes", "builtin:tones"]
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "videos"
+TRUTH = {t["file"]: t for t in json.loads((SAMPLES / "truth.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def sample_store(tmp_path_factory):
+    """The bundled sample videos indexed with both built-in models (read-only for the tests here)."""
+    root = tmp_path_factory.mktemp("videos")
+    folder = root / "videos"
+    shutil.copytree(SAMPLES, folder)
+    with Engine.open(root / "store", model=MODELS, workers=0) as eng:
+        report = eng.index([folder])
+    assert report.ok, report.errors
+    return root / "store", folder
+
+
+def _search(store: Path, *args, **kw):
+    with Engine.open(store, create=False) as eng:
+        return eng.search(*args, **kw)
+
+
+def _truth_span(file: str, caption: str, kind: str = "shots") -> tuple[float, float]:
+    return next((s["start"], s["end"]) for s in TRUTH[file][kind] if s["caption"] == caption)
+
+
+@pytest.mark.parametrize("caption, file, kind, evidence", [
+    ("a blue square", "holiday.mp4", "shots", "seen"),
+    ("a red circle", "holiday.mp4", "shots", "seen"),
+    ("a cyan circle", "phone.mov", "shots", "seen"),  # stored turned: read upright
+    ("a pink cross", "garden.webm", "shots", "seen"),  # a video with no soundtrack
+    ("a rising whistle", "holiday.mp4", "sounds", "heard"),
+    ("fast beeps", "phone.mov", "sounds", "heard"),
+])
+def test_a_caption_finds_its_video_and_the_seconds_it_is_on_screen_or_heard(sample_store, caption, file, kind, evidence):
+    store, folder = sample_store
+    hits = _search(store, caption, type="video", k=3)
+    best = hits[0]
+    assert Path(best.path).name == file and best.modality == "video"
+    start, end = _truth_span(file, caption, kind)
+    moment = best.moments[0]
+    assert abs(moment.start - start) <= 1.0 and abs(moment.end - end) <= 1.0, (moment, start, end)
+    assert moment.evidence == evidence
+    assert (best.start, best.end) == (moment.start, moment.end)
+    assert start - 1.0 <= moment.peak <= end
+    assert best.calibrated > 2.5 and best.calibrated > hits[1].calibrated + 0.5  # ahead of the other videos
+
+
+def test_a_query_seen_and_heard_at_once_is_carried_by_both(sample_store):
+    store, _ = sample_store
+    best = _search(store, "a blue square + a rising whistle", type="video")[0]
+    assert Path(best.path).name == "holiday.mp4"
+    moment = best.moments[0]
+    assert moment.evidence == "both" and 3.0 <= moment.start <= 5.0 and moment.end <= 7.0  # the whistle plays 4-6 s
+
+
+def test_more_moments_are_listed_best_first_and_do_not_overlap(sample_store):
+    store, _ = sample_store
+    hit = _search(store, "a red circle", type="video", moments=3)[0]
+    assert 1 <= len(hit.moments) <= 3
+    assert [m.score for m in hit.moments] == sorted((m.score for m in hit.moments), reverse=True)
+    for a, b in zip(hit.moments, hit.moments[1:]):
+        assert a.end <= b.start or b.end <= a.start
+
+
+@pytest.mark.parametrize("pooling", ["peak", "mean"])
+def test_both_poolings_rank_the_right_video_first(sample_store, pooling):
+    """By frames alone (the image model's space), as the text→video literature pools them."""
+    store, _ = sample_store
+    for caption, file in (("a blue square", "holiday.mp4"), ("a pink cross", "garden.webm"), ("a cyan circle", "phone.mov")):
+        hits = _search(store, caption, type="video", pooling=pooling, space="builtin:shapes")
+        assert Path(hits[0].path).name == file and hits[0].moments[0].evidence == "seen"
+
+
+def test_an_image_query_finds_the_video_holding_that_picture_and_when(sample_store, tmp_path):
+    from PIL import Image
+
+    from mmsearch.world.videos import picture
+
+    store, _ = sample_store
+    Image.fromarray(picture(Shot("square", "blue", 1.0), (128, 96))).save(tmp_path / "frame.png")
+    best = _search(store, image=tmp_path / "frame.png", type="video")[0]
+    assert Path(best.path).name == "holiday.mp4" and best.moments[0].evidence == "seen"
+    assert abs(best.moments[0].start - 3.0) <= 1.0
+
+
+def test_a_sound_query_finds_where_in_a_video_it_plays(sample_store, tmp_path):
+    from mmsearch.world.videos import soundtrack
+
+    store, _ = sample_store
+    write_sound(tmp_path / "beeps.wav", soundtrack([Cue("beeps-fast", 0.0, 2.0)], 2.0), 16000)
+    best = _search(store, audio=tmp_path / "beeps.wav", type="video")[0]
+    assert Path(best.path).name == "phone.mov" and best.moments[0].evidence == "heard"
+    assert abs(best.moments[0].start - 4.0) <= 1.0
+
+
+def test_videos_join_any_and_are_stored_with_what_they_are(sample_store):
+    store, _ = sample_store
+    assert any(h.modality == "video" for h in _search(store, "a blue square", type="any"))
+    assert all(h.modality == "video" for h in _search(store, "a blue square"))  # the store holds only videos
+    hit = _search(store, "a cyan circle", type="video")[0]
+    assert (hit.width, hit.height) == tuple(TRUTH["phone.mov"]["size"])  # as displayed (rotated)
+    assert hit.duration == pytest.approx(TRUTH["phone.mov"]["duration"], abs=0.2)
+
+
+def test_query_json_and_table_show_the_moment(sample_store):
+    store, _ = sample_store
+    r = cli("query", "a blue square", "--type", "video", "--store", str(store), "--json", "--no-server", "-k", "1")
+    assert r.exit_code == 0, r.output
+    hit = json.loads(r.output)[0]
+    assert hit["modality"] == "video" and hit["moments"][0]["evidence"] == "seen"
+    assert set(hit["moments"][0]) == {"start", "end", "peak", "score", "evidence"}
+    r = cli("query", "a blue square", "--type", "video", "--store", str(store), "--no-server", "-k", "1")
+    assert "0:03.0–0:06.0 seen" in r.output and "holiday.mp4" in r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--moments", "0"], "moments"),
+    (["--pooling", "max"], "pooling"),
+])
+def test_bad_video_options_are_usage_errors(sample_store, args, message):
+    store, _ = sample_store
+    r = cli("query", "a blue square", "--store", str(store), "--no-server", *args)
+    assert r.exit_code == 2 and message in r.output
+
+
+# ---- sync ----------------------------------------------------------------------------------------
+def _two_videos(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_video(folder / "a.mp4", [Shot("circle", "red", 2.0), Shot("square", "blue", 2.0)],
+                cues=[Cue("sweep-up", 2.0, 4.0)], size=(64, 48))
+    write_video(folder / "b.mkv", [Shot("star", "yellow", 3.0)], size=(64, 48))
+
+
+def test_moved_videos_cost_nothing_removed_ones_leave_no_moment_changed_ones_are_embedded_again(tmp_path):
+    folder = tmp_path / "v"
+    _two_videos(folder)
+    with Engine.open(tmp_path / "store", model=MODELS, workers=0) as eng:
+        first = eng.index([folder])
+        assert first.ok and first.indexed == 2
+        (folder / "a.mp4").rename(folder / "moved.mp4")
+        moved = eng.index([folder])
+        assert (moved.indexed, moved.reused, moved.unchanged) == (0, 1, 1)
+        assert Path(eng.search("a blue square", type="video")[0].path).name == "moved.mp4"
+        (folder / "moved.mp4").unlink()
+        gone = eng.index([folder])
+        assert gone.removed == 1
+        assert {Path(h.path).name for h in eng.search("a blue square", type="video")} == {"b.mkv"}
+        write_video(folder / "b.mkv", [Shot("square", "blue", 3.0)], size=(64, 48))  # changed in place
+        changed = eng.index([folder])
+        assert changed.indexed == 1
+        assert Path(eng.search("a blue square", type="video")[0].path).name == "b.mkv"
+        again = eng.index([folder])
+        assert (again.indexed, again.unchanged) == (0, 1)  # nothing to do, in either space
+        report = eng.doctor(repair=False)
+    assert report.ok, report.problems
+
+
+def test_a_silent_video_is_settled_in_the_sound_space_without_a_vector(tmp_path):
+    folder = tmp_path / "v"
+    folder.mkdir()
+    write_video(folder / "quiet.mp4", [Shot("star", "yellow", 2.0)], size=(64, 48))
+    with Engine.open(tmp_path / "store", model=MODELS, workers=0) as eng:
+        assert eng.index([folder]).indexed == 1
+        stats = {sp.spec: sp.vectors for sp in eng.stats().spaces}
+        assert stats == {"builtin:shapes": 1, "builtin:tones": 0}
+        again = eng.index([folder])
+    assert (again.indexed, again.unchanged, again.failed) == (0, 1, 0)
+
+
+# ---- bad input -------------------------------------------------------------------------------------
+def test_bad_videos_are_per_file_errors_and_a_sound_in_a_video_container_is_a_sound(tmp_path):
+    folder = tmp_path / "v"
+    _two_videos(folder)
+    data = (folder / "a.mp4").read_bytes()
+    (folder / "cut.mp4").write_bytes(data[: len(data) // 3])
+    (folder / "empty.mov").write_bytes(b"")
+    (folder / "notes.avi").write_text("not a video at all\n" * 20)
+    write_sound(tmp_path / "s.wav", tone(2.0, 16000, 660.0), 16000)
+    import av
+
+    with av.open(str(tmp_path / "s.wav")) as src, av.open(str(folder / "only-sound.mp4"), "w") as dst:
+        out = dst.add_stream("aac", rate=16000)
+        for frame in src.decode(audio=0):
+            frame.pts = None
+            for packet in out.encode(frame):
+                dst.mux(packet)
+        for packet in out.encode():
+            dst.mux(packet)
+    with Engine.open(tmp_path / "store", model=MODELS, workers=0) as eng:
+        report = eng.index([folder])
+        errors = {Path(p).name: why for p, why in report.errors}
+        assert set(errors) == {"cut.mp4", "empty.mov", "notes.avi"}, errors
+        assert all(errors.values())
+        assert report.indexed == 3  # a.mp4, b.mkv, and the sound in an mp4
+        assert eng.stats().items == {"video": 2, "audio": 1}
+        sound = eng.search("a high tone", type="audio")
+        assert [Path(h.path).name for h in sound] == ["only-sound.mp4"]
+        again = eng.index([folder])
+    assert again.indexed == 0 and again.unchanged == 3
+
+
+def _index_in_child(store: Path, folder: Path, query: str) -> tuple[list[str], int]:
+    """Index ``folder`` and run one video query in a fresh process: (its printed line, peak RSS in KiB)."""
+    code = ("import resource\nfrom mmsearch import Engine\n"
+            f"with Engine.open({str(store)!r}, model={MODELS!r}, workers=1) as eng:\n"
+            f"    r = eng.index([{str(folder)!r}])\n"
+            "    assert r.ok, r.errors\n"
+            f"    h = eng.search({query!r}, type='video')[0]\n"
+            "    print(h.duration, h.moments[0].start)\n"
+            "print(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.split("\n")
+    return lines[0].split(), int(lines[1])
+
+
+def test_an_hour_long_video_indexes_in_bounded_memory(tmp_path):
+    """One hour at 1 fps with a soundtrack: sampled sparsely (at most 600 frames), the whole soundtrack
+    windowed, and the run's peak memory (the process and its decode worker) within a few hundred MB of
+    a one-minute video's (what is in memory at once is one video's frames and windows)."""
+    shots = [Shot(("circle", "square", "star", "triangle")[i % 4], ("red", "blue", "yellow", "green")[i % 4], 300.0)
+             for i in range(12)]
+    (tmp_path / "long").mkdir()
+    write_video(tmp_path / "long" / "long.mp4", shots, cues=[Cue("sweep-up", 1800.0, 1804.0)], fps=1, size=(64, 48), gop=10)
+    (tmp_path / "short").mkdir()
+    write_video(tmp_path / "short" / "short.mp4", [Shot("circle", "red", 30.0), Shot("square", "blue", 30.0)],
+                cues=[Cue("sweep-up", 30.0, 34.0)], fps=1, size=(64, 48), gop=10)
+    (duration, start), long_kib = _index_in_child(tmp_path / "s1", tmp_path / "long", "a rising whistle")
+    _, short_kib = _index_in_child(tmp_path / "s2", tmp_path / "short", "a rising whistle")
+    assert float(duration) == pytest.approx(3600, abs=2) and abs(float(start) - 1800) <= 12
+    assert long_kib - short_kib < 600 * 1024, f"peak RSS {long_kib >> 10} MiB, a minute's {short_kib >> 10} MiB"

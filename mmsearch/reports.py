@@ -87,6 +87,9 @@ def eval_report(out: Console, r: Any, fmt: Format) -> None:
     if hasattr(r, "accuracy"):
         classification_report(out, r)
         return
+    if getattr(r, "modality", "") == "video":
+        video_report(out, r)
+        return
     noun = "sounds" if getattr(r, "modality", "image") == "audio" else "images"
     out.print(styled("[bold]{}[/bold]: {} {}, {} captions, model {}", r.dataset, r.images, noun, r.captions, r.model))
     table = Table(box=None, header_style="bold")
@@ -103,6 +106,31 @@ def eval_report(out: Console, r: Any, fmt: Format) -> None:
     for note in getattr(r, "notes", ()):
         out.print(styled("[yellow]note:[/yellow] {}", note))
     _left_out(out, r.failed_images, noun)
+
+
+def video_report(out: Console, r: Any) -> None:
+    """``mmsearch eval`` on captioned videos: text→video Recall@K and median rank for each pooling."""
+    out.print(styled("[bold]{}[/bold]: {} videos, {} captions, model {}", r.dataset, r.videos, r.captions, r.model))
+    table = Table(box=None, header_style="bold")
+    for col in ("direction", "pooling"):
+        table.add_column(col)
+    ks = list(r.rows[0].recall) if r.rows else []
+    for k in ks:
+        table.add_column(f"R@{k}", justify="right")
+    table.add_column("median rank", justify="right")
+    table.add_column("queries/s", justify="right")
+    for row in r.rows:
+        median = f"{row.median_rank:g}" if row.median_rank is not None else f">{r.depth}"
+        table.add_row(styled("{}", row.direction), styled("{}", row.pooling), *(f"{100 * row.recall[k]:.1f}" for k in ks),
+                      median, f"{row.qps:,.1f}")
+    out.print(table)
+    ref = r.reference
+    out.print(styled("[dim]reference ({}): {} zero-shot, {} pooling, {} text→video R@1 {} R@5 {} R@10 {} ({})[/dim]",
+                     ref["note"], ref["model"], ref["pooling"], ref["dataset"], ref["R@1"], ref["R@5"], ref["R@10"],
+                     ref["source"]))
+    for note in r.notes:
+        out.print(styled("[yellow]note:[/yellow] {}", note))
+    _left_out(out, r.failed_videos, "videos")
 
 
 def classification_report(out: Console, r: Any) -> None:

@@ -137,8 +137,8 @@ def cache(
 @app.command("eval")
 @handle_errors
 def eval_(
-    dataset: Annotated[Path, typer.Argument(help="Captions: CSV/JSONL of (image or sound, caption), Clotho or AudioCaps CSV, COCO captions or Karpathy split JSON. Labels (zero-shot classification): ESC-50's meta/esc50.csv (or a CSV of file,category[,fold]) or a folder <label>/<files>.", show_default=False)],
-    images_root: Annotated[Optional[Path], typer.Option("--images-root", "--audio-root", help="Folder the dataset's file paths are relative to [default: the dataset's folder, or the one beside it that holds them].")] = None,
+    dataset: Annotated[Path, typer.Argument(help="Captions: CSV/JSONL of (image, sound or video, caption), Clotho or AudioCaps CSV, MSR-VTT test CSV (key,vid_key,video_id,sentence), COCO captions or Karpathy split JSON. Labels (zero-shot classification): ESC-50's meta/esc50.csv (or a CSV of file,category[,fold]) or a folder <label>/<files>.", show_default=False)],
+    images_root: Annotated[Optional[Path], typer.Option("--images-root", "--audio-root", "--videos-root", help="Folder the dataset's file paths are relative to (MSR-VTT: the folder of <video_id>.mp4) [default: the dataset's folder, or the one beside it that holds them].")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Karpathy split to use, e.g. test.")] = None,
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="Classification: the text of a class, {} for its name (_ → space) [default: \"the sound of {}\"; LAION-CLAP's: \"This is a sound of {}.\"; images: \"a photo of a {}.\"].")] = None,
     fold: Annotated[Optional[int], typer.Option("--fold", help="Classification: only this fold's files (ESC-50: 1-5); every class stays a candidate.")] = None,
@@ -151,7 +151,8 @@ def eval_(
     as_json: JsonOpt = False,
 ) -> None:
     """Retrieval quality: Recall@1/5/10 both ways on captioned images or sounds (exact search vs the ANN index),
-    or zero-shot classification accuracy (top-1, top-5) on labelled sounds or images."""
+    text→video Recall@1/5/10 and median rank on captioned videos (peak and mean pooling), or zero-shot
+    classification accuracy (top-1, top-5) on labelled sounds or images."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="mmsearch-eval-") as tmp:

@@ -1,11 +1,12 @@
-"""The datasets `mmsearch eval` reads: captioned sets of images or sounds, and labelled sets.
+"""The datasets `mmsearch eval` reads: captioned sets of images, sounds or videos, and labelled sets.
 
 Captioned datasets (file paths are relative to ``root``; without one, to the dataset file's folder,
 or to the folder beside it where most of them are: ``<split>/``, ``audio/``, ``audio/<split>/``,
-``../audio/``, with ``<split>`` the file's name, ``clotho_captions_<split>.csv`` → ``<split>``):
+``../audio/``, ``videos/``, ``videos/all/``, ``../videos/``, ``../videos/all/``, with ``<split>`` the file's
+name, ``clotho_captions_<split>.csv`` → ``<split>``):
 
-* CSV with a file column (``image``, ``audio``, ``file``, ``path``, ``filepath``, ``file_name``,
-  ``filename``, ``sound``) and a ``caption`` (or ``text``/``title``/``description``) column and/or
+* CSV with a file column (``image``, ``audio``, ``video``, ``file``, ``path``, ``filepath``, ``file_name``,
+  ``filename``, ``sound``) and a ``caption`` (or ``text``/``title``/``description``/``sentence``) column and/or
   numbered ones (``caption_1`` … ``caption_N``); several rows per file are several captions.
   Clotho ships this: ``clotho_captions_evaluation.csv`` (``file_name,caption_1..caption_5``) beside
   its ``evaluation/`` folder of sounds, found without ``root``.
@@ -14,6 +15,9 @@ or to the folder beside it where most of them are: ``<split>/``, ``audio/``, ``a
   recursively) named, without its extension, by the youtube_id, ``Y<youtube_id>``,
   ``<youtube_id>_<start_time>``, the AudioSet form ``[Y]<youtube_id>_<start>.000_<start+10>.000``, or
   the audiocap_id. A file column, when there is one, wins.
+* MSR-VTT's test CSV (``key,vid_key,video_id,sentence``, e.g. ``MSRVTT_JSFUSION_test.csv``, the 1k-A
+  split; no file column): a row's video is ``<video_id>.mp4`` below ``root``
+  (:func:`mmsearch.query.evaluate_video.msrvtt_pairs`).
 * JSONL, one object per line: ``{"image"|"audio"|"file"|"path": …, "caption": …}`` or ``"captions": […]``
   (or ``caption_1`` … keys).
 * COCO captions JSON (``images`` + ``annotations``), e.g. ``captions_val2017.json``.
@@ -35,8 +39,8 @@ from mmsearch.errors import UsageError
 if TYPE_CHECKING:
     from mmsearch.query.evaluate_audio import LabelledSet
 
-FILE_KEYS = ("image", "audio", "file", "path", "filepath", "file_name", "filename", "sound")
-CAPTION_KEYS = ("caption", "text", "title", "description")
+FILE_KEYS = ("image", "audio", "video", "file", "path", "filepath", "file_name", "filename", "sound")
+CAPTION_KEYS = ("caption", "text", "title", "description", "sentence")
 LABEL_KEYS = ("category", "class", "label")
 _NUMBERED = re.compile(r"^caption_?\d+$")
 
@@ -47,8 +51,9 @@ class Dataset:
     captions: list[str]
     caption_image: list[int]  # caption i describes images[caption_image[i]]
     name: str = ""
-    modality: str = "image"  # "image" or "audio"
+    modality: str = "image"  # "image", "audio" or "video"
     missing: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): left out with their captions
+    named_at: dict[str, str] = field(default_factory=dict)  # missing path → where the dataset names it ("row 3")
 
     @property
     def files(self) -> list[str]:
@@ -86,7 +91,11 @@ def load_dataset(path: str | Path, *, images_root: str | Path | None = None, spl
 
                 found, unfound = audiocaps_pairs(p, rows, root)
                 return _dataset(p, found, root, "audio", unfound)
-            pairs = _row_pairs(rows, f"{p} row", 2)
+            if "video_id" in columns and not any(c in columns for c in FILE_KEYS):
+                from mmsearch.query.evaluate_video import msrvtt_pairs
+
+                return _dataset(p, msrvtt_pairs(p, rows), root, "video")
+            pairs = _row_pairs(rows, p, "row", 2)
         elif suffix in (".jsonl", ".ndjson"):
             _no_fold(fold)
             pairs = _jsonl_pairs(p)
@@ -113,20 +122,23 @@ def _labelled(columns: Sequence[str]) -> bool:
             and not any(_NUMBERED.match(c) for c in columns))
 
 
-def _dataset(p: Path, pairs: list[tuple[str, str]], root: Path | None, modality: str | None,
+def _dataset(p: Path, pairs: Sequence[tuple[str, ...]], root: Path | None, modality: str | None,
              unfound: Sequence[tuple[str, str]] = ()) -> Dataset:
-    """Pairs (file, caption) → a Dataset: files resolved (``root`` or the likeliest folder), missing ones
-    left out with their captions (``unfound``: those already known missing, with the reason), the
-    modality told by the extensions."""
-    base = root if root is not None else pick_root(p, [f for f, _ in pairs])
+    """Pairs (file, caption[, where: "row 3"]) → a Dataset: files resolved (``root`` or the likeliest
+    folder), missing ones left out with their captions (``unfound``: those already known missing, with
+    the reason), the modality told by the extensions."""
+    base = root if root is not None else pick_root(p, [f for f, *_ in pairs])
     images: list[str] = []
     index: dict[str, int] = {}
     captions, owner = [], []
     missing: dict[str, str] = dict(unfound)
-    for name, caption in pairs:
+    named_at: dict[str, str] = {}
+    for name, caption, *at in pairs:
         full = name if os.path.isabs(name) else str((base / name).resolve())
         if not os.path.isfile(full):
             missing.setdefault(full, "no such file")
+            if at:
+                named_at.setdefault(full, at[0])
             continue
         if full not in index:
             index[full] = len(images)
@@ -136,23 +148,30 @@ def _dataset(p: Path, pairs: list[tuple[str, str]], root: Path | None, modality:
     modality = modality or modality_of(images or list(missing), p)
     if not images:
         raise UsageError(f"none of the dataset's {len(missing)} files exist (looked in {base}; give the folder with "
-                         f"--{'audio' if modality == 'audio' else 'images'}-root)", path=str(p))
-    return Dataset(images, captions, owner, name=p.name, modality=modality, missing=sorted(missing.items()))
+                         f"--{ROOT_OPTION.get(modality, 'images')}-root)", path=str(p))
+    return Dataset(images, captions, owner, name=p.name, modality=modality, missing=sorted(missing.items()),
+                   named_at=named_at)
+
+
+ROOT_OPTION = {"audio": "audio", "video": "videos", "image": "images"}  # --<this>-root names the folder
 
 
 def modality_of(files: Sequence[str], where: Path | str = "") -> str:
-    """"audio" when the files are sounds (by extension), else "image"; a mix of both is a usage error."""
+    """"audio" when most files are sounds (by extension), "video" when most are videos, else "image"; a
+    mix of kinds is a usage error."""
     from mmsearch.ingest.audio import AUDIO_EXTENSIONS  # lazily: the audio code loads with its first use
+    from mmsearch.ingest.discover import IMAGE_EXTENSIONS
+    from mmsearch.ingest.video import VIDEO_EXTENSIONS
 
-    sounds = sum(os.path.splitext(f)[1].lower() in AUDIO_EXTENSIONS for f in files)
-    if sounds and sounds < len(files):
-        from mmsearch.ingest.discover import IMAGE_EXTENSIONS
-
-        images = sum(os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS for f in files)
-        if images:
-            raise UsageError(f"the dataset mixes {sounds} sounds and {images} images: evaluate each on its own",
-                             path=str(where))
-    return "audio" if sounds * 2 > len(files) else "image"
+    exts = [os.path.splitext(f)[1].lower() for f in files]
+    counts = {"sounds": sum(e in AUDIO_EXTENSIONS for e in exts), "videos": sum(e in VIDEO_EXTENSIONS for e in exts),
+              "images": sum(e in IMAGE_EXTENSIONS for e in exts)}
+    kinds = [f"{n} {kind}" for kind, n in counts.items() if n]
+    if len(kinds) > 1:
+        raise UsageError(f"the dataset mixes {' and '.join(kinds)}: evaluate each on its own", path=str(where))
+    if counts["videos"] * 2 > len(files):
+        return "video"
+    return "audio" if counts["sounds"] * 2 > len(files) else "image"
 
 
 def root_candidates(p: Path) -> list[Path]:
@@ -162,7 +181,8 @@ def root_candidates(p: Path) -> list[Path]:
     split = m.group(1) if m else p.stem
     seen, out = set(), []
     for c in (here, here / split, here / "audio", here / "audio" / split, here.parent / "audio",
-              here.parent / "audio" / split, here.parent / split):
+              here.parent / "audio" / split, here.parent / split, here / "videos", here / "videos" / "all",
+              here.parent / "videos", here.parent / "videos" / "all"):
         if c not in seen and c.is_dir():
             seen.add(c)
             out.append(c)
@@ -211,23 +231,24 @@ def captions_of(row: dict, where: str) -> list[str]:
     return caps
 
 
-def _row_pairs(rows: list[dict], where: str, first: int) -> list[tuple[str, str]]:
+def _row_pairs(rows: list[dict], p: Path, word: str, first: int) -> list[tuple[str, str, str]]:
+    """(file, caption, "row N") for every caption of every row (``word``: "row" or "line")."""
     out = []
     for i, r in enumerate(rows):
-        at = f"{where} {i + first}"
-        name = pick(r, FILE_KEYS, at)
-        out.extend((name, c) for c in captions_of(r, at))
+        here = f"{word} {i + first}"
+        name = pick(r, FILE_KEYS, f"{p} {here}")
+        out.extend((name, c, here) for c in captions_of(r, f"{p} {here}"))
     return out
 
 
-def _jsonl_pairs(p: Path) -> list[tuple[str, str]]:
+def _jsonl_pairs(p: Path) -> list[tuple[str, str, str]]:
     out = []
     for n, line in enumerate(p.read_text(encoding="utf-8-sig").splitlines(), 1):
         if line.strip():
             obj = json.loads(line)
             if not isinstance(obj, dict):
                 raise UsageError(f"line {n}: expected a JSON object", path=str(p))
-            out.extend(_row_pairs([obj], f"{p} line", n))
+            out.extend(_row_pairs([obj], p, "line", n))
     return out
 
 

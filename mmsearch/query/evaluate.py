@@ -10,7 +10,8 @@ correct when its own file is in the top K; every file is a file→text query, co
 captions is in the top K. Identical files (or captions) share one vector in a store, so a hit on
 shared content counts for every file (caption) that holds it. A file that does not exist or cannot
 be decoded is left out with its captions (neither a query nor a candidate) and listed in the
-report's ``failed_images`` (``failed_sounds`` in its JSON for sounds).
+report's ``failed_images`` (``failed_sounds`` in its JSON for sounds). A set of videos is measured
+text→video, for each pooling, by :mod:`mmsearch.query.evaluate_video`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mmsearch.query.search import top_ids
 if TYPE_CHECKING:
     from mmsearch.engine import Engine
     from mmsearch.query.evaluate_audio import ClassifyReport, LabelledSet
+    from mmsearch.query.evaluate_video import VideoEvalReport
     from mmsearch.store.schema import Space
 
 KS = (1, 5, 10)
@@ -66,21 +68,26 @@ class EvalReport:
 
 # ---- evaluation ------------------------------------------------------------------------------------------
 def evaluate_dataset(engine: "Engine", path: str | Path, *, root: str | Path | None = None, split: str | None = None,
-                     fold: int | None = None, prompt: str | None = None) -> "EvalReport | ClassifyReport":
+                     fold: int | None = None, prompt: str | None = None) -> "EvalReport | ClassifyReport | VideoEvalReport":
     """:func:`load_dataset` then :func:`evaluate`: what ``mmsearch eval`` runs."""
     return evaluate(engine, load_dataset(path, images_root=root, split=split, fold=fold), prompt=prompt)
 
 
 def evaluate(engine: "Engine", data: "Dataset | LabelledSet", *, ks: Sequence[int] = KS,
-             prompt: str | None = None) -> "EvalReport | ClassifyReport":
+             prompt: str | None = None) -> "EvalReport | ClassifyReport | VideoEvalReport":
     """Index the files and captions into ``engine``'s store, then measure Recall@K both ways (a labelled
-    set: zero-shot accuracy, :func:`mmsearch.query.evaluate_audio.classify`, with ``prompt``)."""
+    set: zero-shot accuracy, :func:`mmsearch.query.evaluate_audio.classify`, with ``prompt``; videos:
+    text→video Recall@K and median rank for each pooling, :mod:`mmsearch.query.evaluate_video`)."""
     if not isinstance(data, Dataset):
         from mmsearch.query.evaluate_audio import classify
 
         return classify(engine, data, prompt=prompt)
     if prompt is not None:
         raise UsageError("--prompt applies to zero-shot classification (a labelled dataset), not to captions")
+    if data.modality == "video":
+        from mmsearch.query.evaluate_video import evaluate_videos
+
+        return evaluate_videos(engine, data, ks=ks)
     mod = data.modality
     report_idx = engine.index(data.images)
     engine.add_texts({f"eval:{i}": c for i, c in enumerate(data.captions)})

@@ -10,6 +10,8 @@ Config file: ``$MMSEARCH_CONFIG`` or ``~/.config/mmsearch/config.toml``, e.g.::
     batch_size = 128
     gpu_decode = "auto"     # auto | on | off  (JPEGs decoded by nvJPEG and preprocessed on the GPU of a CUDA model)
     max_audio_seconds = 600 # longer sounds: the first this-many seconds are indexed
+    video_every = 1.0       # seconds between a video's sampled frames
+    max_video_frames = 600  # frames kept per video at most (a longer video is sampled more sparsely)
     k = 20                  # results per query (`mmsearch query -k`)
     recall_target = 0.95    # approximate indexes are tuned at build to this Recall@10 against exact search
     index_memory = "auto"   # bytes of full vectors `--index auto` keeps in RAM ("8GB"; auto: a quarter of RAM)
@@ -56,6 +58,8 @@ class Settings:
     gpu_decode: str = "auto"  # auto | on | off: JPEGs decoded on the model's device (see GPU_DECODE)
     index: str = "auto"  # auto | flat | ivf | hnsw | pq
     max_audio_seconds: float = 600.0  # a longer sound is indexed by its first this-many seconds (recorded)
+    video_every: float = 1.0  # seconds between a video's sampled frames (mmsearch.ingest.video)
+    max_video_frames: int = 600  # frames kept per video at most: a longer one is sampled more sparsely
     k: int = 10  # results per query when a query does not say
     recall_target: float | None = None  # R@10 approximate indexes are tuned to; None: each keeps its own (0.95 new)
     index_memory: str = "auto"  # full vectors `auto` keeps in RAM before it builds IVF-PQ ("8GB"; auto: RAM/4)
@@ -67,7 +71,8 @@ class Settings:
 
     def limits(self) -> dict[str, float]:
         """What decode is bounded by (see :mod:`mmsearch.ingest.decode`)."""
-        return {"max_audio_seconds": self.max_audio_seconds}
+        return {"max_audio_seconds": self.max_audio_seconds, "video_every": self.video_every,
+                "max_video_frames": self.max_video_frames}
 
     @classmethod
     def resolve(cls, **explicit: Any) -> "Settings":
@@ -96,6 +101,10 @@ class Settings:
                 s = replace(s, model=None)
         if not s.max_audio_seconds > 0:
             raise UsageError(f"--max-audio-seconds {s.max_audio_seconds}: must be above 0")
+        if not s.video_every > 0:
+            raise UsageError(f"video_every {s.video_every}: must be above 0 (seconds between sampled frames)")
+        if not 1 <= s.max_video_frames <= 4096:
+            raise UsageError(f"max_video_frames {s.max_video_frames}: must be 1 to 4096")
         if s.k < 1:
             raise UsageError(f"-k {s.k}: must be at least 1")
         if s.workers is not None and s.workers < 0:
@@ -116,8 +125,8 @@ class Settings:
 
 
 _NAMES = {f.name for f in fields(Settings)}
-_INTS = {"batch_size", "workers", "k"}
-_FLOATS = {"max_audio_seconds", "recall_target"}
+_INTS = {"batch_size", "workers", "k", "max_video_frames"}
+_FLOATS = {"max_audio_seconds", "recall_target", "video_every"}
 _BYTES = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
           "gib": 2**30, "tib": 2**40}
 

@@ -34,10 +34,10 @@ from mmsearch.ann.indexes import IndexSet
 from mmsearch.query.calibrate import Calibration, scale
 from mmsearch.query.filters import Filters
 from mmsearch.query.search import conditions, described, top_ids
-from mmsearch.store.schema import MOMENT, MOMENT_SLOTS, Space
+from mmsearch.store.schema import MOMENT, Space
 from mmsearch.store.store import Store
 from mmsearch.types import Hit, Moment
-from mmsearch.util import is_under
+from mmsearch.util import MOMENT_SLOTS, is_under
 
 CANDIDATES = 64  # videos per space whose whole time line is scored (at least 4 × k)
 POOL = 512  # moments asked of a space's moment index to find them

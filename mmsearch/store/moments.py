@@ -17,8 +17,8 @@ import numpy as np
 from sqlalchemy import and_, func, select
 
 from mmsearch.store.read import BLOCK, Reads, _where, decode_vectors
-from mmsearch.store.schema import MOMENT, MOMENT_SLOTS, Content, Segment, Tombstone, Vector
-from mmsearch.util import chunks
+from mmsearch.store.schema import MOMENT, Content, Segment, Tombstone, Vector
+from mmsearch.util import MOMENT_SLOTS, chunks
 
 _SEGMENT_ID = Segment.content_id * MOMENT_SLOTS + Segment.idx
 
@@ -38,18 +38,8 @@ class MomentReads(Reads):
             yield from super().iter_vectors(space_id, modality, since_gen=since_gen, until_gen=until_gen, block=block)
             return
         on, cond = _of_videos(space_id, since_gen, until_gen)
-        last = -1
-        while True:
-            with self.db.read() as s:
-                rows = s.execute(select(_SEGMENT_ID, Segment.vec).join(Vector, on).where(*cond, _SEGMENT_ID > last)
-                                 .order_by(Segment.content_id, Segment.idx).limit(block)).all()
-                dim = self._dim(s, space_id)
-            if not rows:
-                return
-            last = rows[-1][0]
-            yield np.fromiter((r[0] for r in rows), np.int64, len(rows)), decode_vectors([r[1] for r in rows], dim)
-            if len(rows) < block:
-                return
+        yield from self._blocks(space_id, lambda last: select(_SEGMENT_ID, Segment.vec).join(Vector, on).where(
+            *cond, _SEGMENT_ID > last).order_by(Segment.content_id, Segment.idx), block)
 
     def vector_ids(self, space_id: int, modality: str) -> np.ndarray:
         if modality != MOMENT:

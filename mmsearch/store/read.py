@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import func, select
@@ -191,12 +191,16 @@ class Reads:
 
         Run it inside :meth:`snapshot` when the blocks must all come from one state.
         """
+        return self._blocks(space_id, lambda last: select(Vector.content_id, Vector.vec).where(
+            *_where(space_id, modality, since_gen, until_gen), Vector.content_id > last).order_by(Vector.content_id), block)
+
+    def _blocks(self, space_id: int, page: Callable[[int], Any], block: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, vectors) blocks of a keyset-paged select of (id, fp16 blob) rows: ``page(last)`` selects
+        the rows after id ``last``, in id order."""
         last = -1
         while True:
             with self.db.read() as s:
-                rows = s.execute(select(Vector.content_id, Vector.vec)
-                                 .where(*_where(space_id, modality, since_gen, until_gen), Vector.content_id > last)
-                                 .order_by(Vector.content_id).limit(block)).all()
+                rows = s.execute(page(last).limit(block)).all()
                 dim = self._dim(s, space_id)
             if not rows:
                 return

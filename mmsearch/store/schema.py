@@ -10,8 +10,6 @@ from __future__ import annotations
 from sqlalchemy import Float, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from mmsearch.util import MOMENT_SLOTS  # noqa: F401 (the moment ids: mmsearch.store.moments)
-
 SCHEMA_VERSION = 3  # 2: sounds (duration, rate, channels, info on contents; segments); 3: photo metadata (EXIF)
 
 #: What :mod:`mmsearch.ingest.exif` reads, recorded on contents as ``meta_version``: a content whose
@@ -20,8 +18,9 @@ META_VERSION = 1
 
 
 #: Segment vectors of videos (frames in an image space, soundtrack windows in a sound space) are indexed
-#: as their own kind, "moment", with ids ``content_id * MOMENT_SLOTS + idx`` (a video keeps at most that
-#: many segments per space): an index of moments finds *where* in which video a query matches.
+#: as their own kind, "moment", with ids ``content_id * MOMENT_SLOTS + idx`` (:data:`mmsearch.util.MOMENT_SLOTS`:
+#: a video keeps at most that many segments per space): an index of moments finds *where* in which video
+#: a query matches.
 MOMENT = "moment"
 
 

@@ -70,6 +70,10 @@ class ThumbSizes(IntEnum):
 
 
 ThumbSize = Annotated[ThumbSizes, Query(description="The thumbnail fits SIZE×SIZE pixels.")]
+MAX_THUMB_AT = 1e7  # seconds (115 days): a video's thumbnail time, at most
+ThumbAt = Annotated[Optional[float], Query(ge=0, le=MAX_THUMB_AT, allow_inf_nan=False, description=
+                    "For a video: the time (seconds) whose frame the thumbnail shows, rounded to 0.1 s "
+                    "[default: 1 s; a shorter video's last frame]; a hit's moment `peak` is its best frame.")]
 Download = Annotated[bool, Query(description="Ask the browser to save the file (Content-Disposition: attachment).")]
 
 

@@ -289,33 +289,6 @@ def test_page_has_the_sound_player_and_upload(served):
     assert "http://" not in page and "https://" not in page
 
 
-const made = [];
-class Text { constructor(t) { this.nodeName = "#text"; this.textContent = String(t); } }
-class El {
-  constructor(tag) { this.tagName = tag.toUpperCase(); this.children = []; this.own = ""; this.className = "";
-    this.value = ""; this.readyState = 0; this.listeners = {}; made.push(this);
-    this.classList = { add() {}, remove() {} }; }
-  appendChild(c) { this.children.push(c); return c; }
-  set textContent(v) { this.children = []; this.own = String(v); }
-  get textContent() { return this.own + this.children.map((c) => c.textContent).join(""); }
-  set innerHTML(v) { throw new Error("innerHTML used"); }
-  set outerHTML(v) { throw new Error("outerHTML used"); }
-  insertAdjacentHTML() { throw new Error("insertAdjacentHTML used"); }
-  addEventListener(type, f) { (this.listeners[type] = this.listeners[type] || []).push(f); }
-  play() { this.played = true; return Promise.resolve(); }
-}
-const ids = {};
-global.document = {
-  getElementById: (id) => ids[id] || (ids[id] = new El("div")),
-  createElement: (tag) => new El(tag),
-  createTextNode: (t) => new Text(t),
-  write() { throw new Error("document.write used"); },
-  body: new El("body"),
-};
-global.location = { search: "" };
-global.fetch = () => new Promise(() => {});
-"""
-
 _CHECK = r"""
 render(HITS, "a query");
 const all = (e) => [e, ...(e.children || []).flatMap(all)];

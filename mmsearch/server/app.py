@@ -21,8 +21,8 @@ schemathesis in tests/test_server_contract.py)::
                                     (default 1 s), made once, cached in the store
     POST /api/query                 the CLI's endpoint (:mod:`mmsearch.server.served_query`; not in the schema)
 
-OPTIONS are :class:`mmsearch.server.params.SearchOptions` (k, type, under, space, nprobe, ef_search,
-min_score, the filters where/since/until/path, collapse_dups/dups_threshold, like/unlike content ids),
+OPTIONS are :class:`mmsearch.server.params.SearchOptions` (k, type, moments, pooling, under, space, nprobe,
+ef_search, min_score, the filters where/since/until/path, collapse_dups/dups_threshold, like/unlike content ids),
 declared once for every search endpoint and passed to :meth:`Engine.search` as they are. The filters are
 read by the engine's reader first (a bad one is a 422 naming the term); unknown like/unlike ids are 404. ``space`` names one of the store's spaces; the
 server never loads a model a request names (an unknown space is 404).
@@ -61,7 +61,8 @@ from mmsearch.server import files, served_query
 from mmsearch.server.auth import guard
 from mmsearch.server.discovery import MAX_UPLOAD_BYTES
 from mmsearch.server.params import (NOT_BLANK, Download, DupsThreshold, DupsType, HTTPError, SearchOptions, Text,
-                                    ThumbAt, ThumbSize, Under, errors, narrow_to_store, status_for, upload, upload_schema)
+                                    ThumbAt, ThumbSize, Under, errors, narrow_to_store, status_for, upload,
+                                    upload_schema)
 
 log = logging.getLogger("mmsearch.server")
 

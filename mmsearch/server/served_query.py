@@ -4,8 +4,8 @@ Not in the OpenAPI schema: it is a private exchange between the CLI and its serv
 :data:`mmsearch.server.discovery.PROTOCOL`. Header ``X-Mmsearch-Token`` (from ``<store>/server.json``,
 mode 0600) is required (403 without it); the query parameters are Engine.search's (``q`` repeatable:
 several texts; ``where`` repeatable; ``since``, ``until``, ``path``, ``collapse_dups`` 0/1/cosine since
-protocol 3; ``moments`` and ``pooling`` since protocol 4, whose hits carry their ``moments``), the body is the query image's bytes, or the query sound's with ``media=audio`` (empty for a
-text query); the answer is ``{"hits": [...], "notices": [...]}``, or an
+protocol 3; ``moments`` and ``pooling`` since protocol 4, whose hits carry their ``moments``), the body
+is the query image's bytes, or the query sound's with ``media=audio`` (empty for a text query); the answer is ``{"hits": [...], "notices": [...]}``, or an
 mmsearch error with its ``exit_code`` (what in-process `mmsearch query` exits with).
 
 Arguments go to Engine.search unchecked, so a bad one raises the very UsageError it raises in-process.

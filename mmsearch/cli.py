@@ -82,12 +82,11 @@ def query(
         from mmsearch.config import Settings
 
         k = Settings.resolve(store=os.fspath(store) if store is not None else None).k
-    served = not no_server and runtime is None and precision is None and _servable(texts, image, audio, like, unlike) \
-        and moments == 1 and pooling == "peak"  # what the server protocol carries
+    served = not no_server and runtime is None and precision is None and _servable(texts, image, audio, like, unlike)
     if served and _served(fmt, store, model=model, device=device, text=texts, image=image[0] if image else None,
                           audio=audio, k=k, type=type_, under=under, nprobe=nprobe, ef_search=ef_search,
                           min_score=min_score, where=where or (), since=since, until=until, path=path,
-                          collapse_dups=collapse_dups, explain=explain, null=null):
+                          collapse_dups=collapse_dups, moments=moments, pooling=pooling, explain=explain, null=null):
         return
     if texts:  # the model loads on a thread while the store and index code import
         from mmsearch.query.prefetch import text_model
@@ -165,8 +164,6 @@ def _fast_query(argv: list[str]) -> bool | None:
     kw["where"] = kw["where"] or ()
     if kw.pop("runtime") is not None or kw.pop("precision") is not None:
         return None  # this process's own runtime was asked for: search in-process
-    if kw.pop("moments") != 1 or kw.pop("pooling") != "peak":
-        return None  # not in the server protocol: in-process
     try:
         if kw["k"] is None:  # the config file's or environment's, as the full CLI resolves it
             from mmsearch.config import Settings

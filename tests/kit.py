@@ -33,6 +33,9 @@ Contents:
                                                   a video of solid-colour (or given) scenes through PyAV: any
                                                   container/codec, keyframe spacing, variable frame times,
                                                   phone rotation (MP4/MOV), an AAC soundtrack
+    videos_store(root), shown_colour(image)       the bundled sample videos indexed (builtin:shapes + builtin:tones)
+                                                  with their truth.json; the shapes colour at a picture's middle
+    PAGE_DOM, page_script(html)                   a small fake DOM for node and the page's script (page tests)
     recipe_from_extractor(fe), small_extractor(**kw)
                                                   the audio recipe of a transformers ClapFeatureExtractor; the
                                                   small 16 kHz / 2 s one the audio tests use
@@ -761,6 +764,74 @@ def samples_store(root: Path, images: int = 12, sounds: int = 3) -> tuple[Path, 
         report = eng.index([data])
     assert report.ok, report
     return root / "store", imgs, snds
+
+
+def videos_store(root: Path) -> tuple[Path, dict[str, Path], dict[str, dict[str, Any]]]:
+    """(store, videos by name, truth by name): copies of the bundled sample videos (samples/videos:
+    holiday.mp4, garden.webm, phone.mov) indexed into ``root/store`` with builtin:shapes and builtin:tones;
+    the truth is samples/videos/truth.json's entry (shots and sounds with their times)."""
+    import shutil
+
+    from mmsearch import Engine
+
+    data = root / "videos"
+    data.mkdir(parents=True)
+    truth = {t["file"]: t for t in json.loads((SAMPLES / "videos" / "truth.json").read_text())}
+    videos = {name: Path(shutil.copy(SAMPLES / "videos" / name, data)) for name in truth}
+    with Engine.open(root / "store", model=["builtin:shapes", "builtin:tones"], device="cpu", workers=0) as eng:
+        report = eng.index([data])
+    assert report.ok, report
+    return root / "store", videos, truth
+
+
+def shown_colour(image: Any) -> str:
+    """The shapes-world colour nearest the middle of a picture (where a sample video's centred shape is)."""
+    from mmsearch.world.shapes import COLOUR_RGB
+
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32)
+    h, w = arr.shape[:2]
+    mid = arr[h // 2 - max(1, h // 16): h // 2 + max(1, h // 16), w // 2 - max(1, w // 16): w // 2 + max(1, w // 16)]
+    rgb = mid.reshape(-1, 3).mean(0)
+    return min(COLOUR_RGB, key=lambda c: float(np.sum((np.array(COLOUR_RGB[c]) - rgb) ** 2)))
+
+
+# A small DOM for node (the page's script run without a browser): elements record what is made; any HTML
+# sink throws. Prepend to the page's <script> (see page_script); ``made`` lists every element created.
+PAGE_DOM = r"""
+const made = [];
+class Text { constructor(t) { this.nodeName = "#text"; this.textContent = String(t); } }
+class El {
+  constructor(tag) { this.tagName = tag.toUpperCase(); this.children = []; this.own = ""; this.className = "";
+    this.value = ""; this.readyState = 0; this.listeners = {}; made.push(this);
+    const el = this;
+    this.classList = { add(c) { el.className = (el.className + " " + c).trim(); }, remove() {},
+      toggle(c, on) { const cs = el.className.split(" ").filter((x) => x && x !== c); if (on) cs.push(c);
+                      el.className = cs.join(" "); } }; }
+  appendChild(c) { this.children.push(c); return c; }
+  set textContent(v) { this.children = []; this.own = String(v); }
+  get textContent() { return this.own + this.children.map((c) => c.textContent).join(""); }
+  set innerHTML(v) { throw new Error("innerHTML used"); }
+  set outerHTML(v) { throw new Error("outerHTML used"); }
+  insertAdjacentHTML() { throw new Error("insertAdjacentHTML used"); }
+  addEventListener(type, f) { (this.listeners[type] = this.listeners[type] || []).push(f); }
+  play() { this.played = true; return Promise.resolve(); }
+}
+const ids = {};
+global.document = {
+  getElementById: (id) => ids[id] || (ids[id] = new El("div")),
+  createElement: (tag) => new El(tag),
+  createTextNode: (t) => new Text(t),
+  write() { throw new Error("document.write used"); },
+  body: new El("body"),
+};
+global.location = { search: "" };
+global.fetch = () => new Promise(() => {});
+"""
+
+
+def page_script(html: str) -> str:
+    """The search page's script (between <script> and </script>), to run in node after PAGE_DOM."""
+    return html.split("<script>", 1)[1].split("</script>", 1)[0]
 
 
 @contextmanager

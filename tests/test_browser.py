@@ -1,7 +1,8 @@
 """The search page in a real browser (Debian chromium + chromedriver, driven by selenium), against a real
 `mmsearch serve` with a token: open the printed URL, type a query, see the result thumbnails, click
 "similar", upload an image; a combined query, a filter that narrows, "more like this" then "less like
-this" (each answer the API's for the same query), an error shown as text, the duplicates view. Skipped, saying why, where chromium, chromedriver or selenium is missing
+this" (each answer the API's for the same query), an error shown as text, the duplicates view; a video hit
+played from its moment, a moment chip seeking the <video> there. Skipped, saying why, where chromium, chromedriver or selenium is missing
 (`make test` with CI=true tries to install them)."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
-from tests.kit import samples_store, serving  # noqa: E402
+from tests.kit import samples_store, serving, videos_store  # noqa: E402
 
 TOKEN = "browser-test-token-0123456789"
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -22,23 +23,41 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None or DRIVER is None,
                                 reason="needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)")
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def _chromium():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    root = tmp_path_factory.mktemp("browser")
-    store, images, _ = samples_store(root, images=10, sounds=0)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1200,900", "--no-first-run", "--disable-extensions"):
+                "--window-size=1200,900", "--no-first-run", "--disable-extensions", "--mute-audio",
+                "--autoplay-policy=no-user-gesture-required"):
         options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    store, images, _ = samples_store(root, images=10, sounds=0)
     with serving(store, "--token", TOKEN, log=root / "serve.log") as base:
-        driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-        driver.set_page_load_timeout(30)
+        driver = _chromium()
         try:
             yield driver, base, images
+        finally:
+            driver.quit()
+
+
+@pytest.fixture(scope="module")
+def video_page(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser-videos")
+    store, _, _ = videos_store(root)
+    with serving(store, "--token", TOKEN, log=root / "serve.log") as base:
+        driver = _chromium()
+        try:
+            yield driver, base
         finally:
             driver.quit()
 
@@ -191,3 +210,39 @@ def test_the_page_combines_filters_examples_and_shows_duplicates(page):
     assert len(thumbs) == sum(len(c["members"]) for c in want)
     errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE" and "status of 422" not in e["message"]]
     assert not errors, errors  # nothing failed but the bad filter's answer
+
+
+def _current_time(driver, video) -> float:
+    return float(driver.execute_script("return arguments[0].currentTime", video))
+
+
+def test_a_video_hit_plays_from_its_moment_and_a_chip_seeks_there(video_page):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver, base = video_page
+    driver.get(f"{base}/?token={TOKEN}&type=video&q=a%20rising%20whistle")
+    WebDriverWait(driver, 30).until(lambda d: d.find_elements("css selector", "#results .hit video"))
+    hit = _api(driver, f"{base}/api/search?q=a%20rising%20whistle&type=video&k=20&moments=3&pooling=peak")[0]
+    card = driver.find_elements("css selector", "#results .hit")[0]
+    video = card.find_element("css selector", "video")
+    assert f"/api/thumb/{hit['id']}" in video.get_attribute("poster")
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script(  # the poster: the frame at the best moment
+        "const i = new Image(); i.src = arguments[0].poster; return i.complete && i.naturalWidth > 0", video))
+    chips = card.find_elements("css selector", "button.moment")
+    assert [c.text for c in chips] == [f"{_clock(m['start'])}–{_clock(m['end'])} · {m['evidence']}"
+                                      for m in hit["moments"]]
+    chips[0].click()  # plays from the best moment's start
+    start = hit["moments"][0]["start"]
+    WebDriverWait(driver, 30).until(lambda d: _current_time(d, video) >= start - 0.05)
+    assert _current_time(driver, video) < start + 2.5
+    if len(chips) > 1:
+        chips[-1].click()
+        other = hit["moments"][-1]["start"]
+        WebDriverWait(driver, 30).until(lambda d: abs(_current_time(d, video) - other) < 1.5)
+    errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+    assert not errors, errors
+
+
+def _clock(t: float) -> str:
+    s = int(t)
+    return f"{s // 60}:{s % 60:02d}"

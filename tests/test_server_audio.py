@@ -22,7 +22,7 @@ from mmsearch.server import files as files_module  # noqa: E402
 from mmsearch.server import served_query  # noqa: E402
 from mmsearch.server import create_app  # noqa: E402
 from tests.kit import make_tiny_clap  # noqa: E402
-from tests.kit import tone, write_images, write_texts  # noqa: E402
+from tests.kit import PAGE_DOM, page_script, tone, write_images, write_texts  # noqa: E402
 
 RATE = 16000
 MARKUP = "<b>x<b>.wav"  # a file name that is also markup ("</b>" cannot be: "/" separates folders)
@@ -289,35 +289,6 @@ def test_page_has_the_sound_player_and_upload(served):
     assert "http://" not in page and "https://" not in page
 
 
-# A small DOM for node: elements record what is made; any HTML sink throws.
-_DOM = r"""
-const made = [];
-class Text { constructor(t) { this.nodeName = "#text"; this.textContent = String(t); } }
-class El {
-  constructor(tag) { this.tagName = tag.toUpperCase(); this.children = []; this.own = ""; this.className = "";
-    this.value = ""; this.readyState = 0; this.listeners = {}; made.push(this);
-    this.classList = { add() {}, remove() {} }; }
-  appendChild(c) { this.children.push(c); return c; }
-  set textContent(v) { this.children = []; this.own = String(v); }
-  get textContent() { return this.own + this.children.map((c) => c.textContent).join(""); }
-  set innerHTML(v) { throw new Error("innerHTML used"); }
-  set outerHTML(v) { throw new Error("outerHTML used"); }
-  insertAdjacentHTML() { throw new Error("insertAdjacentHTML used"); }
-  addEventListener(type, f) { (this.listeners[type] = this.listeners[type] || []).push(f); }
-  play() { this.played = true; return Promise.resolve(); }
-}
-const ids = {};
-global.document = {
-  getElementById: (id) => ids[id] || (ids[id] = new El("div")),
-  createElement: (tag) => new El(tag),
-  createTextNode: (t) => new Text(t),
-  write() { throw new Error("document.write used"); },
-  body: new El("body"),
-};
-global.location = { search: "" };
-global.fetch = () => new Promise(() => {});
-"""
-
 _CHECK = r"""
 render(HITS, "a query");
 const all = (e) => [e, ...(e.children || []).flatMap(all)];
@@ -352,9 +323,9 @@ def test_page_renders_a_markup_named_sound_as_text_and_seeks_to_its_window(serve
     assert hits[0]["path"] == str(markup) and MARKUP in hits[0]["path"]  # JSON: the name as it is
     hit = {**hits[0], "start": 1.0, "end": 2.0}  # a window away from 0, so the seek shows
     page = served["client"].get("/").text
-    script = page.split("<script>", 1)[1].split("</script>", 1)[0]
+    script = page_script(page)
     js = tmp_path / "page.js"
-    js.write_text(_DOM + script + f"\nconst HITS = {json.dumps([hit])};\n" + _CHECK, encoding="utf-8")
+    js.write_text(PAGE_DOM + script + f"\nconst HITS = {json.dumps([hit])};\n" + _CHECK, encoding="utf-8")
     out = subprocess.run(["node", str(js)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)

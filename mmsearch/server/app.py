@@ -14,14 +14,15 @@ schemathesis in tests/test_server_contract.py)::
     GET  /api/errors                files that could not be indexed
     GET  /api/dups?threshold=&type=&under=
                                     near-duplicate clusters (DupCluster.to_dict(); members by content id)
-    GET  /api/file/{content_id}     the original file of an indexed image or sound (byte ranges, ETag,
+    GET  /api/file/{content_id}     the original file of an indexed image, sound or video (byte ranges, ETag,
                                     ``?download=true`` for an attachment); see :mod:`mmsearch.server.files`
-    GET  /api/thumb/{content_id}?size=128|256|512
-                                    a JPEG thumbnail of an indexed image, made once, cached in the store
+    GET  /api/thumb/{content_id}?size=128|256|512&t=SECONDS
+                                    a JPEG thumbnail of an indexed image, or a video's frame at ``t``
+                                    (default 1 s), made once, cached in the store
     POST /api/query                 the CLI's endpoint (:mod:`mmsearch.server.served_query`; not in the schema)
 
-OPTIONS are :class:`mmsearch.server.params.SearchOptions` (k, type, under, space, nprobe, ef_search,
-min_score, the filters where/since/until/path, collapse_dups/dups_threshold, like/unlike content ids),
+OPTIONS are :class:`mmsearch.server.params.SearchOptions` (k, type, moments, pooling, under, space, nprobe,
+ef_search, min_score, the filters where/since/until/path, collapse_dups/dups_threshold, like/unlike content ids),
 declared once for every search endpoint and passed to :meth:`Engine.search` as they are. The filters are
 read by the engine's reader first (a bad one is a 422 naming the term); unknown like/unlike ids are 404. ``space`` names one of the store's spaces; the
 server never loads a model a request names (an unknown space is 404).
@@ -60,7 +61,8 @@ from mmsearch.server import files, served_query
 from mmsearch.server.auth import guard
 from mmsearch.server.discovery import MAX_UPLOAD_BYTES
 from mmsearch.server.params import (NOT_BLANK, Download, DupsThreshold, DupsType, HTTPError, SearchOptions, Text,
-                                    ThumbSize, Under, errors, narrow_to_store, status_for, upload, upload_schema)
+                                    ThumbAt, ThumbSize, Under, errors, narrow_to_store, status_for, upload,
+                                    upload_schema)
 
 log = logging.getLogger("mmsearch.server")
 
@@ -244,24 +246,25 @@ def _store_routes(app: FastAPI, engine: Engine, locked: Callable[[Callable[[], A
         return [e.to_dict() for e in locked(engine.errors)]
 
     @app.get("/api/file/{content_id}", response_class=Response, responses={
-        200: {"content": {"image/*": {}, "audio/*": {}}, "description": "The file."},
-        206: {"content": {"image/*": {}, "audio/*": {}}, "description": "The requested byte range."},
+        200: {"content": {"image/*": {}, "audio/*": {}, "video/*": {}}, "description": "The file."},
+        206: {"content": {"image/*": {}, "audio/*": {}, "video/*": {}}, "description": "The requested byte range."},
         304: {"description": "The client's copy (If-None-Match) is current."}, **errors(404, 416)})
     def file(content_id: ContentId, download: Download = False,
              range: Annotated[str | None, Header(description="bytes=FIRST-LAST, FIRST- or -SUFFIX")] = None,
              if_none_match: Annotated[str | None, Header()] = None) -> Response:
-        """The original file of an indexed image or sound, while it is unchanged since indexing."""
-        opened = files.open_indexed(engine.store, content_id, ("image", "audio"))
+        """The original file of an indexed image, sound or video, while it is unchanged since indexing."""
+        opened = files.open_indexed(engine.store, content_id, ("image", "audio", "video"))
         return files.original(opened, range, download, if_none_match)
 
     @app.get("/api/thumb/{content_id}", response_class=Response, responses={
         200: {"content": {"image/jpeg": {}}, "description": "A JPEG fitting SIZE×SIZE."},
         304: {"description": "The client's copy (If-None-Match) is current."}, **errors(404)})
-    def thumb(content_id: ContentId, size: ThumbSize = 256,
+    def thumb(content_id: ContentId, size: ThumbSize = 256, t: ThumbAt = None,
               if_none_match: Annotated[str | None, Header()] = None) -> Response:
-        """A thumbnail of an indexed image (made once, then served from the store's cache)."""
-        data, sha = thumbs.get(content_id, int(size))
-        etag = f'"{sha}-{int(size)}"'
+        """A thumbnail of an indexed image, or of a video: its frame at ``t`` seconds (made once, then
+        served from the store's cache)."""
+        data, tag = thumbs.get(content_id, int(size), t)
+        etag = f'"{tag}"'
         headers = {"ETag": etag, "Cache-Control": files.IMMUTABLE, "X-Content-Type-Options": "nosniff"}
         if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
             return Response(status_code=304, headers=headers)

@@ -9,7 +9,8 @@ would, and the caller then searches in-process:
 
 * no ``server.json`` in the store, or it is not ours, readable by others or malformed, or its pid is gone;
 * the file names another store (a copied folder) or a protocol this client does not speak (an older
-  server, protocol 2, answers only what protocol 2 carried: one text, no filters), the server embeds queries
+  server answers only what its protocol carried: protocol 2 one text, no filters; protocol 3 no
+  ``moments``, ``pooling`` or ``type=video``), the server embeds queries
   with other settings (device, runtime, precision: :data:`discovery.ENCODER_SETTINGS`), or it was
   started with ``--model`` while this query searches every space;
 * nothing listens (connect timeout :data:`CONNECT_TIMEOUT`), the token is refused, the endpoint is
@@ -30,7 +31,7 @@ from typing import Any, Sequence
 
 from mmsearch.errors import MmsearchError
 from mmsearch.server import discovery
-from mmsearch.types import Hit
+from mmsearch.types import Hit, Moment
 
 CONNECT_TIMEOUT = 0.5  # seconds; a local server accepts at once, a refused port fails at once
 READ_TIMEOUT = 120.0  # seconds; the first query of a fresh server loads the model
@@ -58,7 +59,8 @@ def search(store: str | os.PathLike | None = None, *, model: str | None = None, 
            type: str | None = None, under: str | os.PathLike | None = None, nprobe: int | None = None,
            ef_search: int | None = None, audio: str | os.PathLike | None = None, min_score: float | None = None,
            where: Sequence[str] = (), since: str | None = None, until: str | None = None,
-           path: str | None = None, collapse_dups: bool = False) -> Served | None:
+           path: str | None = None, collapse_dups: bool = False, moments: int = 1,
+           pooling: str = "peak") -> Served | None:
     """The query answered by the store's running server, or None: search in-process then."""
     from mmsearch.config import Settings
 
@@ -66,9 +68,8 @@ def search(store: str | os.PathLike | None = None, *, model: str | None = None, 
     root = os.path.abspath(os.path.expanduser(settings.store))  # as Store computes its root
     info = discovery.read(root)
     texts = [text] if isinstance(text, str) else list(text or ())
-    newer = len(texts) > 1 or bool(where) or since is not None or until is not None or path is not None \
-        or bool(collapse_dups)  # what only protocol 3 carries
-    if info is None or info["protocol"] not in discovery.UNDERSTOOD or (newer and info["protocol"] < 3):
+    needs = _protocol_needed(texts, where, since, until, path, collapse_dups, type, moments, pooling)
+    if info is None or info["protocol"] not in discovery.UNDERSTOOD or info["protocol"] < needs:
         return None
     if any(getattr(settings, name, None) != info.get(name) for name in discovery.ENCODER_SETTINGS):
         return None  # another device, runtime or precision embeds the query differently
@@ -95,6 +96,8 @@ def search(store: str | os.PathLike | None = None, *, model: str | None = None, 
     params += [("where", w) for w in where]
     if collapse_dups:
         params.append(("collapse_dups", "1" if collapse_dups is True else collapse_dups))
+    if moments != 1 or pooling != "peak":
+        params += [("moments", moments), ("pooling", pooling)]
     if under is not None:
         params.append(("under", os.path.abspath(under)))  # relative to this process's folder, as in-process
     if path is not None:
@@ -112,6 +115,17 @@ def search(store: str | os.PathLike | None = None, *, model: str | None = None, 
     if media is not None and error.startswith(("query image:", "query sound:")):
         error = f"{os.fspath(media)}: {error}"  # in-process names the file it read
     raise ServedError(error, code)
+
+
+def _protocol_needed(texts: list[str], where: Sequence[str], since: str | None, until: str | None,
+                     path: str | None, collapse_dups: bool | float, type: str | None, moments: int,
+                     pooling: str) -> int:
+    """The oldest protocol that carries this query (a server of an older one would drop a part of it)."""
+    if moments != 1 or pooling != "peak" or type == "video":
+        return 4
+    if len(texts) > 1 or where or since is not None or until is not None or path is not None or collapse_dups:
+        return 3
+    return 2
 
 
 def _absolute(pattern: str) -> str:
@@ -158,10 +172,20 @@ def _post(info: dict[str, Any], target: str, body: bytes) -> tuple[int, Any] | N
         return None
 
 
+def _hit(h: dict[str, Any]) -> Hit:
+    """A hit as the server's JSON gives it (Hit.to_dict()), with its tuples and moments as Hit has them."""
+    known = {k: v for k, v in h.items() if k in _HIT_FIELDS}
+    known["paths"] = tuple(h["paths"])
+    known["duplicates"] = tuple(h.get("duplicates") or ())
+    known["moments"] = tuple(Moment(**m) for m in h.get("moments") or ())
+    if known.get("gps") is not None:
+        known["gps"] = tuple(known["gps"])
+    return Hit(**known)
+
+
 def _served(data: Any, url: str) -> Served | None:
     try:
-        hits = [Hit(**{**{k: v for k, v in h.items() if k in _HIT_FIELDS}, "paths": tuple(h["paths"])})
-                for h in data["hits"]]
+        hits = [_hit(h) for h in data["hits"]]
         notices = [str(n) for n in data.get("notices", [])]
     except (TypeError, KeyError, AttributeError):
         return None

@@ -32,10 +32,11 @@ QUERY_PATH = "/api/query"  # the CLI's endpoint (token required)
 MAX_UPLOAD_BYTES = 50 << 20  # a query image; larger uploads are refused with 413
 #: settings that change a query's vector: a client whose settings differ searches in-process
 ENCODER_SETTINGS = ("device", "runtime", "precision")
-PROTOCOL = 3  # bump when /api/query's request or answer changes incompatibly
+PROTOCOL = 4  # bump when /api/query's request or answer changes incompatibly
 #: protocols a client speaks: 3 added several ``q``, ``where``, ``since``, ``until``, ``path`` and
-#: ``collapse_dups``; a protocol-2 server ignores those, so it is asked only queries without them
-UNDERSTOOD = (2, 3)
+#: ``collapse_dups``; 4 added ``moments`` and ``pooling`` (and ``type=video``, whose hits carry their
+#: ``moments``). An older server ignores what came later, so it is asked only queries without it
+UNDERSTOOD = (2, 3, 4)
 _MAX_FILE = 64 << 10
 _FIELDS = {"url": str, "pid": int, "token": str, "store": str, "protocol": int}
 

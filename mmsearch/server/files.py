@@ -11,7 +11,11 @@ Paths come only from the store: a request names a content id, never a path.
 
 Thumbnails: decoded by the project's own decoder (:func:`mmsearch.ingest.decode.decode_image`, so
 every format `index` reads, orientation applied), scaled to fit SIZE×SIZE, saved as JPEG in
-``<store>/thumbs/<sha[:2]>/<sha>-<SIZE>.jpg`` (content-keyed: a copy or a move costs nothing). The folder
+``<store>/thumbs/<sha[:2]>/<sha>-<SIZE>.jpg`` (content-keyed: a copy or a move costs nothing). A
+video's thumbnail is the frame showing at a time ``t`` (:mod:`mmsearch.server.stills`: one seek to the
+keyframe before it, then decoding up to it), kept as ``<sha>-<SIZE>-t<TENTHS>.jpg`` (``t`` rounded to
+0.1 s); it is decoded from the descriptor checked against the size and mtime the index recorded, as an
+original is served (a video is not hashed again per thumbnail). The folder
 is bounded (:data:`THUMB_CACHE_BYTES` by default): when a new thumbnail takes it past the bound, the
 least recently served are deleted down to 90 %. A store folder that cannot be written still gets
 thumbnails, made per request.
@@ -42,6 +46,7 @@ THUMB_SIZES = (128, 256, 512)
 THUMB_CACHE_BYTES = 256 << 20
 THUMB_QUALITY = 85
 MAX_THUMB_SOURCE_BYTES = 1 << 30  # as `index` reads images
+VIDEO_THUMB_AT = 1.0  # seconds: a video's thumbnail shows this time by default (a shorter one's last frame)
 IMMUTABLE = "private, max-age=31536000, immutable"
 _CHUNK = 1 << 16
 
@@ -93,6 +98,42 @@ def sound_type(head: bytes) -> str:
     if len(h) >= 2 and h[0] == 0xFF and h[1] & 0xE0 == 0xE0:  # an MPEG audio frame header
         return "audio/aac" if h[1] & 0x06 == 0 else "audio/mpeg"  # layer bits 00: AAC in ADTS
     return "application/octet-stream"
+
+
+def video_type(head: bytes) -> str:
+    """The media type of a video file by its first bytes (what a browser's <video> needs to play it)."""
+    h = bytes(head)
+    if h[4:8] == b"ftyp":  # ISO base media: the major brand says which
+        brand = h[8:12]
+        if brand == b"qt  ":
+            return "video/quicktime"
+        return "video/3gpp2" if brand.startswith(b"3g2") else "video/3gpp" if brand.startswith(b"3g") else "video/mp4"
+    if h[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"):  # QuickTime without ftyp
+        return "video/quicktime"
+    if h[:4] == b"\x1a\x45\xdf\xa3":  # EBML: Matroska / WebM
+        return "video/webm" if b"webm" in h[:64] else "video/x-matroska"
+    if h[:4] == b"RIFF" and h[8:12] == b"AVI ":
+        return "video/x-msvideo"
+    if h[:16] == _ASF:
+        return "video/x-ms-wmv"
+    if h[:3] == b"FLV":
+        return "video/x-flv"
+    if h[:4] == b"OggS":
+        return "video/ogg"
+    if h[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"):  # MPEG program stream / elementary video
+        return "video/mpeg"
+    if (h[:1] == b"G" and h[188:189] in (b"G", b"")) or (h[4:5] == b"G" and h[196:197] in (b"G", b"")):  # TS, M2TS
+        return "video/mp2t"
+    return "application/octet-stream"
+
+
+def media_type(opened: "Opened") -> str:
+    """The media type of an opened original, by its content and what it was indexed as."""
+    if opened.modality == "audio":
+        return sound_type(os.pread(opened.fd, 64, 0))
+    if opened.modality == "video":
+        return video_type(os.pread(opened.fd, 256, 0))
+    return image_type(os.pread(opened.fd, 1 << 16, 0))
 
 
 # ---- opening an indexed file -------------------------------------------------------------------------
@@ -175,8 +216,7 @@ def disposition(path: str, download: bool) -> str:
 def original(opened: Opened, range_header: str | None, download: bool, if_none_match: str | None) -> Response:
     """The answer for an opened original: 200, 206 (a range), 304 (the client has it) or 416."""
     etag = f'"{opened.sha256}"'
-    head = os.pread(opened.fd, 64, 0)
-    media = sound_type(head) if opened.modality == "audio" else image_type(os.pread(opened.fd, 1 << 16, 0))
+    media = media_type(opened)
     headers = {"ETag": etag, "Cache-Control": "private, max-age=3600", "Accept-Ranges": "bytes",
                "X-Content-Type-Options": "nosniff", "Content-Disposition": disposition(opened.path, download)}
     if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
@@ -205,6 +245,12 @@ def original(opened: Opened, range_header: str | None, download: bool, if_none_m
 
 
 # ---- thumbnails ------------------------------------------------------------------------------------
+def _jpeg(im) -> bytes:
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=THUMB_QUALITY, optimize=True)
+    return out.getvalue()
+
+
 class Thumbnails:
     """Thumbnails of one store, made once and kept in ``<store>/thumbs`` within ``limit`` bytes."""
 
@@ -216,27 +262,42 @@ class Thumbnails:
         self.total: int | None = None  # bytes in the folder, counted on first use
         self.writable = True
 
-    def path_of(self, sha256: str, size: int) -> Path:
-        return self.root / sha256[:2] / f"{sha256}-{size}.jpg"
+    def path_of(self, sha256: str, size: int, tenths: int | None = None) -> Path:
+        at = "" if tenths is None else f"-t{tenths}"
+        return self.root / sha256[:2] / f"{sha256}-{size}{at}.jpg"
 
-    def get(self, content_id: int, size: int) -> tuple[bytes, str]:
-        """(JPEG bytes, sha256 of the content) of content ``content_id``'s thumbnail fitting size×size."""
+    def get(self, content_id: int, size: int, t: float | None = None) -> tuple[bytes, str]:
+        """(JPEG bytes, a tag naming them: ``SHA-SIZE``, a video's ``SHA-SIZE-tTENTHS``) of content
+        ``content_id``'s thumbnail fitting size×size: an image's, or a video's frame at ``t`` seconds
+        (default :data:`VIDEO_THUMB_AT`; rounded to 0.1 s). ``t`` is ignored for an image."""
+        tenths = round(max(0.0, VIDEO_THUMB_AT if t is None else t) * 10)
         ident = store_thumbs.identity(self.store, content_id)
-        if ident is not None and ident.modality == "image":
-            cached = self.path_of(ident.sha256, size)
+        if ident is not None and ident.modality in ("image", "video"):
+            cached = self.path_of(ident.sha256, size, tenths if ident.modality == "video" else None)
             try:
                 data = cached.read_bytes()
                 os.utime(cached)  # recently served: evicted last
-                return data, ident.sha256
+                return data, cached.stem
             except OSError:
                 pass
-        opened = open_indexed(self.store, content_id, ("image",))
+        opened = open_indexed(self.store, content_id, ("image", "video"))
+        video = opened.modality == "video"
         try:
-            data = self._make(opened, size)
+            data = self._still(opened, size, tenths / 10) if video else self._make(opened, size)
         finally:
             opened.close()
-        self._keep(self.path_of(opened.sha256, size), data)
-        return data, opened.sha256
+        path = self.path_of(opened.sha256, size, tenths if video else None)
+        self._keep(path, data)
+        return data, path.stem
+
+    def _still(self, opened: Opened, size: int, t: float) -> bytes:
+        from mmsearch.server.stills import NoStill, still
+
+        try:
+            im = still(opened.fd, t, size)
+        except NoStill as exc:
+            raise NotServed(f"cannot make a thumbnail of {opened.path}: {exc}") from None
+        return _jpeg(im)
 
     def _make(self, opened: Opened, size: int) -> bytes:
         from mmsearch.ingest.decode import BadInput, decode_image
@@ -256,9 +317,7 @@ class Thumbnails:
         except BadInput as exc:
             raise NotServed(f"cannot make a thumbnail of {opened.path}: {exc}") from None
         im.thumbnail((size, size))
-        out = io.BytesIO()
-        im.save(out, "JPEG", quality=THUMB_QUALITY, optimize=True)
-        return out.getvalue()
+        return _jpeg(im)
 
     def _keep(self, path: Path, data: bytes) -> None:
         if not self.writable:

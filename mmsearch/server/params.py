@@ -19,6 +19,7 @@ from mmsearch.server import patterns
 MAX_K = 1000
 MAX_PROBE = 1 << 16
 MAX_QUERY_CHARS = 2000
+MAX_MOMENTS = 50  # a video hit's moments listed, at most
 # Python's whitespace (str.isspace): a query of only these is empty to the engine, so the schema says so.
 _BLANK = ("\\t\\n\\u000b\\u000c\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a"
           "\\u2028\\u2029\\u202f\\u205f\\u3000")
@@ -69,6 +70,10 @@ class ThumbSizes(IntEnum):
 
 
 ThumbSize = Annotated[ThumbSizes, Query(description="The thumbnail fits SIZE×SIZE pixels.")]
+MAX_THUMB_AT = 1e7  # seconds (115 days): a video's thumbnail time, at most
+ThumbAt = Annotated[Optional[float], Query(ge=0, le=MAX_THUMB_AT, allow_inf_nan=False, description=
+                    "For a video: the time (seconds) whose frame the thumbnail shows, rounded to 0.1 s "
+                    "[default: 1 s; a shorter video's last frame]; a hit's moment `peak` is its best frame.")]
 Download = Annotated[bool, Query(description="Ask the browser to save the file (Content-Disposition: attachment).")]
 
 
@@ -87,9 +92,13 @@ class SearchOptions:
     """The options every search takes (query parameters of /api/search, /api/search/image, /api/search/audio)."""
 
     k: Annotated[int, Query(ge=1, le=MAX_K, description="How many results.")] = 10
-    type: Annotated[Optional[Literal["image", "audio", "text", "any"]], Query(
-        description="What to return [default: the files (images, sounds) the store holds that the query "
-                    "reaches; texts when it holds nothing else].")] = None
+    type: Annotated[Optional[Literal["image", "audio", "video", "text", "any"]], Query(
+        description="What to return [default: the files (images, sounds, videos) the store holds that the "
+                    "query reaches; texts when it holds nothing else].")] = None
+    moments: Annotated[int, Query(ge=1, le=MAX_MOMENTS, description="Moments listed per video hit (where in "
+                                  "it the query matched, seen and/or heard; `moments` of the hit).")] = 1
+    pooling: Annotated[Literal["peak", "mean"], Query(description="How a video scores: `peak` (its best "
+                                                      "moment) or `mean` (the mean of its frames/windows).")] = "peak"
     under: Annotated[Optional[str], Query(min_length=1, max_length=4096,
                                           description="Only results below this folder (on the server).")] = None
     space: Annotated[Optional[str], Query(
@@ -138,6 +147,7 @@ class SearchOptions:
 
 
 #: the search endpoints by the kind of query they take
+_TYPES = ("image", "audio", "video", "text")
 QUERY_KINDS = {"/api/search": "text", "/api/search/image": "image", "/api/search/audio": "audio"}
 
 
@@ -145,8 +155,10 @@ def narrow_to_store(app: Any, spaces: list[Any]) -> None:
     """Make the schema say what this store can answer: the ``type`` a query of each kind can reach (the
     kinds its models hold), and no upload endpoint for a kind of query no model of it embeds (that
     endpoint still answers, 400 with the reason). It reflects the models the store had at start-up."""
+    from mmsearch.store.schema import item_kinds
+
     make = app.openapi
-    held = [set(sp.modalities.split(",")) for sp in spaces]
+    held = [set(item_kinds(sp)) for sp in spaces]  # a model that sees or hears also reaches videos
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -160,7 +172,7 @@ def narrow_to_store(app: Any, spaces: list[Any]) -> None:
                 for op in ops.values():
                     for p in op.get("parameters", []):
                         if p["name"] == "type":
-                            p["schema"]["anyOf"][0]["enum"] = [t for t in ("image", "audio", "text") if t in reach] + ["any"]
+                            p["schema"]["anyOf"][0]["enum"] = [t for t in _TYPES if t in reach] + ["any"]
             app.openapi_schema = schema
         return app.openapi_schema
 

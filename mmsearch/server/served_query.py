@@ -4,8 +4,8 @@ Not in the OpenAPI schema: it is a private exchange between the CLI and its serv
 :data:`mmsearch.server.discovery.PROTOCOL`. Header ``X-Mmsearch-Token`` (from ``<store>/server.json``,
 mode 0600) is required (403 without it); the query parameters are Engine.search's (``q`` repeatable:
 several texts; ``where`` repeatable; ``since``, ``until``, ``path``, ``collapse_dups`` 0/1/cosine since
-protocol 3), the body is the query image's bytes, or the query sound's with ``media=audio`` (empty for a
-text query); the answer is ``{"hits": [...], "notices": [...]}``, or an
+protocol 3; ``moments`` and ``pooling`` since protocol 4, whose hits carry their ``moments``), the body
+is the query image's bytes, or the query sound's with ``media=audio`` (empty for a text query); the answer is ``{"hits": [...], "notices": [...]}``, or an
 mmsearch error with its ``exit_code`` (what in-process `mmsearch query` exits with).
 
 Arguments go to Engine.search unchecked, so a bad one raises the very UsageError it raises in-process.
@@ -77,7 +77,7 @@ def add_route(app: FastAPI, engine: Engine, locked: Callable[..., Any]) -> None:
         try:
             if media not in ("image", "audio"):
                 raise UsageError(f"media={media!r}: must be image or audio")
-            k = _integer(p, "k")
+            k, moments = _integer(p, "k"), _integer(p, "moments")
             query = bytes(body) if body else None
             texts = p.getlist("q")
             kw = dict(text=texts[0] if len(texts) == 1 else texts or None, image=query if media == "image" else None,
@@ -85,7 +85,8 @@ def add_route(app: FastAPI, engine: Engine, locked: Callable[..., Any]) -> None:
                       type=p.get("type"), under=p.get("under"), space=p.get("space"),
                       nprobe=_integer(p, "nprobe"), ef_search=_integer(p, "ef_search"),
                       min_score=_number(p, "min_score"), where=tuple(p.getlist("where")), since=p.get("since"),
-                      until=p.get("until"), path=p.get("path"), collapse_dups=_collapse(p.get("collapse_dups")))
+                      until=p.get("until"), path=p.get("path"), collapse_dups=_collapse(p.get("collapse_dups")),
+                      moments=1 if moments is None else moments, pooling=p.get("pooling", "peak"))
             hits = await run_in_threadpool(locked, lambda: engine.search(**kw), notes)
         except MmsearchError as exc:
             return JSONResponse({"error": str(exc), "exit_code": exc.exit_code}, status_code=status_for(exc))

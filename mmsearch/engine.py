@@ -131,8 +131,8 @@ class Engine:
                 continue
             spec = sp.spec if sp is not None else default
             mods = tuple(sp.modalities.split(",")) if sp is not None else (modality, "text")
-            # a model the user did not name reads videos' soundtracks only when its space exists or it loads anyway
-            optional = (("text",) + (("video",) if given and sp is None else ())) if files else ()
+            # a sound model nobody named reads soundtracks once its space exists (it loads for sound files)
+            optional = (("text",) + (("video",) if modality == "audio" and sp is None else ())) if files else ()
             targets.append(Target(spec, lambda spec=spec: self._load_space(spec), with_videos(mods), space=sp,
                                   optional=optional))
         first = next((t for t in targets if "text" in t.modalities), None)

@@ -248,3 +248,83 @@ def test_an_hour_long_video_indexes_in_bounded_memory(tmp_path):
     (duration, start), long_kib = _index_in_child(tmp_path / "s1", tmp_path / "long", "a rising whistle")  # exports cached
     assert float(duration) == pytest.approx(3600, abs=2) and abs(float(start) - 1800) <= 12
     assert long_kib - short_kib < 400 * 1024, f"peak RSS {long_kib >> 10} MiB, a minute's {short_kib >> 10} MiB"
+
+
+# ---- found by review ----------------------------------------------------------------------------------
+def _live_recording(src: Path, dst: Path) -> None:
+    """``src`` remuxed as a live recorder writes Matroska: to a stream that cannot seek, so no seek
+    index and no duration."""
+    import io
+
+    import av
+
+    class Pipe(io.RawIOBase):
+        def __init__(self, f):
+            self.f = f
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            return self.f.write(b)
+
+    with av.open(str(src)) as i, open(dst, "wb") as f:
+        o = av.open(Pipe(f), "w", format="matroska")
+        s = o.add_stream_from_template(i.streams.video[0])
+        for p in i.demux(i.streams.video[0]):
+            if p.size:  # not the demuxer's final empty packet
+                p.stream = s
+                o.mux(p)
+        o.close()
+
+
+def test_a_live_recording_without_seek_index_or_duration_keeps_its_start_and_its_times(tmp_path):
+    folder = tmp_path / "v"
+    folder.mkdir()
+    shots = [Shot("circle", "red", 4), Shot("square", "blue", 4), Shot("star", "yellow", 4), Shot("circle", "green", 4)]
+    write_video(tmp_path / "src.mkv", shots, size=(64, 48))
+    _live_recording(tmp_path / "src.mkv", folder / "live.mkv")
+    with Engine.open(tmp_path / "store", model=["builtin:shapes"], workers=0) as eng:
+        assert eng.index([folder]).ok
+        for caption, start in (("a red circle", 0.0), ("a yellow star", 8.0)):
+            moment = eng.search(caption, type="video")[0].moments[0]
+            assert abs(moment.start - start) <= 1.0 and moment.end - moment.start >= 2.0, (caption, moment)
+
+
+def test_a_long_video_filling_the_moment_pool_leaves_room_for_the_others(tmp_path, monkeypatch):
+    from mmsearch.query import moments
+
+    monkeypatch.setattr(moments, "POOL", 8)  # a small first pool: one video's frames fill it
+    folder = tmp_path / "v"
+    folder.mkdir()
+    write_video(folder / "squares.mp4", [Shot("square", "blue", 1.0, position=p, seed=i) for i, p in
+                                          enumerate(["center", "left", "right", "top", "bottom"] * 4)], size=(64, 48))
+    for i, (shape, colour) in enumerate([("circle", "red"), ("star", "yellow"), ("triangle", "green")]):
+        write_video(folder / f"other{i}.mp4", [Shot(shape, colour, 2.0)], size=(64, 48))
+    with Engine.open(tmp_path / "store", model=["builtin:shapes"], workers=0) as eng:
+        assert eng.index([folder]).ok
+        hits = eng.search("a blue square", type="video", k=4)
+    assert len(hits) == 4 and Path(hits[0].path).name == "squares.mp4"
+
+
+def test_an_indexed_video_is_an_example_and_a_raw_vector_ranks_videos_by_similarity(sample_store):
+    store, folder = sample_store
+    with Engine.open(store, create=False) as eng:
+        like = eng.search(like=folder / "phone.mov", type="video")
+        assert Path(like[0].path).name == "phone.mov"
+        vec = eng.encoder("builtin:shapes").embed_texts(["a cyan circle"])[0]
+        raw = eng.search(vector=vec, space="builtin:shapes", type="video")
+    assert Path(raw[0].path).name == "phone.mov" and [h.score for h in raw] == sorted((h.score for h in raw), reverse=True)
+    assert abs(raw[0].moments[0].start - 4.0) <= 1.0
+
+
+def test_videos_without_a_sound_model_are_indexed_by_frames_and_settled(tmp_path):
+    """No --model, a store with only an image model: the default sound model (not available offline) is not
+    needed for the videos' soundtracks, so nothing fails and a second run has nothing to do."""
+    folder = tmp_path / "v"
+    _two_videos(folder)
+    with Engine.open(tmp_path / "store", model=["builtin:shapes"], workers=0) as eng:
+        assert eng.index([folder]).ok
+    with Engine.open(tmp_path / "store", workers=0) as eng:
+        again = eng.index([folder])
+    assert again.ok and (again.indexed, again.unchanged, again.failed) == (0, 2, 0)

@@ -97,7 +97,7 @@ def frames(path: str, recipe: dict[str, Any] | Plan, *, every: float = EVERY,
     try:
         stream = _stream(container)
         interval = max(every, _duration(container, stream) / max_frames)
-        stream.codec_context.skip_frame = _skipping(container, stream, interval)
+        stream.codec_context.skip_frame = _skipping(path, stream.index, interval)
         decoded = _decoded(container, stream)
         first = next(decoded, None)  # its display matrix says how the video is turned
         if first is None:
@@ -148,6 +148,7 @@ def load_video(out: Loaded, recipe: dict[str, Any] | None, limits: dict[str, Any
             sound = decode_audio(out.path, int(recipe["sampling_rate"]), seconds)
             out.windows, out.spans = windows(sound.samples, recipe)
             out.sample_rate, out.channels, out.truncated = sound.sample_rate, sound.channels, sound.truncated
+            out.duration = info.duration or sound.duration  # a container that does not say: as heard
         return
     _, sampled = frames(out.path, recipe, every=float(limits.get("video_every", EVERY)),
                         max_frames=min(int(limits.get("max_video_frames", MAX_FRAMES)), MOMENT_SLOTS))
@@ -155,7 +156,9 @@ def load_video(out: Loaded, recipe: dict[str, Any] | None, limits: dict[str, Any
     if not kept:
         raise BadInput("no frame could be decoded (truncated or corrupt video)")
     out.pixels = np.stack([f.pixels for f in kept])
-    out.spans = spans([f.time for f in kept], info.duration)
+    # a container that does not say how long it is (a live recording): as long as its frames reach
+    out.duration = info.duration or kept[-1].time + float(limits.get("video_every", EVERY))
+    out.spans = spans([f.time for f in kept], out.duration)
 
 
 def _slot_seconds(recipe: dict[str, Any]) -> float:
@@ -230,20 +233,15 @@ def _info(container, stream, rotation: int) -> VideoInfo:
                      rotation, bool(container.streams.audio), created or None, where or None)
 
 
-def _rewind(container, stream) -> None:
-    import av
-
-    try:
-        container.seek(0, stream=stream)
-    except (av.FFmpegError, ValueError):  # not seekable: what was read is gone, the loop starts later
-        pass
-
-
-def _skipping(container, stream, interval: float) -> str:
+def _skipping(path: str, stream_index: int, interval: float) -> str:
     """What the decoder may skip: all but keyframes when they come at least once per ``interval``; else
     frames no other frame needs, when there are several frames per interval (a sample then lands on
     the next reference frame, a fraction of the interval late); else nothing (sparse frames)."""
-    key_gap, frame_gap = _packet_gaps(container, stream)
+    probe = _open(path)  # its own: a file without a seek index (live recordings) cannot rewind to the start
+    try:
+        key_gap, frame_gap = _packet_gaps(probe, probe.streams[stream_index])
+    finally:
+        probe.close()
     if key_gap <= interval:
         return "NONKEY"
     return "NONREF" if frame_gap * 4 <= interval else "DEFAULT"
@@ -254,17 +252,14 @@ def _packet_gaps(container, stream) -> tuple[float, float]:
     packets, demuxed only (timestamps, not the stream's nominal rate: phones write variable rates);
     inf when unknown."""
     keys, every = [], []
-    try:
-        for i, packet in enumerate(container.demux(stream)):
-            if i >= _PROBE_PACKETS:
-                break
-            if packet.pts is not None:
-                t = float(packet.pts * packet.time_base)
-                every.append(t)
-                if packet.is_keyframe:
-                    keys.append(t)
-    finally:
-        _rewind(container, stream)
+    for i, packet in enumerate(container.demux(stream)):
+        if i >= _PROBE_PACKETS:
+            break
+        if packet.pts is not None:
+            t = float(packet.pts * packet.time_base)
+            every.append(t)
+            if packet.is_keyframe:
+                keys.append(t)
 
     def gaps(times: list[float]) -> np.ndarray:
         return np.diff(np.unique(times)) if len(times) > 1 else np.array([math.inf])

@@ -22,7 +22,7 @@ from mmsearch.ann.faiss_index import SearchParams
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import ModelError, UnanswerableQuery, UsageError
 from mmsearch.query.parse import parse
-from mmsearch.store.schema import Space
+from mmsearch.store.schema import Space, item_kinds
 from mmsearch.store.store import Store
 
 TYPES = ("image", "audio", "video", "text", "any")
@@ -211,13 +211,20 @@ def _example(store: Store, item: Any, weight: float, name: str) -> Part:
 
 
 def _indexed(store: Store, meta: Any, weight: float, label: str, uri: str | None) -> Part:
-    """An indexed item as a part: its stored vector in each space; its file or text where a space has none."""
-    stored = {}
+    """An indexed item as a part: its stored vector in each space; its file or text where a space has none.
+    A video is its frames' mean where an image model read it (an image term), else its soundtrack's (a sound
+    term); it has no file to embed again as either."""
+    stored, seen = {}, False
     for sp in store.spaces():
-        if meta.modality in sp.modalities.split(","):
+        if meta.modality in item_kinds(sp):
             vec = store.vectors_for([meta.id], sp.id).get(meta.id)
             if vec is not None:
                 stored[sp.id] = vec / max(float(np.linalg.norm(vec)), 1e-12)
+                seen = seen or "image" in sp.modalities.split(",")
+    if meta.modality == "video":
+        kind = "image" if seen else "audio"
+        images = {sp.id for sp in store.spaces() if ("image" in sp.modalities.split(",")) == seen}
+        return Part(kind, None, weight, label, {i: v for i, v in stored.items() if i in images})
     if meta.modality == "text":
         value = meta.text
     else:

@@ -5,11 +5,12 @@ soundtrack's windows in a sound space; :mod:`mmsearch.ingest.video`), and those 
 as *moments* (:data:`~mmsearch.store.schema.MOMENT`). A query reaching videos:
 
 1. **Candidates.** In each space it is embedded in, the moment index gives the best segments; their
-   videos (up to :data:`CANDIDATES` per space, ranked by their best segment) are the candidates. With
+   videos (:data:`CANDIDATES` per space, ranked by their best segment) are the candidates, and the
+   best ``k`` of them by their best segment in any space are the answer. With
    ``pooling="mean"`` the candidates come from the video index instead (each video's mean vector:
    the "mean-pooled frames" baseline of the text→video literature), of the image spaces alone when
    the query reaches one (a sound space's mean soundtrack vector is scored only without one).
-2. **Evidence.** Every segment of a candidate, in every space, is scored exactly and calibrated
+2. **Evidence.** Every segment of those ``k``, in every space, is scored exactly and calibrated
    (:mod:`mmsearch.query.calibrate`, per space, against that space's moments), so a frame's and a
    window's scores are comparable.
 3. **Time line.** Per second of the video, ``seen`` is the best frame covering it, ``heard`` the best
@@ -33,15 +34,15 @@ import numpy as np
 from mmsearch.ann.indexes import IndexSet
 from mmsearch.query.calibrate import Calibration, scale
 from mmsearch.query.filters import Filters
-from mmsearch.query.search import conditions, described, top_ids
+from mmsearch.query.search import SUBSET_MAX, conditions, described, filtered_top, top_ids
+from mmsearch.store.filtering import Cond
 from mmsearch.store.schema import MOMENT, Space
 from mmsearch.store.store import Store
 from mmsearch.types import Hit, Moment
 from mmsearch.util import MOMENT_SLOTS, is_under
 
-CANDIDATES = 64  # videos per space whose whole time line is scored (at least 4 × k)
-POOL = 512  # moments asked of a space's moment index to find them
-EXACT_MAX = 2_000  # a filtered set of at most this many videos is scored from its segments directly
+CANDIDATES = 64  # videos per space found by their best moments (at least 4 × k)
+POOL = 512  # moments first asked of a space's moment index to find them (grown until they are found)
 MOMENT_DROP = 1.0  # calibrated units: seconds this close to a peak belong to its moment
 MOMENT_FLOOR = 2.0  # a further moment peaks at most this far below the video's best
 POOLINGS = ("peak", "mean")
@@ -77,18 +78,15 @@ def video_hits(store: Store, indexes: IndexSet, evidence: Sequence[Evidence], ca
     """The best ``k`` videos for a query embedded as ``evidence`` (one per space), each with its best
     ``moments``; scores are calibrated (comparable with the other kinds' hits)."""
     conds = conditions(filters, under)
-    evidence = [dataclasses.replace(ev, z=scale(calibration, ev.space, query_modality, MOMENT)) for ev in evidence]
+    evidence = [dataclasses.replace(ev, z=_calibrated(calibration, ev.space, query_modality)) for ev in evidence]
     want = max(CANDIDATES, 4 * k)
-    allowed: dict[int, np.ndarray | None] = {}
     found: dict[int, float] = {}
     # mean pooling is the literature's mean of frame embeddings: scored by what is seen where a space sees
     scoring = [ev for ev in evidence if ev.seen] or evidence if pooling == "mean" else evidence
     for ev in scoring:
-        if conds:
-            allowed[ev.space.id] = store.filtered_ids(conds, ev.space.id, "video")
-        for cid, z in _candidates(store, indexes, ev, want, pooling, allowed.get(ev.space.id)).items():
+        for cid, z in _candidates(store, indexes, ev, want, pooling, conds).items():
             found[cid] = max(found.get(cid, -math.inf), z)
-    ranked = sorted(found, key=lambda c: (-found[c], c))[: want]
+    ranked = sorted(found, key=lambda c: (-found[c], c))[:k]  # a video's best moment is its peak
     meta = store.content_meta(ranked)
     lines = _lines(store, evidence, ranked, meta)
     hits = []
@@ -99,67 +97,88 @@ def video_hits(store: Store, indexes: IndexSet, evidence: Sequence[Evidence], ca
         paths = tuple(p for p in m.uris if (under is None or is_under(p, under)) and (filters is None or filters.shows(p)))
         score = found[cid] if pooling == "mean" else float(line.fused.max())
         hits.append(_hit(m, paths, line, score, moments, pooling, query_modality))
-    hits.sort(key=lambda h: (-(h.calibrated or 0.0), h.id))
-    return [dataclasses.replace(h, rank=r) for r, h in enumerate(hits[:k], 1)]
+    hits.sort(key=lambda h: (-(h.calibrated or 0.0), -h.score, h.id))
+    return [dataclasses.replace(h, rank=r) for r, h in enumerate(hits, 1)]
+
+
+def _calibrated(calibration: Calibration, space: Space, query_modality: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A space's raw cosine → calibrated score against its moments. A raw vector query borrows the
+    background of the space's own kind of query (its frames', its windows', else its texts'); with none
+    at all the raw cosine stands (ranks still follow it)."""
+    mods = space.modalities.split(",")
+    for kind in [query_modality] + ([m for m in ("image", "audio", "text") if m in mods] if query_modality == "vector" else []):
+        if calibration.stats(space, kind, MOMENT) is not None:
+            return scale(calibration, space, kind, MOMENT)
+    return lambda scores: np.asarray(scores, np.float64)
 
 
 def _candidates(store: Store, indexes: IndexSet, ev: Evidence, want: int, pooling: str,
-                allowed: np.ndarray | None) -> dict[int, float]:
-    """video id → its calibrated score in one space (its best moment's, or its mean vector's)."""
+                conds: Sequence[Cond]) -> dict[int, float]:
+    """video id → its calibrated score in one space (its best moment's, or its mean vector's), for about
+    ``want`` videos among those the conditions keep."""
     q = ev.vector.reshape(1, -1).astype(np.float32)
     kind = "video" if pooling == "mean" else MOMENT
     idx = indexes.get(ev.space, kind)
+    if idx.ann is None:  # no videos in this space
+        return {}
+    if kind == "video":
+        pairs = filtered_top(store, idx, q, want, conds) if conds else top_ids(store, idx, q, want)[0]
+        best = {i: raw for raw, i in pairs}
+    else:
+        allowed = None
+        if conds:
+            videos = store.filtered_ids(conds, ev.space.id, "video")
+            if not len(videos):
+                return {}
+            allowed = store.moment_ids(videos, ev.space.id)
+        best = _best_moments(store, idx, q, want, allowed)
     # A video's mean vector is calibrated as its segments are: a space holds few videos to learn from,
     # and the same background keeps mean and peak scores on one scale.
-    if idx.ann is None or (allowed is not None and len(allowed) == 0):  # no videos in this space
-        return {}
-    if allowed is not None and len(allowed) <= EXACT_MAX:  # a small filtered set: every segment, exactly
-        return _exact(store, ev, allowed, pooling)
-    ids = None if allowed is None else (allowed if kind == "video" else store.moment_ids(allowed, ev.space.id))
-    pairs = top_ids(store, idx, q, want if kind == "video" else POOL, allowed=ids)[0]
+    return dict(zip(best, map(float, ev.z(np.array(list(best.values())))))) if best else {}
+
+
+def _best_moments(store: Store, idx, q: np.ndarray, want: int, allowed: np.ndarray | None) -> dict[int, float]:
+    """video id → its best moment's raw cosine, for ``want`` videos (or all there are): the moment pool
+    grows until that many distinct videos are in it (a few long videos can fill a small one). A small
+    allowed set in an index whose walk misses members of small sets (HNSW, PQ) is scored from its vectors."""
+    if allowed is not None and idx.ann.kind in ("hnsw", "pq") and len(allowed) <= SUBSET_MAX[idx.ann.kind]:
+        found = store.vectors_for(allowed.tolist(), idx.space_id, MOMENT)
+        pairs = [(float(v @ q[0]), i) for i, v in found.items()]
+    else:
+        total = idx.ann.ntotal if allowed is None else len(allowed)
+        pool = min(POOL, total)
+        while True:
+            pairs = top_ids(store, idx, q, max(pool, 1), allowed=allowed)[0]
+            if len({i // MOMENT_SLOTS for _, i in pairs}) >= want or pool >= total:
+                break
+            pool = min(pool * 4, total)
     best: dict[int, float] = {}
     for raw, i in pairs:
-        cid = i if kind == "video" else i // MOMENT_SLOTS
+        cid = i // MOMENT_SLOTS
         best[cid] = max(best.get(cid, -math.inf), raw)
-    if not best:
-        return {}
-    cids = list(best)
-    z = ev.z(np.array([best[c] for c in cids]))
-    return dict(zip(cids, map(float, z)))
-
-
-def _exact(store: Store, ev: Evidence, videos: np.ndarray, pooling: str) -> dict[int, float]:
-    """video id → calibrated score of each of a small set of videos, from their stored vectors."""
-    if pooling == "mean":
-        found = store.vectors_for(videos.tolist(), ev.space.id)
-        cids = list(found)
-        raw = np.array([float(found[c] @ ev.vector) for c in cids])
-        return dict(zip(cids, map(float, ev.z(raw)))) if cids else {}
-    out = {}
-    for cid, (_, vecs) in store.segments(videos.tolist(), ev.space.id).items():
-        if len(vecs):
-            out[cid] = float(ev.z(np.array([float((vecs @ ev.vector).max())]))[0])
-    return out
+    return best
 
 
 def _lines(store: Store, evidence: Sequence[Evidence], videos: Sequence[int], meta: dict) -> dict[int, _Line]:
-    """Each video's time line from its segments in every space of ``evidence``."""
+    """Each video's time line from its segments in every space of ``evidence`` (as long as the video, or
+    as its last segment where the container did not say how long it is)."""
+    kept = [c for c in videos if c in meta]
+    found = {ev.space.id: store.segments(kept, ev.space.id) for ev in evidence}
     lines: dict[int, _Line] = {}
-    for cid in videos:
-        if cid in meta:
-            n = max(1, math.ceil((meta[cid].duration or 0.0) - 1e-6))
-            lines[cid] = _Line(np.full(n, -np.inf), np.full(n, -np.inf), np.full(n, np.nan), {})
+    for cid in kept:
+        ends = [float(seg[cid][0][:, 1].max()) for seg in found.values() if cid in seg and len(seg[cid][0])]
+        n = max(1, math.ceil(max([meta[cid].duration or 0.0] + ends) - 1e-6))
+        lines[cid] = _Line(np.full(n, -np.inf), np.full(n, -np.inf), np.full(n, np.nan), {})
     for ev in evidence:
-        for cid, (spans, vecs) in store.segments(list(lines), ev.space.id).items():
-            if not len(vecs):
+        for cid, (spans, vecs) in found[ev.space.id].items():
+            if not len(vecs) or cid not in lines:
                 continue
             raw = vecs @ ev.vector
-            z = ev.z(raw)
             line = lines[cid]
             side = "seen" if ev.seen else "heard"
             if float(raw.max()) > line.raw.get(side, ("", -math.inf))[1]:
                 line.raw[side] = (ev.space.spec, float(raw.max()))
-            _paint(line, spans, z, ev.seen)
+            _paint(line, spans, ev.z(raw), ev.seen)
     return lines
 
 

@@ -14,7 +14,7 @@ import json
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, tuple_
 
 from mmsearch.store.read import BLOCK, Reads, _where, decode_vectors
 from mmsearch.store.schema import MOMENT, Content, Segment, Tombstone, Vector
@@ -88,10 +88,9 @@ class MomentReads(Reads):
         with self.db.read() as s:
             dim = self._dim(s, space_id)
             for part in chunks([int(i) for i in content_ids]):
-                wanted = set(part)
+                keys = [(i // MOMENT_SLOTS, i % MOMENT_SLOTS) for i in part]  # by primary key, only these rows
                 rows = s.execute(select(_SEGMENT_ID, Segment.vec).where(
-                    Segment.space_id == space_id, Segment.content_id.in_({i // MOMENT_SLOTS for i in part}))).all()
-                rows = [r for r in rows if r[0] in wanted]
+                    Segment.space_id == space_id, tuple_(Segment.content_id, Segment.idx).in_(keys))).all()
                 out.update(zip((r[0] for r in rows), decode_vectors([r[1] for r in rows], dim)))
         return out
 

@@ -186,6 +186,16 @@ def _set_metadata(s: Session, rows: list[dict], where: str) -> int:
     return s.execute(text(f"UPDATE contents SET {sets} WHERE {where} AND {older}"), rows).rowcount or 0
 
 
+def _complete_videos(s: Session, videos: Sequence[Upsert]) -> None:
+    """A video's row as every space read it: the first space to write it (its frames or its soundtrack)
+    leaves what only the other knows (sample rate, channels, a cut soundtrack) for the second to fill."""
+    rows = [{"sha": u.sha256, "rate": u.sample_rate, "ch": u.channels, "info": json.dumps(u.info or {})}
+            for u in videos if u.sample_rate is not None or u.info]
+    if rows:
+        s.execute(text("UPDATE contents SET sample_rate = COALESCE(sample_rate, :rate), channels = COALESCE(channels, :ch), "
+                       "info = json_patch(COALESCE(info, '{}'), :info) WHERE sha256 = :sha"), rows)
+
+
 def _upsert(s: Session, upserts: Sequence[Upsert], space_id: int | None, gen: int, result: ApplyResult) -> None:
     unique = {u.sha256: u for u in upserts}.values()
     rows = [{"sha256": u.sha256, "modality": u.modality, "byte_size": u.size, "width": u.width, "height": u.height,
@@ -193,6 +203,7 @@ def _upsert(s: Session, upserts: Sequence[Upsert], space_id: int | None, gen: in
              "channels": u.channels, "info": json.dumps(u.info) if u.info else None, **_meta_row(u.exif)}
             for u in unique]
     result.added_contents = _inserted(s, sqlite_insert(Content).on_conflict_do_nothing(index_elements=["sha256"]), rows)
+    _complete_videos(s, [u for u in unique if u.modality == "video"])
     known = [{**_meta_row(u.exif), "sha": u.sha256} for u in unique if u.exif is not None]
     if known:  # content stored before its metadata was read (an older store) gets it now
         _set_metadata(s, known, "sha256 = :sha")

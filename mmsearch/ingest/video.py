@@ -97,8 +97,8 @@ def frames(path: str, recipe: dict[str, Any] | Plan, *, every: float = EVERY,
     try:
         stream = _stream(container)
         interval = max(every, _duration(container, stream) / max_frames)
-        stream.codec_context.skip_frame = _skipping(path, stream.index, interval)
-        decoded = _decoded(container, stream)
+        skip = stream.codec_context.skip_frame = _skipping(path, stream.index, interval)
+        decoded = _decoded(container, stream, interval if skip == "NONKEY" else None)
         first = next(decoded, None)  # its display matrix says how the video is turned
         if first is None:
             raise BadInput("no frame could be decoded (truncated, empty or corrupt video)")
@@ -267,16 +267,24 @@ def _packet_gaps(container, stream) -> tuple[float, float]:
     return float(gaps(keys).max()), float(np.median(gaps(every)))
 
 
-def _decoded(container, stream) -> Iterator[Any]:
+def _decoded(container, stream, interval: float | None = None) -> Iterator[Any]:
     """Every frame the decoder gives (what ``skip_frame`` lets through), in order; a damaged stretch
-    after the first frame ends it (what came before is kept), before it is skipped up to a point."""
+    after the first frame ends it (what came before is kept), before it is skipped up to a point.
+    ``interval`` (keyframes only, each decodable alone): a packet the sampler would drop (before the
+    next sampling time, worked out as :func:`_sampled` does) is not decoded at all, so a long video
+    sampled every 6 s with keyframes every second decodes one keyframe in six."""
     import av
 
     packets = container.demux(stream)
-    errors, any_frame = 0, False
+    errors, any_frame, due = 0, False, 0.0
     while True:
         try:
             packet = next(packets)
+            if interval is not None and packet.pts is not None and packet.time_base is not None:
+                t = float(packet.pts * packet.time_base)
+                if t + 1e-6 < due:
+                    continue
+                due = (math.floor(t / interval) + 1) * interval if packet.is_keyframe else due
             got = packet.decode()
         except StopIteration:
             return

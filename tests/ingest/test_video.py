@@ -57,6 +57,16 @@ def test_far_apart_keyframes_give_the_same_samples(tmp_path, gop):
     assert [(colour(f.pixels), round(f.time)) for f in got] == [("red", 0), ("blue", 2), ("green", 4)]
 
 
+@pytest.mark.parametrize("gop, every", [(1, 2.0), (10, 2.0), (10, 3.0)])
+def test_keyframes_between_samples_are_passed_over_and_samples_still_land_on_time(tmp_path, gop, every):
+    colours = [RED, GREEN, BLUE, (255, 255, 0), (0, 255, 255), (255, 0, 255)]
+    names = ["red", "green", "blue", None, None, None]
+    _, got = sampled(write_video(tmp_path / "keys.mp4", [(1.0, c) for c in colours], gop=gop), every=every)
+    assert [f.time for f in got] == pytest.approx([i * every for i in range(int(6 // every))])
+    assert [colour(f.pixels) for f in got if names[round(f.time)]] == [n for i, n in enumerate(names)
+                                                                        if n and i % every == 0]
+
+
 def test_changing_frames_are_sampled_about_every_second(tmp_path):
     scenes = [(0.5, (RED, GREEN, BLUE)[i % 3]) for i in range(12)]  # a new picture every half second
     _, got = sampled(write_video(tmp_path / "busy.mp4", scenes))

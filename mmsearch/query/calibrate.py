@@ -83,6 +83,35 @@ def scale(calibration: Calibration, space: Space, query_modality: str, modality:
     return lambda scores: (np.asarray(scores, np.float64) - mu) / sigma
 
 
+def embedded_once(enc: Encoder, texts: Sequence[str]) -> np.ndarray:
+    """``texts`` as the model's text tower embeds them, kept in the user's cache (``prompts/``, by model
+    and texts): the 235 generic prompts cost a CLIP text tower ~35 CPU-s on two cores, on every new
+    store otherwise. An unreadable or missing file is embedded again."""
+    import hashlib
+    import os
+
+    from mmsearch.encoders.cache import root
+
+    ident = f"{enc.space.key}|{type(enc).__module__}.{type(enc).__qualname__}|" + "\n".join(texts)
+    path = root() / "prompts" / (hashlib.sha256(ident.encode()).hexdigest()[:32] + ".npy")
+    try:
+        found = np.load(path)
+        if found.shape[0] == len(texts):
+            return found.astype(np.float32)
+    except (OSError, ValueError):
+        pass
+    vectors = np.asarray(enc.embed_texts(list(texts)), np.float32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, vectors)
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache: embedded each time, as before
+        pass
+    return vectors
+
+
 def _key(space_id: int) -> str:
     return f"calibration:{space_id}"
 
@@ -165,13 +194,13 @@ class BackgroundZ:
         if previous and "prompts" in previous:
             prompts = _unpack(previous["prompts"], space.dim)
         elif enc is not None:
-            prompts = enc.embed_texts(list(BACKGROUND_PROMPTS))
+            prompts = embedded_once(enc, BACKGROUND_PROMPTS)
         if prompts is not None:
             record["prompts"] = _pack(prompts)
         if previous and "queries" in previous:
             record["queries"] = previous["queries"]
         elif enc is not None and encoder is not None:  # only with the writer's model: never loaded for it
-            record["queries"] = _pack(enc.embed_texts(list(TUNING_QUERIES)))
+            record["queries"] = _pack(embedded_once(enc, TUNING_QUERIES))
         for q in mods:
             for m in items:
                 background, same = prompts if q == "text" else samples[q], q == m and q != "text"

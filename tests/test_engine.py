@@ -194,3 +194,21 @@ def test_an_indexed_folder_found_empty_keeps_its_entries_until_removed(engine_fa
     assert eng.remove([mnt]) == 3  # forgetting them is a decision of its own
     write_images(mnt, 1)
     assert eng.index([mnt]).indexed == 1  # a folder with files in it syncs as before
+
+
+def test_a_second_store_of_a_model_reuses_its_calibration_prompts(engine_factory, counting, tiny_model, tmp_path,
+                                                                   monkeypatch):
+    """The generic prompts scores are calibrated against are embedded once per model (the user's cache),
+    not by every new store; the stores' calibrated scores are the same."""
+    from mmsearch.query.calibrate import BACKGROUND_PROMPTS
+
+    monkeypatch.setenv("MMSEARCH_CACHE", str(tmp_path / "cache"))
+    write_images(tmp_path / "img", 4)
+    scores, texts = [], []
+    for name in ("one", "two"):
+        eng = engine_factory(tmp_path / name, model=counting.spec(tiny_model))
+        eng.index([tmp_path / "img"])
+        texts.append(counting.last.items - 4)  # what reached the text tower: prompts (and nothing else)
+        scores.append([h.calibrated for h in eng.search("a photo of a cat")])
+    assert texts[0] >= len(BACKGROUND_PROMPTS) and texts[1] == 0
+    assert scores[0] == scores[1]

@@ -106,9 +106,11 @@ def _load_many(tasks: Sequence[tuple]) -> list[Loaded]:
 class DecodePool:
     """Map :func:`mmsearch.ingest.decode.load` over tasks, in order, a bounded number of chunks ahead."""
 
-    def __init__(self, workers: int | None, expected: int) -> None:
+    def __init__(self, workers: int | None, expected: int, inline_below: int = INLINE_BELOW) -> None:
+        """``inline_below``: fewer tasks than this are decoded in this process (starting workers costs
+        about a second; a task worth more, such as a video, lowers it)."""
         n = default_workers() if workers is None else workers
-        self.workers = 0 if expected < INLINE_BELOW else n
+        self.workers = 0 if expected < inline_below else n
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> "DecodePool":

@@ -19,7 +19,7 @@ from mmsearch.errors import IndexInterrupted, ModelError
 from mmsearch.ingest.commit import Segments, commit, embed
 from mmsearch.ingest.decode import Loaded
 from mmsearch.ingest.discover import Candidate, check_roots, display
-from mmsearch.ingest.pipeline import DecodePool
+from mmsearch.ingest.pipeline import INLINE_BELOW, DecodePool
 from mmsearch.ingest.plan import Plan, current, gone_uris, hashed, present_and_gone, vanished, walked
 from mmsearch.store.schema import Space
 from mmsearch.store.store import Store
@@ -214,7 +214,8 @@ class _Run:
         ahead = VIDEOS_AHEAD if "video" in recipes else SOUNDS_AHEAD
         chunk, ahead, part = (1, ahead, SOUNDS_PER_STEP) if sounds else (16, self.batch, None)
         tensors, fresh = self._tensor_path(encoder, recipes, fresh)
-        with DecodePool(self.workers, len(fresh)) as pool:
+        # a video decodes for seconds: two are enough for the workers to decode one while the model embeds another
+        with DecodePool(self.workers, len(fresh), inline_below=2 if "video" in recipes else INLINE_BELOW) as pool:
             decoded = pool.map(((c.path, c.modality, recipes[c.modality], self.limits) for c in fresh),
                                chunk=chunk, ahead=ahead, window=ahead if sounds else None)
             if tensors is not None:

@@ -89,7 +89,9 @@ class _Sink:
         self.limit, self.taken, self.truncated = limit, 0, False
         self.ratio = 1.0 if rate is None or rate == src_rate else rate / src_rate
         self.stream = None if self.ratio == 1.0 else soxr.ResampleStream(src_rate, rate, 1, dtype="float32", quality="HQ")
-        self.buf = np.empty(int(min(limit, expect if expect else limit) * self.ratio) + 64, np.float32)
+        # what the container says, and a second more: a stream running a little past its stated duration
+        # (encoder priming) must not double an hour's buffer to hold its last samples
+        self.buf = np.empty(int(min(limit, expect + src_rate if expect else limit) * self.ratio) + 64, np.float32)
         self.n = 0
 
     @property
@@ -106,7 +108,7 @@ class _Sink:
 
     def _put(self, y: np.ndarray) -> None:
         if self.n + len(y) > len(self.buf):
-            grown = np.empty(max(2 * len(self.buf), self.n + len(y)), np.float32)
+            grown = np.empty(max(len(self.buf) + len(self.buf) // 2, self.n + len(y)), np.float32)
             grown[:self.n] = self.buf[:self.n]
             self.buf = grown
         self.buf[self.n:self.n + len(y)] = y

@@ -240,11 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", default="scenes-gop1,scenes-gop3,static-gop1")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--long-hours", type=float, default=0.0)
+    ap.add_argument("--every", type=float, default=None, help="seconds between sampled frames (the video_every "
+                    "setting; default: the store's default, 1)")
     args = ap.parse_args(argv)
+    if args.every is not None:  # as a user sets it: the settings' environment layer
+        os.environ["MMSEARCH_VIDEO_EVERY"] = str(args.every)
     models = [IMAGE_MODEL, clap_model()]
     load = os.getloadavg()
     results: dict = {"command": " ".join(["python", "benchmarks/bench_video_ingest.py", *(argv or sys.argv[1:])]),
-                     "load_average_at_start": [round(x, 2) for x in load], "models": models, "cases": {}}
+                     "load_average_at_start": [round(x, 2) for x in load], "models": models, "cases": {},
+                     "video_every": args.every or 1.0}
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     for case in args.cases.split(","):
         content, gop = case.split("-gop")

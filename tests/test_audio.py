@@ -274,7 +274,7 @@ def test_doctor_drops_windows_whose_sound_lost_its_vector(store):
     db.commit()
     db.close()
     seen = next(c for c in eng.doctor(repair=False).checks if c.name == "segments")
-    assert seen.status == "problem" and "1 sound windows" in seen.detail
+    assert seen.status == "problem" and "1 segments (sound windows" in seen.detail
     fixed = next(c for c in eng.doctor(repair=True).checks if c.name == "segments")
     assert fixed.status == "repaired"
     assert next(c for c in eng.doctor(repair=False).checks if c.name == "segments").status == "ok"

@@ -328,3 +328,17 @@ def test_videos_without_a_sound_model_are_indexed_by_frames_and_settled(tmp_path
     with Engine.open(tmp_path / "store", workers=0) as eng:
         again = eng.index([folder])
     assert again.ok and (again.indexed, again.unchanged, again.failed) == (0, 2, 0)
+
+
+def test_a_video_and_its_re_encode_are_near_duplicates(tmp_path):
+    folder = tmp_path / "v"
+    folder.mkdir()
+    shots = [Shot("circle", "red", 2.0), Shot("square", "blue", 2.0)]
+    write_video(folder / "clip.mp4", shots, size=(128, 96))
+    write_video(folder / "clip-small.webm", shots, size=(64, 48))  # another size, codec and container
+    write_video(folder / "other.mp4", [Shot("star", "yellow", 2.0), Shot("triangle", "green", 2.0)], size=(128, 96))
+    with Engine.open(tmp_path / "store", model=MODELS, workers=0) as eng:
+        assert eng.index([folder]).ok
+        clusters = eng.dups(type="video", threshold=0.9)
+    assert [sorted(Path(m.paths[0]).name for m in c.members) for c in clusters] == [["clip-small.webm", "clip.mp4"]]
+    assert clusters[0].keep.endswith("clip.mp4") and clusters[0].space == "builtin:shapes"  # more pixels; by frames

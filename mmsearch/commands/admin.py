@@ -21,7 +21,7 @@ from mmsearch.commands.writing import _watch_event, _watch_summary
 def dups(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="Only files below these folders [default: the whole store].", show_default=False)] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="Cosine at or above which two items are near-duplicates [default: 0.95]; higher: only closer copies.")] = None,
-    type_: Annotated[str, typer.Option("--type", "-t", help="What to compare: image or audio.")] = "image",
+    type_: Annotated[str, typer.Option("--type", "-t", help="What to compare: image, audio or video.")] = "image",
     store: StoreOpt = None,
     model: ModelOpt = None,
     as_json: JsonOpt = False,

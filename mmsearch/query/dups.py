@@ -31,7 +31,7 @@ import numpy as np
 
 from mmsearch.errors import UsageError
 from mmsearch.store.filtering import Cond
-from mmsearch.store.schema import Space
+from mmsearch.store.schema import Space, item_kinds
 from mmsearch.store.store import Store
 from mmsearch.types import DupCluster, DupMember, Hit
 from mmsearch.util import chunks, is_under
@@ -40,7 +40,7 @@ from mmsearch.util import chunks, is_under
 DEFAULT_THRESHOLD = 0.95
 #: Query vectors per range search: what one step holds besides the vectors themselves.
 BLOCK = 4096
-KINDS = ("image", "audio")
+KINDS = ("image", "audio", "video")  # a video by its vector: the mean of its frames (or soundtrack windows)
 
 
 def check_threshold(threshold: object) -> float:
@@ -66,10 +66,12 @@ def space_for(spaces: Sequence[Space], modality: str, chosen: Space | None = Non
     if modality not in KINDS:
         raise UsageError(f"type={modality!r}: expected one of {', '.join(KINDS)}")
     if chosen is not None:
-        if modality not in chosen.modalities.split(","):
+        if modality not in item_kinds(chosen):
             raise UsageError(f"model {chosen.spec} holds no {modality} vectors (it embeds {chosen.modalities})")
         return chosen
-    holding = [sp for sp in spaces if modality in sp.modalities.split(",")]
+    holding = [sp for sp in spaces if modality in item_kinds(sp)]
+    if modality == "video":  # re-encodes of one video look alike; their soundtracks need not tell them apart
+        holding.sort(key=lambda sp: "image" not in sp.modalities.split(","))
     return next((sp for sp in holding if sp.spec in preferred), holding[0] if holding else None)
 
 

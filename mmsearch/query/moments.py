@@ -238,10 +238,11 @@ def _hit(m, paths: tuple[str, ...], line: _Line, score: float, n: int, pooling: 
     files = [p for p in paths if not p.startswith("text:")]
     first = found[0] if found else None
     sides = ["seen", "heard"] if first is None or first.evidence == "both" else [first.evidence]
-    space = " + ".join(line.raw[s][0] for s in sides if s in line.raw)
     raw = max((line.raw[s][1] for s in sides if s in line.raw), default=0.0)
-    why = {"raw": round(raw, 6), "space": space, "query": query_modality, "items": "video", "pooling": pooling,
-           "evidence": first.evidence if first else None}
+    # the hit's model: the one that sees it where one does (near-duplicate videos are compared by their frames)
+    space = line.raw["seen"][0] if "seen" in line.raw else line.raw.get("heard", ("", 0.0))[0]
+    why = {"raw": round(raw, 6), "space": " + ".join(line.raw[s][0] for s in sides if s in line.raw),
+           "query": query_modality, "items": "video", "pooling": pooling, "evidence": first.evidence if first else None}
     return Hit(rank=0, id=m.id, score=float(raw), modality="video", path=files[0] if files else None, paths=paths,
                width=m.width, height=m.height, space=space, calibrated=round(score, 4), duration=m.duration,
                start=first.start if first else None, end=first.end if first else None, why=why,

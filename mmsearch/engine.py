@@ -326,7 +326,8 @@ class Engine:
     def dups(self, threshold: float | None = None, *, type: str = "image", space: str | None = None,
              under: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
              block: int | None = None) -> list[DupCluster]:
-        """Near-duplicate clusters of the store's images (``type="audio"``: sounds; ``"video"``: videos, by their frames), surest first.
+        """Near-duplicate clusters of the store's images (``type="audio"``: sounds; ``"video"``: videos, by
+        their frames), surest first.
 
         ``threshold``: the cosine at or above which two items are near-duplicates (default 0.95);
         exact copies (one content, several files) are a cluster too. ``space``: the model whose

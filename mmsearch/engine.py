@@ -271,14 +271,13 @@ class Engine:
         images, a sound and the examples ``like`` (+1 each) and ``unlike`` (-0.5 each) combine: paths or
         content ids, an indexed one by its stored vectors. Each term is embedded in every space that
         embeds all of the query's kinds of term, the unit vectors added by weight and the sum normalised.
-        ``type``: what comes back, ``image``, ``audio``, ``text`` or ``any`` (default: every kind of file
-        the store holds that the query reaches, texts only when asked for, or when the store holds
-        nothing else). ``under``: only files below this folder. ``space``: one model's space; by default
+        ``type``: what comes back, ``image``, ``audio``, ``video``, ``text`` or ``any`` (default: every kind
+        of file the store holds that the query reaches; texts when asked for, or when it holds nothing else). ``under``: only files below this folder. ``space``: one model's space; by default
         a query searches every space that can embed it and merges them on calibrated scores
         (:mod:`mmsearch.query.calibrate`). ``min_score``: only hits whose calibrated score is at least this.
-        A sound hit says where in the file it matched best (``start``/``end`` seconds); a video hit gives
-        its best ``moments`` (seen, heard or both; ``start``/``end`` are the first's), and scores by its
-        best moment (``pooling="peak"``) or its frames' mean (``"mean"``): :mod:`mmsearch.query.moments`.
+        A sound hit says where it matched best (``start``/``end`` seconds); a video hit gives its best
+        ``moments`` (seen, heard or both; ``start``/``end``: the first's), scored by its best moment
+        (``pooling="peak"``) or its frames' mean (``"mean"``): :mod:`mmsearch.query.moments`.
         ``collapse_dups``: a hit within the near-duplicate threshold (True: 0.95, or a cosine) of a
         higher-ranked one is folded into it (listed in its ``duplicates``); still ``k`` distinct hits
         when the store has them (:mod:`mmsearch.query.dups`). ``k`` defaults to the settings' (10).

@@ -92,12 +92,7 @@ def eval_report(out: Console, r: Any, fmt: Format) -> None:
         return
     noun = "sounds" if getattr(r, "modality", "image") == "audio" else "images"
     out.print(styled("[bold]{}[/bold]: {} {}, {} captions, model {}", r.dataset, r.images, noun, r.captions, r.model))
-    table = Table(box=None, header_style="bold")
-    for col in ("direction", "search"):
-        table.add_column(col)
-    ks = list(r.rows[0].recall) if r.rows else []
-    for k in ks:
-        table.add_column(f"R@{k}", justify="right")
+    table, ks = _recall_table(("direction", "search"), r.rows)
     table.add_column("queries/s", justify="right")
     for row in r.rows:
         table.add_row(styled("{}", row.direction), styled("{}", row.method), *(f"{100 * row.recall[k]:.1f}" for k in ks),
@@ -108,15 +103,21 @@ def eval_report(out: Console, r: Any, fmt: Format) -> None:
     _left_out(out, r.failed_images, noun)
 
 
+def _recall_table(first: tuple[str, ...], rows: Sequence[Any]) -> tuple[Table, list[int]]:
+    """An eval table's columns: ``first``, then R@K for each K the rows measured (and those Ks)."""
+    table = Table(box=None, header_style="bold")
+    for col in first:
+        table.add_column(col)
+    ks = list(rows[0].recall) if rows else []
+    for k in ks:
+        table.add_column(f"R@{k}", justify="right")
+    return table, ks
+
+
 def video_report(out: Console, r: Any) -> None:
     """``mmsearch eval`` on captioned videos: text→video Recall@K and median rank for each pooling."""
     out.print(styled("[bold]{}[/bold]: {} videos, {} captions, model {}", r.dataset, r.videos, r.captions, r.model))
-    table = Table(box=None, header_style="bold")
-    for col in ("direction", "pooling"):
-        table.add_column(col)
-    ks = list(r.rows[0].recall) if r.rows else []
-    for k in ks:
-        table.add_column(f"R@{k}", justify="right")
+    table, ks = _recall_table(("direction", "pooling"), r.rows)
     table.add_column("median rank", justify="right")
     table.add_column("queries/s", justify="right")
     for row in r.rows:

@@ -193,6 +193,11 @@ def test_bad_videos_are_per_file_errors_and_a_sound_in_a_video_container_is_a_so
     (folder / "cut.mp4").write_bytes(data[: len(data) // 3])
     (folder / "empty.mov").write_bytes(b"")
     (folder / "notes.avi").write_text("not a video at all\n" * 20)
+    write_video(tmp_path / "h264.mp4", [Shot("star", "yellow", 1.0)], size=(64, 48))  # its codec renamed: unknown
+    data_mp4 = bytearray((tmp_path / "h264.mp4").read_bytes())
+    at = data_mp4.index(b"avc1", data_mp4.index(b"stsd"))
+    data_mp4[at : at + 4] = b"zzzz"
+    (folder / "unknown-codec.mp4").write_bytes(bytes(data_mp4))
     write_sound(tmp_path / "s.wav", tone(2.0, 16000, 660.0), 16000)
     import av
 
@@ -207,7 +212,8 @@ def test_bad_videos_are_per_file_errors_and_a_sound_in_a_video_container_is_a_so
     with Engine.open(tmp_path / "store", model=MODELS, workers=0) as eng:
         report = eng.index([folder])
         errors = {Path(p).name: why for p, why in report.errors}
-        assert set(errors) == {"cut.mp4", "empty.mov", "notes.avi"}, errors
+        assert set(errors) == {"cut.mp4", "empty.mov", "notes.avi", "unknown-codec.mp4"}, errors
+        assert "unsupported video codec" in errors["unknown-codec.mp4"]
         assert all(errors.values())
         assert report.indexed == 3  # a.mp4, b.mkv, and the sound in an mp4
         assert eng.stats().items == {"video": 2, "audio": 1}

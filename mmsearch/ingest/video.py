@@ -209,7 +209,7 @@ def _stream(container):
     stream = container.streams.video[0]
     if stream.codec_context is None:
         container.close()
-        raise BadInput(f"unsupported video codec ({stream.codec.name if stream.codec else 'unknown'})")
+        raise BadInput("unsupported video codec (this FFmpeg does not know it)")
     stream.thread_type = "AUTO"  # before the first decode opens the codec
     return stream
 

@@ -176,7 +176,7 @@ class _Run:
         if not cands or (idle and all(c.modality in target.optional for c in cands)):
             return  # only optional kinds, for a model nothing else needs: not loaded for them
         space_id = target.space.id if target.space is not None else None
-        _, todo = current(self.store, space_id, cands, tower=_tower(target))
+        _, todo = current(self.store, space_id, cands, tower=_tower(target.modalities))
         waiting = {c.path for c in todo}
         settled = sum(1 for c in cands if c.modality in target.counted and c.path not in waiting)
         self.report.unchanged += settled
@@ -260,7 +260,7 @@ def _recipe(encoder: Encoder, modality: str) -> dict | None:
     """What decode workers prepare for the model: pixels for images, log-mel windows for sounds, and for
     videos what the model's tower takes (sampled frames for an image model, the soundtrack for a sound one)."""
     if modality == "video":
-        modality = "image" if "image" in encoder.space.modalities else "audio"
+        modality = _tower(encoder.space.modalities)
     if modality == "image":
         return encoder.image_recipe()
     if modality == "audio":
@@ -274,6 +274,6 @@ def with_videos(modalities: Sequence[str]) -> tuple[str, ...]:
     return mods + ("video",) if ("image" in mods or "audio" in mods) and "video" not in mods else mods
 
 
-def _tower(target: Target) -> str | None:
-    """Which of a video the target's model embeds: "image" (its frames) or "audio" (its soundtrack)."""
-    return "image" if "image" in target.modalities else "audio" if "audio" in target.modalities else None
+def _tower(modalities: Sequence[str]) -> str | None:
+    """Which of a video a model with these modalities embeds: "image" (its frames) or "audio" (its soundtrack)."""
+    return "image" if "image" in modalities else "audio" if "audio" in modalities else None

@@ -73,10 +73,9 @@ class Calibration(Protocol):
         ...
 
 
-def scale(calibration: Calibration, space: Space, query_modality: str, modality: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The calibrated score of raw ones for one (space, query kind, item kind), its background read once
-    (a search scores many hits of one kind: one lookup, not one per hit). Neutral (0) when unknown."""
-    found = calibration.stats(space, query_modality, modality)
+def scaled(found: tuple[float, float] | None) -> Callable[[np.ndarray], np.ndarray]:
+    """Raw cosines → calibrated scores against a background's (mean, spread) ``found`` (read once, for
+    all of a search's hits of one kind); neutral (0) when there is none, never a raw cosine among z-scores."""
     if found is None:
         return lambda scores: np.zeros(len(scores))
     mu, sigma = found
@@ -88,9 +87,10 @@ def embedded_once(enc: Encoder, texts: Sequence[str]) -> np.ndarray:
     and texts): the 235 generic prompts cost a CLIP text tower ~35 CPU-s on two cores, on every new
     store otherwise. An unreadable or missing file is embedded again."""
     import hashlib
-    import os
 
     from mmsearch.encoders.cache import root
+    from mmsearch.errors import StoreError
+    from mmsearch.store.files import atomic_write_with
 
     ident = f"{enc.space.key}|{type(enc).__module__}.{type(enc).__qualname__}|" + "\n".join(texts)
     path = root() / "prompts" / (hashlib.sha256(ident.encode()).hexdigest()[:32] + ".npy")
@@ -101,13 +101,14 @@ def embedded_once(enc: Encoder, texts: Sequence[str]) -> np.ndarray:
     except (OSError, ValueError):
         pass
     vectors = np.asarray(enc.embed_texts(list(texts)), np.float32)
+    def write(tmp) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save given a path would add ".npy" to it
+            np.save(f, vectors)
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, vectors)
-        os.replace(tmp, path)
-    except OSError:  # a read-only cache: embedded each time, as before
+        atomic_write_with(path, write)
+    except (OSError, StoreError):  # a read-only cache: embedded each time, as before
         pass
     return vectors
 
@@ -171,11 +172,7 @@ class BackgroundZ:
         return np.concatenate(found) if found else None
 
     def __call__(self, space: Space, query_modality: str, modality: str, scores: np.ndarray) -> np.ndarray:
-        found = self.stats(space, query_modality, modality)
-        if found is None:  # nothing to compare with: neutral, never a raw cosine among z-scores
-            return np.zeros(len(scores))
-        mu, sigma = found
-        return (np.asarray(scores, np.float64) - mu) / sigma
+        return scaled(self.stats(space, query_modality, modality))(scores)
 
     # ---- learning (after writes) ------------------------------------------------------------------
     def compute(self, space: Space, encoder: Encoder | None, previous: dict[str, Any] | None, *,

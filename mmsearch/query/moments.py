@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mmsearch.ann.indexes import IndexSet
-from mmsearch.query.calibrate import Calibration, scale
+from mmsearch.query.calibrate import Calibration, scaled
 from mmsearch.query.filters import Filters
 from mmsearch.query.search import SUBSET_MAX, conditions, described, filtered_top, top_ids
 from mmsearch.store.filtering import Cond
@@ -107,8 +107,9 @@ def _calibrated(calibration: Calibration, space: Space, query_modality: str) -> 
     at all the raw cosine stands (ranks still follow it)."""
     mods = space.modalities.split(",")
     for kind in [query_modality] + ([m for m in ("image", "audio", "text") if m in mods] if query_modality == "vector" else []):
-        if calibration.stats(space, kind, MOMENT) is not None:
-            return scale(calibration, space, kind, MOMENT)
+        found = calibration.stats(space, kind, MOMENT)
+        if found is not None:
+            return scaled(found)
     return lambda scores: np.asarray(scores, np.float64)
 
 

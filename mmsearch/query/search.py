@@ -25,7 +25,7 @@ from mmsearch.ann.rerank import RERANKED, reranked
 from mmsearch.ann.space_index import SpaceIndex
 from mmsearch.encoders.base import Encoder
 from mmsearch.errors import ModelError, StoreError, UnanswerableQuery
-from mmsearch.query.calibrate import Calibration, scale
+from mmsearch.query.calibrate import Calibration, scaled
 from mmsearch.query.encode import Query, able_spaces, embed_query
 from mmsearch.query.filters import Filters
 from mmsearch.query.language import language_notice
@@ -259,8 +259,8 @@ def explained(calibration: Calibration, space: Space, query_modality: str, hits:
     known: dict[str, tuple] = {}
     for h in hits:
         if h.modality not in known:  # one background lookup per kind of item
-            known[h.modality] = (calibration.stats(space, query_modality, h.modality),
-                                 scale(calibration, space, query_modality, h.modality))
+            found = calibration.stats(space, query_modality, h.modality)
+            known[h.modality] = (found, scaled(found))
         stats, z = known[h.modality]
         cal = float(z(np.array([h.score]))[0])
         why = {"raw": round(h.score, 6), "space": space.spec, "query": query_modality, "items": h.modality,

@@ -95,8 +95,8 @@ def test_the_page_searches_shows_thumbnails_finds_similar_and_takes_an_upload(pa
     first = cards[0].find_element("css selector", ".path").text
     assert colour in first and shape in first  # the built-in model knows its shapes
 
+    want = cards[1].find_element("css selector", ".path").text  # before the click: the results it brings replace this card
     cards[1].find_element("xpath", ".//button[text()='similar']").click()
-    want = cards[1].find_element("css selector", ".path").text
     WebDriverWait(driver, 30).until(lambda d: f"results for {want}" in d.find_element("id", "status").text)
     _, cards, _ = _results(driver)
     assert cards[0].find_element("css selector", ".path").text == want  # an image is most like itself

@@ -348,3 +348,18 @@ def test_a_video_and_its_re_encode_are_near_duplicates(tmp_path):
         clusters = eng.dups(type="video", threshold=0.9)
     assert [sorted(Path(m.paths[0]).name for m in c.members) for c in clusters] == [["clip-small.webm", "clip.mp4"]]
     assert clusters[0].keep.endswith("clip.mp4") and clusters[0].space == "builtin:shapes"  # more pixels; by frames
+
+
+def test_a_video_row_holds_what_each_space_read_of_it(sample_store):
+    """The image space writes a video's row first; its soundtrack's rate and channels come from the sound space."""
+    from mmsearch.store.store import Store
+
+    store, _ = sample_store
+    hits = {Path(h.path).name: h.id for h in _search(store, "a blue square", type="video")}
+    st = Store(store)
+    try:
+        meta = st.content_meta(list(hits.values()))
+    finally:
+        st.close()
+    assert (meta[hits["holiday.mp4"]].sample_rate, meta[hits["holiday.mp4"]].channels) == (16000, 1)
+    assert meta[hits["garden.webm"]].sample_rate is None  # no soundtrack

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DEMO_STORE := indexes/demo
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test setup bench clean-demo browser
+.PHONY: demo test setup bench clean-demo browser postgres
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -49,7 +49,7 @@ demo: $(STAMP)
 	$(BIN)/mmsearch query "a rising whistle" --type video --moments 2 --store $(DEMO_STORE) -k 2
 	@echo; echo 'Search page: $(BIN)/mmsearch serve --store $(DEMO_STORE)   then open http://127.0.0.1:8765/'
 
-test: $(STAMP) browser
+test: $(STAMP) browser postgres
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 # the browser test (tests/test_browser.py) needs chromium + chromedriver: on CI, install them when this
@@ -60,6 +60,16 @@ browser:
 	    (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
 	      || echo "could not install chromium: the browser test will be skipped"; \
 	  else echo "not root or no apt-get: chromium not installed, the browser test will be skipped"; fi; \
+	fi
+
+# the PostgreSQL tests (tests/store/test_postgres.py) start a throwaway server with initdb/pg_ctl: on CI,
+# install Debian's postgresql when this runs as root with apt; elsewhere, or when that fails, they skip and say why
+postgres:
+	-@if [ "$$CI" = "true" ] && ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq postgresql) \
+	      || echo "could not install postgresql: the PostgreSQL tests will be skipped"; \
+	  else echo "not root or no apt-get: postgresql not installed, the PostgreSQL tests will be skipped"; fi; \
 	fi
 
 bench: $(STAMP)

@@ -16,6 +16,7 @@ Config file: ``$MMSEARCH_CONFIG`` or ``~/.config/mmsearch/config.toml``, e.g.::
     recall_target = 0.95    # approximate indexes are tuned at build to this Recall@10 against exact search
     index_memory = "auto"   # bytes of full vectors `--index auto` keeps in RAM ("8GB"; auto: a quarter of RAM)
     search_device = "auto"  # auto | cpu | cuda  (auto: large flat/IVF indexes on a GPU when CUDA works)
+    db = "postgresql+psycopg://mm@db.example/photos"  # the store's truth on a server (default: its folder's SQLite)
 
 `mmsearch config` shows every setting, its value and where it came from.
 """
@@ -64,6 +65,7 @@ class Settings:
     recall_target: float | None = None  # R@10 approximate indexes are tuned to; None: each keeps its own (0.95 new)
     index_memory: str = "auto"  # full vectors `auto` keeps in RAM before it builds IVF-PQ ("8GB"; auto: RAM/4)
     search_device: str = "auto"  # auto | cpu | cuda: where searches run (mmsearch.ann.placement)
+    db: str | None = None  # a PostgreSQL URL the store keeps its truth in (None: <store>/mmsearch.sqlite3)
 
     def index_budget(self) -> int | None:
         """``index_memory`` in bytes; None for ``auto`` (a share of physical memory, see mmsearch.ann)."""
@@ -129,6 +131,13 @@ _INTS = {"batch_size", "workers", "k", "max_video_frames"}
 _FLOATS = {"max_audio_seconds", "recall_target", "video_every"}
 _BYTES = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
           "gib": 2**30, "tib": 2**40}
+
+
+def without_password(url: str | None) -> str | None:
+    """A database URL fit to show: ``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``."""
+    import re
+
+    return None if url is None else re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url, count=1)
 
 
 def memory_bytes(text: str) -> int | None:

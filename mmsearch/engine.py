@@ -53,7 +53,7 @@ class Engine:
              batch_size: int | None = None, workers: int | None = None, index: str | None = None,
              runtime: str | None = None, precision: str | None = None, max_audio_seconds: float | None = None,
              recall_target: float | None = None, index_memory: str | None = None, gpu_decode: str | None = None,
-             create: bool = True) -> "Engine":
+             db: str | None = None, create: bool = True) -> "Engine":
         """Open (or with ``create``, make) the store at ``path`` (default ``indexes/default``).
 
         ``model``: one model spec or several (e.g. a CLIP model for images and a CLAP model for sounds);
@@ -66,12 +66,15 @@ class Engine:
         ``gpu_decode``: ``auto`` (default: JPEGs are decoded with nvJPEG and preprocessed on the GPU when the
         image model runs on torch on CUDA), ``on`` (also for a torch model on the CPU: the same tensor path
         there), ``off`` (every image through the CPU decode workers).
+        ``db``: a PostgreSQL URL (``postgresql+psycopg://user@host/name``) to keep the store's truth in, shared
+        by several machines; the folder then holds this machine's indexes (see :mod:`mmsearch.store.store`).
         """
         settings = Settings.resolve(store=os.fspath(path) if path is not None else None, model=model, device=device,
                                     batch_size=batch_size, workers=workers, index=index, runtime=runtime,
                                     precision=precision, max_audio_seconds=max_audio_seconds,
-                                    recall_target=recall_target, index_memory=index_memory, gpu_decode=gpu_decode)
-        return cls(Store(Path(settings.store), create=create), settings)
+                                    recall_target=recall_target, index_memory=index_memory, gpu_decode=gpu_decode,
+                                    db=db)
+        return cls(Store(Path(settings.store), create=create, db=settings.db), settings)
 
     def close(self) -> None:
         self.store.close()

@@ -45,7 +45,10 @@ def tuning_line(modality: str, t: dict[str, Any]) -> str:
 
 def settings(out: Console, s: Any, sources: dict[str, str], config_file: Any, fmt: Format) -> None:
     """``mmsearch config``: each setting, its value, and where that value came from."""
-    rows = [(name, getattr(s, name), sources[name]) for name in sources]
+    from mmsearch.config import without_password
+
+    rows = [(name, without_password(getattr(s, name)) if name == "db" else getattr(s, name), sources[name])
+            for name in sources]
     if fmt in (Format.json, Format.jsonl):
         print(_dump({"config_file": str(config_file), "settings": {n: {"value": list(v) if isinstance(v, tuple) else v,
                                                                         "from": src} for n, v, src in rows}}))

@@ -7,6 +7,7 @@ The kit's builders are re-exported for files that still import them from here.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,23 @@ def corpus() -> Corpus:
 def indexed(tmp_path, tiny_model, corpus) -> Indexed:
     """A store with ``corpus`` indexed by the tiny model (engine closed): see :class:`tests.kit.Indexed`."""
     return build_indexed(tmp_path, tiny_model, corpus)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server for the session's tests, started here; the tests skip, saying why, where none can."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'mmsearch[postgres]')")
+    from tests.kit import Postgres
+
+    try:
+        server = Postgres()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot start a PostgreSQL server: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    return postgres_server.database()

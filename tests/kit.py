@@ -886,3 +886,84 @@ def write_video(path: Path, scenes: list[tuple[float, Any]], *, fps: int = 10, s
                else np.broadcast_to(np.asarray(value, np.uint8), (h, w, 3)).copy()) for seconds, value in scenes]
     return encode(path, frames, fps=fps, codec=codec, pix_fmt=pix_fmt, gop=gop, times=times, sound=sound,
                   audio_codec="aac", rotate_cw=rotate_cw)
+
+
+def make_pre_alembic(db: Path, version: int) -> None:
+    """Turn a store's SQLite file into one an older mmsearch made at schema ``version`` (1 to 3): no Alembic
+    record, and without what later versions added (3: photo metadata; 2: sounds' columns and segments)."""
+    import sqlite3
+
+    from mmsearch.store.migrate import V3_COLUMNS
+
+    steps = ["DROP TABLE alembic_version;"]
+    if version < 3:
+        steps += [f"ALTER TABLE contents DROP COLUMN {c};" for c, _ in V3_COLUMNS]
+    if version < 2:
+        steps += ["DROP TABLE segments;"] + [f"ALTER TABLE contents DROP COLUMN {c};"
+                                             for c in ("duration", "sample_rate", "channels", "info")]
+    steps.append(f"UPDATE meta SET value='{version}' WHERE key='schema_version';")
+    con = sqlite3.connect(db)
+    try:
+        con.executescript("".join(steps))
+        con.commit()
+    finally:
+        con.close()
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster (``initdb`` + ``pg_ctl`` of Debian's ``postgresql``) in a new folder
+    under the system's temp folder (short: it holds the Unix socket; reachable by the ``postgres`` user when
+    this runs as root), listening only on that socket; :meth:`database` gives a fresh database's URL."""
+
+    def __init__(self) -> None:
+        import getpass
+        import glob
+        import shutil
+        import tempfile
+
+        bins = [os.path.dirname(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1:]]
+        found = shutil.which("initdb") or (os.path.join(bins[0], "initdb") if bins else None)
+        if found is None:
+            raise RuntimeError("PostgreSQL server programs (initdb, pg_ctl) not found: apt-get install postgresql")
+        self.bin = os.path.dirname(found)
+        folder = Path(tempfile.mkdtemp(prefix="mmsearch-pg-"))
+        self.folder, self.data, self.port = folder, folder / "data", 54000 + os.getpid() % 1000
+        # the server refuses to run as root: then it runs as Debian's `postgres` user
+        self.run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.user = "mm" if self.run_as else getpass.getuser()
+        if self.run_as:
+            shutil.chown(folder, "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8", "--locale=C.UTF-8")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(folder / "log"), "-w", "-t", "60", "-o",
+                  f"-k {folder} -p {self.port} -c listen_addresses='' -c fsync=off", "start")
+        self._n = 0
+
+    def _run(self, tool: str, *args: str) -> None:
+        done = subprocess.run([*self.run_as, os.path.join(self.bin, tool), *args], capture_output=True, text=True,
+                              timeout=120, cwd=self.folder)
+        if done.returncode:
+            log = (self.folder / "log").read_text() if (self.folder / "log").exists() else ""
+            raise RuntimeError(f"{tool} failed: {(done.stderr or done.stdout).strip()[-500:]} {log[-500:]}")
+
+    def url(self, name: str = "postgres") -> str:
+        return f"postgresql+psycopg://{self.user}@/{name}?host={self.folder}&port={self.port}"
+
+    def database(self) -> str:
+        """A new empty database's URL."""
+        import sqlalchemy
+
+        self._n += 1
+        name = f"t{self._n}"
+        engine = sqlalchemy.create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        engine.dispose()
+        return self.url(name)
+
+    def stop(self) -> None:
+        import shutil
+
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.kit import LikeEncoder, ShiftedEncoder, make_tiny_clap, wrapping
-from tests.kit import cli, make_tiny_model, tone, write_images, write_sound, write_texts
+from tests.kit import cli, make_pre_alembic, make_tiny_model, tone, write_images, write_sound, write_texts
 
 
 @pytest.fixture(scope="module")
@@ -152,12 +152,7 @@ def test_a_store_from_before_sounds_upgrades_in_place(tmp_path, models):
     write_images(data, 3)
     with Engine.open(tmp_path / "store", model=models[0]) as eng:
         eng.index([data])
-    db = sqlite3.connect(tmp_path / "store" / "mmsearch.sqlite3")  # make it a version-1 store
-    db.executescript("DROP TABLE segments; ALTER TABLE contents DROP COLUMN duration; ALTER TABLE contents DROP COLUMN "
-                     "sample_rate; ALTER TABLE contents DROP COLUMN channels; ALTER TABLE contents DROP COLUMN info; "
-                     "UPDATE meta SET value='1' WHERE key='schema_version';")
-    db.commit()
-    db.close()
+    make_pre_alembic(tmp_path / "store" / "mmsearch.sqlite3", 1)  # make it a version-1 store
     write_sound(data / "beep.wav", tone(0.5, 16000, 880.0), 16000)
     with Engine.open(tmp_path / "store", model=list(models)) as eng:
         r = eng.index([data])

@@ -31,6 +31,7 @@ def index(
     max_audio_seconds: MaxAudioOpt = None,
     index_kind: IndexOpt = None,
     recall_target: RecallOpt = None,
+    db: Annotated[Optional[str], typer.Option("--db", metavar="URL", help="Keep the store's truth in this PostgreSQL database (postgresql+psycopg://user@host/name; password from PGPASSWORD or ~/.pgpass), shared by several machines; the store folder then holds this machine's indexes and remembers the URL [env MMSEARCH_DB; default: the folder's own SQLite file].", show_default=False)] = None,
     commit_every: Annotated[Optional[int], typer.Option("--commit-every", min=1, help="Files per committed batch [default: 256]; an interrupted run keeps every committed batch.")] = None,
     as_json: JsonOpt = False,
     as_jsonl: Annotated[bool, typer.Option("--jsonl", help="Print a JSON line per committed batch, then the report.")] = False,
@@ -43,7 +44,7 @@ def index(
     with _sigterm_interrupts(), _engine(store, model=model or None, device=device, batch_size=batch_size,
                                         workers=workers, index=index_kind, runtime=runtime, precision=precision,
                                         max_audio_seconds=max_audio_seconds, recall_target=recall_target,
-                                        gpu_decode=gpu_decode) as eng:
+                                        gpu_decode=gpu_decode, db=db) as eng:
         bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                        TimeRemainingColumn(), console=err, disable=machine or not err.is_terminal, transient=True)
         with bar:

@@ -12,7 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from sqlalchemy import and_, exists, func, not_, or_
+import re
+
+from sqlalchemy import Boolean, and_, exists, func, literal, not_, or_
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from mmsearch.store.schema import Content, Source
 
@@ -74,7 +78,7 @@ def clause(c: Cond):
     if c.op in NEGATED:
         return not_(func.coalesce(clause(Cond(c.field, NEGATED[c.op], c.value)), False))
     if c.field == "path":
-        return _on_sources(and_(Source.kind == "file", Source.uri.op("GLOB")(c.value)))
+        return _on_sources(and_(Source.kind == "file", Glob(Source.uri, c.value)))
     if c.field == "under":
         return _on_sources(and_(Source.kind == "file", under_clause(Source.uri, c.value)))
     if c.field == "when":
@@ -92,7 +96,7 @@ def clause(c: Cond):
         cols = [func.mm_fold(col) for col in TEXTS[c.field]]  # registered by mmsearch.store.session
         value = str(c.value).casefold()
         if c.op == "~":
-            return or_(*(func.instr(col, value) > 0 for col in cols))
+            return or_(*(col.contains(value, autoescape=True) for col in cols))
         if c.op == "=":
             return or_(*(col == value for col in cols))
     raise ValueError(f"no condition {c.field} {c.op}")
@@ -101,3 +105,51 @@ def clause(c: Cond):
 def where(conds: Sequence[Cond]):
     """All conditions together (AND), over ``contents``."""
     return and_(*(clause(c) for c in conds))
+
+
+class Glob(FunctionElement):
+    """``column`` matches the glob ``pattern`` (SQLite's GLOB: ``*`` and ``?`` also match ``/``, ``[...]``
+    classes, case-sensitive): ``GLOB`` on SQLite, the same pattern as an anchored regular expression on
+    PostgreSQL."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "glob"
+
+    def __init__(self, column, pattern: str) -> None:
+        super().__init__(column, literal(pattern), literal(glob_regex(pattern)))
+
+
+@compiles(Glob)
+def _glob(element: Glob, compiler, **kw) -> str:
+    column, pattern, _ = element.clauses
+    return f"({compiler.process(column, **kw)} GLOB {compiler.process(pattern, **kw)})"
+
+
+@compiles(Glob, "postgresql")
+def _glob_regex(element: Glob, compiler, **kw) -> str:
+    column, _, regex = element.clauses
+    return f"({compiler.process(column, **kw)} ~ {compiler.process(regex, **kw)})"
+
+
+def glob_regex(pattern: str) -> str:
+    """A glob as SQLite's GLOB reads it, written as an anchored regular expression (POSIX ARE / Python)."""
+    out, i = ["^"], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        end = pattern.find("]", i + 2) if ch == "[" else -1  # a "]" right after "[" (or "[^") is a member
+        if ch == "[" and pattern[i + 1:i + 2] == "^":
+            end = pattern.find("]", i + 3)
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "[" and end != -1:
+            body = pattern[i + 1:end]
+            negate, body = (True, body[1:]) if body.startswith("^") else (False, body)
+            out.append("[" + ("^" if negate else "") + body.replace("\\", "\\\\") + "]")
+            i = end
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return "".join(out) + "$"

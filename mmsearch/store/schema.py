@@ -7,10 +7,15 @@ Ids are never reused (``sqlite_autoincrement``), so a FAISS id always means one 
 
 from __future__ import annotations
 
-from sqlalchemy import Float, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 SCHEMA_VERSION = 3  # 2: sounds (duration, rate, channels, info on contents; segments); 3: photo metadata (EXIF)
+# (Schema changes after 3 are Alembic revisions, mmsearch/store/migrations; each bumps SCHEMA_VERSION, which a
+# release before Alembic reads from ``meta`` to refuse a store newer than it.)
+
+#: 64-bit integers (sizes, nanosecond times) on PostgreSQL, whose INTEGER is 32-bit; SQLite's INTEGER is 64-bit.
+BIG = BigInteger().with_variant(Integer(), "sqlite")
 
 #: What :mod:`mmsearch.ingest.exif` reads, recorded on contents as ``meta_version``: a content whose
 #: value is older (or NULL: indexed before schema 3) has its metadata read again by the next ``index``.
@@ -67,7 +72,7 @@ class Content(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     modality: Mapped[str] = mapped_column(String(16), index=True)
-    byte_size: Mapped[int]
+    byte_size: Mapped[int] = mapped_column(BIG)
     width: Mapped[int | None]
     height: Mapped[int | None]
     text: Mapped[str | None] = mapped_column(Text)
@@ -97,8 +102,8 @@ class Source(Base):
     uri: Mapped[str] = mapped_column(Text, unique=True)  # absolute path, or "text:<key>"
     kind: Mapped[str] = mapped_column(String(8))
     content_id: Mapped[int] = mapped_column(ForeignKey("contents.id"))
-    size: Mapped[int]
-    mtime_ns: Mapped[int]
+    size: Mapped[int] = mapped_column(BIG)
+    mtime_ns: Mapped[int] = mapped_column(BIG)
     updated_gen: Mapped[int]
     content: Mapped[Content] = relationship(back_populates="sources")
 

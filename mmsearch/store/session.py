@@ -1,7 +1,12 @@
-"""The database: SQLAlchemy engines, transactions, the generation counter, schema and migrations.
+"""The database: SQLAlchemy engines, transactions, the generation counter; the schema through
+:mod:`~mmsearch.store.migrate`.
 
-Reads run in a deferred transaction (a WAL snapshot); writes run in ``BEGIN IMMEDIATE`` and bump the
-store *generation* once per transaction, so an index file can record exactly which state it reflects.
+Two backends, one set of models: SQLite (the embedded default: one file in the store's folder) and
+PostgreSQL (a SQLAlchemy URL: one server holds what several machines share). On SQLite reads run in a
+deferred transaction (a WAL snapshot) and writes in ``BEGIN IMMEDIATE``; on PostgreSQL reads run in a
+read-only ``REPEATABLE READ`` transaction (one snapshot; MVCC: readers never block the writer) and writes
+in ``READ COMMITTED``. Each write bumps the store *generation* once per transaction (on PostgreSQL that
+row's lock also orders two writers), so an index file can record exactly which state it reflects.
 """
 
 from __future__ import annotations
@@ -9,55 +14,45 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from sqlalchemy import create_engine, event, select, text
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
-from mmsearch.errors import StoreError
+from mmsearch.errors import StoreError, StoreLockedError
+from mmsearch.store import migrate
 from mmsearch.store.safety import db_error, is_storage_error
-from mmsearch.store.schema import SCHEMA_VERSION, Base, Meta
+from mmsearch.store.schema import SCHEMA_VERSION, Meta
 
-
-def _to_v2(conn) -> None:
-    """Version 2: sounds. Contents gain duration, sample rate, channels and an info JSON; segments appear."""
-    from mmsearch.store.schema import Segment
-
-    for column, kind in (("duration", "FLOAT"), ("sample_rate", "INTEGER"), ("channels", "INTEGER"), ("info", "TEXT")):
-        conn.exec_driver_sql(f"ALTER TABLE contents ADD COLUMN {column} {kind}")
-    Segment.__table__.create(conn)
-
-
-#: Columns schema 3 adds to ``contents`` (photo metadata; see :class:`mmsearch.store.schema.Content`).
-V3_COLUMNS = (("taken_at", "VARCHAR(19)"), ("taken_offset", "VARCHAR(6)"), ("camera_make", "TEXT"),
-              ("camera_model", "TEXT"), ("gps_lat", "FLOAT"), ("gps_lon", "FLOAT"), ("orientation", "INTEGER"),
-              ("meta_version", "INTEGER"))
-
-
-def _to_v3(conn) -> None:
-    """Version 3: photo metadata. Contents gain nullable EXIF columns; what was indexed before has
-    ``meta_version`` NULL, and the next ``index`` of its folder reads its metadata (no model, no decode)."""
-    have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(contents)")}
-    for column, kind in V3_COLUMNS:
-        if column not in have:  # (a store made by this version and taken back to an older one by hand has them)
-            conn.exec_driver_sql(f"ALTER TABLE contents ADD COLUMN {column} {kind}")
-
-
-#: schema version → the step that brings a store of the version before up to it (run in the
-#: transaction that records the new version).
-MIGRATIONS: dict[int, Callable[[object], None]] = {2: _to_v2, 3: _to_v3}
+#: The SQLAlchemy dialects a store's database may be (``--db``); others are refused by name.
+BACKENDS = ("sqlite", "postgresql")
+#: Key of the PostgreSQL advisory lock the one writer holds (:meth:`Database.exclusive`).
+WRITER_LOCK = 0x6D6D_7301
 
 
 def _fold(value):
     return value.casefold() if isinstance(value, str) else value
 
 
-def _make_engine(db: Path, begin: str) -> SAEngine:
-    engine = create_engine(f"sqlite:///{db}", connect_args={"timeout": 30})
+def insert_for(s: Session | Connection, model):
+    """An INSERT of ``model`` in the dialect of ``s`` (both have ``on_conflict_do_nothing/update``)."""
+    if (s.get_bind() if isinstance(s, Session) else s).dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(model)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(model)
+
+
+def _make_engine(url: str, begin: str) -> SAEngine:
+    if make_url(url).get_backend_name() == "postgresql":
+        return _postgres_engine(url, read=begin == "BEGIN")
+    engine = create_engine(url, connect_args={"timeout": 30})
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record) -> None:  # pragma: no cover - exercised implicitly
@@ -76,8 +71,19 @@ def _make_engine(db: Path, begin: str) -> SAEngine:
     return engine
 
 
+def _postgres_engine(url: str, *, read: bool) -> SAEngine:
+    engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10, "application_name": "mmsearch"},
+                           isolation_level="REPEATABLE READ" if read else "READ COMMITTED")
+    return engine.execution_options(postgresql_readonly=True) if read else engine
+
+
+def shown_url(url: str) -> str:
+    """A database URL fit to print and to record: its password left out."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 @contextmanager
-def _storage_errors(path: Path) -> Iterator[None]:
+def _storage_errors(path: str) -> Iterator[None]:
     """A storage failure inside becomes one clear StoreError (statement bugs pass through)."""
     try:
         yield
@@ -88,19 +94,29 @@ def _storage_errors(path: Path) -> Iterator[None]:
 
 
 class Database:
-    """One SQLite file. ``reader``/``writer`` are the SQLAlchemy engines (public: tests and tools hook them)."""
+    """One database: a SQLite file or a PostgreSQL database, by SQLAlchemy URL. ``reader``/``writer`` are
+    the SQLAlchemy engines (public: tests and tools hook them); ``path`` is what errors name (the file, or
+    the URL without its password)."""
 
-    def __init__(self, path: Path, *, create: bool) -> None:
-        self.path = path
+    def __init__(self, url: str, *, create: bool) -> None:
+        self.url = url
+        backend = make_url(url).get_backend_name()
+        self.backend = backend
+        self.path = (make_url(url).database or "") if backend == "sqlite" else shown_url(url)
         self._local = threading.local()
-        self.reader = _make_engine(path, "BEGIN")
-        self.writer = _make_engine(path, "BEGIN IMMEDIATE")
+        self.reader = _make_engine(url, "BEGIN")
+        self.writer = _make_engine(url, "BEGIN IMMEDIATE")
         try:
             self._init_schema(create)
         except OperationalError as exc:
-            raise StoreError(f"cannot open database: {exc.orig}", path=str(path)) from exc
+            self.close()
+            raise StoreError(f"cannot open database: {str(exc.orig).strip()}", path=str(self.path)) from exc
         except DatabaseError as exc:  # e.g. "file is not a database": a damaged or foreign file
-            raise db_error(exc, str(path)) from exc
+            self.close()
+            raise db_error(exc, str(self.path)) from exc
+        except StoreError:
+            self.close()
+            raise
 
     def close(self) -> None:
         self.reader.dispose()
@@ -110,27 +126,10 @@ class Database:
     def _init_schema(self, create: bool) -> None:
         # Look first with a plain read: opening a current store never waits for a writer or needs write access.
         with self.reader.connect() as conn:
-            if _version(conn) == SCHEMA_VERSION:
+            if migrate.revision(conn) == migrate.HEAD and _version(conn) == SCHEMA_VERSION:
                 return
         with self.writer.begin() as conn:
-            tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
-            if "meta" not in tables:
-                if not create and tables:
-                    raise StoreError("not an mmsearch database", path=str(self.path))
-                Base.metadata.create_all(conn)
-                conn.execute(sqlite_insert(Meta), [
-                    {"key": "schema_version", "value": str(SCHEMA_VERSION)},
-                    {"key": "generation", "value": "0"},
-                    {"key": "created_at", "value": str(time.time())},
-                ])
-                return
-            version = _version(conn) or 0
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"store has schema version {version}, this mmsearch knows up to {SCHEMA_VERSION}",
-                                 path=str(self.path), hint="upgrade mmsearch")
-            for step in range(version + 1, SCHEMA_VERSION + 1):  # each step commits with its record
-                MIGRATIONS[step](conn)
-                conn.execute(Meta.__table__.update().where(Meta.key == "schema_version").values(value=str(step)))
+            migrate.upgrade(conn, create=create, where=str(self.path))
 
     # ---- transactions --------------------------------------------------------------------------
     @contextmanager
@@ -168,6 +167,34 @@ class Database:
             session.execute(Meta.__table__.update().where(Meta.key == "generation").values(value=str(gen)))
             yield session, gen
 
+    @contextmanager
+    def exclusive(self, what: str) -> Iterator[None]:
+        """The one writer of this database, across machines: on PostgreSQL a session advisory lock held by a
+        connection for the block (the server frees it if this process dies), its holder recorded in ``meta``
+        for the error another writer gets. On SQLite nothing: the store folder's lock file is the lock."""
+        if self.backend != "postgresql":
+            yield
+            return
+        import json
+        import os
+        import socket
+
+        with _storage_errors(self.path), self.writer.connect() as conn:
+            if not conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({WRITER_LOCK})").scalar_one():
+                conn.rollback()
+                raise StoreLockedError(f"store is being written by {_holder(conn)}", path=str(self.path),
+                                       hint="wait for it to finish, or stop it")
+            holder = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": what, "since": time.time()})
+            conn.execute(insert_for(conn, Meta).values(key="writer", value=holder)
+                         .on_conflict_do_update(index_elements=["key"], set_={"value": holder}))
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(Meta.__table__.delete().where(Meta.key == "writer"))
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({WRITER_LOCK})")
+                conn.commit()
+
     def generation(self) -> int:
         with self.read() as s:
             return int(s.execute(select(Meta.value).where(Meta.key == "generation")).scalar_one())
@@ -178,6 +205,8 @@ class Database:
 
         A file too damaged to run the check gives its error as the one integrity line.
         """
+        if self.backend != "sqlite":  # the server keeps its own files sound and enforces the foreign keys
+            return ["ok"], []
         try:
             with self.read() as s:
                 res = [r[0] for r in s.execute(text("PRAGMA integrity_check"))]
@@ -188,9 +217,17 @@ class Database:
         return res, fk
 
 
+def _holder(conn) -> str:
+    import json
+
+    value = conn.execute(select(Meta.value).where(Meta.key == "writer")).scalar_one_or_none()
+    try:
+        h = json.loads(value)
+        return f"pid {h['pid']} on {h['host']} ({h['what']}, since {time.ctime(h['since'])})"
+    except (TypeError, ValueError, KeyError):
+        return "another process"
+
+
 def _version(conn) -> int | None:
-    tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
-    if "meta" not in tables:
-        return None
     value = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar_one_or_none()
     return None if value is None else int(value)

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 from sqlalchemy import delete, select, text
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from mmsearch.errors import StoreError
+from mmsearch.store.session import insert_for
 from mmsearch.store.schema import META_VERSION, Content, ErrorRecord, Meta, Segment, Source, Space, Tombstone, Vector
 from mmsearch.util import chunks
 
@@ -59,11 +59,14 @@ class ApplyResult:
 
 
 def _total_changes(s: Session) -> int:
-    """Rows inserted/updated/deleted so far on this connection: O(1), unlike counting a table."""
+    """Rows inserted/updated/deleted so far on this SQLite connection: O(1), unlike counting a table."""
     return int(s.execute(text("SELECT total_changes()")).scalar_one())
 
 
 def _inserted(s: Session, stmt, rows: list[dict]) -> int:
+    """Rows ``stmt`` (an INSERT … ON CONFLICT DO NOTHING) inserted of ``rows``."""
+    if s.get_bind().dialect.name != "sqlite":  # the rows it returns are the ones it inserted
+        return len(s.execute(stmt.returning(*stmt.table.primary_key.columns), rows).all())
     before = _total_changes(s)
     s.execute(stmt, rows)
     return _total_changes(s) - before
@@ -81,7 +84,7 @@ def gc_contents(s: Session, content_ids: Iterable[int], gen: int) -> int:
     for part in chunks(orphans):
         vecs = s.execute(select(Vector.content_id, Vector.space_id, Vector.modality).where(Vector.content_id.in_(part))).all()
         if vecs:
-            s.execute(sqlite_insert(Tombstone), [{"content_id": c, "space_id": sp, "modality": m, "gen": gen}
+            s.execute(insert_for(s, Tombstone), [{"content_id": c, "space_id": sp, "modality": m, "gen": gen}
                                                  for c, sp, m in vecs])
         s.execute(delete(Vector).where(Vector.content_id.in_(part)))
         s.execute(delete(Segment).where(Segment.content_id.in_(part)))
@@ -128,7 +131,7 @@ class Writes:
                 result.removed_contents += gc_contents(s, removed, gen)
             if errors:
                 now = time.time()
-                stmt = sqlite_insert(ErrorRecord)
+                stmt = insert_for(s, ErrorRecord)
                 s.execute(stmt.on_conflict_do_update(index_elements=["uri"],
                                                      set_={"reason": stmt.excluded.reason, "gen": gen, "at": now}),
                           [{"uri": uri, "reason": reason, "gen": gen, "at": now} for uri, reason in errors])
@@ -139,7 +142,7 @@ class Writes:
         if key in ("schema_version", "generation", "created_at"):
             raise ValueError(f"{key!r} is the store's own")
         with self.db.write() as (s, _gen):
-            stmt = sqlite_insert(Meta)
+            stmt = insert_for(s, Meta)
             s.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": stmt.excluded.value}),
                       [{"key": key, "value": value}])
 
@@ -189,11 +192,26 @@ def _set_metadata(s: Session, rows: list[dict], where: str) -> int:
 def _complete_videos(s: Session, videos: Sequence[Upsert]) -> None:
     """A video's row as every space read it: the first space to write it (its frames or its soundtrack)
     leaves what only the other knows (sample rate, channels, a cut soundtrack) for the second to fill."""
-    rows = [{"sha": u.sha256, "rate": u.sample_rate, "ch": u.channels, "info": json.dumps(u.info or {})}
-            for u in videos if u.sample_rate is not None or u.info]
-    if rows:
-        s.execute(text("UPDATE contents SET sample_rate = COALESCE(sample_rate, :rate), channels = COALESCE(channels, :ch), "
-                       "info = json_patch(COALESCE(info, '{}'), :info) WHERE sha256 = :sha"), rows)
+    given = {u.sha256: u for u in videos if u.sample_rate is not None or u.info}
+    if not given:
+        return
+    rows = []
+    for part in chunks(list(given)):
+        for sha, rate, ch, info in s.execute(select(Content.sha256, Content.sample_rate, Content.channels, Content.info)
+                                             .where(Content.sha256.in_(part))):
+            u = given[sha]
+            rows.append({"sha": sha, "rate": rate if rate is not None else u.sample_rate,
+                         "ch": ch if ch is not None else u.channels,
+                         "info": json.dumps(_merged(json.loads(info) if info else {}, u.info or {}))})
+    s.execute(text("UPDATE contents SET sample_rate = :rate, channels = :ch, info = :info WHERE sha256 = :sha"), rows)
+
+
+def _merged(into: dict, patch: dict) -> dict:
+    """``patch`` merged into ``into``, objects key by key (JSON merge patch, RFC 7396, without deletions)."""
+    out = dict(into)
+    for key, value in patch.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _upsert(s: Session, upserts: Sequence[Upsert], space_id: int | None, gen: int, result: ApplyResult) -> None:
@@ -202,7 +220,7 @@ def _upsert(s: Session, upserts: Sequence[Upsert], space_id: int | None, gen: in
              "text": u.text, "created_gen": gen, "duration": u.duration, "sample_rate": u.sample_rate,
              "channels": u.channels, "info": json.dumps(u.info) if u.info else None, **_meta_row(u.exif)}
             for u in unique]
-    result.added_contents = _inserted(s, sqlite_insert(Content).on_conflict_do_nothing(index_elements=["sha256"]), rows)
+    result.added_contents = _inserted(s, insert_for(s, Content).on_conflict_do_nothing(index_elements=["sha256"]), rows)
     _complete_videos(s, [u for u in unique if u.modality == "video"])
     known = [{**_meta_row(u.exif), "sha": u.sha256} for u in unique if u.exif is not None]
     if known:  # content stored before its metadata was read (an older store) gets it now
@@ -218,20 +236,20 @@ def _upsert(s: Session, upserts: Sequence[Upsert], space_id: int | None, gen: in
             vec_rows[ids[u.sha256]] = {"content_id": ids[u.sha256], "space_id": space_id, "modality": u.modality,
                                        "vec": np.asarray(u.vector, dtype=np.float16).tobytes(), "gen": gen}
     if vec_rows:
-        stmt = sqlite_insert(Vector).on_conflict_do_nothing(index_elements=["content_id", "space_id"])
+        stmt = insert_for(s, Vector).on_conflict_do_nothing(index_elements=["content_id", "space_id"])
         result.added_vectors = _inserted(s, stmt, list(vec_rows.values()))
     seg_rows = {(ids[u.sha256], i): {"content_id": ids[u.sha256], "space_id": space_id, "idx": i, "start": float(a),
                                      "end": float(b), "vec": np.asarray(v, dtype=np.float16).tobytes()}
                 for u in upserts if u.vector is not None and u.segments is not None
                 for i, ((a, b), v) in enumerate(zip(*u.segments))}
     if seg_rows:
-        stmt = sqlite_insert(Segment).on_conflict_do_nothing(index_elements=["content_id", "space_id", "idx"])
+        stmt = insert_for(s, Segment).on_conflict_do_nothing(index_elements=["content_id", "space_id", "idx"])
         s.execute(stmt, list(seg_rows.values()))
     uris = [u.uri for u in upserts]
     old: dict[str, int] = {}
     for part in chunks(uris):
         old.update(s.execute(select(Source.uri, Source.content_id).where(Source.uri.in_(part))).all())
-    stmt = sqlite_insert(Source)
+    stmt = insert_for(s, Source)
     s.execute(stmt.on_conflict_do_update(
         index_elements=["uri"],
         set_={k: stmt.excluded[k] for k in ("kind", "content_id", "size", "mtime_ns", "updated_gen")},

@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from mmsearch import Engine
-from mmsearch.store.session import V3_COLUMNS
-from tests.kit import unit, write_exif_jpeg, write_images
-
-
-def _make_v2(db) -> None:
-    con = sqlite3.connect(db)
-    con.executescript("".join(f"ALTER TABLE contents DROP COLUMN {c};" for c, _ in V3_COLUMNS)
-                      + "UPDATE meta SET value='2' WHERE key='schema_version';")
-    con.commit()
-    con.close()
+from mmsearch.errors import StoreError
+from mmsearch.store.migrate import V3_COLUMNS
+from tests.kit import make_pre_alembic, unit, write_exif_jpeg, write_images
 
 
 def _schema(db) -> tuple[str, set[str]]:
@@ -36,7 +31,7 @@ def test_a_schema_2_store_upgrades_and_the_next_index_backfills_exif(tmp_path, t
     with Engine.open(store, model=tiny_model, workers=0) as eng:
         assert eng.index([data]).indexed == 4
     db = store / "mmsearch.sqlite3"
-    _make_v2(db)
+    make_pre_alembic(db, 2)
     assert _schema(db)[0] == "2"
 
     with Engine.open(store, model=tiny_model, workers=0) as eng:  # migrated on open
@@ -63,7 +58,7 @@ def test_backfill_reads_only_the_folders_indexed(tmp_path, tiny_model):
     store = tmp_path / "store"
     with Engine.open(store, model=tiny_model, workers=0) as eng:
         eng.index([a, b])
-    _make_v2(store / "mmsearch.sqlite3")
+    make_pre_alembic(store / "mmsearch.sqlite3", 2)
     with Engine.open(store, model=tiny_model, workers=0) as eng:
         eng.index([a])
         assert [h.camera for h in eng.search(vector=unit(32), where=["camera"])] == ["Canon"]
@@ -76,3 +71,70 @@ def test_a_new_store_is_schema_3(tmp_path, tiny_model):
         eng.stats()
     version, columns = _schema(tmp_path / "store" / "mmsearch.sqlite3")
     assert version == "3" and {c for c, _ in V3_COLUMNS} <= columns
+
+
+# ---- Alembic: one chain of revisions for SQLite and PostgreSQL --------------------------------------------
+def _differences(url: str) -> list:
+    """What the database at ``url`` lacks or has beyond the models (Alembic's autogenerate comparison)."""
+    from alembic.migration import MigrationContext
+    from alembic.autogenerate import compare_metadata
+    from sqlalchemy import create_engine
+
+    from mmsearch.store.schema import Base
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def test_the_revisions_listed_are_the_scripts():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from mmsearch.store import migrate
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrate.SCRIPTS))
+    scripts = ScriptDirectory.from_config(cfg)
+    assert [s.revision for s in reversed(list(scripts.walk_revisions()))] == list(migrate.REVISIONS)
+    assert scripts.get_current_head() == migrate.HEAD
+
+
+@pytest.mark.parametrize("old", [None, 1, 2, 3])
+def test_every_sqlite_store_migrates_to_exactly_the_models(tmp_path, tiny_model, old):
+    data = tmp_path / "data"
+    write_images(data, 3)
+    store = tmp_path / "store"
+    with Engine.open(store, model=tiny_model, workers=0) as eng:
+        eng.index([data])
+        before = [(h.path, round(h.score, 4)) for h in eng.search(vector=unit(32), k=5)]
+    db = store / "mmsearch.sqlite3"
+    if old is not None:  # as the release before Alembic (schema 3), or older ones, made it
+        make_pre_alembic(db, old)
+    with Engine.open(store, model=tiny_model, workers=0) as eng:
+        assert [(h.path, round(h.score, 4)) for h in eng.search(vector=unit(32), k=5)] == before
+        assert eng.index([data]).indexed == 0  # nothing embedded again
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+    con.close()
+    assert _differences(f"sqlite:///{db}") == []
+
+
+def test_a_new_postgres_store_is_exactly_the_models(tmp_path, tiny_model, postgres_url):
+    with Engine.open(tmp_path / "pg", model=tiny_model, workers=0, db=postgres_url) as eng:
+        eng.stats()
+    assert _differences(postgres_url) == []
+
+
+def test_a_store_of_an_unknown_revision_is_refused_before_anything_is_written(tmp_path, tiny_model):
+    with Engine.open(tmp_path / "store", model=tiny_model) as eng:
+        eng.stats()
+    con = sqlite3.connect(tmp_path / "store" / "mmsearch.sqlite3")
+    con.execute("UPDATE alembic_version SET version_num = '9999'")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="revision 9999, this mmsearch knows up to 0001"):
+        Engine.open(tmp_path / "store")

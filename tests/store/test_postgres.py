@@ -1,0 +1,143 @@
+"""A store whose truth is a PostgreSQL database (``--db``): the same answers as SQLite, shared by several
+machines' store folders, one writer across them, readers never blocking it.
+
+The server is a throwaway cluster the fixture starts (``initdb``/``pg_ctl``); without one these skip, saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from mmsearch import Engine
+from mmsearch.errors import StoreError, StoreLockedError, UsageError
+from tests.kit import cli, unit, write_exif_jpeg, write_images, write_texts
+
+
+def _hits(eng: Engine, **kw) -> list[tuple[str, float]]:
+    return [(os.path.basename(h.path), round(h.score, 4)) for h in eng.search(vector=unit(32), k=20, **kw)]
+
+
+def _folder(tmp_path):
+    data = tmp_path / "data"
+    write_images(data, 6)
+    write_exif_jpeg(data / "canon.jpg", make="Canon", model="EOS R5", taken="2023:06:15 10:11:12", gps=(10.5, 20.25))
+    write_texts(data, ["a red bicycle", "ein grünes Straßenschild"])
+    return data
+
+
+@pytest.mark.parametrize("where", [[], ["make~canon"], ["make~CANON"], ["width>=40", "!gps"], ["size<1MB"]])
+def test_postgres_answers_as_sqlite_does(tmp_path, tiny_model, postgres_url, where):
+    data = _folder(tmp_path)
+    with Engine.open(tmp_path / "lite", model=tiny_model, workers=0) as lite, \
+            Engine.open(tmp_path / "pg", model=tiny_model, workers=0, db=postgres_url) as pg:
+        a, b = lite.index([data]), pg.index([data])
+        assert (a.indexed, a.ok) == (b.indexed, b.ok) == (9, True)
+        assert _hits(pg, where=where) == _hits(lite, where=where) != []
+        assert _hits(pg, path=str(data / "img_*")) == _hits(lite, path=str(data / "img_*"))
+        assert len(_hits(pg, path=str(data / "img_0_00[12].png"))) == 2
+        assert [h.text for h in pg.search("a red bicycle", type="text", k=1)] == \
+               [h.text for h in lite.search("a red bicycle", type="text", k=1)]
+        assert pg.store.db_path is None and not list((tmp_path / "pg").glob("*.sqlite3"))
+
+
+def test_sync_on_postgres_recognises_moves_and_applies_removals(tmp_path, tiny_model, postgres_url):
+    data = _folder(tmp_path)
+    with Engine.open(tmp_path / "pg", model=tiny_model, workers=0, db=postgres_url) as eng:
+        eng.index([data])
+        shutil.move(data / "img_0_001.png", data / "moved.png")
+        (data / "img_0_002.png").unlink()
+        again = eng.index([data])
+        assert again.ok and again.indexed == 0 and again.reused == 1 and again.removed == 2  # the old path too
+        names = {os.path.basename(h.path) for h in eng.search(vector=unit(32), k=20, type="image")}
+        assert "moved.png" in names and not {"img_0_001.png", "img_0_002.png"} & names
+
+
+def test_a_second_machine_shares_the_database_and_its_folder_remembers_it(tmp_path, tiny_model, postgres_url):
+    data = _folder(tmp_path)
+    with Engine.open(tmp_path / "one", model=tiny_model, workers=0, db=postgres_url) as one:
+        one.index([data])
+        expected = _hits(one)
+    with Engine.open(tmp_path / "two", db=postgres_url, create=False) as two:  # its own folder, no caches yet
+        assert _hits(two) == expected
+    with Engine.open(tmp_path / "two", create=False) as two:  # the folder names its database
+        assert _hits(two) == expected
+    record = json.loads((tmp_path / "two" / "database.json").read_text())
+    assert make_url(record["url"]) == make_url(postgres_url)
+
+
+def test_the_folder_keeps_no_password_and_refuses_another_database(tmp_path, tiny_model, postgres_url):
+    with_password = postgres_url.replace("://mm@", "://mm:s3cret@", 1) if "://mm@" in postgres_url else None
+    if with_password is None:
+        pytest.skip("the test server's user is not `mm`")
+    with Engine.open(tmp_path / "pg", model=tiny_model, workers=0, db=with_password) as eng:  # trust: any password
+        eng.index([_folder(tmp_path)])
+    assert "s3cret" not in (tmp_path / "pg" / "database.json").read_text()
+    other = postgres_url.rsplit("/", 1)[0] + "/other" + postgres_url[postgres_url.index("?"):]
+    with pytest.raises(StoreError, match="bound to .*not .*other"):
+        Engine.open(tmp_path / "pg", db=other)
+    with Engine.open(tmp_path / "lite", model=tiny_model, workers=0) as lite:
+        lite.index([_folder(tmp_path)])
+    with pytest.raises(StoreError, match="holds a SQLite store"):
+        Engine.open(tmp_path / "lite", db=postgres_url)
+
+
+@pytest.mark.parametrize("url, message", [
+    ("nonsense", "not a database URL"),
+    ("mysql://u@h/db", "mysql is not supported"),
+    ("sqlite:////tmp/x.sqlite3", "pass --store"),
+])
+def test_a_bad_db_url_is_a_usage_error_naming_it(tmp_path, url, message):
+    with pytest.raises(UsageError, match=f"--db .*{message}"):
+        Engine.open(tmp_path / "s", db=url)
+
+
+def test_an_unreachable_server_is_a_clear_store_error_without_the_password(tmp_path, postgres_server):
+    url = f"postgresql+psycopg://mm:s3cret@/nodb?host={tmp_path}&port=1"
+    with pytest.raises(StoreError) as caught:
+        Engine.open(tmp_path / "s", db=url)
+    assert "cannot open database" in str(caught.value) and "s3cret" not in str(caught.value)
+    assert not (tmp_path / "s" / "database.json").exists()
+
+
+def test_one_writer_across_machines_and_readers_never_block_it(tmp_path, tiny_model, postgres_url):
+    data = _folder(tmp_path)
+    with Engine.open(tmp_path / "one", model=tiny_model, workers=0, db=postgres_url) as one, \
+            Engine.open(tmp_path / "two", model=tiny_model, workers=0, db=postgres_url) as two:
+        one.index([data])
+        with one.store.writer_lock("index"):  # another folder, so only the database can tell
+            with pytest.raises(StoreLockedError, match=r"pid \d+ on .*\(index"):
+                two.index([data])
+        with two.store.snapshot():  # a reader holding one snapshot open ...
+            before = _hits(two)
+            write_images(data / "more", 2, seed=5)
+            done = threading.Event()
+            threading.Thread(target=lambda: (one.index([data]), done.set()), daemon=True).start()
+            assert done.wait(120)  # ... does not hold the writer up
+            assert _hits(two) == before  # and keeps seeing its snapshot
+        assert len(_hits(two)) == len(before) + 2
+
+
+def test_cli_index_with_db_then_query_without_it(tmp_path, tiny_model, postgres_url):
+    data = _folder(tmp_path)
+    store = tmp_path / "pg"
+    r = cli("index", data, "--store", store, "--db", postgres_url, "--model", tiny_model, "--workers", "0", "--json")
+    assert r.exit_code == 0, r.output
+    r = cli("query", "a red bicycle", "--type", "text", "--store", store, "--json", "--no-server")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)[0]["text"] == "a red bicycle"
+    r = cli("stats", "--store", store, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["items"]["image"] == 7
+
+
+def test_config_shows_the_db_url_without_its_password(monkeypatch):
+    monkeypatch.setenv("MMSEARCH_DB", "postgresql+psycopg://mm:s3cret@db.example/photos")
+    r = cli("config", "--json")
+    assert r.exit_code == 0
+    shown = json.loads(r.stdout)["settings"]["db"]
+    assert shown == {"value": "postgresql+psycopg://mm:***@db.example/photos", "from": "MMSEARCH_DB"}

@@ -372,7 +372,7 @@ class Engine:
         b = faiss_build()
         build = f"{b['build']} {b['version']}" + (f" ({b['gpus']} GPU)" if b["build"] == "faiss-gpu" else "")
         return Stats(str(self.store.root), raw["contents"], raw["sources"], spaces, raw["errors"], raw["generation"],
-                     self.store.disk_usage(), build)
+                     self.store.disk_usage(), build, "" if self.store.db_path else self.store.database)
 
     def evaluate(self, dataset: str | os.PathLike, *, images_root: str | os.PathLike | None = None,
                  split: str | None = None, fold: int | None = None, prompt: str | None = None):

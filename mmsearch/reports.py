@@ -23,6 +23,8 @@ def stats(out: Console, s: Stats, fmt: Format) -> None:
         print(_dump(s.to_dict()))
         return
     out.print(styled("[bold]store[/bold] {}  (generation {}, {} MB)", s.store, s.generation, f"{s.size_bytes / 1e6:.1f}"))
+    if s.database:
+        out.print(styled("database: {}  (this folder: its indexes)", s.database))
     items = ", ".join(f"{n} {m}" for m, n in sorted(s.items.items())) or "empty"
     sources = ", ".join(f"{n} {k}" for k, n in sorted(s.sources.items())) or "none"
     out.print(styled("items: {}   sources: {}   errors: {}", items, sources, s.errors))

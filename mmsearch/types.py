@@ -120,6 +120,7 @@ class Stats:
     generation: int
     size_bytes: int
     faiss: str = ""  # the active faiss build: "faiss-cpu 1.15.1", "faiss-gpu 1.15.1 (1 GPU)"
+    database: str = ""  # the database server holding the truth (URL without password); "": the folder's SQLite
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

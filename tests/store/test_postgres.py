@@ -141,3 +141,14 @@ def test_config_shows_the_db_url_without_its_password(monkeypatch):
     assert r.exit_code == 0
     shown = json.loads(r.stdout)["settings"]["db"]
     assert shown == {"value": "postgresql+psycopg://mm:***@db.example/photos", "from": "MMSEARCH_DB"}
+
+
+def test_doctor_and_stats_name_the_server(tmp_path, tiny_model, postgres_url):
+    store = tmp_path / "pg"
+    with Engine.open(store, model=tiny_model, workers=0, db=postgres_url) as eng:
+        eng.index([_folder(tmp_path)])
+        assert eng.stats().database == eng.store.database and "postgresql" in eng.stats().database
+    r = cli("doctor", "--store", store)
+    assert r.exit_code == 0 and "healthy" in r.output and "SQLite" not in r.output, r.output
+    r = cli("stats", "--store", store)
+    assert r.exit_code == 0 and "database: postgresql+psycopg://" in r.output

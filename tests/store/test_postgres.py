@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from mmsearch import Engine
 from mmsearch.errors import StoreError, StoreLockedError, UsageError
-from tests.kit import cli, unit, write_exif_jpeg, write_images, write_texts
+from tests.kit import cli, index_pointer, unit, write_exif_jpeg, write_images, write_texts
 
 
 def _hits(eng: Engine, **kw) -> list[tuple[str, float]]:
@@ -67,6 +67,9 @@ def test_a_second_machine_shares_the_database_and_its_folder_remembers_it(tmp_pa
         assert _hits(two) == expected
     with Engine.open(tmp_path / "two", create=False) as two:  # the folder names its database
         assert _hits(two) == expected
+    assert not index_pointer(tmp_path / "two").exists()  # a reader does not write this machine's index files ...
+    assert cli("doctor", "--repair", "--store", tmp_path / "two").exit_code == 0
+    assert index_pointer(tmp_path / "two").exists()  # ... doctor --repair does
     record = json.loads((tmp_path / "two" / "database.json").read_text())
     assert make_url(record["url"]) == make_url(postgres_url)
 

@@ -7,7 +7,6 @@ import sys
 
 import pytest
 
-from mmsearch.errors import UsageError
 from tests.kit import all_hits, cli, unit, write_images, write_texts
 
 ray = pytest.importorskip("ray")
@@ -83,3 +82,16 @@ def test_every_content_is_embedded_once_whatever_order_ray_returns(engine_factor
     assert r.indexed + r.reused == 71 and r.failed == 0
     hits = all_hits(eng, "image")
     assert len(hits) == 70 and sum(len(h.paths) for h in hits) == 71
+
+
+def _heavy_in_worker() -> tuple[bool, list[str]]:
+    """Runs in a Ray worker: whether it has decoded, and the heavy modules it has imported."""
+    return "mmsearch.ingest.decode" in sys.modules, sorted(m for m in ("torch", "open_clip") if m in sys.modules)
+
+
+def test_ray_decode_workers_stay_light(engine_factory, tmp_path):
+    write_images(tmp_path / "data", 40)
+    engine_factory().index([tmp_path / "data"], ray="local")
+    seen = ray.get([ray.remote(num_cpus=1)(_heavy_in_worker).remote() for _ in range(6)])
+    assert any(decoded for decoded, _ in seen)  # the probes ran where files were decoded
+    assert all(heavy == [] for _, heavy in seen)

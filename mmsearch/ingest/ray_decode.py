@@ -14,10 +14,11 @@ to start and a core to run on a small machine. Remote tasks over chunks with a b
 with none of that.
 
 **Where.** ``address`` ``"local"`` starts a Ray runtime on this machine (``workers`` CPUs, default all
-cores) unless one is already running in this process (then it is used, and left running); ``"auto"`` or
-``"ray://HOST:10001"`` joins a cluster. Workers read the files by the paths the driver found: on a cluster
-they must see the same file system (a shared mount at the same path) and have mmsearch installed. A task
-needs one CPU and never imports torch.
+cores) unless one is already running in this process (then it is used); one started here stays up for the
+process's next sync (and the next space of this one) and ends with the process (Ray's exit hook).
+``"auto"`` or ``"ray://HOST:10001"`` joins a cluster. Workers read the files by the paths the driver found:
+on a cluster they must see the same file system (a shared mount at the same path) and have mmsearch
+installed. A task needs one CPU and never imports torch.
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ class RayDecode:
         self.address, self.expected = address, expected
         self.cpus = workers or os.cpu_count() or 1
         self.workers = 0  # learnt from the cluster once connected
-        self._started = False  # this pool started the runtime, so it shuts it down
         self._pending: list[Any] = []
 
     def __enter__(self) -> "RayDecode":
@@ -71,7 +71,6 @@ class RayDecode:
                 ray.init(num_cpus=self.cpus, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
             else:
                 ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=False)
-            self._started = True
         self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         return self
 
@@ -82,8 +81,6 @@ class RayDecode:
         for ref in self._pending:  # Ctrl-C or an error: decoded-ahead files are not needed
             ray.cancel(ref, force=True)
         self._pending = []
-        if self._started:
-            ray.shutdown()
 
     def map(self, tasks: Iterable[tuple], chunk: int = 16, ahead: int = 0, window: int | None = None) -> Iterator[Loaded]:
         """``load(*task)`` for each task on the cluster, up to ``window`` chunks in flight (default: enough for

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.kit import all_hits, cli, unit, write_images, write_texts
+from tests.kit import all_hits, cli, cli_modules, unit, write_images, write_texts
 
 ray = pytest.importorskip("ray")
 
@@ -95,3 +95,10 @@ def test_ray_decode_workers_stay_light(engine_factory, tmp_path):
     seen = ray.get([ray.remote(num_cpus=1)(_heavy_in_worker).remote() for _ in range(6)])
     assert any(decoded for decoded, _ in seen)  # the probes ran where files were decoded
     assert all(heavy == [] for _, heavy in seen)
+
+
+def test_the_cli_starts_a_local_runtime_when_none_runs(tmp_path, tiny_model):
+    write_images(tmp_path / "data", 3)
+    rc, _ = cli_modules("index", str(tmp_path / "data"), "--store", str(tmp_path / "s"), "--model", tiny_model,
+                        "--ray", "--workers", "1")
+    assert rc == 0

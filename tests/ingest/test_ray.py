@@ -50,6 +50,22 @@ def test_ray_run_matches_the_local_run_and_syncs_like_one(engine_factory, tmp_pa
     assert remote.stats().items == {"image": 41, "text": 2}
 
 
+def test_an_interrupted_ray_run_keeps_its_batches_and_resumes(engine_factory, tmp_path):
+    from mmsearch.errors import IndexInterrupted
+
+    write_images(tmp_path / "data", 40)
+    eng = engine_factory()
+
+    def stop(event):
+        raise KeyboardInterrupt  # Ctrl-C once the first batch is durable
+
+    with pytest.raises(IndexInterrupted) as stopped:
+        eng.index([tmp_path / "data"], ray="local", commit_every=16, on_commit=stop)
+    assert stopped.value.report.indexed == 16
+    r = eng.index([tmp_path / "data"], ray="local")
+    assert (r.unchanged, r.indexed) == (16, 24)
+
+
 def test_a_bad_file_fails_alone_on_ray(engine_factory, tmp_path):
     data = tmp_path / "data"
     write_images(data, 5)

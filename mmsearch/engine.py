@@ -164,12 +164,13 @@ class Engine:
 
     # ---- writing ---------------------------------------------------------------------------------
     def index(self, paths: Sequence[str | os.PathLike] | str | os.PathLike, *, progress: Progress | None = None,
-              commit_every: int | None = None, on_commit: OnCommit | None = None) -> IndexReport:
+              commit_every: int | None = None, on_commit: OnCommit | None = None, ray: str | None = None) -> IndexReport:
         """Sync the store with files and folders: add new, re-embed changed, link moved, drop vanished.
 
         Work is committed every ``commit_every`` files (default 256); ``on_commit`` is called with a
         :class:`mmsearch.types.BatchCommitted` once each batch is durable.
         Raises :class:`mmsearch.IndexInterrupted` on Ctrl-C (committed work is kept).
+        ``ray``: decode on Ray ("local", "auto", "ray://HOST:PORT"; :mod:`mmsearch.ingest.ray_decode`).
         """
         if isinstance(paths, (str, bytes, os.PathLike)):
             paths = [paths]
@@ -181,7 +182,7 @@ class Engine:
         with self._writing("index") as targets:
             report = sync_paths(self.store, targets, list(paths), workers=self.settings.workers,
                                 progress=progress, batch=batch, on_commit=on_commit, limits=self.settings.limits(),
-                                gpu_decode=self.settings.gpu_decode)
+                                gpu_decode=self.settings.gpu_decode, ray=ray)
             filled = backfill_metadata(self.store, list(paths))  # images indexed before EXIF was kept
             if filled:
                 report.notices.append(f"read the photo metadata (EXIF) of {filled} images indexed before it was kept")

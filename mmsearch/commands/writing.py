@@ -14,6 +14,7 @@ from mmsearch import present
 from mmsearch.commands.common import (BatchOpt, DeviceOpt, GpuDecodeOpt, IndexOpt, JsonOpt, MaxAudioOpt, ModelsOpt,
                                       PrecisionOpt, RecallOpt, RuntimeOpt, StoreOpt, WorkersOpt, _engine, _notices,
                                       _sigterm_interrupts, _stop_on_signals, app, err, handle_errors, out)
+from mmsearch.errors import UsageError
 
 
 @app.command()
@@ -33,10 +34,14 @@ def index(
     recall_target: RecallOpt = None,
     db: Annotated[Optional[str], typer.Option("--db", metavar="URL", help="Keep the store's truth in this PostgreSQL database (postgresql+psycopg://user@host/name; password from PGPASSWORD or ~/.pgpass), shared by several machines; the store folder then holds this machine's indexes and remembers the URL [env MMSEARCH_DB; default: the folder's own SQLite file].", show_default=False)] = None,
     commit_every: Annotated[Optional[int], typer.Option("--commit-every", min=1, help="Files per committed batch [default: 256]; an interrupted run keeps every committed batch.")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Read, hash and decode on a Ray cluster (a local one unless --address); this process plans, embeds and writes. Cluster workers must see the files at the same paths. Needs the ray extra.")] = False,
+    address: Annotated[Optional[str], typer.Option("--address", metavar="ADDR", help="With --ray: the cluster to join, auto or ray://HOST:10001 [default: start one here with --workers CPUs, else all cores].", show_default=False)] = None,
     as_json: JsonOpt = False,
     as_jsonl: Annotated[bool, typer.Option("--jsonl", help="Print a JSON line per committed batch, then the report.")] = False,
 ) -> None:
     """Add new files, re-embed changed ones, link moved ones, drop removed ones."""
+    if address is not None and not ray:
+        raise UsageError("--address needs --ray")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     fmt = present.pick_format(as_json, as_jsonl, False)
@@ -56,7 +61,8 @@ def index(
                 bar.update(task, completed=done, total=total, rate=rate)
 
             on_commit = present.commit_event if as_jsonl else None
-            report = eng.index(paths, progress=progress, commit_every=commit_every, on_commit=on_commit)
+            report = eng.index(paths, progress=progress, commit_every=commit_every, on_commit=on_commit,
+                               ray=(address or "local") if ray else None)
         _notices(report.notices)  # the engine's own repairs are among them
     if not machine:
         present.errors(err, report.errors, fmt, limit=20)

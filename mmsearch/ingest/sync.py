@@ -92,7 +92,7 @@ def streamed(decoded: Iterable[Loaded], encoder: Encoder, batch: int, progress: 
 def sync_paths(store: Store, targets: Sequence[Target], paths: Sequence[str | os.PathLike], *,
                workers: int | None = None, progress: Progress | None = None, limits: dict[str, int] | None = None,
                batch: int = BATCH, on_commit: OnCommit | None = None, gone_ok: bool = False,
-               gpu_decode: str = "auto") -> IndexReport:
+               gpu_decode: str = "auto", ray: str | None = None) -> IndexReport:
     """Sync ``paths`` into the ``targets``' spaces (each file into every target that embeds its kind);
     raises :class:`IndexInterrupted` on Ctrl-C (committed work kept).
 
@@ -102,6 +102,8 @@ def sync_paths(store: Store, targets: Sequence[Target], paths: Sequence[str | os
     model call. Only when its folder is still there (see :func:`~mmsearch.ingest.plan.present_and_gone`).
 
     ``gpu_decode`` (auto | on | off): whether JPEGs take the tensor path (:mod:`mmsearch.ingest.gpu_decode`).
+    ``ray`` (None: local workers; ``"local"``, ``"auto"`` or ``"ray://…"``): decode on a Ray cluster
+    (:mod:`mmsearch.ingest.ray_decode`); planning, embedding and writing stay here.
     """
     t0 = time.perf_counter()
     report = IndexReport(space=targets[0].spec if targets else "", spaces=[t.spec for t in targets])
@@ -109,7 +111,7 @@ def sync_paths(store: Store, targets: Sequence[Target], paths: Sequence[str | os
         roots, deleted = present_and_gone(paths) if gone_ok else (check_roots(paths), [])
         p = walked(store, roots) if roots else Plan([], [])
         report.scanned = len(p.candidates)
-        run = _Run(store, report, p.candidates, targets, progress, on_commit, workers, limits, batch, gpu_decode)
+        run = _Run(store, report, p.candidates, targets, progress, on_commit, workers, limits, batch, gpu_decode, ray)
         if p.walk_errors:
             run.flush(None, [], p.walk_errors)
         for target in targets:
@@ -132,8 +134,8 @@ class _Run:
 
     def __init__(self, store: Store, report: IndexReport, candidates: list[Candidate], targets: Sequence[Target],
                  progress: Progress | None, on_commit: OnCommit | None, workers: int | None,
-                 limits: dict[str, int] | None, batch: int, gpu_decode: str = "auto") -> None:
-        self.store, self.report, self.candidates, self.on_commit = store, report, candidates, on_commit
+                 limits: dict[str, int] | None, batch: int, gpu_decode: str = "auto", ray: str | None = None) -> None:
+        self.store, self.report, self.candidates, self.on_commit, self.ray = store, report, candidates, on_commit, ray
         self.workers, self.limits, self.batch, self.gpu_decode = workers, limits, batch, gpu_decode
         self.tell = progress or (lambda _d, _t: None)
         self.total = sum(1 for t in targets for c in candidates if c.modality in t.counted)
@@ -215,7 +217,7 @@ class _Run:
         chunk, ahead, part = (1, ahead, SOUNDS_PER_STEP) if sounds else (16, self.batch, None)
         tensors, fresh = self._tensor_path(encoder, recipes, fresh)
         # a video decodes for seconds: two are enough for the workers to decode one while the model embeds another
-        with DecodePool(self.workers, len(fresh), inline_below=2 if "video" in recipes else INLINE_BELOW) as pool:
+        with self._pool(len(fresh), inline_below=2 if "video" in recipes else INLINE_BELOW) as pool:
             decoded = pool.map(((c.path, c.modality, recipes[c.modality], self.limits) for c in fresh),
                                chunk=chunk, ahead=ahead, window=ahead if sounds else None)
             if tensors is not None:
@@ -226,6 +228,13 @@ class _Run:
                 self.flush(target, chunk_items, vectors=vectors, segments=segments)
                 if tensors is not None:  # counted once committed, as the rest of the report
                     self.report.gpu_decoded += sum(x.path in tensors[2] for x in chunk_items if x.error is None)
+
+    def _pool(self, expected: int, inline_below: int) -> Any:
+        if self.ray is None:
+            return DecodePool(self.workers, expected, inline_below=inline_below)
+        from mmsearch.ingest.ray_decode import RayDecode
+
+        return RayDecode(self.ray, self.workers, expected)
 
     def _tensor_path(self, encoder: Encoder, recipes: dict[str, Any], fresh: list[Candidate]) -> tuple[Any, list[Candidate]]:
         """((the tensor decoder, its JPEGs, the paths it decoded) or None, what the workers decode)."""

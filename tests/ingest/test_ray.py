@@ -1,0 +1,120 @@
+"""Decoding on Ray (``index --ray``): the same store as a local run, and the same sync semantics."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import pytest
+
+from tests.kit import all_hits, cli, cli_modules, unit, write_images, write_texts
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    """One local Ray runtime with two CPU workers for the module (a sync uses the running one)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _contents(eng) -> dict[frozenset, float]:
+    """Each content's paths → its score against a fixed query (a fingerprint of its vector)."""
+    dim = eng.stats().spaces[0].dim
+    q = unit(dim)
+    return {frozenset(h.paths): h.score for h in eng.search(vector=q, type="any", k=10_000)}
+
+
+def test_ray_run_matches_the_local_run_and_syncs_like_one(engine_factory, tmp_path):
+    data = tmp_path / "data"
+    imgs = write_images(data, 40)
+    write_texts(data / "notes", ["a red bicycle", "general kenobi"])
+    local, remote = engine_factory(tmp_path / "local", workers=0), engine_factory(tmp_path / "ray")
+    a, b = local.index([data]), remote.index([data], ray="local")
+    assert (a.indexed, b.indexed, b.failed) == (42, 42, 0)
+    got, want = _contents(remote), _contents(local)
+    assert set(got) == set(want)
+    assert max(abs(got[k] - want[k]) for k in want) < 1e-3
+    hit = remote.search(image=imgs[3], k=1)[0]
+    assert hit.path == str(imgs[3])
+
+    again = remote.index([data], ray="local")
+    assert (again.indexed, again.unchanged, again.removed) == (0, 42, 0)
+    shutil.move(imgs[0], data / "moved.png")
+    imgs[1].unlink()
+    write_images(data / "new", 2, seed=9)
+    r = remote.index([data], ray="local")
+    assert (r.indexed, r.reused, r.removed, r.unchanged) == (2, 1, 2, 40)  # the moved file's old path is removed too, as locally
+    assert remote.stats().items == {"image": 41, "text": 2}
+
+
+def test_an_interrupted_ray_run_keeps_its_batches_and_resumes(engine_factory, tmp_path):
+    from mmsearch.errors import IndexInterrupted
+
+    write_images(tmp_path / "data", 40)
+    eng = engine_factory()
+
+    def stop(event):
+        raise KeyboardInterrupt  # Ctrl-C once the first batch is durable
+
+    with pytest.raises(IndexInterrupted) as stopped:
+        eng.index([tmp_path / "data"], ray="local", commit_every=16, on_commit=stop)
+    assert stopped.value.report.indexed == 16
+    r = eng.index([tmp_path / "data"], ray="local")
+    assert (r.unchanged, r.indexed) == (16, 24)
+
+
+def test_a_bad_file_fails_alone_on_ray(engine_factory, tmp_path):
+    data = tmp_path / "data"
+    write_images(data, 5)
+    (data / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+    r = engine_factory().index([data], ray="local")
+    assert (r.indexed, r.failed) == (5, 1)
+    assert [p for p, _ in r.errors] == [str(data / "corrupt.png")]
+
+
+def test_the_cli_indexes_with_ray_and_needs_ray_installed(tmp_path, tiny_model, monkeypatch):
+    data, store = tmp_path / "data", tmp_path / "store"
+    write_images(data, 6)
+    res = cli("index", data, "--store", store, "--model", tiny_model, "--ray", "--json")
+    assert res.exit_code == 0, res.output
+    assert '"indexed": 6' in res.output
+    bad = cli("index", data, "--store", store, "--model", tiny_model, "--address", "auto")
+    assert bad.exit_code == 2 and "--address needs --ray" in bad.output
+    write_images(data, 1, seed=5)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as when it is not installed
+    res = cli("index", data, "--store", store, "--model", tiny_model, "--ray")
+    assert res.exit_code == 2 and "pip install 'mmsearch[ray]'" in res.output
+
+
+def test_every_content_is_embedded_once_whatever_order_ray_returns(engine_factory, tmp_path):
+    data = tmp_path / "data"
+    write_images(data, 70)  # several chunks of 16, finishing in any order
+    shutil.copy(data / "img_0_000.png", data / "dup.png")
+    eng = engine_factory()
+    r = eng.index([data], ray="local", commit_every=32)
+    assert r.indexed + r.reused == 71 and r.failed == 0
+    hits = all_hits(eng, "image")
+    assert len(hits) == 70 and sum(len(h.paths) for h in hits) == 71
+
+
+def _heavy_in_worker() -> tuple[bool, list[str]]:
+    """Runs in a Ray worker: whether it has decoded, and the heavy modules it has imported."""
+    return "mmsearch.ingest.decode" in sys.modules, sorted(m for m in ("torch", "open_clip") if m in sys.modules)
+
+
+def test_ray_decode_workers_stay_light(engine_factory, tmp_path):
+    write_images(tmp_path / "data", 40)
+    engine_factory().index([tmp_path / "data"], ray="local")
+    seen = ray.get([ray.remote(num_cpus=1)(_heavy_in_worker).remote() for _ in range(6)])
+    assert any(decoded for decoded, _ in seen)  # the probes ran where files were decoded
+    assert all(heavy == [] for _, heavy in seen)
+
+
+def test_the_cli_starts_a_local_runtime_when_none_runs(tmp_path, tiny_model):
+    write_images(tmp_path / "data", 3)
+    rc, _ = cli_modules("index", str(tmp_path / "data"), "--store", str(tmp_path / "s"), "--model", tiny_model,
+                        "--ray", "--workers", "1")
+    assert rc == 0

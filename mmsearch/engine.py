@@ -66,8 +66,7 @@ class Engine:
         ``gpu_decode``: ``auto`` (default: JPEGs are decoded with nvJPEG and preprocessed on the GPU when the
         image model runs on torch on CUDA), ``on`` (also for a torch model on the CPU: the same tensor path
         there), ``off`` (every image through the CPU decode workers).
-        ``db``: a PostgreSQL URL (``postgresql+psycopg://user@host/name``) to keep the store's truth in, shared
-        by several machines; the folder then holds this machine's indexes (see :mod:`mmsearch.store.store`).
+        ``db``: a PostgreSQL URL to keep the store's truth in, shared by machines (:mod:`mmsearch.store.store`).
         """
         settings = Settings.resolve(store=os.fspath(path) if path is not None else None, model=model, device=device,
                                     batch_size=batch_size, workers=workers, index=index, runtime=runtime,
@@ -169,8 +168,8 @@ class Engine:
 
         Work is committed every ``commit_every`` files (default 256); ``on_commit`` is called with a
         :class:`mmsearch.types.BatchCommitted` once each batch is durable.
-        Raises :class:`mmsearch.IndexInterrupted` on Ctrl-C (committed work is kept).
-        ``ray``: decode on Ray ("local", "auto", "ray://HOST:PORT"; :mod:`mmsearch.ingest.ray_decode`).
+        Raises :class:`mmsearch.IndexInterrupted` on Ctrl-C (committed work is kept). ``ray``: decode on Ray
+        ("local", "auto", "ray://HOST:PORT"; :mod:`mmsearch.ingest.ray_decode`).
         """
         if isinstance(paths, (str, bytes, os.PathLike)):
             paths = [paths]
@@ -368,12 +367,10 @@ class Engine:
                                   {m: t for m in kinds[sp.id] if (t := self.indexes.tuning_of(sp, m))},
                                   {m: self.indexes.search_path(sp, m) for m in kinds[sp.id]})
                        for sp in raw["spaces"])
-        from mmsearch.ann.placement import faiss_build
+        from mmsearch.ann.placement import faiss_label
 
-        b = faiss_build()
-        build = f"{b['build']} {b['version']}" + (f" ({b['gpus']} GPU)" if b["build"] == "faiss-gpu" else "")
         return Stats(str(self.store.root), raw["contents"], raw["sources"], spaces, raw["errors"], raw["generation"],
-                     self.store.disk_usage(), build, "" if self.store.db_path else self.store.database)
+                     self.store.disk_usage(), faiss_label(), "" if self.store.db_path else self.store.database)
 
     def evaluate(self, dataset: str | os.PathLike, *, images_root: str | os.PathLike | None = None,
                  split: str | None = None, fold: int | None = None, prompt: str | None = None):

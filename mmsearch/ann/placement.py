@@ -48,6 +48,12 @@ def faiss_build() -> dict[str, Any]:
             "distributions": faiss_distributions()}
 
 
+def faiss_label() -> str:
+    """The active faiss build in words: "faiss-cpu 1.15.1", "faiss-gpu 1.15.1 (1 GPU)"."""
+    b = faiss_build()
+    return f"{b['build']} {b['version']}" + (f" ({b['gpus']} GPU)" if b["build"] == "faiss-gpu" else "")
+
+
 def faiss_distributions() -> list[str]:
     """Installed distributions that ship the ``faiss`` package (faiss-cpu, faiss-gpu, faiss-gpu-cu12 …)."""
     from importlib import metadata

@@ -2,7 +2,8 @@
 write to a file and read it back memory-mapped.
 
 Kinds: ``flat`` (exact, ``IndexIDMap2`` over ``IndexFlatIP``), ``ivf`` (``IVF{nlist},Flat``),
-``hnsw`` (``IDMap2`` over ``HNSW32``), ``pq`` (``IVF{nlist},PQ{m}``). Vectors are unit length, the
+``hnsw`` (``IDMap2`` over ``HNSW32``), ``pq`` (``IVF{nlist},PQ{m}``), ``ondisk`` (the
+same IVF-PQ with its lists in a memory-mapped file, :mod:`mmsearch.ann.ondisk`; built in memory here). Vectors are unit length, the
 metric is inner product (= cosine). Search parameters are passed per call, never set on the shared
 index, so concurrent queries cannot race on ``nprobe``/``efSearch``.
 """
@@ -61,7 +62,7 @@ def choose_kind(kind: str, n: int, dim: int = 0, budget: int | None = None) -> s
     """
     if kind not in KINDS:
         raise UsageError(f"--index {kind!r}: expected one of {', '.join(KINDS)}")
-    if kind == "pq" and n < PQ_MIN:
+    if kind in ("pq", "ondisk") and n < PQ_MIN:
         return "flat"
     if kind != "auto":
         return kind
@@ -75,7 +76,7 @@ def needs_rebuild(ann: "AnnIndex", wanted: str, n: int, budget: int | None = Non
     kind = choose_kind(wanted, n, ann.dim, budget)
     if n > 0 and ann.kind != kind:
         return f"{n} vectors: switching from {ann.kind} to {kind}"
-    if ann.kind in ("ivf", "pq") and n >= PQ_MIN and n > RETRAIN_GROWTH * max(ann.trained_n, 1):
+    if ann.kind in ("ivf", "pq", "ondisk") and n >= PQ_MIN and n > RETRAIN_GROWTH * max(ann.trained_n, 1):
         return f"{n} vectors, trained on {ann.trained_n}: retraining"
     return None
 
@@ -129,10 +130,10 @@ class AnnIndex:
             index = faiss.IndexIDMap2(hnsw)
         else:  # ivf, pq
             index = faiss.index_factory(dim, _ivf_factory(kind, dim, n), faiss.METRIC_INNER_PRODUCT)
-            if kind == "pq":  # the factory turns on polysemous training (8-bit codes), which only a Hamming-
+            if kind in ("pq", "ondisk"):  # the factory turns on polysemous training (8-bit codes), which only a Hamming-
                 # thresholded search uses (never here): 10,000 vectors train in 5 s instead of 47 s, same results
                 faiss.downcast_index(index).do_polysemous_training = False
-        return cls(index, kind, dim, trained_n=n if kind in ("ivf", "pq") else 0)
+        return cls(index, kind, dim, trained_n=n if kind in ("ivf", "pq", "ondisk") else 0)
 
     @classmethod
     def build(cls, kind: str, dim: int, ids: np.ndarray, vecs: np.ndarray) -> "AnnIndex":
@@ -198,7 +199,7 @@ class AnnIndex:
         p = params or SearchParams()
         sel = None if allowed is None else faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
         widen = 1.0 if allowed is None else self.ntotal / max(min(len(allowed), self.ntotal), 1)
-        if self.kind in ("ivf", "pq"):
+        if self.kind in ("ivf", "pq", "ondisk"):
             nlist = _nlist(self.index)
             nprobe = p.nprobe or self._tuned("nprobe") or min(nlist, max(8, nlist // 8))
             sp = faiss.SearchParametersIVF(nprobe=int(min(nlist, math.ceil(nprobe * widen))))
@@ -235,7 +236,7 @@ class AnnIndex:
         """How many IVF lists there are, or how many vectors an HNSW graph holds: the widest search."""
         import faiss
 
-        return int(faiss.extract_index_ivf(self.index).nlist) if self.kind in ("ivf", "pq") else self.ntotal
+        return int(faiss.extract_index_ivf(self.index).nlist) if self.kind in ("ivf", "pq", "ondisk") else self.ntotal
 
     # ---- files --------------------------------------------------------------------------------
     def write(self, path: Path) -> None:
@@ -304,7 +305,7 @@ def gpu_available() -> bool:
 def to_gpu(ann: AnnIndex) -> AnnIndex:
     """A copy of a flat/IVF index on GPU 0 when GPU FAISS is installed (every attribute kept, see
     :meth:`AnnIndex.with_index`); otherwise, and for HNSW/PQ, the index unchanged."""
-    if not gpu_available() or ann.kind in ("hnsw", "pq"):
+    if not gpu_available() or ann.kind in ("hnsw", "pq", "ondisk"):
         return ann
     import faiss  # pragma: no cover - needs faiss-gpu
 

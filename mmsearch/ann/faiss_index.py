@@ -3,7 +3,8 @@ write to a file and read it back memory-mapped.
 
 Kinds: ``flat`` (exact, ``IndexIDMap2`` over ``IndexFlatIP``), ``ivf`` (``IVF{nlist},Flat``),
 ``hnsw`` (``IDMap2`` over ``HNSW32``), ``pq`` (``IVF{nlist},PQ{m}``), ``ondisk`` (the
-same IVF-PQ with its lists in a memory-mapped file, :mod:`mmsearch.ann.ondisk`; built in memory here). Vectors are unit length, the
+same IVF-PQ with its lists in a memory-mapped file, built and read by :mod:`mmsearch.ann.ondisk`; searched
+here like ``pq``, not yet an ``--index`` choice). Vectors are unit length, the
 metric is inner product (= cosine). Search parameters are passed per call, never set on the shared
 index, so concurrent queries cannot race on ``nprobe``/``efSearch``.
 """
@@ -62,7 +63,7 @@ def choose_kind(kind: str, n: int, dim: int = 0, budget: int | None = None) -> s
     """
     if kind not in KINDS:
         raise UsageError(f"--index {kind!r}: expected one of {', '.join(KINDS)}")
-    if kind in ("pq", "ondisk") and n < PQ_MIN:
+    if kind == "pq" and n < PQ_MIN:
         return "flat"
     if kind != "auto":
         return kind
@@ -130,10 +131,10 @@ class AnnIndex:
             index = faiss.IndexIDMap2(hnsw)
         else:  # ivf, pq
             index = faiss.index_factory(dim, _ivf_factory(kind, dim, n), faiss.METRIC_INNER_PRODUCT)
-            if kind in ("pq", "ondisk"):  # the factory turns on polysemous training (8-bit codes), which only a Hamming-
+            if kind == "pq":  # the factory turns on polysemous training (8-bit codes), which only a Hamming-
                 # thresholded search uses (never here): 10,000 vectors train in 5 s instead of 47 s, same results
                 faiss.downcast_index(index).do_polysemous_training = False
-        return cls(index, kind, dim, trained_n=n if kind in ("ivf", "pq", "ondisk") else 0)
+        return cls(index, kind, dim, trained_n=n if kind in ("ivf", "pq") else 0)
 
     @classmethod
     def build(cls, kind: str, dim: int, ids: np.ndarray, vecs: np.ndarray) -> "AnnIndex":

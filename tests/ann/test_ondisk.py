@@ -8,7 +8,7 @@ import pytest
 
 from mmsearch.ann import ondisk
 from mmsearch.ann.faiss_index import AnnIndex, SearchParams
-from tests.ann.test_faiss_index import clustered, exact_top, recall
+from tests.kit import clustered, exact_top, recall
 
 DIM, N = 32, 12_000
 PARAMS = SearchParams(nprobe=32)

@@ -967,3 +967,22 @@ class Postgres:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# ---- vectors for index tests ------------------------------------------------------------------
+def clustered(n, dim=32, seed=0):
+    """Embedding-like data: points around a few hundred centres (uniform noise makes ANN meaningless)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(n // 20, 4), dim))
+    x = centres[rng.integers(0, len(centres), n)] + 0.3 * rng.normal(size=(n, dim))
+    x = x.astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def exact_top(q, x, ids, k):
+    return [set(ids[r]) for r in np.argsort(-(q @ x.T), axis=1)[:, :k]]
+
+
+def recall(got, truth):
+    """Share of each true top-k set found in the rows of ``got`` (-1 padding ignored), averaged."""
+    return float(np.mean([len(set(g[g >= 0]) & t) / len(t) for g, t in zip(got, truth)]))

@@ -2,7 +2,9 @@
 write to a file and read it back memory-mapped.
 
 Kinds: ``flat`` (exact, ``IndexIDMap2`` over ``IndexFlatIP``), ``ivf`` (``IVF{nlist},Flat``),
-``hnsw`` (``IDMap2`` over ``HNSW32``), ``pq`` (``IVF{nlist},PQ{m}``). Vectors are unit length, the
+``hnsw`` (``IDMap2`` over ``HNSW32``), ``pq`` (``IVF{nlist},PQ{m}``), ``ondisk`` (the
+same IVF-PQ with its lists in a memory-mapped file, built and read by :mod:`mmsearch.ann.ondisk`; searched
+here like ``pq``, not yet an ``--index`` choice). Vectors are unit length, the
 metric is inner product (= cosine). Search parameters are passed per call, never set on the shared
 index, so concurrent queries cannot race on ``nprobe``/``efSearch``.
 """
@@ -75,7 +77,7 @@ def needs_rebuild(ann: "AnnIndex", wanted: str, n: int, budget: int | None = Non
     kind = choose_kind(wanted, n, ann.dim, budget)
     if n > 0 and ann.kind != kind:
         return f"{n} vectors: switching from {ann.kind} to {kind}"
-    if ann.kind in ("ivf", "pq") and n >= PQ_MIN and n > RETRAIN_GROWTH * max(ann.trained_n, 1):
+    if ann.kind in ("ivf", "pq", "ondisk") and n >= PQ_MIN and n > RETRAIN_GROWTH * max(ann.trained_n, 1):
         return f"{n} vectors, trained on {ann.trained_n}: retraining"
     return None
 
@@ -198,7 +200,7 @@ class AnnIndex:
         p = params or SearchParams()
         sel = None if allowed is None else faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
         widen = 1.0 if allowed is None else self.ntotal / max(min(len(allowed), self.ntotal), 1)
-        if self.kind in ("ivf", "pq"):
+        if self.kind in ("ivf", "pq", "ondisk"):
             nlist = _nlist(self.index)
             nprobe = p.nprobe or self._tuned("nprobe") or min(nlist, max(8, nlist // 8))
             sp = faiss.SearchParametersIVF(nprobe=int(min(nlist, math.ceil(nprobe * widen))))
@@ -235,7 +237,7 @@ class AnnIndex:
         """How many IVF lists there are, or how many vectors an HNSW graph holds: the widest search."""
         import faiss
 
-        return int(faiss.extract_index_ivf(self.index).nlist) if self.kind in ("ivf", "pq") else self.ntotal
+        return int(faiss.extract_index_ivf(self.index).nlist) if self.kind in ("ivf", "pq", "ondisk") else self.ntotal
 
     # ---- files --------------------------------------------------------------------------------
     def write(self, path: Path) -> None:
@@ -304,7 +306,7 @@ def gpu_available() -> bool:
 def to_gpu(ann: AnnIndex) -> AnnIndex:
     """A copy of a flat/IVF index on GPU 0 when GPU FAISS is installed (every attribute kept, see
     :meth:`AnnIndex.with_index`); otherwise, and for HNSW/PQ, the index unchanged."""
-    if not gpu_available() or ann.kind in ("hnsw", "pq"):
+    if not gpu_available() or ann.kind in ("hnsw", "pq", "ondisk"):
         return ann
     import faiss  # pragma: no cover - needs faiss-gpu
 

@@ -87,7 +87,7 @@ def check_device(value: str | None) -> str:
 def choose(kind: str, n: int, wanted: str = "auto") -> str:
     """The path a search of an index of ``kind`` with ``n`` vectors takes (see the module's docstring)."""
     wanted = check_device(wanted)
-    if wanted == "cpu" or kind in ("hnsw", "pq") or (wanted == "auto" and n < GPU_MIN):
+    if wanted == "cpu" or kind in ("hnsw", "pq", "ondisk") or (wanted == "auto" and n < GPU_MIN):
         return "faiss-cpu"
     if gpu_available():
         return "faiss-gpu"

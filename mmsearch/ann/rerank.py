@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from mmsearch.store.store import Store
 
 #: Index kinds whose scores are approximate (compressed codes): their candidates are re-scored exactly.
-RERANKED = ("pq",)
+RERANKED = ("pq", "ondisk")
 RERANK_FACTOR = 10
 
 

@@ -142,7 +142,7 @@ def _best_moments(store: Store, idx, q: np.ndarray, want: int, allowed: np.ndarr
     """video id → its best moment's raw cosine, for ``want`` videos (or all there are): the moment pool
     grows until that many distinct videos are in it (a few long videos can fill a small one). A small
     allowed set in an index whose walk misses members of small sets (HNSW, PQ) is scored from its vectors."""
-    if allowed is not None and idx.ann.kind in ("hnsw", "pq") and len(allowed) <= SUBSET_MAX[idx.ann.kind]:
+    if allowed is not None and idx.ann.kind in ("hnsw", "pq", "ondisk") and len(allowed) <= SUBSET_MAX[idx.ann.kind]:
         found = store.vectors_for(allowed.tolist(), idx.space_id, MOMENT)
         pairs = [(float(v @ q[0]), i) for i, v in found.items()]
     else:

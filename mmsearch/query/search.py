@@ -42,7 +42,7 @@ from mmsearch.util import is_under
 #: set). So flat and IVF always use the selector: flat is exact anyway, IVF visits every list when the
 #: set is small. HNSW's walk meets few members of a small set (at FAISS's default breadth it found 1 of
 #: 3 kept among 1,000) and PQ scores are approximate: up to 2,000 candidates (~10-50 ms) they are scored exactly.
-SUBSET_MAX = {"flat": 0, "ivf": 0, "hnsw": 2_000, "pq": 2_000}
+SUBSET_MAX = {"flat": 0, "ivf": 0, "hnsw": 2_000, "pq": 2_000, "ondisk": 2_000}
 
 
 # ---- which spaces -------------------------------------------------------------------------------------

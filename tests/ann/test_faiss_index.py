@@ -5,28 +5,12 @@ import pytest
 
 from mmsearch.ann.faiss_index import PQ_MIN, AnnIndex, CorruptIndexError, SearchParams, choose_kind, needs_rebuild
 from mmsearch.errors import UsageError
+from tests.kit import clustered, exact_top, recall
 
 KINDS = ["flat", "ivf", "hnsw", "pq"]
 N = {"flat": 3000, "ivf": 3000, "hnsw": 3000, "pq": 1000}  # PQ codebook training is slow; 1000 points test it
 PARAMS = SearchParams(nprobe=16, ef_search=128)
 WIDE = SearchParams(nprobe=64, ef_search=128)
-
-
-def clustered(n, dim=32, seed=0):
-    """Embedding-like data: points around a few hundred centres (uniform noise makes ANN meaningless)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(max(n // 20, 4), dim))
-    x = centres[rng.integers(0, len(centres), n)] + 0.3 * rng.normal(size=(n, dim))
-    x = x.astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def exact_top(q, x, ids, k):
-    return [set(ids[r]) for r in np.argsort(-(q @ x.T), axis=1)[:, :k]]
-
-
-def recall(got, truth):
-    return float(np.mean([len(set(g[g >= 0]) & t) / len(t) for g, t in zip(got, truth)]))
 
 
 @pytest.fixture(params=KINDS)

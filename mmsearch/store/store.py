@@ -121,7 +121,7 @@ def _bound(root: Path, db: str | None) -> str | None:
     recorded = None
     try:
         recorded = json.loads((root / DB_RECORD).read_text(encoding="utf-8"))["url"]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no record (or no folder: the checks below say so)
         pass
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"unreadable {DB_RECORD}: {exc}", path=str(root),

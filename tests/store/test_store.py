@@ -92,3 +92,11 @@ def test_space_dim_mismatch_is_refused(tmp_path):
     store.ensure_space(_space(8))
     with pytest.raises(StoreError, match="dim"):
         store.ensure_space(_space(16))
+
+
+def test_a_garbled_database_record_is_a_clear_error_not_a_new_store(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "database.json").write_text("{not json")
+    with pytest.raises(StoreError, match="unreadable database.json"):
+        Store(tmp_path / "s", create=True)
+    assert not (tmp_path / "s" / "mmsearch.sqlite3").exists()

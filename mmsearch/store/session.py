@@ -192,10 +192,15 @@ class Database:
             conn.commit()
             try:
                 yield
-            finally:
-                conn.execute(Meta.__table__.delete().where(Meta.key == "writer"))
-                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({WRITER_LOCK})")
-                conn.commit()
+            finally:  # unlock even if the record's delete fails (the lock lives as long as the pooled connection)
+                conn.rollback()
+                try:
+                    conn.execute(Meta.__table__.delete().where(Meta.key == "writer"))
+                    conn.commit()
+                finally:
+                    conn.rollback()
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({WRITER_LOCK})")
+                    conn.commit()
 
     def generation(self) -> int:
         with self.read() as s:

@@ -147,7 +147,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--shard", type=int, default=250_000)
-    ap.add_argument("--pool", type=int, default=200)
+    ap.add_argument("--pool", type=int, nargs="+", default=[200])
     ap.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_ondisk"))
     ap.add_argument("--seed", type=int, default=0)
@@ -177,8 +177,9 @@ def main() -> None:
     truth = _truth(base, q)
     runs = []
     for nprobe in a.nprobe:
-        runs.append(query(ann, base, q, truth, nprobe, a.pool))
-        print(runs[-1], flush=True)
+        for pool in a.pool:
+            runs.append(query(ann, base, q, truth, nprobe, pool))
+            print(runs[-1], flush=True)
     idx_bytes, ivf_bytes = out["index"].stat().st_size, out["ivfdata"].stat().st_size
     payload = {
         "n": a.n, "dim": DIM, "queries": len(q), "shard": a.shard, "shards": out["shards"],

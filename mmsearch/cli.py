@@ -29,7 +29,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mmsearch import present
-from mmsearch.commands.common import (DeviceOpt, JsonlOpt, JsonOpt, ModelOpt, PathsOpt, PrecisionOpt, RuntimeOpt,
+from mmsearch.commands.common import (DbOpt, DeviceOpt, JsonlOpt, JsonOpt, ModelOpt, PathsOpt, PrecisionOpt, RuntimeOpt,
                                       StoreOpt, _engine, _notices, app, err, handle_errors, out)  # noqa: F401 (cli.err)
 from mmsearch.commands import writing  # noqa: F401  (registers index, watch, add-text, remove on app, first)
 from mmsearch.errors import MmsearchError
@@ -57,6 +57,7 @@ def query(
     until: Annotated[Optional[str], typer.Option("--until", help="Only results taken on or before this date (the whole day or month given).", show_default=False)] = None,
     path: Annotated[Optional[str], typer.Option("--path", help="Only files whose path matches this glob ('*/2023/*.jpg'; * also crosses folders) or starts with it.", show_default=False)] = None,
     store: StoreOpt = None,
+    db: DbOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = None,
     runtime: RuntimeOpt = None,
@@ -82,7 +83,7 @@ def query(
         from mmsearch.config import Settings
 
         k = Settings.resolve(store=os.fspath(store) if store is not None else None).k
-    served = not no_server and runtime is None and precision is None and _servable(texts, image, audio, like, unlike)
+    served = not no_server and db is None and runtime is None and precision is None and _servable(texts, image, audio, like, unlike)
     if served and _served(fmt, store, model=model, device=device, text=texts, image=image[0] if image else None,
                           audio=audio, k=k, type=type_, under=under, nprobe=nprobe, ef_search=ef_search,
                           min_score=min_score, where=where or (), since=since, until=until, path=path,
@@ -92,7 +93,7 @@ def query(
         from mmsearch.query.prefetch import text_model
 
         text_model(store, model=model, device=device, runtime=runtime, precision=precision)
-    with _engine(store, model=model, device=device, runtime=runtime, precision=precision, create=False) as eng:
+    with _engine(store, model=model, device=device, runtime=runtime, precision=precision, create=False, db=db) as eng:
         results = eng.search(text=texts or None, image=image or None, audio=audio, like=like or (), unlike=unlike or (),
                              k=k, type=type_, under=under, nprobe=nprobe, ef_search=ef_search, min_score=min_score,
                              where=where or (), since=since, until=until, path=path, collapse_dups=collapse_dups,
@@ -162,8 +163,8 @@ def _fast_query(argv: list[str]) -> bool | None:
         return None
     kw["text"], kw["image"] = texts, (kw["image"][0] if kw["image"] else None)
     kw["where"] = kw["where"] or ()
-    if kw.pop("runtime") is not None or kw.pop("precision") is not None:
-        return None  # this process's own runtime was asked for: search in-process
+    if kw.pop("runtime") is not None or kw.pop("precision") is not None or kw.pop("db") is not None:
+        return None  # this process's own runtime (or a database named here) was asked for: search in-process
     try:
         if kw["k"] is None:  # the config file's or environment's, as the full CLI resolves it
             from mmsearch.config import Settings

@@ -12,11 +12,12 @@ import numpy as np
 
 from mmsearch.ann.faiss_index import KINDS, CorruptIndexError
 from mmsearch.ann.placement import choose
-from mmsearch.errors import UsageError
+from mmsearch.errors import StoreLockedError, UsageError
 from mmsearch.ann.space_index import ANN_DIR, SpaceIndex, SyncReport, index_ids, index_name, read_record
 from mmsearch.ann.tuning import Tuned
 from mmsearch.store.checks import some
 from mmsearch.store.files import temp_files
+from mmsearch.store.lock import writer_lock
 from mmsearch.store.schema import MOMENT, Space, item_kinds
 from mmsearch.store.store import Store
 from mmsearch.types import DoctorCheck
@@ -100,7 +101,20 @@ class IndexSet:
             notice = repair_notice(idx, idx.sync(save=save, generation=generation), since)
             if notice:
                 notices.append(notice)
+            if not save and idx.dirty and self.store.db_path is None:
+                self._keep(idx)
         return notices
+
+    def _keep(self, idx: SpaceIndex) -> None:
+        """Save what a reader caught up or built, on a store whose truth is on a database server: its folder
+        is this machine's cache of indexes, which another machine's writer never updates, so each query
+        process would otherwise catch up from the same old file. Only when no writer holds this folder
+        (a writer here saves its own); a busy lock or a read-only folder leaves the index in memory only."""
+        try:
+            with writer_lock(self.store.root, "saving caught-up indexes"):
+                idx.save()
+        except (StoreLockedError, OSError):
+            pass
 
     def shown_kinds(self, space: Space) -> list[str]:
         """The kinds ``stats`` lists for a space: its model's, and videos' and moments' once it holds videos."""

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from mmsearch import present, reports
-from mmsearch.commands.common import (BatchOpt, DeviceOpt, JsonlOpt, JsonOpt, ModelOpt, ModelsOpt, RuntimeOpt,
+from mmsearch.commands.common import (BatchOpt, DbOpt, DeviceOpt, JsonlOpt, JsonOpt, ModelOpt, ModelsOpt, RuntimeOpt,
                                       StoreOpt, _engine, _notices, _stop_on_signals, app, err, handle_errors, out)
 from mmsearch.commands.writing import _watch_event, _watch_summary
 
@@ -23,6 +23,7 @@ def dups(
     threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="Cosine at or above which two items are near-duplicates [default: 0.95]; higher: only closer copies.")] = None,
     type_: Annotated[str, typer.Option("--type", "-t", help="What to compare: image, audio or video.")] = "image",
     store: StoreOpt = None,
+    db: DbOpt = None,
     model: ModelOpt = None,
     as_json: JsonOpt = False,
     as_jsonl: JsonlOpt = False,
@@ -34,7 +35,7 @@ def dups(
     from mmsearch.query.dups import DEFAULT_THRESHOLD
 
     fmt = present.pick_format(as_json, as_jsonl, as_paths or null)
-    with _engine(store, model=model, create=False) as eng:
+    with _engine(store, model=model, create=False, db=db) as eng:
         clusters = eng.dups(threshold, type=type_, under=paths or None)
         _notices(eng.notices)
     present.dups(out, clusters, fmt, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, null=null)
@@ -42,19 +43,19 @@ def dups(
 
 @app.command()
 @handle_errors
-def stats(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+def stats(store: StoreOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """Items per type, models (spaces), index kinds and store size."""
-    with _engine(store, create=False) as eng:
+    with _engine(store, create=False, db=db) as eng:
         s = eng.stats()
     reports.stats(out, s, present.Format.json if as_json else present.Format.table)
 
 
 @app.command()
 @handle_errors
-def errors(store: StoreOpt = None, as_json: JsonOpt = False, as_jsonl: JsonlOpt = False) -> None:
+def errors(store: StoreOpt = None, db: DbOpt = None, as_json: JsonOpt = False, as_jsonl: JsonlOpt = False) -> None:
     """Files that could not be indexed, with the reason."""
     fmt = present.pick_format(as_json, as_jsonl, False)
-    with _engine(store, create=False) as eng:
+    with _engine(store, create=False, db=db) as eng:
         items = eng.errors()
     if fmt is present.Format.table and not items:
         out.print("no errors recorded")
@@ -66,11 +67,12 @@ def errors(store: StoreOpt = None, as_json: JsonOpt = False, as_jsonl: JsonlOpt 
 @handle_errors
 def doctor(
     store: StoreOpt = None,
+    db: DbOpt = None,
     repair: Annotated[bool, typer.Option("--repair/--no-repair", help="Repair what can be repaired (takes the writer lock).")] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Check the store (database, index files vs database, files on disk) and repair what it can. Exit 3: problems remain."""
-    with _engine(store, create=False) as eng:
+    with _engine(store, create=False, db=db) as eng:
         report = eng.doctor(repair=repair)
     reports.doctor(out, report, present.Format.json if as_json else present.Format.table)
     if not report.ok:
@@ -81,6 +83,7 @@ def doctor(
 @handle_errors
 def serve(
     store: StoreOpt = None,
+    db: DbOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface; anything but loopback requires a token).")] = "127.0.0.1",
@@ -100,11 +103,12 @@ def serve(
         err.print(present.styled("serving {} on {}  (Ctrl-C to stop)", root, url))
 
     if not watch:
-        run_server(store, model=model, device=device, host=host, port=port, on_ready=ready, token=token, cors=cors)
+        run_server(store, model=model, device=device, db=db, host=host, port=port, on_ready=ready, token=token,
+                   cors=cors)
         return
     # uvicorn raises the signal that stopped it again once it has: here it ends the watch too, cleanly
     with _stop_on_signals(threading.Event()):
-        watched = run_server(store, model=model, device=device, host=host, port=port, on_ready=ready, token=token,
+        watched = run_server(store, model=model, device=device, db=db, host=host, port=port, on_ready=ready, token=token,
                              cors=cors, watch=watch, on_watch=_watch_event(present.Format.table))
     if watched is not None:
         _notices(watched.notices)
@@ -113,12 +117,13 @@ def serve(
 
 @app.command("config")
 @handle_errors
-def config_(store: StoreOpt = None, model: ModelsOpt = None, device: DeviceOpt = None, as_json: JsonOpt = False) -> None:
+def config_(store: StoreOpt = None, db: DbOpt = None, model: ModelsOpt = None, device: DeviceOpt = None,
+            as_json: JsonOpt = False) -> None:
     """Every setting, its value and where it came from: default < config file < MMSEARCH_* environment < argument."""
     from mmsearch.config import Settings, config_path
 
     settings, sources = Settings.layered(store=os.fspath(store) if store is not None else None,
-                                         model=model or None, device=device)
+                                         model=model or None, device=device, db=db)
     reports.settings(out, settings, sources, config_path(), present.pick_format(as_json, False, False))
 
 
@@ -143,6 +148,7 @@ def eval_(
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="Classification: the text of a class, {} for its name (_ → space) [default: \"the sound of {}\"; LAION-CLAP's: \"This is a sound of {}.\"; images: \"a photo of a {}.\"].")] = None,
     fold: Annotated[Optional[int], typer.Option("--fold", help="Classification: only this fold's files (ESC-50: 1-5); every class stays a candidate.")] = None,
     store: Annotated[Optional[Path], typer.Option("--store", "-s", help="Store to index into [default: a temporary one].")] = None,
+    db: DbOpt = None,
     model: ModelsOpt = None,
     device: DeviceOpt = None,
     runtime: RuntimeOpt = None,
@@ -157,7 +163,7 @@ def eval_(
 
     with tempfile.TemporaryDirectory(prefix="mmsearch-eval-") as tmp:
         with _engine(store or Path(tmp) / "store", model=model or None, device=device, runtime=runtime,
-                     batch_size=batch_size, index=index_kind) as eng:
+                     batch_size=batch_size, index=index_kind, db=db) as eng:
             report = eng.evaluate(dataset, images_root=images_root, split=split, fold=fold, prompt=prompt)
             _notices(eng.notices)
     reports.eval_report(out, report, present.Format.json if as_json else present.Format.table)

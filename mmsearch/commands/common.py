@@ -40,6 +40,7 @@ GpuDecodeOpt = Annotated[Optional[str], typer.Option("--gpu-decode", help="auto,
 MaxAudioOpt = Annotated[Optional[float], typer.Option("--max-audio-seconds", min=0.001, help="Longer sounds are indexed by their first this-many seconds (recorded as such) [default: 600].")]
 IndexOpt = Annotated[Optional[str], typer.Option("--index", help="ANN index: auto, flat, ivf, hnsw, pq.")]
 RecallOpt = Annotated[Optional[float], typer.Option("--recall-target", min=0.01, max=1.0, help="Recall@10 against exact search that approximate indexes are tuned to (`mmsearch stats` shows what was measured); a store's indexes keep it for later writers [default: the target each index was tuned to, 0.95 for a new one].")]
+DbOpt = Annotated[Optional[str], typer.Option("--db", metavar="URL", help="The PostgreSQL database holding the store's truth (postgresql+psycopg://user@host/name; password from PGPASSWORD or ~/.pgpass), shared by several machines; the store folder then holds this machine's indexes and remembers the URL, so later commands need no --db [env MMSEARCH_DB; default: the URL the folder remembers, else its own SQLite file].", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per line.")]
 PathsOpt = Annotated[bool, typer.Option("--paths", help="Print only paths, one per line.")]

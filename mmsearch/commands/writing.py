@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from mmsearch import present
-from mmsearch.commands.common import (BatchOpt, DeviceOpt, GpuDecodeOpt, IndexOpt, JsonOpt, MaxAudioOpt, ModelsOpt,
+from mmsearch.commands.common import (BatchOpt, DbOpt, DeviceOpt, GpuDecodeOpt, IndexOpt, JsonOpt, MaxAudioOpt, ModelsOpt,
                                       PrecisionOpt, RecallOpt, RuntimeOpt, StoreOpt, WorkersOpt, _engine, _notices,
                                       _sigterm_interrupts, _stop_on_signals, app, err, handle_errors, out)
 from mmsearch.errors import UsageError
@@ -32,7 +32,7 @@ def index(
     max_audio_seconds: MaxAudioOpt = None,
     index_kind: IndexOpt = None,
     recall_target: RecallOpt = None,
-    db: Annotated[Optional[str], typer.Option("--db", metavar="URL", help="Keep the store's truth in this PostgreSQL database (postgresql+psycopg://user@host/name; password from PGPASSWORD or ~/.pgpass), shared by several machines; the store folder then holds this machine's indexes and remembers the URL [env MMSEARCH_DB; default: the folder's own SQLite file].", show_default=False)] = None,
+    db: DbOpt = None,
     commit_every: Annotated[Optional[int], typer.Option("--commit-every", min=1, help="Files per committed batch [default: 256]; an interrupted run keeps every committed batch.")] = None,
     ray: Annotated[bool, typer.Option("--ray", help="Read, hash and decode on a Ray cluster (a local one unless --address); this process plans, embeds and writes. Cluster workers must see the files at the same paths. Needs the ray extra.")] = False,
     address: Annotated[Optional[str], typer.Option("--address", metavar="ADDR", help="With --ray: the cluster to join, auto or ray://HOST:10001 [default: start one here with --workers CPUs, else all cores].", show_default=False)] = None,
@@ -88,6 +88,7 @@ def watch(
     gpu_decode: GpuDecodeOpt = None,
     max_audio_seconds: MaxAudioOpt = None,
     index_kind: IndexOpt = None,
+    db: DbOpt = None,
     debounce: Annotated[int, typer.Option("--debounce", min=1, help="Milliseconds a batch of changes gathers at most before it is synced.")] = 1600,
     as_json: Annotated[bool, typer.Option("--json", help="Print the session's report as JSON when it stops.")] = False,
     as_jsonl: Annotated[bool, typer.Option("--jsonl", help="Print a JSON line per sync (and per folder that goes or comes back), then the report.")] = False,
@@ -101,7 +102,7 @@ def watch(
     stop = threading.Event()
     with _stop_on_signals(stop), _engine(store, model=model or None, device=device, batch_size=batch_size,
                                          workers=workers, index=index_kind, runtime=runtime, precision=precision,
-                                         max_audio_seconds=max_audio_seconds, gpu_decode=gpu_decode) as eng:
+                                         max_audio_seconds=max_audio_seconds, gpu_decode=gpu_decode, db=db) as eng:
         report = eng.watch(paths, on_sync=_watch_event(fmt), stop_event=stop, debounce_ms=debounce)
     _notices(report.notices)
     if as_jsonl:
@@ -157,9 +158,10 @@ def add_text(
     store: StoreOpt = None,
     model: ModelsOpt = None,
     device: DeviceOpt = None,
+    db: DbOpt = None,
 ) -> None:
     """Add texts that are not files (captions, notes, labels) to the store (into every model with a text tower)."""
-    with _engine(store, model=model or None, device=device) as eng:
+    with _engine(store, model=model or None, device=device, db=db) as eng:
         n = eng.add_texts(texts or None, file=file)
     out.print(f"added {n} texts")
 
@@ -169,8 +171,9 @@ def add_text(
 def remove(
     targets: Annotated[list[str], typer.Argument(help="Files, folders (everything below) or text:ID items to forget.", show_default=False)],
     store: StoreOpt = None,
+    db: DbOpt = None,
 ) -> None:
     """Forget files or folders (the files themselves are not touched)."""
-    with _engine(store, create=False) as eng:
+    with _engine(store, create=False, db=db) as eng:
         n = eng.remove(targets)
     out.print(f"removed {n} sources")

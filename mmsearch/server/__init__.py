@@ -50,7 +50,8 @@ def create_app(store_path: str | os.PathLike | None = None, model: str | None = 
 
 def make_server(store_path: str | os.PathLike | None = None, *, model: str | None = None,
                 device: str | None = None, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info",
-                on_ready: Any = None, token: str | None = None, cors: list[str] | None = None) -> Any:
+                on_ready: Any = None, token: str | None = None, cors: list[str] | None = None,
+                db: str | None = None) -> Any:
     """Open the store and make its uvicorn server (``.run()`` blocks; ``.should_exit = True`` stops it).
 
     ``token``: what every request must carry (see :mod:`mmsearch.server.auth`); on a host other than
@@ -60,7 +61,7 @@ def make_server(store_path: str | os.PathLike | None = None, *, model: str | Non
     Once listening it writes ``<store>/server.json`` (url, pid, CLI token …; mode 0600) so that
     `mmsearch query` sends its queries here, and calls ``on_ready(store_root, url)`` (the page's address,
     with ``?token=`` when one is required); on shutdown it removes the file if it is still its own.
-    ``port=0``: any free port.
+    ``port=0``: any free port. ``db``: the store's PostgreSQL URL (see :meth:`mmsearch.Engine.open`).
     """
     _require("fastapi", "multipart", "uvicorn")
     from mmsearch.server.auth import access_token, check_origins
@@ -69,14 +70,14 @@ def make_server(store_path: str | os.PathLike | None = None, *, model: str | Non
     required, _generated = access_token(host, token)  # a bad --token or --cors is refused before the store opens
     check_origins(cors)
     app = create_app(store_path, model=model, device=device, access_token=required,
-                     cors=cors)  # store errors surface here, before binding
+                     cors=cors, db=db)  # store errors surface here, before binding
     return _make(app, host=host, port=port, log_level=log_level, on_ready=on_ready)
 
 
 def serve(store_path: str | os.PathLike | None = None, *, model: str | None = None, device: str | None = None,
           host: str = "127.0.0.1", port: int = 8765, log_level: str = "info", on_ready: Any = None,
           token: str | None = None, cors: list[str] | None = None,
-          watch: Sequence[str | os.PathLike] | None = None, on_watch: Any = None) -> Any:
+          watch: Sequence[str | os.PathLike] | None = None, on_watch: Any = None, db: str | None = None) -> Any:
     """Open the store, then serve it with uvicorn until interrupted (blocks); see :func:`make_server`.
 
     ``watch``: folders to keep the store in sync with while serving (:meth:`mmsearch.Engine.watch` in a
@@ -87,20 +88,21 @@ def serve(store_path: str | os.PathLike | None = None, *, model: str | None = No
     """
     if not watch:
         make_server(store_path, model=model, device=device, host=host, port=port, log_level=log_level,
-                    on_ready=on_ready, token=token, cors=cors).run()
+                    on_ready=on_ready, token=token, cors=cors, db=db).run()
         return None
-    return _watching(store_path, model, device, list(watch), on_watch,
+    return _watching(store_path, model, device, db, list(watch), on_watch,
                      lambda: make_server(store_path, model=model, device=device, host=host, port=port,
-                                         log_level=log_level, on_ready=on_ready, token=token, cors=cors))
+                                         log_level=log_level, on_ready=on_ready, token=token, cors=cors, db=db))
 
 
-def _watching(store_path: Any, model: str | None, device: str | None, paths: list, on_watch: Any, make: Any) -> Any:
+def _watching(store_path: Any, model: str | None, device: str | None, db: str | None, paths: list, on_watch: Any,
+              make: Any) -> Any:
     """Run the server ``make()`` gives while a watcher thread syncs ``paths``; stop both together."""
     import threading
 
     from mmsearch.engine import Engine
 
-    writer = Engine.open(store_path, model=model, device=device)  # first: it makes a new store, which the server opens
+    writer = Engine.open(store_path, model=model, device=device, db=db)  # first: it makes a new store, which the server opens
     try:
         server, stop, out = make(), threading.Event(), {}
 

@@ -77,16 +77,18 @@ SoundUpload = upload("sound")
 
 def create_app(store_path: str | os.PathLike | None = None, *, model: str | None = None,
                device: str | None = None, token: str | None = None, access_token: str | None = None,
-               cors: list[str] | None = None, thumb_cache_bytes: int = files.THUMB_CACHE_BYTES) -> FastAPI:
+               cors: list[str] | None = None, thumb_cache_bytes: int = files.THUMB_CACHE_BYTES,
+               db: str | None = None) -> FastAPI:
     """An app serving the store at ``store_path`` (default: the configured store).
 
     The store is opened now, read-only (``create=False``): a missing or damaged store raises
     :class:`StoreError` here, before anything listens. The model loads on the first query.
     ``token``: what ``/api/query`` requires in its header (default: a new random one, ``app.state.token``).
     ``access_token``: what every other request requires (None: nothing; see :mod:`mmsearch.server.auth`).
-    ``cors``: origins allowed to call the API from a browser (None: no CORS).
+    ``cors``: origins allowed to call the API from a browser (None: no CORS). ``db``: the store's
+    PostgreSQL URL (see :meth:`mmsearch.Engine.open`).
     """
-    engine = Engine.open(store_path, model=model, device=device, create=False)
+    engine = Engine.open(store_path, model=model, device=device, create=False, db=db)
     lock = threading.Lock()
 
     def locked(call: Callable[[], T], notes: list[str] | None = None) -> T:

@@ -67,11 +67,41 @@ def test_a_second_machine_shares_the_database_and_its_folder_remembers_it(tmp_pa
         assert _hits(two) == expected
     with Engine.open(tmp_path / "two", create=False) as two:  # the folder names its database
         assert _hits(two) == expected
-    assert not index_pointer(tmp_path / "two").exists()  # a reader does not write this machine's index files ...
-    assert cli("doctor", "--repair", "--store", tmp_path / "two").exit_code == 0
-    assert index_pointer(tmp_path / "two").exists()  # ... doctor --repair does
     record = json.loads((tmp_path / "two" / "database.json").read_text())
     assert make_url(record["url"]) == make_url(postgres_url)
+
+
+def _pointer_generation(store) -> int:
+    return json.loads(index_pointer(store).read_text())["generation"]
+
+
+def test_a_query_machine_keeps_its_index_files_current(tmp_path, tiny_model, postgres_url):
+    data = _folder(tmp_path)
+    with Engine.open(tmp_path / "one", model=tiny_model, workers=0, db=postgres_url) as one:
+        one.index([data])
+    with Engine.open(tmp_path / "two", db=postgres_url, create=False) as two:
+        _hits(two)
+    built = _pointer_generation(tmp_path / "two")  # the reader saved what it built: the next one loads it
+    write_images(data / "more", 3, seed=5)
+    with Engine.open(tmp_path / "one", model=tiny_model, workers=0) as one:
+        one.index([data])
+        expected = _hits(one)
+    with Engine.open(tmp_path / "two", create=False) as two:
+        assert _hits(two) == expected  # caught up from the database ...
+    assert _pointer_generation(tmp_path / "two") > built  # ... and saved, so no later query catches up again
+    with Engine.open(tmp_path / "two", create=False) as two:
+        assert _hits(two) == expected and not two.notices
+
+
+def test_a_query_machine_leaves_its_files_to_a_writer_holding_the_folder(tmp_path, tiny_model, postgres_url):
+    data = _folder(tmp_path)
+    with Engine.open(tmp_path / "one", model=tiny_model, workers=0, db=postgres_url) as one:
+        one.index([data])
+        expected = _hits(one)
+    with Engine.open(tmp_path / "two", db=postgres_url, create=False) as two, two.store.writer_lock("a test"):
+        with Engine.open(tmp_path / "two", create=False) as reader:
+            assert _hits(reader) == expected
+    assert not index_pointer(tmp_path / "two").exists()
 
 
 def test_the_folder_keeps_no_password_and_refuses_another_database(tmp_path, tiny_model, postgres_url):
@@ -136,6 +166,33 @@ def test_cli_index_with_db_then_query_without_it(tmp_path, tiny_model, postgres_
     assert json.loads(r.stdout)[0]["text"] == "a red bicycle"
     r = cli("stats", "--store", store, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["items"]["image"] == 7
+
+
+@pytest.mark.parametrize("command", [["query", "a red bicycle", "--type", "text", "--no-server"], ["stats"], ["errors"],
+                                     ["doctor"], ["dups"]])
+def test_a_second_machine_reads_with_db_on_any_command(tmp_path, tiny_model, postgres_url, command):
+    data = _folder(tmp_path)
+    r = cli("index", data, "--store", tmp_path / "one", "--db", postgres_url, "--model", tiny_model, "--workers", "0")
+    assert r.exit_code == 0, r.output
+    two = tmp_path / "two"  # another machine's empty folder: --db names the truth, the folder remembers it
+    r = cli(*command, "--store", two, "--db", postgres_url, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads((two / "database.json").read_text())["url"] == make_url(postgres_url).render_as_string(False)
+    if command[0] == "query":
+        assert json.loads(r.stdout)[0]["text"] == "a red bicycle"
+    if command[0] == "stats":
+        assert json.loads(r.stdout)["items"]["image"] == 7
+    r = cli(*command, "--store", two, "--json")  # and later commands need no --db
+    assert r.exit_code == 0, r.output
+
+
+def test_db_naming_another_database_than_the_folder_is_refused_on_any_command(tmp_path, tiny_model, postgres_url):
+    store = tmp_path / "pg"
+    assert cli("index", _folder(tmp_path), "--store", store, "--db", postgres_url, "--model", tiny_model,
+               "--workers", "0").exit_code == 0
+    other = make_url(postgres_url).set(database="another").render_as_string(False)
+    r = cli("query", "a red bicycle", "--store", store, "--db", other)
+    assert r.exit_code != 0 and "bound to" in r.output, r.output
 
 
 def test_config_shows_the_db_url_without_its_password(monkeypatch):

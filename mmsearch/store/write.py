@@ -12,6 +12,7 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from mmsearch.errors import StoreError
+from mmsearch.store.bulk import copy_insert, usable
 from mmsearch.store.session import insert_for
 from mmsearch.store.schema import META_VERSION, Content, ErrorRecord, Meta, Segment, Source, Space, Tombstone, Vector
 from mmsearch.util import chunks
@@ -220,7 +221,8 @@ def _upsert(s: Session, upserts: Sequence[Upsert], space_id: int | None, gen: in
              "text": u.text, "created_gen": gen, "duration": u.duration, "sample_rate": u.sample_rate,
              "channels": u.channels, "info": json.dumps(u.info) if u.info else None, **_meta_row(u.exif)}
             for u in unique]
-    result.added_contents = _inserted(s, insert_for(s, Content).on_conflict_do_nothing(index_elements=["sha256"]), rows)
+    result.added_contents = copy_insert(s, "contents", rows, ["sha256"], returning="id") if usable(s, rows) else \
+        _inserted(s, insert_for(s, Content).on_conflict_do_nothing(index_elements=["sha256"]), rows)
     _complete_videos(s, [u for u in unique if u.modality == "video"])
     known = [{**_meta_row(u.exif), "sha": u.sha256} for u in unique if u.exif is not None]
     if known:  # content stored before its metadata was read (an older store) gets it now
@@ -235,26 +237,34 @@ def _upsert(s: Session, upserts: Sequence[Upsert], space_id: int | None, gen: in
                 raise ValueError("vector given without a space")
             vec_rows[ids[u.sha256]] = {"content_id": ids[u.sha256], "space_id": space_id, "modality": u.modality,
                                        "vec": np.asarray(u.vector, dtype=np.float16).tobytes(), "gen": gen}
-    if vec_rows:
+    if usable(s, list(vec_rows.values())):
+        result.added_vectors = copy_insert(s, "vectors", list(vec_rows.values()), ["content_id", "space_id"],
+                                           returning="content_id")
+    elif vec_rows:
         stmt = insert_for(s, Vector).on_conflict_do_nothing(index_elements=["content_id", "space_id"])
         result.added_vectors = _inserted(s, stmt, list(vec_rows.values()))
     seg_rows = {(ids[u.sha256], i): {"content_id": ids[u.sha256], "space_id": space_id, "idx": i, "start": float(a),
                                      "end": float(b), "vec": np.asarray(v, dtype=np.float16).tobytes()}
                 for u in upserts if u.vector is not None and u.segments is not None
                 for i, ((a, b), v) in enumerate(zip(*u.segments))}
-    if seg_rows:
+    if usable(s, list(seg_rows.values())):
+        copy_insert(s, "segments", list(seg_rows.values()), ["content_id", "space_id", "idx"])
+    elif seg_rows:
         stmt = insert_for(s, Segment).on_conflict_do_nothing(index_elements=["content_id", "space_id", "idx"])
         s.execute(stmt, list(seg_rows.values()))
     uris = [u.uri for u in upserts]
     old: dict[str, int] = {}
     for part in chunks(uris):
         old.update(s.execute(select(Source.uri, Source.content_id).where(Source.uri.in_(part))).all())
-    stmt = insert_for(s, Source)
-    s.execute(stmt.on_conflict_do_update(
-        index_elements=["uri"],
-        set_={k: stmt.excluded[k] for k in ("kind", "content_id", "size", "mtime_ns", "updated_gen")},
-    ), [{"uri": u.uri, "kind": u.kind, "content_id": ids[u.sha256], "size": u.size, "mtime_ns": u.mtime_ns,
-         "updated_gen": gen} for u in {u.uri: u for u in upserts}.values()])
+    src_rows = [{"uri": u.uri, "kind": u.kind, "content_id": ids[u.sha256], "size": u.size, "mtime_ns": u.mtime_ns,
+                 "updated_gen": gen} for u in {u.uri: u for u in upserts}.values()]
+    changing = ("kind", "content_id", "size", "mtime_ns", "updated_gen")
+    if usable(s, src_rows):
+        copy_insert(s, "sources", src_rows, ["uri"], update=changing)
+    else:
+        stmt = insert_for(s, Source)
+        s.execute(stmt.on_conflict_do_update(index_elements=["uri"], set_={k: stmt.excluded[k] for k in changing}),
+                  src_rows)
     for part in chunks(uris):
         s.execute(delete(ErrorRecord).where(ErrorRecord.uri.in_(part)))
     new_cid = {u.uri: ids[u.sha256] for u in upserts}

@@ -11,6 +11,7 @@ import os
 import shutil
 import threading
 
+import numpy as np
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -212,3 +213,46 @@ def test_doctor_and_stats_name_the_server(tmp_path, tiny_model, postgres_url):
     assert r.exit_code == 0 and "healthy" in r.output and "SQLite" not in r.output, r.output
     r = cli("stats", "--store", store)
     assert r.exit_code == 0 and "database: postgresql+psycopg://" in r.output
+
+
+def _big_batch(n: int, seed: int, *, shift: int = 0, segments: bool = False):
+    from mmsearch.store.write import Upsert
+
+    rng = np.random.default_rng(seed)
+    vecs = rng.standard_normal((n, 16)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    segs = ((np.array([[0.0, 1.0], [1.0, 2.0]]), np.stack([v, v])) for v in vecs) if segments else iter(lambda: None, 0)
+    return [Upsert(uri=f"/data/{i:04d}.jpg", kind="file", size=1000 + i, mtime_ns=10**18 + i,
+                   sha256=f"{i + shift:064x}", modality="image", width=40, height=30, vector=vecs[i],
+                   exif={"make": "Canon"} if i % 2 else None, segments=next(segs)) for i in range(n)]
+
+
+def _rows(store) -> tuple:
+    space = store.spaces()[0]
+    uris = sorted(store.file_uris())
+    states = store.lookup_sources(uris)
+    by_cid = {}
+    for ids, vecs in store.iter_vectors(space.id, "image"):
+        by_cid.update({int(i): v.round(3).tolist() for i, v in zip(ids, vecs)})
+    meta = store.content_meta(sorted(by_cid))
+    return ([(u, states[u].size, states[u].mtime_ns, by_cid[states[u].content_id],
+              getattr(meta[states[u].content_id], "make", None)) for u in uris],
+            len(store.segments(sorted(by_cid), space.id)))
+
+
+def test_large_batches_copy_into_postgres_as_sqlite_writes_them(tmp_path, postgres_url):
+    from mmsearch.encoders.base import SpaceInfo
+    from mmsearch.store.store import Store
+
+    results = []
+    for name, db in (("lite", None), ("pg", postgres_url)):
+        store = Store(tmp_path / name, create=True, db=db)
+        space = store.ensure_space(SpaceInfo("t", "t", "0", 16, ("image",)))
+        first = store.apply(_big_batch(300, 0, segments=True), space.id)
+        again = store.apply(_big_batch(300, 0), space.id)  # the same files: every row conflicts
+        moved = store.apply(_big_batch(300, 1, shift=150), space.id)  # half the paths now hold other contents
+        results.append(((first.added_contents, first.added_vectors), (again.added_contents, again.added_vectors),
+                        (moved.added_contents, moved.added_vectors, moved.removed_contents), _rows(store)))
+        store.close()
+    assert results[0] == results[1]
+    assert results[1][0] == (300, 300) and results[1][1] == (0, 0) and results[1][2][:2] == (150, 150)

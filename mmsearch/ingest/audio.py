@@ -38,7 +38,9 @@ their own writable array use ``np.ascontiguousarray``.
 sources): decoding, mixing down and resampling run at ~300× real time for FLAC/MP3 and ~200× for
 AAC, the log-mel windows at ~170–300× (48 kHz, 1024-point FFT) and ~240× (16 kHz, 512-point), so a
 worker turns a minute of sound into model input in ~0.4–0.5 s, and a file capped at 600 s in ~4 s
-with a peak of ~190 MB resident at 48 kHz (~90 MB at 16 kHz).
+with a peak of ~190 MB resident at 48 kHz (~90 MB at 16 kHz) when decoded whole; :func:`decode_windows`
+(what indexing and queries use) cuts the windows while it decodes, holding a window of samples rather than
+the whole sound (`benchmarks/bench_soundtrack_memory.py`).
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ class Sound:
     sample_rate: int  # the file's own
     channels: int  # the file's own
     truncated: bool = False  # only the first max_seconds were decoded
+    #: :func:`decode_windows`: the model input, cut while decoding (``samples`` is then empty)
+    features: np.ndarray | None = None
+    spans: list[tuple[float, float]] | None = None
 
 
 _IMAGE_DEMUXERS = {"image2", "gif", "apng", "webp", "jpegxl_anim"}
@@ -121,6 +126,61 @@ class _Sink:
         return out.copy() if self.n < len(self.buf) // 2 else out
 
 
+class _WindowSink(_Sink):
+    """A :class:`_Sink` that cuts the model's windows as the samples come (what :func:`windows` gives for the
+    whole sound, bit for bit) and keeps only the samples the next window needs: an hour's soundtrack at 48 kHz
+    holds ~1 window of samples (a few MB) instead of 691 MB, plus its features (~92 MB for LAION's CLAP)."""
+
+    def __init__(self, src_rate: int, limit: int, recipe: dict[str, Any]) -> None:
+        check_recipe(recipe)
+        super().__init__(src_rate, int(recipe["sampling_rate"]), limit, 1)  # (expect 1: no whole-sound buffer)
+        self.recipe, self.window, self.hop = recipe, int(recipe["window"]), int(recipe["hop"])
+        self.buf = np.empty(self.window + self.hop + _BLOCK, np.float32)
+        self.offset = 0  # the absolute index of buf[0] (= the next window's start)
+        self.feats: list[np.ndarray] = []
+        self.starts: list[int] = []
+
+    def _put(self, y: np.ndarray) -> None:
+        first = self.n
+        self.n += len(y)
+        y = y[max(0, self.offset - first):]  # samples before the next window (a hop longer than the window)
+        held = max(0, first - self.offset)
+        if held + len(y) > len(self.buf):
+            grown = np.empty(held + len(y), np.float32)
+            grown[:held] = self.buf[:held]
+            self.buf = grown
+        self.buf[held:held + len(y)] = y
+        while self.n > self.offset + self.window:  # a full window, and (windows' rule) another one after it
+            self._emit(self.buf[:self.window])
+            held = max(0, self.n - self.offset - self.hop)
+            self.buf[:held] = self.buf[self.hop:self.hop + held].copy()
+            self.offset += self.hop
+
+    def _emit(self, clip: np.ndarray) -> None:
+        self.starts.append(self.offset)
+        self.feats.append(log_mel(_pad(clip, self.window, self.recipe.get("padding", "repeatpad")), self.recipe))
+
+    def samples(self) -> np.ndarray:
+        if self.stream is not None and self.taken:
+            self._put(self.stream.resample_chunk(np.zeros(0, np.float32), last=True))
+            self.stream = None
+        if self.n and (not self.starts or self.starts[-1] != self.offset):
+            self._emit(self.buf[:max(0, min(self.window, self.n - self.offset))])
+        return np.zeros(0, np.float32)
+
+    def cut(self) -> tuple[np.ndarray, list[tuple[float, float]]]:
+        """The windows (as :func:`windows` shapes them) and their spans in seconds."""
+        rate, channels = int(self.recipe["sampling_rate"]), int(self.recipe.get("channels", 1))
+        out = np.stack(self.feats)
+        spans = [(s / rate, min(s + self.window, self.n) / rate) for s in self.starts]
+        feats = np.broadcast_to(out[:, None], (len(out), channels, *out.shape[1:])) if channels > 1 else out[:, None]
+        return feats, spans
+
+
+def _sink(src_rate: int, rate: int | None, limit: int, expect: int | None, recipe: dict[str, Any] | None) -> _Sink:
+    return _Sink(src_rate, rate, limit, expect) if recipe is None else _WindowSink(src_rate, limit, recipe)
+
+
 def _limit(max_seconds: float, rate: int) -> int:
     if not max_seconds > 0:
         raise ValueError(f"max_seconds must be positive, not {max_seconds!r}")
@@ -137,7 +197,7 @@ def _mono(block: np.ndarray) -> np.ndarray:
     return acc
 
 
-def _decode_soundfile(path: str, rate: int | None, max_seconds: float) -> Sound | None:
+def _decode_soundfile(path: str, rate: int | None, max_seconds: float, recipe: dict[str, Any] | None = None) -> Sound | None:
     """libsndfile's decode, or None when it cannot open the file or gives no samples (PyAV then tries)."""
     import soundfile as sf
 
@@ -149,7 +209,7 @@ def _decode_soundfile(path: str, rate: int | None, max_seconds: float) -> Sound 
         src_rate, channels, frames = f.samplerate, f.channels, f.frames
         if src_rate <= 0 or channels <= 0:
             return None
-        sink = _Sink(src_rate, rate, _limit(max_seconds, src_rate), frames if 0 < frames < 1 << 62 else None)
+        sink = _sink(src_rate, rate, _limit(max_seconds, src_rate), frames if 0 < frames < 1 << 62 else None, recipe)
         try:
             while not sink.full:
                 block = f.read(min(_BLOCK, sink.limit - sink.taken + 1), dtype="float32", always_2d=True)
@@ -163,7 +223,14 @@ def _decode_soundfile(path: str, rate: int | None, max_seconds: float) -> Sound 
     samples = sink.samples()
     decoded = sink.taken / src_rate
     duration = max(decoded, frames / src_rate) if sink.truncated and 0 < frames < 1 << 62 else decoded
-    return Sound(samples, duration, src_rate, channels, sink.truncated)
+    return _sound(sink, samples, duration, src_rate, channels)
+
+
+def _sound(sink: _Sink, samples: np.ndarray, duration: float, src_rate: int, channels: int) -> Sound:
+    sound = Sound(samples, duration, int(src_rate), int(channels), sink.truncated)
+    if isinstance(sink, _WindowSink):
+        sound.features, sound.spans = sink.cut()
+    return sound
 
 
 def _wav_chunks(head: bytes) -> dict[bytes, tuple[int, int]]:
@@ -194,7 +261,8 @@ def _container_duration(container: Any, stream: Any) -> float | None:
     return None
 
 
-def _decode_pyav(path: str, rate: int | None, max_seconds: float, head: bytes) -> Sound:
+def _decode_pyav(path: str, rate: int | None, max_seconds: float, head: bytes,
+                 recipe: dict[str, Any] | None = None) -> Sound:
     import av
 
     audio_like = sniff(head)
@@ -236,7 +304,7 @@ def _decode_pyav(path: str, rate: int | None, max_seconds: float, head: bytes) -
                     channels = channels or arr.shape[0]
                     src_rate = f.sample_rate or src_rate
                     expect = int(total * src_rate) + 1 if total else None
-                    sink = _Sink(src_rate, rate, _limit(max_seconds, src_rate), expect)
+                    sink = _sink(src_rate, rate, _limit(max_seconds, src_rate), expect, recipe)
                 sink.add(arr.mean(axis=0, dtype=np.float32) if arr.shape[0] > 1 else arr[0])
 
         while sink is None or not sink.full:
@@ -268,7 +336,7 @@ def _decode_pyav(path: str, rate: int | None, max_seconds: float, head: bytes) -
     samples = sink.samples()
     decoded = sink.taken / src_rate
     duration = max(decoded, total or 0.0) if sink.truncated else decoded
-    return Sound(samples, duration, int(src_rate), int(channels), sink.truncated)
+    return _sound(sink, samples, duration, src_rate, channels)
 
 
 def _reason(exc: BaseException) -> str:
@@ -276,19 +344,28 @@ def _reason(exc: BaseException) -> str:
     return text.split(":")[0].strip() if text else type(exc).__name__
 
 
-def decode_audio(path: str, rate: int | None, max_seconds: float = MAX_AUDIO_SECONDS) -> Sound:
+def decode_windows(path: str, recipe: dict[str, Any], max_seconds: float = MAX_AUDIO_SECONDS) -> Sound:
+    """The model input of the first ``max_seconds`` of a sound (or a video's soundtrack), cut into windows
+    while it decodes: ``features`` and ``spans`` as :func:`windows` gives them for the decoded samples, which
+    are not kept (``samples`` is empty), so memory holds a window of samples, not the whole sound."""
+    return decode_audio(path, int(recipe["sampling_rate"]), max_seconds, recipe=recipe)
+
+
+def decode_audio(path: str, rate: int | None, max_seconds: float = MAX_AUDIO_SECONDS, *,
+                 recipe: dict[str, Any] | None = None) -> Sound:
     """Decode the first ``max_seconds`` of a sound file to mono float32 at ``rate`` (None: the file's own).
 
     libsndfile first, PyAV (FFmpeg) for what it cannot open; see the module doc for what is bad input
     (:class:`BadInput`) and what is decoded as is (silence; the intact part of a damaged file).
+    ``recipe``: see :func:`decode_windows`.
     """
     head = read_head(path)
     if not head:
         raise BadInput("empty file (0 bytes)")
     _limit(max_seconds, 1)  # a bad max_seconds is the caller's error, not the file's
     try:
-        sound = _decode_soundfile(path, rate, max_seconds)
-        return sound if sound is not None else _decode_pyav(path, rate, max_seconds, head)
+        sound = _decode_soundfile(path, rate, max_seconds, recipe)
+        return sound if sound is not None else _decode_pyav(path, rate, max_seconds, head, recipe)
     except (BadInput, MemoryError):
         raise
     except Exception as exc:  # a decoder failing in a way not foreseen above: this file, not the run
@@ -383,5 +460,6 @@ def feature_bytes(recipe: dict[str, Any], seconds: float) -> int:
     return n * frames * np.asarray(recipe["mel"]).shape[1] * 4
 
 
-__all__ = ["AUDIO_EXTENSIONS", "MAX_AUDIO_SECONDS", "Sound", "sniff", "read_head", "decode_audio", "probe_audio",
+__all__ = ["AUDIO_EXTENSIONS", "MAX_AUDIO_SECONDS", "Sound", "sniff", "read_head", "decode_audio", "decode_windows",
+           "probe_audio",
            "windows", "log_mel", "window_starts", "check_recipe", "feature_bytes"]

@@ -344,16 +344,16 @@ def _load_video(out: Loaded, recipe: dict[str, Any] | None, limits: dict[str, An
 
 
 def _load_audio(out: Loaded, recipe: dict[str, Any] | None, limits: dict[str, Any]) -> None:
-    from mmsearch.ingest.audio import PROBE_SECONDS, decode_audio, probe_audio, windows
+    from mmsearch.ingest.audio import PROBE_SECONDS, decode_windows, probe_audio
 
     if recipe is None:
         sound = probe_audio(out.path)
         known = not sound.truncated or sound.duration > PROBE_SECONDS + 1e-6  # else the container did not say
         out.duration = sound.duration if known else None
     else:
-        sound = decode_audio(out.path, int(recipe["sampling_rate"]), float(limits.get("max_audio_seconds", MAX_AUDIO_SECONDS)))
+        sound = decode_windows(out.path, recipe, float(limits.get("max_audio_seconds", MAX_AUDIO_SECONDS)))
         out.duration, out.truncated = sound.duration, sound.truncated
-        out.windows, out.spans = windows(sound.samples, recipe)
+        out.windows, out.spans = sound.features, sound.spans
     out.sample_rate, out.channels = sound.sample_rate, sound.channels
 
 

@@ -122,15 +122,15 @@ def load_video(out: Loaded, recipe: dict[str, Any] | None, limits: dict[str, Any
     crops (``pixels``, ``(n, H, W, 3)`` uint8, with their ``spans``) for an image model, the soundtrack's
     log-mel ``windows`` for a sound model (none when it is silent: ``info["video"]["audio"]`` says so).
     A file with no video stream becomes a sound (``modality`` "audio"). Problems are :class:`BadInput`."""
-    from mmsearch.ingest.audio import decode_audio, probe_audio, windows
+    from mmsearch.ingest.audio import decode_windows, probe_audio
 
     try:
         info = probe(out.path)
     except NoVideoStream:
         out.modality = "audio"  # a sound in a video container: indexed as the sound it is
         if recipe is not None and recipe.get("kind") == "clap":
-            sound = decode_audio(out.path, int(recipe["sampling_rate"]), float(limits.get("max_audio_seconds", 600.0)))
-            out.windows, out.spans = windows(sound.samples, recipe)
+            sound = decode_windows(out.path, recipe, float(limits.get("max_audio_seconds", 600.0)))
+            out.windows, out.spans = sound.features, sound.spans
             out.truncated = sound.truncated
         else:
             sound = probe_audio(out.path)
@@ -145,8 +145,8 @@ def load_video(out: Loaded, recipe: dict[str, Any] | None, limits: dict[str, Any
     if recipe.get("kind") == "clap":
         if info.audio:
             seconds = min(float(limits.get("max_soundtrack_seconds", MAX_SOUNDTRACK_SECONDS)), _slot_seconds(recipe))
-            sound = decode_audio(out.path, int(recipe["sampling_rate"]), seconds)
-            out.windows, out.spans = windows(sound.samples, recipe)
+            sound = decode_windows(out.path, recipe, seconds)  # cut as it decodes: no hour of samples held
+            out.windows, out.spans = sound.features, sound.spans
             out.sample_rate, out.channels, out.truncated = sound.sample_rate, sound.channels, sound.truncated
             out.duration = info.duration or sound.duration  # a container that does not say: as heard
         return

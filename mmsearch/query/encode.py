@@ -345,7 +345,7 @@ def query_sound(audio: Any, recipe: dict[str, Any], max_seconds: float = 600.0) 
     """A query sound (path or bytes) decoded and cut into windows as indexing does files → log-mel windows."""
     import tempfile
 
-    from mmsearch.ingest.audio import decode_audio, windows
+    from mmsearch.ingest.audio import decode_windows
     from mmsearch.ingest.decode import BadInput
 
     where = None if isinstance(audio, (bytes, bytearray)) else os.fspath(audio)
@@ -353,12 +353,12 @@ def query_sound(audio: Any, recipe: dict[str, Any], max_seconds: float = 600.0) 
         if where is not None:
             if not os.path.isfile(where):
                 raise BadInput("no such file")
-            sound = decode_audio(where, recipe["sampling_rate"], max_seconds)
+            sound = decode_windows(where, recipe, max_seconds)
         else:
             with tempfile.NamedTemporaryFile(prefix="mmsearch-query-", suffix=".sound") as f:
                 f.write(bytes(audio))
                 f.flush()
-                sound = decode_audio(f.name, recipe["sampling_rate"], max_seconds)
-        return windows(sound.samples, recipe)[0]
+                sound = decode_windows(f.name, recipe, max_seconds)
+        return sound.features
     except BadInput as exc:
         raise UsageError(f"query sound: {exc}", path=where) from None

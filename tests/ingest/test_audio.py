@@ -413,3 +413,30 @@ def test_loading_audio_imports_no_model_code(tmp_path, small_recipe):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("seconds", [0.3, 2.0, 2.0 + 1 / RATE, 4.0, 7.3, 31.7])  # shorter, exactly, a sample over …
+@pytest.mark.parametrize("name, rate, hop", [("t.wav", RATE, None), ("t.flac", 22050, RATE // 2), ("t.m4a", 44100, None)])
+def test_windows_cut_while_decoding_equal_the_whole_sounds(tmp_path, small_recipe, seconds, name, rate, hop):
+    from mmsearch.ingest.audio import decode_windows
+
+    recipe = {**small_recipe, **({"hop": hop} if hop else {})}  # libsndfile and PyAV; resampled or not; overlapping
+    path = write_tone(tmp_path / name, seconds=seconds, rate=rate, channels=2)
+    whole = decode_audio(str(path), RATE, 20.0)
+    feats, spans = windows(whole.samples, recipe)
+    cut = decode_windows(str(path), recipe, 20.0)
+    assert len(cut.samples) == 0 and cut.spans == spans and (cut.duration, cut.truncated) == (whole.duration, whole.truncated)
+    np.testing.assert_array_equal(cut.features, feats)
+
+
+def test_a_long_soundtrack_is_not_held_whole_while_it_is_cut(tmp_path, small_recipe):
+    from mmsearch.ingest.audio import decode_windows
+
+    path = write_tone(tmp_path / "long.flac", seconds=600.0, rate=RATE)
+    tracemalloc.start()
+    cut = decode_windows(str(path), small_recipe, 900.0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    samples = 600 * RATE * 4  # what the whole sound would hold as float32 (38 MB)
+    assert len(cut.spans) == 300  # its features (15 MB) are gathered, then stacked: twice that at most, plus blocks
+    assert peak < 2 * cut.features.nbytes + samples // 8, (peak, cut.features.nbytes, samples)

@@ -60,7 +60,7 @@ class RayDecode:
         self.address, self.expected = address, expected
         self.cpus = workers or os.cpu_count() or 1
         self.workers = 0  # learnt from the cluster once connected
-        self._pending: list[Any] = []
+        self.pending: list[Any] = []  # refs in flight (decode tasks, embed calls): cancelled on leaving
 
     def __enter__(self) -> "RayDecode":
         if self.expected == 0:
@@ -78,9 +78,12 @@ class RayDecode:
         if self.expected == 0:
             return
         ray = _ray()
-        for ref in self._pending:  # Ctrl-C or an error: decoded-ahead files are not needed
-            ray.cancel(ref, force=True)
-        self._pending = []
+        for ref in self.pending:  # Ctrl-C or an error: decoded-ahead files are not needed
+            try:
+                ray.cancel(ref, force=True)
+            except (ValueError, TypeError):  # an actor's call (an embed) cannot be forced
+                ray.cancel(ref)
+        self.pending = []
 
     def map(self, tasks: Iterable[tuple], chunk: int = 16, ahead: int = 0, window: int | None = None) -> Iterator[Loaded]:
         """``load(*task)`` for each task on the cluster, up to ``window`` chunks in flight (default: enough for
@@ -95,10 +98,10 @@ class RayDecode:
         def submit(items: list[tuple]) -> None:
             ref = remote.remote(items)
             owners[ref] = items
-            self._pending.append(ref)
+            self.pending.append(ref)
 
         def finished(n: int) -> Iterator[Loaded]:
-            done, self._pending = ray.wait(self._pending, num_returns=n)
+            done, self.pending = ray.wait(self.pending, num_returns=n)
             for ref in done:
                 yield from _results(ray, ref, owners.pop(ref))
 
@@ -107,11 +110,11 @@ class RayDecode:
             if len(batch) == chunk:
                 submit(batch)
                 batch = []
-                if len(self._pending) >= window:
+                if len(self.pending) >= window:
                     yield from finished(1)
         if batch:
             submit(batch)
-        while self._pending:
+        while self.pending:
             yield from finished(1)
 
 

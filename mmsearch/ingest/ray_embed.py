@@ -170,6 +170,8 @@ def _result(ray: Any, call: Any, items: list[tuple]) -> tuple[list[Loaded], dict
     try:
         return ray.get(call)
     except Exception as exc:  # a RayTaskError, RayActorError or a lost worker: an event, not an abort
+        if isinstance(exc, ray.exceptions.RayActorError):
+            _POOL.clear()  # a dead actor (its model did not load, its worker was lost): the next sync makes new ones
         text = str(exc).strip().splitlines()
         why = f"embed failed on Ray: {type(exc).__name__}: {text[-1] if text else ''}"
         return [Loaded(t[0], t[1], error=why) for t in items], {}, {}

@@ -96,7 +96,8 @@ def streamed(decoded: Iterable[Loaded], encoder: Encoder, batch: int, progress: 
 def gathered(parts: Iterable[tuple[list[Loaded], dict[str, np.ndarray], Segments]], batch: int,
              progress: Callable[[int], None]) -> Iterator[tuple[list[Loaded], dict[str, np.ndarray], Segments]]:
     """Commit batches of items embedded elsewhere (Ray actors' results, as they finish)."""
-    done, pending = 0, list[Loaded]()
+    done = 0
+    pending: list[Loaded] = []
     vectors: dict[str, np.ndarray] = {}
     segments: Segments = {}
     for items, got, windows in parts:

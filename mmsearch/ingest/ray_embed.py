@@ -14,8 +14,9 @@ reserving a share of CPUs that leaves at least one for decode tasks (a pool that
 forever for the decode tasks it feeds on), with the driver's batch size and as many ONNX threads as CPUs
 reserved. ``--ray-actors N`` sets the count.
 
-The actors are kept for the process's next sync of the same model (a second sync, the next batch of a
-long run) and replaced when another model needs them (only one pool holds CPUs at a time).
+The actors are kept for the process's next sync with the same model and options (a watcher's next batch, a
+second ``Engine.index``) and replaced when another model needs them: only one pool holds CPUs or GPUs at a
+time. The driver still loads the model (for its space and its preprocessing recipe) but does not embed.
 """
 
 from __future__ import annotations
@@ -120,9 +121,9 @@ def embedded(pool: RayDecode, tasks: Iterable[tuple], spec: Portable, *, chunk: 
              requested: int | None = None) -> Iterator[tuple[list[Loaded], dict, Segments]]:
     """Decode ``tasks`` in Ray tasks of ``chunk`` files, and embed ``group`` decode results per actor call;
     yields each call's (items, vectors, segments) as it finishes, at most ``window`` chunks in flight."""
-    from mmsearch.ingest.ray_decode import _decode_task, _ray
+    from mmsearch.ingest.ray_decode import decode_task, ray_module
 
-    ray, decode = _ray(), _decode_task()
+    ray, decode = ray_module(), decode_task()
     plan, pool_actors = actors(ray, spec, requested)
     window = max(window, pool.workers * 2)  # decoded data waits in the cluster's object store, not here
     group = max(1, min(group, window // 2 or 1))

@@ -138,8 +138,8 @@ def sync_paths(store: Store, targets: Sequence[Target], paths: Sequence[str | os
         roots, deleted = present_and_gone(paths) if gone_ok else (check_roots(paths), [])
         p = walked(store, roots) if roots else Plan([], [])
         report.scanned = len(p.candidates)
-        run = _Run(store, report, p.candidates, targets, progress, on_commit, workers, limits, batch, gpu_decode, ray)
-        run.ray_actors = ray_actors
+        run = _Run(store, report, p.candidates, targets, progress, on_commit, workers, limits, batch, gpu_decode, ray,
+                   ray_actors)
         if p.walk_errors:
             run.flush(None, [], p.walk_errors)
         for target in targets:
@@ -162,10 +162,11 @@ class _Run:
 
     def __init__(self, store: Store, report: IndexReport, candidates: list[Candidate], targets: Sequence[Target],
                  progress: Progress | None, on_commit: OnCommit | None, workers: int | None,
-                 limits: dict[str, int] | None, batch: int, gpu_decode: str = "auto", ray: str | None = None) -> None:
+                 limits: dict[str, int] | None, batch: int, gpu_decode: str = "auto", ray: str | None = None,
+                 ray_actors: int | None = None) -> None:
         self.store, self.report, self.candidates, self.on_commit, self.ray = store, report, candidates, on_commit, ray
         self.workers, self.limits, self.batch, self.gpu_decode = workers, limits, batch, gpu_decode
-        self.ray_actors: int | None = None
+        self.ray_actors = ray_actors
         self.tell = progress or (lambda _d, _t: None)
         self.total = sum(1 for t in targets for c in candidates if c.modality in t.counted)
         self.done = 0
@@ -249,7 +250,7 @@ class _Run:
                                 chunk, part or int(getattr(encoder, "batch_size", 64) or 64), ahead)
         tensors, fresh = self._tensor_path(encoder, recipes, fresh)
         # a video decodes for seconds: two are enough for the workers to decode one while the model embeds another
-        with self._pool(len(fresh), inline_below=2 if "video" in recipes else INLINE_BELOW) as pool:
+        with DecodePool(self.workers, len(fresh), inline_below=2 if "video" in recipes else INLINE_BELOW) as pool:
             decoded = pool.map(((c.path, c.modality, recipes[c.modality], self.limits) for c in fresh),
                                chunk=chunk, ahead=ahead, window=ahead if sounds else None)
             if tensors is not None:
@@ -260,9 +261,6 @@ class _Run:
                 self.flush(target, chunk_items, vectors=vectors, segments=segments)
                 if tensors is not None:  # counted once committed, as the rest of the report
                     self.report.gpu_decoded += sum(x.path in tensors[2] for x in chunk_items if x.error is None)
-
-    def _pool(self, expected: int, inline_below: int) -> Any:
-        return DecodePool(self.workers, expected, inline_below=inline_below)
 
     def _on_ray(self, target: Target, tasks: list[tuple], chunk: int, step: int, ahead: int) -> None:
         """Decode as Ray tasks and embed on Ray actors (the tensor path is local-only); commit here."""

@@ -177,6 +177,38 @@ def test_actor_plan_follows_the_cluster_resources(resources, requested, want):
     assert (p.count, p.num_gpus, p.num_cpus, p.device, p.batch_size) == want
 
 
+class _BrokenElsewhere:
+    """Wraps a real encoder; embedding fails in any process but the one that loaded it first (the driver)."""
+
+    def __init__(self, inner, home: int) -> None:
+        self.inner, self.space, self.home = inner, inner.space, home
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed_image_batch(self, pixels):
+        if os.getpid() != self.home:
+            raise RuntimeError("no such device here")
+        return self.inner.embed_image_batch(pixels)
+
+
+def test_a_model_failing_on_the_actors_fails_its_files_by_name_and_keeps_the_store(engine_factory, tmp_path,
+                                                                                 tiny_model):
+    from mmsearch.encoders.registry import load_encoder, registered
+
+    data = tmp_path / "data"
+    imgs = write_images(data, 5)
+    home = os.getpid()
+    with registered("broken", lambda spec, rest, **kw: _BrokenElsewhere(load_encoder(rest, **kw), home)):
+        eng = engine_factory(model=f"broken:{tiny_model}")
+        r = eng.index([data], ray="local")
+        assert (r.indexed, r.failed) == (0, 5)
+        assert sorted(p for p, _ in r.errors) == sorted(map(str, imgs))
+        assert all("embed failed on Ray" in why and "no such device here" in why for _, why in r.errors)
+        again = eng.index([data])  # the same files, locally: nothing was lost or half-written
+        assert (again.indexed, again.failed) == (5, 0)
+
+
 def test_ray_actors_option_needs_ray(tmp_path, tiny_model):
     res = cli("index", tmp_path, "--store", tmp_path / "s", "--model", tiny_model, "--ray-actors", "2")
     assert res.exit_code == 2 and "--ray-actors needs --ray" in res.output

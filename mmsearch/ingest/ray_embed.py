@@ -143,7 +143,8 @@ def embedded(pool: RayDecode, tasks: Iterable[tuple], spec: Portable, *, chunk: 
         done, _ = ray.wait(list(owners), num_returns=1)
         for call in done:
             items, refs = owners.pop(call)
-            pool.pending = [r for r in pool.pending if r is not call and all(r is not x for x in refs)]
+            gone = {call, *refs}  # released here, so the decoded data leaves the object store
+            pool.pending = [r for r in pool.pending if r not in gone]
             yield _result(ray, call, items)
 
     chunks: list[list[tuple]] = [[]]

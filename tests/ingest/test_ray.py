@@ -73,9 +73,12 @@ def test_a_bad_file_fails_alone_on_ray(engine_factory, tmp_path):
     data = tmp_path / "data"
     write_images(data, 5)
     (data / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
-    r = engine_factory().index([data], ray="local")
+    told: list[tuple[int, int]] = []
+    r = engine_factory().index([data], ray="local", progress=lambda done, total: told.append((done, total)))
     assert (r.indexed, r.failed) == (5, 1)
     assert [p for p, _ in r.errors] == [str(data / "corrupt.png")]
+    assert told[0] == (0, 6) and told[-1] == (6, 6)  # progress as a local run tells it
+    assert all(a[0] <= b[0] for a, b in zip(told, told[1:]))
 
 
 def test_the_cli_indexes_with_ray_and_needs_ray_installed(tmp_path, tiny_model, monkeypatch):

@@ -124,7 +124,7 @@ def embedded(pool: RayDecode, tasks: Iterable[tuple], spec: Portable, *, chunk: 
     from mmsearch.ingest.ray_decode import decode_task, ray_module
 
     ray, decode = ray_module(), decode_task()
-    plan, pool_actors = actors(ray, spec, requested)
+    _, pool_actors = actors(ray, spec, requested)
     window = max(window, pool.workers * 2)  # decoded data waits in the cluster's object store, not here
     group = max(1, min(group, window // 2 or 1))
     calls = max(len(pool_actors) * 2, window // group)

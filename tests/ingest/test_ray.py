@@ -84,7 +84,8 @@ def test_a_bad_file_fails_alone_on_ray(engine_factory, tmp_path):
 def test_the_cli_indexes_with_ray_and_needs_ray_installed(tmp_path, tiny_model, monkeypatch):
     data, store = tmp_path / "data", tmp_path / "store"
     write_images(data, 6)
-    res = cli("index", data, "--store", store, "--model", tiny_model, "--ray", "--json")
+    # two actors on the module's 2 CPUs: half a CPU each, so a decode task still gets one
+    res = cli("index", data, "--store", store, "--model", tiny_model, "--ray", "--ray-actors", "2", "--json")
     assert res.exit_code == 0, res.output
     assert '"indexed": 6' in res.output
     bad = cli("index", data, "--store", store, "--model", tiny_model, "--address", "auto")

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from mmsearch.ann.indexes import IndexSet
 from mmsearch.config import DEFAULT_MODELS, Settings
 from mmsearch.encoders.base import Encoder
-from mmsearch.encoders.registry import Portable
+from mmsearch.encoders.registry import Portable, portable
 from mmsearch.errors import ModelError, UsageError
 from mmsearch.ingest.backfill import backfill_metadata
 from mmsearch.ingest.commit import commit, text_items
@@ -149,10 +149,7 @@ class Engine:
         return targets
 
     def _portable(self, spec: str) -> Portable | None:
-        """How a Ray embed actor loads ``spec`` with this engine's options (None: no factory takes it here;
-        loading it fails the usual way)."""
-        from mmsearch.encoders.registry import portable
-
+        """How a Ray embed actor loads ``spec`` with this engine's options (None: no factory takes it)."""
         s = self.settings
         try:
             return portable(spec, device=s.device, batch_size=s.batch_size, runtime=s.runtime, precision=s.precision)

@@ -89,9 +89,6 @@ class Embedder:
             x.pixels = x.windows = None
         return items, vectors, segments
 
-    def pid(self) -> int:
-        return os.getpid()
-
 
 _POOL: dict[str, Any] = {}  # the live pool: key, its actors
 

@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from mmsearch.ann.indexes import IndexSet
 from mmsearch.config import DEFAULT_MODELS, Settings
 from mmsearch.encoders.base import Encoder
-from mmsearch.errors import UsageError
+from mmsearch.encoders.registry import Portable, portable
+from mmsearch.errors import ModelError, UsageError
 from mmsearch.ingest.backfill import backfill_metadata
 from mmsearch.ingest.commit import commit, text_items
 from mmsearch.ingest.sync import BATCH, OnCommit, Progress, Target, sync_paths, with_videos
@@ -121,7 +122,8 @@ class Engine:
         targets: list[Target] = []
         for spec in self.models():
             enc = self.encoder(spec)
-            t = Target(spec, lambda enc=enc: (enc, self.store.ensure_space(enc.space)), with_videos(enc.space.modalities))
+            t = Target(spec, lambda enc=enc: (enc, self.store.ensure_space(enc.space)), with_videos(enc.space.modalities),
+                       portable=self._portable(spec))
             t.get()
             targets.append(t)
         spaces, given = self.store.spaces(), bool(targets)
@@ -136,7 +138,7 @@ class Engine:
             # a sound model nobody named reads soundtracks once its space exists (it loads for sound files)
             optional = (("text",) + (("video",) if modality == "audio" and sp is None else ())) if files else ()
             targets.append(Target(spec, lambda spec=spec: self._load_space(spec), with_videos(mods), space=sp,
-                                  optional=optional))
+                                  optional=optional, portable=self._portable(spec)))
         first = next((t for t in targets if "text" in t.modalities), None)
         if first is not None and all("text" in t.optional for t in targets if "text" in t.modalities):
             first.optional = ()  # texts must land somewhere: in the first model that reads them
@@ -145,6 +147,14 @@ class Engine:
             t.counted = tuple(m for m in t.modalities if m not in seen)
             seen.update(t.modalities)
         return targets
+
+    def _portable(self, spec: str) -> Portable | None:
+        """How a Ray embed actor loads ``spec`` with this engine's options (None: no factory takes it)."""
+        s = self.settings
+        try:
+            return portable(spec, device=s.device, batch_size=s.batch_size, runtime=s.runtime, precision=s.precision)
+        except ModelError:
+            return None
 
     def _load_space(self, spec: str) -> tuple[Encoder, Space]:
         enc = self.encoder(spec)
@@ -163,13 +173,15 @@ class Engine:
 
     # ---- writing ---------------------------------------------------------------------------------
     def index(self, paths: Sequence[str | os.PathLike] | str | os.PathLike, *, progress: Progress | None = None,
-              commit_every: int | None = None, on_commit: OnCommit | None = None, ray: str | None = None) -> IndexReport:
+              commit_every: int | None = None, on_commit: OnCommit | None = None, ray: str | None = None,
+              ray_actors: int | None = None) -> IndexReport:
         """Sync the store with files and folders: add new, re-embed changed, link moved, drop vanished.
 
         Work is committed every ``commit_every`` files (default 256); ``on_commit`` is called with a
         :class:`mmsearch.types.BatchCommitted` once each batch is durable.
-        Raises :class:`mmsearch.IndexInterrupted` on Ctrl-C (committed work is kept). ``ray``: decode on Ray
-        ("local", "auto", "ray://HOST:PORT"; :mod:`mmsearch.ingest.ray_decode`).
+        Raises :class:`mmsearch.IndexInterrupted` on Ctrl-C (committed work is kept). ``ray``: decode and embed
+        on Ray ("local", "auto", "ray://HOST:PORT"; :mod:`mmsearch.ingest.ray_decode`), on ``ray_actors`` embed
+        actors (default: one per GPU, else one per ~4 CPUs; :mod:`mmsearch.ingest.ray_embed`).
         """
         if isinstance(paths, (str, bytes, os.PathLike)):
             paths = [paths]
@@ -181,7 +193,7 @@ class Engine:
         with self._writing("index") as targets:
             report = sync_paths(self.store, targets, list(paths), workers=self.settings.workers,
                                 progress=progress, batch=batch, on_commit=on_commit, limits=self.settings.limits(),
-                                gpu_decode=self.settings.gpu_decode, ray=ray)
+                                gpu_decode=self.settings.gpu_decode, ray=ray, ray_actors=ray_actors)
             filled = backfill_metadata(self.store, list(paths))  # images indexed before EXIF was kept
             if filled:
                 report.notices.append(f"read the photo metadata (EXIF) of {filled} images indexed before it was kept")

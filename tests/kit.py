@@ -15,6 +15,9 @@ Contents:
                                                   a seeded random small transformers ClapModel + ClapProcessor
                                                   saved as save_pretrained writes them (a local-dir CLAP)
     tiny_tokenizer()                              the byte-level BPE the tiny CLAP uses (built with tokenizers)
+    pid_recording(prefix, path)                   context manager: registers PREFIX:<inner spec> specs whose
+                                                  encoders append the pid of every process they embed in to
+                                                  ``path`` (a Ray actor's included: the factory travels there)
     ShiftedEncoder, LikeEncoder, wrapping(prefix, cls)
                                                   encoders wrapping a real one (registered through the registry):
                                                   every cosine pushed towards 0.9; a text "like:PATH" near a sound
@@ -195,6 +198,53 @@ def counting_encoders(prefix: str = "counting") -> Iterator[Counting]:
 
     with registered(prefix, factory):
         yield rec
+
+
+class PidEncoder:
+    """Wraps a real encoder; each source-side embed call appends this process's pid to a file."""
+
+    def __init__(self, inner: Any, path: str) -> None:
+        self.inner, self.space, self.path = inner, inner.space, path
+        self.batch_size = getattr(inner, "batch_size", 64)
+
+    def _seen(self) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+    def __getattr__(self, name):  # recipes, query-side calls: the inner encoder's
+        return getattr(self.inner, name)
+
+    def embed_image_batch(self, pixels):
+        self._seen()
+        return self.inner.embed_image_batch(pixels)
+
+    def embed_texts(self, texts):
+        self._seen()
+        return self.inner.embed_texts(texts)
+
+    def embed_audio_batch(self, features):
+        self._seen()
+        return self.inner.embed_audio_batch(features)
+
+
+def recorded_pids(path: Path) -> set[int]:
+    """The pids a :class:`PidEncoder` embedded in (none when the file is not there)."""
+    return {int(x) for x in path.read_text().split()} if path.exists() else set()
+
+
+@contextmanager
+def pid_recording(prefix: str, path: Path) -> Iterator[None]:
+    """Register ``PREFIX:<inner spec>``: ``<inner spec>`` wrapped in a :class:`PidEncoder` writing to ``path``.
+    The factory is a closure, so it travels to other processes by value (as Ray pickles it)."""
+    from mmsearch.encoders.registry import load_encoder, registered
+
+    where = str(path)
+
+    def factory(spec: str, rest: str, **kw: Any) -> PidEncoder:
+        return PidEncoder(load_encoder(rest, **kw), where)
+
+    with registered(prefix, factory):
+        yield
 
 
 # ---- the CLI --------------------------------------------------------------------------------------------

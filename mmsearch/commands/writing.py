@@ -34,14 +34,17 @@ def index(
     recall_target: RecallOpt = None,
     db: DbOpt = None,
     commit_every: Annotated[Optional[int], typer.Option("--commit-every", min=1, help="Files per committed batch [default: 256]; an interrupted run keeps every committed batch.")] = None,
-    ray: Annotated[bool, typer.Option("--ray", help="Read, hash and decode on a Ray cluster (a local one unless --address); this process plans, embeds and writes. Cluster workers must see the files at the same paths. Needs the ray extra.")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Read, hash and decode as Ray tasks and embed on Ray actors (GPU actors where the cluster has GPUs), on a local cluster unless --address; this process plans and writes. Cluster workers must see the files at the same paths and have mmsearch installed. Needs the ray extra.")] = False,
     address: Annotated[Optional[str], typer.Option("--address", metavar="ADDR", help="With --ray: the cluster to join, auto or ray://HOST:10001 [default: start one here with --workers CPUs, else all cores].", show_default=False)] = None,
+    ray_actors: Annotated[Optional[int], typer.Option("--ray-actors", min=1, metavar="N", help="With --ray: embed actors [default: one per GPU of the cluster, else one per 4 CPUs].", show_default=False)] = None,
     as_json: JsonOpt = False,
     as_jsonl: Annotated[bool, typer.Option("--jsonl", help="Print a JSON line per committed batch, then the report.")] = False,
 ) -> None:
     """Add new files, re-embed changed ones, link moved ones, drop removed ones."""
     if address is not None and not ray:
         raise UsageError("--address needs --ray")
+    if ray_actors is not None and not ray:
+        raise UsageError("--ray-actors needs --ray")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     fmt = present.pick_format(as_json, as_jsonl, False)
@@ -62,7 +65,7 @@ def index(
 
             on_commit = present.commit_event if as_jsonl else None
             report = eng.index(paths, progress=progress, commit_every=commit_every, on_commit=on_commit,
-                               ray=(address or "local") if ray else None)
+                               ray=(address or "local") if ray else None, ray_actors=ray_actors)
         _notices(report.notices)  # the engine's own repairs are among them
     if not machine:
         present.errors(err, report.errors, fmt, limit=20)

@@ -23,6 +23,7 @@ Built-in prefixes: ``local-dir``, ``builtin``, ``hf-hub``.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -138,6 +139,42 @@ def load_encoder(spec: str, *, device: str | None = None, batch_size: int = 64, 
     for fallback in _FALLBACK:
         return fallback(spec, spec, device=device, batch_size=batch_size, **options)
     raise ModelError(f"no encoder understands model spec {spec!r}")
+
+
+@dataclass(frozen=True)
+class Portable:
+    """A spec resolved here, to be loaded in another process (a Ray actor, ``index --ray``).
+
+    It holds the factory this process's registry resolved the spec to, so an encoder registered here
+    (a plugin, a test's) loads there too: a module-level factory travels by name (its module is imported
+    there), a closure by value (Ray pickles with cloudpickle). ``device``, ``batch_size``, ``runtime``
+    and ``precision`` are this process's choices; :meth:`load` may override the first two.
+    """
+
+    spec: str
+    factory: Factory
+    rest: str
+    device: str | None = None
+    batch_size: int = 64
+    options: tuple[tuple[str, str], ...] = ()
+
+    def load(self, *, device: str | None = None, batch_size: int | None = None) -> Encoder:
+        return self.factory(self.spec, self.rest, device=device or self.device,
+                            batch_size=batch_size or self.batch_size, **dict(self.options))
+
+
+def portable(spec: str, *, device: str | None = None, batch_size: int = 64, runtime: str | None = None,
+             precision: str | None = None) -> Portable:
+    """The :class:`Portable` form of :func:`load_encoder`'s arguments (nothing is loaded here)."""
+    spec = spec.strip()
+    prefix, sep, rest = spec.partition(":")
+    factory = _PREFIXES.get(prefix) if sep else None
+    if factory is None:
+        if not _FALLBACK:
+            raise ModelError(f"no encoder understands model spec {spec!r}")
+        factory, rest = _FALLBACK[0], spec
+    options = tuple((k, v) for k, v in (("runtime", runtime), ("precision", precision)) if v is not None)
+    return Portable(spec, factory, rest, device, batch_size, options)
 
 
 def open_clip_encoder(ref: ModelRef, *, device: str | None = None, batch_size: int = 64, runtime: str | None = None,

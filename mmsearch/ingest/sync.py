@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from mmsearch.encoders.base import Encoder
+from mmsearch.encoders.registry import Portable, portable
 from mmsearch.errors import IndexInterrupted, ModelError
 from mmsearch.ingest.commit import Segments, commit, embed
 from mmsearch.ingest.decode import Loaded
@@ -43,11 +44,14 @@ class Target:
     ``load()`` gives (encoder, space); a model that cannot load fails only the files that needed it.
     ``optional``: modalities embedded only when the model loads anyway (texts in a sound model's space
     whose model the folder's sounds did not need): a load failure then is a notice, not file errors.
+    ``portable``: the model as a Ray embed actor loads it (:mod:`~mmsearch.ingest.ray_embed`).
     """
 
     def __init__(self, spec: str, load: Callable[[], tuple[Encoder, Space]], modalities: Sequence[str], *,
-                 space: Space | None = None, counted: Sequence[str] = (), optional: Sequence[str] = ()) -> None:
+                 space: Space | None = None, counted: Sequence[str] = (), optional: Sequence[str] = (),
+                 portable: Portable | None = None) -> None:
         self.spec, self._load, self.space = spec, load, space
+        self.portable = portable  # how a Ray actor loads this model (default: the spec with default options)
         self.modalities, self.counted, self.optional = tuple(modalities), tuple(counted), tuple(optional)
         self.encoder: Encoder | None = None
         self.failure: ModelError | None = None
@@ -89,10 +93,32 @@ def streamed(decoded: Iterable[Loaded], encoder: Encoder, batch: int, progress: 
         yield pending, vectors, segments
 
 
+def gathered(parts: Iterable[tuple[list[Loaded], dict[str, np.ndarray], Segments]], batch: int,
+             progress: Callable[[int], None]) -> Iterator[tuple[list[Loaded], dict[str, np.ndarray], Segments]]:
+    """Commit batches of items embedded elsewhere (Ray actors' results, as they finish)."""
+    done = 0
+    pending: list[Loaded] = []
+    vectors: dict[str, np.ndarray] = {}
+    segments: Segments = {}
+    for items, got, windows in parts:
+        pending += items
+        vectors.update(got)
+        segments.update(windows)
+        progress(done + len(pending))
+        while len(pending) >= batch:  # an actor's call may bring more than a batch: committed batch by batch
+            yield pending[:batch], vectors, segments
+            done, pending = done + batch, pending[batch:]
+            left = {x.sha256 for x in pending}
+            vectors = {k: v for k, v in vectors.items() if k in left}
+            segments = {k: v for k, v in segments.items() if k in left}
+    if pending:
+        yield pending, vectors, segments
+
+
 def sync_paths(store: Store, targets: Sequence[Target], paths: Sequence[str | os.PathLike], *,
                workers: int | None = None, progress: Progress | None = None, limits: dict[str, int] | None = None,
                batch: int = BATCH, on_commit: OnCommit | None = None, gone_ok: bool = False,
-               gpu_decode: str = "auto", ray: str | None = None) -> IndexReport:
+               gpu_decode: str = "auto", ray: str | None = None, ray_actors: int | None = None) -> IndexReport:
     """Sync ``paths`` into the ``targets``' spaces (each file into every target that embeds its kind);
     raises :class:`IndexInterrupted` on Ctrl-C (committed work kept).
 
@@ -102,8 +128,9 @@ def sync_paths(store: Store, targets: Sequence[Target], paths: Sequence[str | os
     model call. Only when its folder is still there (see :func:`~mmsearch.ingest.plan.present_and_gone`).
 
     ``gpu_decode`` (auto | on | off): whether JPEGs take the tensor path (:mod:`mmsearch.ingest.gpu_decode`).
-    ``ray`` (None: local workers; ``"local"``, ``"auto"`` or ``"ray://…"``): decode on a Ray cluster
-    (:mod:`mmsearch.ingest.ray_decode`); planning, embedding and writing stay here.
+    ``ray`` (None: local workers; ``"local"``, ``"auto"`` or ``"ray://…"``): decode as Ray tasks and embed
+    on ``ray_actors`` Ray actors (default: one per GPU, else one per ~4 CPUs; :mod:`mmsearch.ingest.ray_decode`,
+    :mod:`mmsearch.ingest.ray_embed`); planning and writing stay here.
     """
     t0 = time.perf_counter()
     report = IndexReport(space=targets[0].spec if targets else "", spaces=[t.spec for t in targets])
@@ -111,7 +138,8 @@ def sync_paths(store: Store, targets: Sequence[Target], paths: Sequence[str | os
         roots, deleted = present_and_gone(paths) if gone_ok else (check_roots(paths), [])
         p = walked(store, roots) if roots else Plan([], [])
         report.scanned = len(p.candidates)
-        run = _Run(store, report, p.candidates, targets, progress, on_commit, workers, limits, batch, gpu_decode, ray)
+        run = _Run(store, report, p.candidates, targets, progress, on_commit, workers, limits, batch, gpu_decode, ray,
+                   ray_actors)
         if p.walk_errors:
             run.flush(None, [], p.walk_errors)
         for target in targets:
@@ -134,9 +162,11 @@ class _Run:
 
     def __init__(self, store: Store, report: IndexReport, candidates: list[Candidate], targets: Sequence[Target],
                  progress: Progress | None, on_commit: OnCommit | None, workers: int | None,
-                 limits: dict[str, int] | None, batch: int, gpu_decode: str = "auto", ray: str | None = None) -> None:
+                 limits: dict[str, int] | None, batch: int, gpu_decode: str = "auto", ray: str | None = None,
+                 ray_actors: int | None = None) -> None:
         self.store, self.report, self.candidates, self.on_commit, self.ray = store, report, candidates, on_commit, ray
         self.workers, self.limits, self.batch, self.gpu_decode = workers, limits, batch, gpu_decode
+        self.ray_actors = ray_actors
         self.tell = progress or (lambda _d, _t: None)
         self.total = sum(1 for t in targets for c in candidates if c.modality in t.counted)
         self.done = 0
@@ -215,9 +245,12 @@ class _Run:
         sounds = "audio" in recipes or "video" in recipes  # up to ~15 MB of windows (90 MB of frames) each
         ahead = VIDEOS_AHEAD if "video" in recipes else SOUNDS_AHEAD
         chunk, ahead, part = (1, ahead, SOUNDS_PER_STEP) if sounds else (16, self.batch, None)
+        if self.ray is not None:
+            return self._on_ray(target, [(c.path, c.modality, recipes[c.modality], self.limits) for c in fresh],
+                                chunk, part or int(getattr(encoder, "batch_size", 64) or 64), ahead)
         tensors, fresh = self._tensor_path(encoder, recipes, fresh)
         # a video decodes for seconds: two are enough for the workers to decode one while the model embeds another
-        with self._pool(len(fresh), inline_below=2 if "video" in recipes else INLINE_BELOW) as pool:
+        with DecodePool(self.workers, len(fresh), inline_below=2 if "video" in recipes else INLINE_BELOW) as pool:
             decoded = pool.map(((c.path, c.modality, recipes[c.modality], self.limits) for c in fresh),
                                chunk=chunk, ahead=ahead, window=ahead if sounds else None)
             if tensors is not None:
@@ -229,12 +262,19 @@ class _Run:
                 if tensors is not None:  # counted once committed, as the rest of the report
                     self.report.gpu_decoded += sum(x.path in tensors[2] for x in chunk_items if x.error is None)
 
-    def _pool(self, expected: int, inline_below: int) -> Any:
-        if self.ray is None:
-            return DecodePool(self.workers, expected, inline_below=inline_below)
+    def _on_ray(self, target: Target, tasks: list[tuple], chunk: int, step: int, ahead: int) -> None:
+        """Decode as Ray tasks and embed on Ray actors (the tensor path is local-only); commit here."""
         from mmsearch.ingest.ray_decode import RayDecode
+        from mmsearch.ingest.ray_embed import embedded
 
-        return RayDecode(self.ray, self.workers, expected)
+        spec = target.portable or portable(target.spec)
+        window = ahead if chunk == 1 else max(4, -(-ahead // chunk))
+        with RayDecode(self.ray, self.workers, len(tasks)) as pool:
+            start = self.done
+            parts = embedded(pool, tasks, spec, chunk=chunk, group=max(1, step // chunk), window=window,
+                             requested=self.ray_actors)
+            for items, vectors, segments in gathered(parts, self.batch, lambda n: self.tell(start + n, self.total)):
+                self.flush(target, items, vectors=vectors, segments=segments)
 
     def _tensor_path(self, encoder: Encoder, recipes: dict[str, Any], fresh: list[Candidate]) -> tuple[Any, list[Candidate]]:
         """((the tensor decoder, its JPEGs, the paths it decoded) or None, what the workers decode)."""

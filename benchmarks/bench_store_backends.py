@@ -2,7 +2,8 @@
 reads (what an exact re-rank reads) and bytes per vector on disk.
 
 Rows go through the product's own write path (``Store.apply``: batches of 256 files, one transaction each,
-as ``mmsearch index`` commits them), 512-d fp16 vectors (a ViT-B/32 space), one file path per content.
+as ``mmsearch index`` commits them; on PostgreSQL a batch is COPYed in, :mod:`mmsearch.store.bulk`, and the
+run is repeated through the plain INSERT statements, ``postgresql-statements``, for comparison), 512-d fp16 vectors (a ViT-B/32 space), one file path per content.
 PostgreSQL is a throwaway local cluster (``initdb``/``pg_ctl``, Unix socket, ``fsync=off`` as the tests run
 it: durable settings write slower), started by the test kit; SQLite is the store folder's own file (WAL,
 ``synchronous=NORMAL``, as shipped).
@@ -92,6 +93,15 @@ def main() -> None:
         try:
             with _closing(Store(tmp / "pg", create=True, db=server.database())) as pg:
                 results["postgresql"] = run(pg, args.n)
+            from mmsearch.store import bulk
+
+            copy_from = bulk.MIN_ROWS
+            bulk.MIN_ROWS = 1 << 62  # the same rows through the plain INSERT statements, for comparison
+            try:
+                with _closing(Store(tmp / "pg-statements", create=True, db=server.database())) as pg:
+                    results["postgresql-statements"] = run(pg, args.n)
+            finally:
+                bulk.MIN_ROWS = copy_from
         finally:
             server.stop()
     for name, r in results.items():

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from mmsearch.ann.indexes import IndexSet
-from mmsearch.config import DEFAULT_MODELS, Settings
+from mmsearch.config import Settings
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.registry import Portable, portable
 from mmsearch.errors import ModelError, UsageError
 from mmsearch.ingest.backfill import backfill_metadata
 from mmsearch.ingest.commit import commit, text_items
-from mmsearch.ingest.sync import BATCH, OnCommit, Progress, Target, sync_paths, with_videos
+from mmsearch.ingest.sync import BATCH, OnCommit, Progress, Target, sync_paths
+from mmsearch.ingest.targets import choose as choose_targets
 from mmsearch.ingest.plan import removal_uris
 from mmsearch.ingest.texts import normalise_items, read_text_file
 from mmsearch.query.calibrate import BackgroundZ
@@ -114,39 +115,8 @@ class Engine:
         return self._spaces[1]
 
     def _targets(self, *, files: bool = True) -> list[Target]:
-        """The spaces a write embeds into: the given models; for each kind of file none of them embeds,
-        the store's model of that kind, else the default (:data:`DEFAULT_MODELS`). Models not given are
-        loaded only when files need them; texts go into every chosen space with a text tower (into a
-        space not given only when its model loads anyway). ``files=False`` (added texts): the given
-        models, else the store's, else the default image model."""
-        targets: list[Target] = []
-        for spec in self.models():
-            enc = self.encoder(spec)
-            t = Target(spec, lambda enc=enc: (enc, self.store.ensure_space(enc.space)), with_videos(enc.space.modalities),
-                       portable=self._portable(spec))
-            t.get()
-            targets.append(t)
-        spaces, given = self.store.spaces(), bool(targets)
-        for modality, default in DEFAULT_MODELS.items():
-            if any(modality in t.modalities for t in targets) or (not files and given):
-                continue
-            sp = next((sp for sp in spaces if modality in sp.modalities.split(",")), None)
-            if sp is None and not files and (targets or modality != "image"):
-                continue
-            spec = sp.spec if sp is not None else default
-            mods = tuple(sp.modalities.split(",")) if sp is not None else (modality, "text")
-            # a sound model nobody named reads soundtracks once its space exists (it loads for sound files)
-            optional = (("text",) + (("video",) if modality == "audio" and sp is None else ())) if files else ()
-            targets.append(Target(spec, lambda spec=spec: self._load_space(spec), with_videos(mods), space=sp,
-                                  optional=optional, portable=self._portable(spec)))
-        first = next((t for t in targets if "text" in t.modalities), None)
-        if first is not None and all("text" in t.optional for t in targets if "text" in t.modalities):
-            first.optional = ()  # texts must land somewhere: in the first model that reads them
-        seen: set[str] = set()
-        for t in targets:  # each kind of file is counted once, in the first space that takes it
-            t.counted = tuple(m for m in t.modalities if m not in seen)
-            seen.update(t.modalities)
-        return targets
+        """The spaces a write embeds into (:func:`mmsearch.ingest.targets.choose`)."""
+        return choose_targets(self.store, self.models(), self.encoder, self._load_space, self._portable, files=files)
 
     def _portable(self, spec: str) -> Portable | None:
         """How a Ray embed actor loads ``spec`` with this engine's options (None: no factory takes it)."""

@@ -74,6 +74,12 @@ class IndexSet:
         tuned = Tuned.from_record(rec.get("tuning")) if rec else None
         return tuned.to_record() if tuned is not None else None
 
+    def bytes_of(self, space: Space, modality: str) -> int:
+        """Bytes of an index's current files as its pointer records them (with an on-disk index's lists)."""
+        rec = read_record(self.store.root, space.id, modality) or {}
+        lists = rec.get("lists")
+        return int(rec.get("bytes") or 0) + (int(lists.get("bytes") or 0) if isinstance(lists, dict) else 0)
+
     def search_path(self, space: Space, modality: str) -> str:
         """Where a search of this index runs (``faiss-cpu``, ``torch on cuda:0``, ``faiss-gpu on cuda:0``):
         the placed one's, else what :func:`~mmsearch.ann.placement.choose` would pick for its file."""

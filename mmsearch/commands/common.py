@@ -38,7 +38,7 @@ BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Encoder b
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Decode processes (0: decode in this process).")]
 GpuDecodeOpt = Annotated[Optional[str], typer.Option("--gpu-decode", help="auto, on or off: decode JPEGs with nvJPEG and resize them on the GPU (auto: when the image model runs on torch on CUDA; on: also a torch model on the CPU, the same tensor path there; off: CPU decode workers only) [env MMSEARCH_GPU_DECODE].")]
 MaxAudioOpt = Annotated[Optional[float], typer.Option("--max-audio-seconds", min=0.001, help="Longer sounds are indexed by their first this-many seconds (recorded as such) [default: 600].")]
-IndexOpt = Annotated[Optional[str], typer.Option("--index", help="ANN index: auto, flat, ivf, hnsw, pq.")]
+IndexOpt = Annotated[Optional[str], typer.Option("--index", help="ANN index: auto, flat, ivf, hnsw, pq, ondisk (IVF-PQ lists memory-mapped from disk).")]
 RecallOpt = Annotated[Optional[float], typer.Option("--recall-target", min=0.01, max=1.0, help="Recall@10 against exact search that approximate indexes are tuned to (`mmsearch stats` shows what was measured); a store's indexes keep it for later writers [default: the target each index was tuned to, 0.95 for a new one].")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 JsonlOpt = Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per line.")]

@@ -153,13 +153,6 @@ def test_auto_builds_ondisk_when_even_pq_codes_exceed_the_memory_budget(store, m
     assert reader.sync(save=False).action == "loaded" and reader.ann.kind == "ondisk"
 
 
-@pytest.mark.parametrize("n,dim,budget,kind", [(10**6, 512, 10**12, "ivf"), (10**6, 512, 10**9, "pq"),
-                                               (10**6, 512, 71 * 10**6, "ondisk"), (10**6, 512, 72 * 10**6, "pq"),
-                                               (500, 512, 0, "flat")])
-def test_auto_kind_by_memory(n, dim, budget, kind):
-    assert choose_kind("auto", n, dim, budget) == kind  # 512-d: 64-byte codes + 8-byte ids per vector
-
-
 def test_doctor_reports_and_repairs_a_missing_ivfdata(store):
     st, space, x = store
     _writer(st, space).sync(space, save=True)

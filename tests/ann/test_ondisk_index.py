@@ -163,3 +163,27 @@ def test_doctor_reports_and_repairs_a_missing_ivfdata(store):
     found = _writer(st, space).check(repair=True)
     assert found[0].status == "repaired" and rec["lists"]["file"] in found[0].detail
     assert _writer(st, space).check(repair=False)[0].status == "ok"
+
+
+def test_stats_and_doctor_from_the_command_line_show_the_lists_file(store):
+    """Through a fresh interpreter: FAISS's on-disk lists print to fd 1 while read; ``--json`` stays JSON."""
+    import json
+    import subprocess
+    import sys
+
+    st, space, x = store
+    _writer(st, space).sync(space, save=True)
+    rec = read_record(st.root, space.id, "image")
+
+    def run(*args):
+        out = subprocess.run([sys.executable, "-m", "mmsearch", *args, "--store", str(st.root)],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    shown = json.loads(run("stats", "--json"))["spaces"][0]
+    assert shown["index"]["image"] == "ondisk"
+    assert shown["index_bytes"]["image"] == rec["bytes"] + rec["lists"]["bytes"]
+    assert "image=ondisk (" in run("stats")
+    checks = {c["name"]: c for c in json.loads(run("doctor", "--no-repair", "--json"))["checks"]}
+    assert checks["index 1/image"]["status"] == "ok" and rec["lists"]["file"] in checks["index 1/image"]["detail"]

@@ -212,6 +212,7 @@ class Lists:
 
     file: Path
     work: Path | None = None
+    record: dict | None = None  # its pointer entry once published (name, bytes, sha256): hashed once
 
 
 def work_folder(folder: Path, name: str) -> Path:

@@ -18,6 +18,7 @@ must catch up, reads a private copy.
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,9 +163,12 @@ class SpaceIndex:
     def _catch_up(self, gen: int) -> bool:
         removed = self.store.tombstones(self.space_id, self.modality, since_gen=self.generation, until_gen=gen)
         if self.ann.kind == "ondisk":  # a new lists file in a work folder: the mapped one is never changed
-            added = self.store.iter_vectors(self.space_id, self.modality, since_gen=self.generation, until_gen=gen)
-            self.ann = ondisk.caught_up(self.ann, added, removed, ondisk.work_folder(self.folder, self.name),
-                                        self._stem(gen))
+            added = iter(self.store.iter_vectors(self.space_id, self.modality, since_gen=self.generation,
+                                                 until_gen=gen))
+            first = next(added, None)
+            if first is not None or len(removed):  # (else: only the generation moves, the files stay)
+                self.ann = ondisk.caught_up(self.ann, itertools.chain([first] if first is not None else [], added),
+                                            removed, ondisk.work_folder(self.folder, self.name), self._stem(gen))
             self.generation, self.dirty = gen, True
             return True
         if not self.ann.remove(removed):
@@ -308,6 +312,7 @@ class SpaceIndex:
         try:
             if kind == "ondisk":  # always mapped read-only: catching up writes a new lists file
                 ann = ondisk.read_ondisk(path, int(rec["dim"]), trained_n=int(rec.get("trained_n", 0)))
+                ann.ondisk.record = dict(rec["lists"])  # (checked above: a save at a later generation reuses it)
             else:
                 ann = AnnIndex.read(path, kind, int(rec["dim"]), mmap=mmap, trained_n=int(rec.get("trained_n", 0)))
         except CorruptIndexError as exc:
@@ -323,8 +328,7 @@ class SpaceIndex:
         self.folder.mkdir(parents=True, exist_ok=True)
         extra: dict[str, Any] = {}
         if self.ann.kind == "ondisk":
-            path, lists = self._save_ondisk()
-            extra["lists"] = {"file": lists.name, "bytes": lists.stat().st_size, "sha256": file_sha256(lists)}
+            path, extra["lists"] = self._save_ondisk()
         else:
             path = generation_file(self.folder, self.name, self.generation, SUFFIX)
             atomic_write_with(path, self.ann.write)
@@ -338,14 +342,17 @@ class SpaceIndex:
                             suffix=SUFFIX)
         self.dirty = False
 
-    def _save_ondisk(self) -> tuple[Path, Path]:
-        """The on-disk index's (.faiss, .ivfdata): moved out of its work folder, or (only its tuning
-        changed) the files it was read from, which the pointer already names."""
+    def _save_ondisk(self) -> tuple[Path, dict[str, Any]]:
+        """The on-disk index's .faiss and the record of its .ivfdata: moved out of its work folder, or
+        (only its generation or tuning moved) the files it was read from, their checksum not read again."""
         assert self.ann is not None and self.ann.ondisk is not None
-        if not _unsaved(self.ann):
-            lists = self.ann.ondisk.file
-            return lists.with_suffix(SUFFIX), lists
-        return ondisk.publish(self.ann, self.folder, atomic_write_with)
+        lists = self.ann.ondisk
+        if _unsaved(self.ann):
+            ondisk.publish(self.ann, self.folder, atomic_write_with)
+            lists = self.ann.ondisk
+        if lists.record is None:
+            lists.record = {"file": lists.file.name, "bytes": lists.file.stat().st_size, "sha256": file_sha256(lists.file)}
+        return lists.file.with_suffix(SUFFIX), lists.record
 
     def _stem(self, gen: int) -> str:
         """A new generation's file name without its suffix (``NAME.gGEN-TAG``)."""

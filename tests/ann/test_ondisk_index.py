@@ -187,3 +187,32 @@ def test_stats_and_doctor_from_the_command_line_show_the_lists_file(store):
     assert "image=ondisk (" in run("stats")
     checks = {c["name"]: c for c in json.loads(run("doctor", "--no-repair", "--json"))["checks"]}
     assert checks["index 1/image"]["status"] == "ok" and rec["lists"]["file"] in checks["index 1/image"]["detail"]
+
+
+def test_a_generation_that_changes_nothing_here_keeps_the_files_and_removing_all_empties_it(store):
+    st, space, x = store
+    _writer(st, space).sync(space, save=True)
+    rec = read_record(st.root, space.id, "image")
+    st.set_meta("note", "another write")  # a new store generation, nothing added or removed here
+    _writer(st, space).sync(space, save=True)
+    now = read_record(st.root, space.id, "image")
+    assert now["generation"] == st.generation() > rec["generation"]
+    assert (now["file"], now["lists"]) == (rec["file"], rec["lists"])  # no lists file written again
+    st.apply([], space.id, remove_uris=[f"/v/{i}.png" for i in range(N)])
+    _writer(st, space).sync(space, save=True)
+    idx = SpaceIndex(st, space.id, space.key, "image", "ondisk")
+    assert idx.sync(save=False).action == "loaded" and idx.ann.ntotal == 0
+    assert idx.search(x[:2], 5)[1].shape == (2, 0)
+
+
+def test_doctor_deletes_a_crashed_work_folder_and_stray_lists_but_not_the_current_ones(store):
+    st, space, x = store
+    _writer(st, space).sync(space, save=True)
+    ann = st.root / "ann"
+    keep = _files(st.root, hidden=True)
+    (ann / ".space1-image.work-1-abc.tmp").mkdir()
+    (ann / ".space1-image.work-1-abc.tmp" / "space1-image.g9-0.shard0000").write_bytes(b"x")
+    (ann / "space1-image.g0-dead.ivfdata").write_bytes(b"x")  # a save that crashed before its pointer
+    found = [c for c in _writer(st, space).check(repair=True) if c.name == "index files"]
+    assert found[0].status == "repaired" and "space1-image.g0-dead.ivfdata" in found[0].detail
+    assert _files(st.root, hidden=True) == keep

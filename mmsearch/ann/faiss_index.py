@@ -20,6 +20,7 @@ import numpy as np
 
 from mmsearch.config import INDEX_KINDS as KINDS
 from mmsearch.errors import UsageError
+from mmsearch.store.files import file_sha256
 
 if TYPE_CHECKING:
     from mmsearch.ann.tuning import Tuned
@@ -355,3 +356,27 @@ def _nlist(index: Any) -> int:
 
 def _f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def check_file(path: Path, size: Any, sha256: str | None) -> None:
+    """The cheap check of an index file (its size against the record), and its checksum when given.
+    Raises FileNotFoundError (with the path) or CorruptIndexError naming the file."""
+    got = path.stat().st_size  # FileNotFoundError: SpaceIndex.read_file looks the pointer up again
+    if got != size:
+        raise CorruptIndexError(f"index file damaged: {path.name} has {got} bytes, its record says {size}")
+    if sha256 is not None and file_sha256(path) != sha256:
+        raise CorruptIndexError(f"index file damaged: {path.name} checksum mismatch (modified)")
+
+
+def index_ids(ann: AnnIndex) -> np.ndarray:
+    """Every id an index holds (for checking it against the database)."""
+    import faiss
+
+    index = ann.index
+    if hasattr(index, "id_map"):  # IndexIDMap2 over flat or HNSW
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    ivf = faiss.extract_index_ivf(index)
+    lists = ivf.invlists
+    parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(ivf.nlist)
+             if lists.list_size(i)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)

@@ -27,7 +27,8 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from mmsearch.ann import ondisk
-from mmsearch.ann.faiss_index import AnnIndex, CorruptIndexError, SearchParams, choose_kind, needs_rebuild
+from mmsearch.ann.faiss_index import (AnnIndex, CorruptIndexError, SearchParams, check_file, choose_kind, index_ids,
+                                      needs_rebuild)
 from mmsearch.ann.placement import Placed, place
 from mmsearch.ann.rerank import RERANKED, pool_size, reranked
 from mmsearch.ann.tuning import K, QUERIES, TARGET, Probe, TopK, Tuned, tune
@@ -302,12 +303,12 @@ class SpaceIndex:
     def _open(self, rec: dict[str, Any], db_gen: int, *, writable: bool, verify: bool) -> AnnIndex:
         path = self.folder / rec["file"]
         kind = str(rec["kind"])
-        _check_file(path, rec.get("bytes"), rec.get("sha256") if verify else None)
+        check_file(path, rec.get("bytes"), rec.get("sha256") if verify else None)
         if kind == "ondisk":
             lists = rec.get("lists")
             if not isinstance(lists, dict) or not isinstance(lists.get("file"), str) or "/" in lists["file"]:
                 raise CorruptIndexError("index file damaged: its record names no lists file")
-            _check_file(self.folder / lists["file"], lists.get("bytes"), lists.get("sha256") if verify else None)
+            check_file(self.folder / lists["file"], lists.get("bytes"), lists.get("sha256") if verify else None)
         mmap = not writable and int(rec["generation"]) == db_gen  # a file that must catch up is read, not mapped
         try:
             if kind == "ondisk":  # always mapped read-only: catching up writes a new lists file
@@ -394,29 +395,5 @@ def _unsaved(ann: AnnIndex) -> bool:
     return ann.ondisk is not None and ann.ondisk.work is not None
 
 
-def _check_file(path: Path, size: Any, sha256: str | None) -> None:
-    """The cheap check of an index file (its size against the record), and its checksum when given.
-    Raises FileNotFoundError (with the path) or CorruptIndexError naming the file."""
-    got = path.stat().st_size  # FileNotFoundError: see read_file
-    if got != size:
-        raise CorruptIndexError(f"index file damaged: {path.name} has {got} bytes, its record says {size}")
-    if sha256 is not None and file_sha256(path) != sha256:
-        raise CorruptIndexError(f"index file damaged: {path.name} checksum mismatch (modified)")
-
-
 def _stacked(rows: list[np.ndarray]) -> np.ndarray:
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
-
-
-def index_ids(ann: AnnIndex) -> np.ndarray:
-    """Every id an index holds (for checking it against the database)."""
-    import faiss
-
-    index = ann.index
-    if hasattr(index, "id_map"):  # IndexIDMap2 over flat or HNSW
-        return faiss.vector_to_array(index.id_map).astype(np.int64)
-    ivf = faiss.extract_index_ivf(index)
-    lists = ivf.invlists
-    parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(ivf.nlist)
-             if lists.list_size(i)]
-    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)

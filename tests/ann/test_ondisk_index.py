@@ -216,3 +216,22 @@ def test_doctor_deletes_a_crashed_work_folder_and_stray_lists_but_not_the_curren
     found = [c for c in _writer(st, space).check(repair=True) if c.name == "index files"]
     assert found[0].status == "repaired" and "space1-image.g0-dead.ivfdata" in found[0].detail
     assert _files(st.root, hidden=True) == keep
+
+
+def test_index_ondisk_from_the_command_line_then_query(tmp_path, tiny_model, monkeypatch):
+    import json
+
+    from tests.kit import cli, write_images
+
+    monkeypatch.setattr("mmsearch.ann.faiss_index.PQ_MIN", 20)  # a few dozen images make an on-disk index
+    imgs = write_images(tmp_path / "data", 40)
+    s = tmp_path / "s"
+    r = cli("index", tmp_path / "data", "--store", s, "--model", tiny_model, "--index", "ondisk", "--workers", "0",
+            "--json")
+    assert r.exit_code == 0, r.output
+    rec = read_record(s, 1, "image")
+    assert rec["kind"] == "ondisk" and rec["ntotal"] == 40 and (s / "ann" / rec["lists"]["file"]).exists()
+    for p in imgs[::7]:
+        r = cli("query", "--image", p, "--store", s, "-k", "1", "--json")
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)[0]["path"] == str(p)

@@ -56,6 +56,9 @@ KIND = "ondisk"
 #: k-means iterations of the coarse quantizer (FAISS's default is 25): the lists of a 10M-vector index take
 #: 4000+ centroids over ~1M training vectors, and past 10 iterations its assignment barely moves.
 COARSE_ITERATIONS = 10
+#: Vectors per shard when a store builds or catches up its on-disk index: one shard's float32 vectors are
+#: in memory at once (200,000 × 512-d: 410 MB), the codes of a shard written before the next is read.
+STORE_SHARD = 200_000
 
 
 def train(dim: int, n: int, sample: Callable[[int], np.ndarray]) -> bytes:
@@ -231,7 +234,7 @@ def _owned(ann: AnnIndex, work: Path) -> AnnIndex:
 
 def build_generation(dim: int, n: int, sample: Callable[[int], np.ndarray],
                      blocks: Iterable[tuple[np.ndarray, np.ndarray]], work: Path, stem: str,
-                     shard_size: int = 1_000_000) -> AnnIndex:
+                     shard_size: int = STORE_SHARD) -> AnnIndex:
     """Train and build the lists of ``blocks`` in ``work`` as ``stem.faiss`` + ``stem.ivfdata``; the index
     read back mapped (its work folder removed with it, unless :func:`publish` moves the files out)."""
     try:
@@ -256,7 +259,7 @@ def trained_of(index) -> bytes:
 
 
 def caught_up(ann: AnnIndex, added: Iterable[tuple[np.ndarray, np.ndarray]], removed: np.ndarray, work: Path,
-              stem: str, shard_size: int = 1_000_000) -> AnnIndex:
+              stem: str, shard_size: int = STORE_SHARD) -> AnnIndex:
     """A new on-disk index in ``work`` (``stem.faiss`` + ``stem.ivfdata``): ``ann``'s lists with the
     ``added`` blocks and without the ``removed`` ids. ``ann`` and its files are left as they were."""
     import faiss

@@ -84,9 +84,18 @@ def pq_bytes(n: int, dim: int) -> int:
     return n * (_pq_m(dim) + ID_BYTES)  # (8-bit codes: one byte per sub-quantizer)
 
 
+#: ``auto`` moves between ``pq`` and ``ondisk`` only once the PQ codes are this share past the budget
+#: (either way): a store that hovers at the line is not rebuilt (and retrained) on every write.
+KIND_SLACK = 0.1
+
+
 def needs_rebuild(ann: "AnnIndex", wanted: str, n: int, budget: int | None = None) -> str | None:
     """Why an index of ``n`` vectors should be rebuilt for the requested kind, or None."""
     kind = choose_kind(wanted, n, ann.dim, budget)
+    if wanted == "auto" and {ann.kind, kind} == {"pq", "ondisk"}:
+        share = pq_bytes(n, ann.dim) / max(memory_budget() if budget is None else budget, 1)
+        if abs(share - 1) <= KIND_SLACK:
+            kind = ann.kind  # near the line: keep what there is
     if n > 0 and ann.kind != kind:
         return f"{n} vectors: switching from {ann.kind} to {kind}"
     if ann.kind in ("ivf", "pq", "ondisk") and n >= PQ_MIN and n > RETRAIN_GROWTH * max(ann.trained_n, 1):

@@ -235,3 +235,14 @@ def test_index_ondisk_from_the_command_line_then_query(tmp_path, tiny_model, mon
         r = cli("query", "--image", p, "--store", s, "-k", "1", "--json")
         assert r.exit_code == 0, r.output
         assert json.loads(r.stdout)[0]["path"] == str(p)
+
+
+@pytest.mark.parametrize("have,n,switch", [("pq", 1_050_000, False), ("pq", 1_200_000, True),
+                                           ("ondisk", 950_000, False), ("ondisk", 800_000, True)])
+def test_auto_moves_between_pq_and_ondisk_only_clearly_past_the_budget(have, n, switch):
+    from mmsearch.ann.faiss_index import AnnIndex, needs_rebuild
+
+    budget = 72 * 10**6  # 1M × 512: 64-byte codes + 8-byte ids fill it exactly
+    ann = AnnIndex(None, have, 512, trained_n=n)
+    why = needs_rebuild(ann, "auto", n, budget)
+    assert (why is not None) == switch and (why is None or "switching from" in why)

@@ -37,7 +37,7 @@ DEFAULT_AUDIO_MODEL = "hf-hub:laion/clap-htsat-unfused"
 DEFAULT_MODELS = {"image": DEFAULT_MODEL, "audio": DEFAULT_AUDIO_MODEL}
 DEFAULT_STORE = "indexes/default"
 #: ANN index kinds (``mmsearch.ann`` builds them; listed here so settings validate without importing it).
-INDEX_KINDS = ("auto", "flat", "ivf", "hnsw", "pq")
+INDEX_KINDS = ("auto", "flat", "ivf", "hnsw", "pq", "ondisk")
 #: Encoder runtimes and CPU precisions (``mmsearch.encoders.runtime`` uses them; listed here for the same reason).
 RUNTIMES = ("auto", "torch", "onnx")
 PRECISIONS = ("auto", "fp32", "int8")

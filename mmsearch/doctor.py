@@ -11,7 +11,8 @@
 ``index``       per model and modality: the FAISS file is missing, damaged, of another model, ahead of or
                 behind the database, or holds other ids than the database: rebuilt or caught up (IndexSet.check)
 ``faiss``       which faiss build is active (CPU or GPU, GPUs seen); two faiss packages installed over each other
-``index files`` temp files of an interrupted save, old generations, index files of no model: deleted
+``index files`` temp files of an interrupted save, on-disk index work folders a crash left, old generations
+                (their ``.ivfdata`` too), index files of no model: deleted
 ``leftovers``   temp files beside the database: deleted
 ``manifest``    ``manifest.json`` missing or out of date: rewritten
 

@@ -347,7 +347,8 @@ class Engine:
         spaces = tuple(SpaceStats(sp.id, sp.key, sp.spec, sp.dim, raw["vectors_per_space"].get(sp.id, 0),
                                   {m: self.indexes.kind_of(sp, m) for m in kinds[sp.id]},
                                   {m: t for m in kinds[sp.id] if (t := self.indexes.tuning_of(sp, m))},
-                                  {m: self.indexes.search_path(sp, m) for m in kinds[sp.id]})
+                                  {m: self.indexes.search_path(sp, m) for m in kinds[sp.id]},
+                                  {m: b for m in kinds[sp.id] if (b := self.indexes.bytes_of(sp, m))})
                        for sp in raw["spaces"])
         from mmsearch.ann.placement import faiss_label
 

@@ -31,7 +31,8 @@ def stats(out: Console, s: Stats, fmt: Format) -> None:
     out.print(styled("search: {}", ", ".join(sorted({p for sp in s.spaces for p in sp.search.values() if p != "none"}))
                      or "no index yet") + styled("   ({})", s.faiss))
     for sp in s.spaces:
-        idx = ", ".join(f"{m}={k}" for m, k in sp.index.items())
+        idx = ", ".join(f"{m}={k}" + (f" ({sp.index_bytes[m] / 1e6:.1f} MB)" if sp.index_bytes.get(m) else "")
+                        for m, k in sp.index.items())
         out.print(styled("space {}: {}  dim {}  vectors {}  index {}", sp.id, sp.spec, sp.dim, sp.vectors, idx))
         for m, t in sp.tuning.items():
             out.print(styled("  {} index tuned: {}", m, tuning_line(m, t)))

@@ -105,6 +105,8 @@ class SpaceStats:
     tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: modality -> where its searches run: "faiss-cpu", "torch on cuda:0", "faiss-gpu on cuda:0" (or "none")
     search: dict[str, str] = field(default_factory=dict)
+    #: modality -> bytes of its index files on disk (an on-disk index: the .faiss and its .ivfdata lists)
+    index_bytes: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

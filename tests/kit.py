@@ -1036,3 +1036,13 @@ def exact_top(q, x, ids, k):
 def recall(got, truth):
     """Share of each true top-k set found in the rows of ``got`` (-1 padding ignored), averaged."""
     return float(np.mean([len(set(g[g >= 0]) & t) / len(t) for g, t in zip(got, truth)]))
+
+
+def add_vectors(store, space, x, start: int = 0) -> list[str]:
+    """Store the rows of ``x`` as image contents ``/v/<start + i>.png`` in one write; returns their paths."""
+    from mmsearch.store.store import Upsert
+
+    uris = [f"/v/{i}.png" for i in range(start, start + len(x))]
+    store.apply([Upsert(u, "file", 1, 1, f"{i:064x}", "image", vector=v)
+                 for i, u, v in zip(range(start, start + len(x)), uris, x)], space.id)
+    return uris

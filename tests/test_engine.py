@@ -115,8 +115,9 @@ def test_opening_a_missing_store_for_reading(tmp_path):
         Engine.open(tmp_path / "none", create=False)
 
 
-def test_pq_candidates_are_reranked_with_exact_vectors(tmp_path):
-    """IVF-PQ codes are lossy; hits must carry exact scores and match exact search's top hits."""
+@pytest.mark.parametrize("kind", ["pq", "ondisk"])
+def test_pq_candidates_are_reranked_with_exact_vectors(tmp_path, kind):
+    """IVF-PQ codes are lossy (in memory or on disk); hits must carry exact scores and match exact search's."""
     from mmsearch.encoders.base import SpaceInfo
     from mmsearch.store.store import Store, Upsert
 
@@ -136,11 +137,11 @@ def test_pq_candidates_are_reranked_with_exact_vectors(tmp_path):
 
     shutil.rmtree(tmp_path / "s" / "ann", ignore_errors=True)  # readers never write index files; be sure
     agree = 0
-    with Engine.open(tmp_path / "s", index="pq", create=False) as pq:
-        assert pq.stats().spaces[0].index["image"] in ("pq", "none")
+    with Engine.open(tmp_path / "s", index=kind, create=False) as pq:
+        assert pq.stats().spaces[0].index["image"] in (kind, "none")
         for i, want in exact_ids.items():
             got = pq.search(vector=x[i], k=10)
-            assert pq.stats().spaces[0].index["image"] == "pq"
+            assert pq.stats().spaces[0].index["image"] == kind
             wanted = dict(want)
             for h in got:  # scores are exact, not PQ approximations
                 if h.id in wanted:

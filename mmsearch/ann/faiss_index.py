@@ -4,7 +4,7 @@ write to a file and read it back memory-mapped.
 Kinds: ``flat`` (exact, ``IndexIDMap2`` over ``IndexFlatIP``), ``ivf`` (``IVF{nlist},Flat``),
 ``hnsw`` (``IDMap2`` over ``HNSW32``), ``pq`` (``IVF{nlist},PQ{m}``), ``ondisk`` (the
 same IVF-PQ with its lists in a memory-mapped file, built and read by :mod:`mmsearch.ann.ondisk`; searched
-here like ``pq``, not yet an ``--index`` choice). Vectors are unit length, the
+here like ``pq``; :class:`~mmsearch.ann.space_index.SpaceIndex` keeps its two files per generation). Vectors are unit length, the
 metric is inner product (= cosine). Search parameters are passed per call, never set on the shared
 index, so concurrent queries cannot race on ``nprobe``/``efSearch``.
 """
@@ -20,14 +20,17 @@ import numpy as np
 
 from mmsearch.config import INDEX_KINDS as KINDS
 from mmsearch.errors import UsageError
+from mmsearch.store.files import file_sha256
 
 if TYPE_CHECKING:
     from mmsearch.ann.tuning import Tuned
 
 AUTO_FLAT_MAX = 50_000  # below this, exact search is fast enough on one core (~10 ms/query at 512-d)
 #: ``auto`` on a store whose full vectors (float32, as IVF-Flat holds them) would take more than this share
-#: of the machine's memory builds IVF-PQ (codes in memory, candidates re-ranked from the database) instead.
+#: of the machine's memory builds IVF-PQ (codes in memory, candidates re-ranked from the database) instead,
+#: and once even those codes (and their int64 ids) would not fit, the on-disk IVF-PQ (codes memory-mapped).
 MEMORY_SHARE = 0.25
+ID_BYTES = 8  # an int64 id beside each code in an inverted list
 
 
 class CorruptIndexError(Exception):
@@ -59,22 +62,40 @@ def choose_kind(kind: str, n: int, dim: int = 0, budget: int | None = None) -> s
     """The index kind to build for ``n`` vectors of ``dim`` when ``kind`` was asked for.
 
     ``auto``: exact (flat) up to :data:`AUTO_FLAT_MAX`; IVF-Flat above, while its float32 vectors fit
-    ``budget`` bytes (default :func:`memory_budget`); IVF-PQ with exact re-ranking beyond that.
+    ``budget`` bytes (default :func:`memory_budget`); IVF-PQ with exact re-ranking beyond that, while its
+    codes and ids fit (:func:`pq_bytes`); the on-disk IVF-PQ (lists memory-mapped) beyond that.
     """
     if kind not in KINDS:
         raise UsageError(f"--index {kind!r}: expected one of {', '.join(KINDS)}")
-    if kind == "pq" and n < PQ_MIN:
+    if kind in ("pq", "ondisk") and n < PQ_MIN:
         return "flat"
     if kind != "auto":
         return kind
     if n <= AUTO_FLAT_MAX:
         return "flat"
-    return "pq" if n * dim * 4 > (memory_budget() if budget is None else budget) else "ivf"
+    budget = memory_budget() if budget is None else budget
+    if n * dim * 4 <= budget:
+        return "ivf"
+    return "pq" if pq_bytes(n, dim) <= budget else "ondisk"
+
+
+def pq_bytes(n: int, dim: int) -> int:
+    """Bytes the lists of an in-memory IVF-PQ of ``n`` vectors hold: a code and an id per vector."""
+    return n * (_pq_m(dim) + ID_BYTES)  # (8-bit codes: one byte per sub-quantizer)
+
+
+#: ``auto`` moves between ``pq`` and ``ondisk`` only once the PQ codes are this share past the budget
+#: (either way): a store that hovers at the line is not rebuilt (and retrained) on every write.
+KIND_SLACK = 0.1
 
 
 def needs_rebuild(ann: "AnnIndex", wanted: str, n: int, budget: int | None = None) -> str | None:
     """Why an index of ``n`` vectors should be rebuilt for the requested kind, or None."""
     kind = choose_kind(wanted, n, ann.dim, budget)
+    if wanted == "auto" and {ann.kind, kind} == {"pq", "ondisk"}:
+        share = pq_bytes(n, ann.dim) / max(memory_budget() if budget is None else budget, 1)
+        if abs(share - 1) <= KIND_SLACK:
+            kind = ann.kind  # near the line: keep what there is
     if n > 0 and ann.kind != kind:
         return f"{n} vectors: switching from {ann.kind} to {kind}"
     if ann.kind in ("ivf", "pq", "ondisk") and n >= PQ_MIN and n > RETRAIN_GROWTH * max(ann.trained_n, 1):
@@ -86,9 +107,14 @@ def _ivf_factory(kind: str, dim: int, n: int) -> str:
     nlist = _nlist_for(n)
     if kind == "ivf":
         return f"IVF{nlist},Flat"
-    m = next(m for m in (64, 32, 16, 8, 4, 2, 1) if (dim % m == 0 and m <= max(dim // 2, 1)))
+    m = _pq_m(dim)
     nbits = 8 if n >= 256 * 39 else 4  # k-means wants ≥ 39 points per centroid: 8-bit codes from 9,984 vectors
     return f"IVF{nlist},PQ{m}x{nbits}"
+
+
+def _pq_m(dim: int) -> int:
+    """Sub-quantizers of the PQ codes: the most of 64, 32, … that divide ``dim`` in pieces of ≥ 2."""
+    return next(m for m in (64, 32, 16, 8, 4, 2, 1) if (dim % m == 0 and m <= max(dim // 2, 1)))
 
 
 def train_size(ann: "AnnIndex") -> int:
@@ -113,6 +139,7 @@ class AnnIndex:
         self.dim = dim
         self.trained_n = trained_n  # vectors an IVF/PQ index was made for (its lists fit that size)
         self.mapped = False  # read-only memory map of a file: search only (reload writable to change)
+        self.ondisk: Any = None  # an on-disk index's lists file (:class:`mmsearch.ann.ondisk.Lists`)
         self.tuned = tuned  # the search breadth tuned to a recall target at build (mmsearch.ann.tuning)
         self.changes = 0  # adds and removals so far: a copy placed elsewhere is stale once this moves
 
@@ -123,6 +150,8 @@ class AnnIndex:
         import faiss
 
         kind = choose_kind(kind, n, dim, budget)
+        if kind == "ondisk":  # its lists are files: made by SpaceIndex through mmsearch.ann.ondisk
+            raise ValueError("an on-disk index is built by mmsearch.ann.ondisk.build_generation, not in memory")
         if kind == "flat":
             index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         elif kind == "hnsw":
@@ -336,3 +365,27 @@ def _nlist(index: Any) -> int:
 
 def _f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def check_file(path: Path, size: Any, sha256: str | None) -> None:
+    """The cheap check of an index file (its size against the record), and its checksum when given.
+    Raises FileNotFoundError (with the path) or CorruptIndexError naming the file."""
+    got = path.stat().st_size  # FileNotFoundError: SpaceIndex.read_file looks the pointer up again
+    if got != size:
+        raise CorruptIndexError(f"index file damaged: {path.name} has {got} bytes, its record says {size}")
+    if sha256 is not None and file_sha256(path) != sha256:
+        raise CorruptIndexError(f"index file damaged: {path.name} checksum mismatch (modified)")
+
+
+def index_ids(ann: AnnIndex) -> np.ndarray:
+    """Every id an index holds (for checking it against the database)."""
+    import faiss
+
+    index = ann.index
+    if hasattr(index, "id_map"):  # IndexIDMap2 over flat or HNSW
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    ivf = faiss.extract_index_ivf(index)
+    lists = ivf.invlists
+    parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(ivf.nlist)
+             if lists.list_size(i)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)

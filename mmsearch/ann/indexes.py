@@ -6,6 +6,7 @@ Also what ``doctor`` asks of the index layer: each index file against the databa
 
 from __future__ import annotations
 
+import shutil
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -73,6 +74,12 @@ class IndexSet:
         rec = read_record(self.store.root, space.id, modality)
         tuned = Tuned.from_record(rec.get("tuning")) if rec else None
         return tuned.to_record() if tuned is not None else None
+
+    def bytes_of(self, space: Space, modality: str) -> int:
+        """Bytes of an index's current files as its pointer records them (with an on-disk index's lists)."""
+        rec = read_record(self.store.root, space.id, modality) or {}
+        lists = rec.get("lists")
+        return int(rec.get("bytes") or 0) + (int(lists.get("bytes") or 0) if isinstance(lists, dict) else 0)
 
     def search_path(self, space: Space, modality: str) -> str:
         """Where a search of this index runs (``faiss-cpu``, ``torch on cuda:0``, ``faiss-gpu on cuda:0``):
@@ -172,7 +179,9 @@ class IndexSet:
         idx = self.make(space, modality, kind if kind in KINDS else "auto")
         problem, behind = _index_problem(idx, db_gen, db_ids, rec is not None or idx.pointer.exists())
         if problem is None:
-            return DoctorCheck(name, "ok", f"{len(db_ids)} vectors, matches the database" if len(db_ids) or rec
+            lists = rec.get("lists") if rec else None  # an on-disk index's .ivfdata: its size is worth a line
+            held = f" (lists {lists['file']}, {lists['bytes'] / 1e6:.1f} MB mapped)" if isinstance(lists, dict) else ""
+            return DoctorCheck(name, "ok", f"{len(db_ids)} vectors, matches the database{held}" if len(db_ids) or rec
                                else "no vectors, no index file")
 
         def fix() -> str:
@@ -192,13 +201,15 @@ class IndexSet:
         for sp in spaces:
             for m in modalities(sp):
                 rec = read_record(self.store.root, sp.id, m)
-                current[index_name(sp.id, m)] = rec.get("file") if rec else None
+                lists = rec.get("lists") if rec else None  # an on-disk index's second file
+                current[index_name(sp.id, m)] = {rec.get("file"), lists.get("file") if isinstance(lists, dict) else None} \
+                    if rec else set()
         found = temp_files(folder)
         for p in sorted(folder.iterdir()):
             if p.name.startswith(".") or p in found:
                 continue
             base = p.name.split(".", 1)[0]
-            if base not in current or (p.suffix != ".json" and p.name != current[base]):
+            if base not in current or (p.suffix != ".json" and p.name not in current[base]):
                 found.append(p)
         if not found:
             return [DoctorCheck("index files", "ok", "no temporary, stale or stray index files")]
@@ -207,7 +218,10 @@ class IndexSet:
         if not repair:  # harmless: nothing reads them
             return [DoctorCheck("index files", "note", detail)]
         for p in found:
-            p.unlink(missing_ok=True)
+            if p.is_dir():  # an on-disk index's work folder a crash left behind
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
         return [DoctorCheck("index files", "repaired", detail + ": deleted")]
 
 

@@ -6,6 +6,9 @@ and checksum. A save writes a new generation file, then replaces the pointer (th
 then collects older generations, so a reader finds a complete file (a reader that read the pointer just
 before a save collected its file reads the new pointer once more). The single ``NAME.faiss`` +
 sidecar of stores made before generations is read the same way and collected by the next save.
+An ``ondisk`` index's generation is two files, ``NAME.gGEN-TAG.faiss`` + ``NAME.gGEN-TAG.ivfdata`` (its
+lists, memory-mapped), both named by the pointer with their sizes and checksums; it is always mapped
+read-only, and catching up writes a new lists file (see :mod:`mmsearch.ann.ondisk`).
 
 On sync: missing → build; damaged → rebuild; behind → catch up from the vectors added and tombstones
 written since; a vector count that differs from the database's → rebuild. A reader whose file is
@@ -15,6 +18,7 @@ must catch up, reads a private copy.
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +26,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from mmsearch.ann.faiss_index import AnnIndex, CorruptIndexError, SearchParams, choose_kind, needs_rebuild
+from mmsearch.ann import ondisk
+from mmsearch.ann.faiss_index import (AnnIndex, CorruptIndexError, SearchParams, check_file, choose_kind, index_ids,
+                                      needs_rebuild)
 from mmsearch.ann.placement import Placed, place
 from mmsearch.ann.rerank import RERANKED, pool_size, reranked
 from mmsearch.ann.tuning import K, QUERIES, TARGET, Probe, TopK, Tuned, tune
@@ -117,7 +123,7 @@ class SpaceIndex:
     def _sync_at(self, gen: int, *, writable: bool) -> SyncReport:
         if self.ann is not None and self.generation == gen:
             return SyncReport("current", generation=gen)  # the common query path: one tiny read, no O(N) check
-        if self.ann is not None and self.ann.mapped:  # (not current, see above)
+        if self.ann is not None and self.ann.mapped and not _unsaved(self.ann):  # (not current, see above)
             self.ann = None  # a read-only map cannot change: read the file again (it may be newer by now)
         from_file = self.ann is None
         if from_file:
@@ -157,6 +163,15 @@ class SpaceIndex:
 
     def _catch_up(self, gen: int) -> bool:
         removed = self.store.tombstones(self.space_id, self.modality, since_gen=self.generation, until_gen=gen)
+        if self.ann.kind == "ondisk":  # a new lists file in a work folder: the mapped one is never changed
+            added = iter(self.store.iter_vectors(self.space_id, self.modality, since_gen=self.generation,
+                                                 until_gen=gen))
+            first = next(added, None)
+            if first is not None or len(removed):  # (else: only the generation moves, the files stay)
+                self.ann = ondisk.caught_up(self.ann, itertools.chain([first] if first is not None else [], added),
+                                            removed, ondisk.work_folder(self.folder, self.name), self._stem(gen))
+            self.generation, self.dirty = gen, True
+            return True
         if not self.ann.remove(removed):
             return False
         for ids, vecs in self.store.iter_vectors(self.space_id, self.modality, since_gen=self.generation, until_gen=gen):
@@ -170,11 +185,17 @@ class SpaceIndex:
         target = self.kept_target()  # (before the old index goes)
         n = self.store.count_vectors(self.space_id, self.modality)
         dim = next(sp.dim for sp in self.store.spaces() if sp.id == self.space_id)
-        probes = self._probes() if choose_kind(self.kind_pref, n, dim, self.budget) != "flat" else []
+        kind = choose_kind(self.kind_pref, n, dim, self.budget)
+        probes = self._probes() if kind != "flat" else []
         truth = {p.kind: TopK(p.vectors, K + 1) for p in probes}
-        self.ann = AnnIndex.build_from(
-            self.kind_pref, dim, n, lambda m: self.store.sample_vectors(self.space_id, self.modality, m),
-            _feeding(self.store.iter_vectors(self.space_id, self.modality), truth.values()), self.budget)
+        sample = lambda m: self.store.sample_vectors(self.space_id, self.modality, m)  # noqa: E731
+        blocks = _feeding(self.store.iter_vectors(self.space_id, self.modality), truth.values())
+        if kind == "ondisk":  # shards and lists in a work folder under ann/, moved into place on save
+            self.ann = None  # (the old index's work folder, if any, goes with it)
+            self.ann = ondisk.build_generation(dim, n, sample, blocks, ondisk.work_folder(self.folder, self.name),
+                                               self._stem(gen))
+        else:
+            self.ann = AnnIndex.build_from(self.kind_pref, dim, n, sample, blocks, self.budget)
         if probes and self.ann.kind != "flat":
             self._tune(probes, truth, target)
         self.generation, self.dirty = gen, True
@@ -230,7 +251,7 @@ class SpaceIndex:
         def search(q: np.ndarray, k: int, params: SearchParams) -> np.ndarray:
             if ann.kind in RERANKED:
                 # the pool a user's k=K query gets (tuning asks K + 1, to leave the query itself out)
-                rows = reranked(self.store, self.space_id, ann, q, k, params, pool=pool_size(K, False),
+                rows = reranked(self.store, self.space_id, ann, q, k, params, pool=pool_size(K, False, ann.ntotal),
                                 modality=self.modality)
                 out = np.full((len(q), k), -1, np.int64)
                 for r, row in enumerate(rows):
@@ -261,9 +282,10 @@ class SpaceIndex:
             rec = self._pointer_record()
             try:
                 return self._open(rec, db_gen, writable=writable, verify=verify), int(rec["generation"])
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
                 if self._pointer_record().get("file") == rec["file"]:  # not a save racing us: it is gone
-                    raise CorruptIndexError(f"index file damaged: {rec['file']} is missing") from None
+                    gone = Path(exc.filename).name if exc.filename else rec["file"]
+                    raise CorruptIndexError(f"index file damaged: {gone} is missing") from None
         raise CorruptIndexError("index file keeps changing while it is read")
 
     def _pointer_record(self) -> dict[str, Any]:
@@ -280,15 +302,20 @@ class SpaceIndex:
 
     def _open(self, rec: dict[str, Any], db_gen: int, *, writable: bool, verify: bool) -> AnnIndex:
         path = self.folder / rec["file"]
-        size = path.stat().st_size  # FileNotFoundError: see read_file
-        if size != rec.get("bytes"):
-            raise CorruptIndexError(f"index file damaged: {size} bytes, its record says {rec.get('bytes')}")
-        if verify and file_sha256(path) != rec.get("sha256"):
-            raise CorruptIndexError("index file damaged: checksum mismatch (modified)")
+        kind = str(rec["kind"])
+        check_file(path, rec.get("bytes"), rec.get("sha256") if verify else None)
+        if kind == "ondisk":
+            lists = rec.get("lists")
+            if not isinstance(lists, dict) or not isinstance(lists.get("file"), str) or "/" in lists["file"]:
+                raise CorruptIndexError("index file damaged: its record names no lists file")
+            check_file(self.folder / lists["file"], lists.get("bytes"), lists.get("sha256") if verify else None)
         mmap = not writable and int(rec["generation"]) == db_gen  # a file that must catch up is read, not mapped
         try:
-            ann = AnnIndex.read(path, str(rec["kind"]), int(rec["dim"]), mmap=mmap,
-                                trained_n=int(rec.get("trained_n", 0)))
+            if kind == "ondisk":  # always mapped read-only: catching up writes a new lists file
+                ann = ondisk.read_ondisk(path, int(rec["dim"]), trained_n=int(rec.get("trained_n", 0)))
+                ann.ondisk.record = dict(rec["lists"])  # (checked above: a save at a later generation reuses it)
+            else:
+                ann = AnnIndex.read(path, kind, int(rec["dim"]), mmap=mmap, trained_n=int(rec.get("trained_n", 0)))
         except CorruptIndexError as exc:
             raise CorruptIndexError(f"index file damaged: {exc}") from None
         if ann.ntotal != rec.get("ntotal"):
@@ -297,19 +324,40 @@ class SpaceIndex:
         return ann
 
     def save(self) -> None:
-        """Write this generation's file, point at it (the commit), collect older generations."""
+        """Write this generation's file(s), point at them (the commit), collect older generations."""
         assert self.ann is not None
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = generation_file(self.folder, self.name, self.generation, SUFFIX)
-        atomic_write_with(path, self.ann.write)
+        extra: dict[str, Any] = {}
+        if self.ann.kind == "ondisk":
+            path, extra["lists"] = self._save_ondisk()
+        else:
+            path = generation_file(self.folder, self.name, self.generation, SUFFIX)
+            atomic_write_with(path, self.ann.write)
         write_json(self.pointer, {
             "file": path.name, "generation": self.generation, "space_key": self.space_key, "modality": self.modality,
             "kind": self.ann.kind, "dim": self.ann.dim, "ntotal": self.ann.ntotal, "trained_n": self.ann.trained_n,
-            "bytes": path.stat().st_size, "sha256": file_sha256(path),
+            "bytes": path.stat().st_size, "sha256": file_sha256(path), **extra,
             **({"tuning": self.ann.tuned.to_record()} if self.ann.tuned is not None else {}),
         })
-        collect_generations(self.folder, self.name, keep=path.name, suffix=SUFFIX)
+        collect_generations(self.folder, self.name, keep=[path.name, *([extra["lists"]["file"]] if extra else [])],
+                            suffix=SUFFIX)
         self.dirty = False
+
+    def _save_ondisk(self) -> tuple[Path, dict[str, Any]]:
+        """The on-disk index's .faiss and the record of its .ivfdata: moved out of its work folder, or
+        (only its generation or tuning moved) the files it was read from, their checksum not read again."""
+        assert self.ann is not None and self.ann.ondisk is not None
+        lists = self.ann.ondisk
+        if _unsaved(self.ann):
+            ondisk.publish(self.ann, self.folder, atomic_write_with)
+            lists = self.ann.ondisk
+        if lists.record is None:
+            lists.record = {"file": lists.file.name, "bytes": lists.file.stat().st_size, "sha256": file_sha256(lists.file)}
+        return lists.file.with_suffix(SUFFIX), lists.record
+
+    def _stem(self, gen: int) -> str:
+        """A new generation's file name without its suffix (``NAME.gGEN-TAG``)."""
+        return generation_file(self.folder, self.name, gen, "").name
 
     def search(self, queries: np.ndarray, k: int, params: SearchParams | None = None,
                allowed: np.ndarray | None = None):
@@ -342,19 +390,10 @@ def _feeding(blocks: Iterable[tuple[np.ndarray, np.ndarray]], into: Iterable[Top
         yield ids, vecs
 
 
+def _unsaved(ann: AnnIndex) -> bool:
+    """Whether an on-disk index's lists are still in their private work folder (not yet a generation)."""
+    return ann.ondisk is not None and ann.ondisk.work is not None
+
+
 def _stacked(rows: list[np.ndarray]) -> np.ndarray:
     return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
-
-
-def index_ids(ann: AnnIndex) -> np.ndarray:
-    """Every id an index holds (for checking it against the database)."""
-    import faiss
-
-    index = ann.index
-    if hasattr(index, "id_map"):  # IndexIDMap2 over flat or HNSW
-        return faiss.vector_to_array(index.id_map).astype(np.int64)
-    ivf = faiss.extract_index_ivf(index)
-    lists = ivf.invlists
-    parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(ivf.nlist)
-             if lists.list_size(i)]
-    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)

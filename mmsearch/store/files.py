@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from mmsearch.store.safety import io_error
 
@@ -87,17 +87,19 @@ def read_pointer(folder: Path, name: str) -> dict[str, Any]:
     return data
 
 
-def collect_generations(folder: Path, name: str, keep: str | None, suffix: str) -> list[Path]:
-    """Delete the generation files of ``name`` other than ``keep`` (a file name), and the single
-    ``NAME<suffix>`` file of stores made before generations; returns what went.
+def collect_generations(folder: Path, name: str, keep: str | Iterable[str] | None, suffix: str) -> list[Path]:
+    """Delete the generation files of ``name`` other than ``keep`` (a file name, or the names of the
+    current generation's files: an on-disk index has two), and the single ``NAME<suffix>`` file of stores
+    made before generations; returns what went.
 
     A reader that opened an old generation keeps its open file or mapping (POSIX unlink semantics).
     """
+    kept = {keep} if isinstance(keep, str) else set(keep or ())
     gone = []
     for p in [*folder.glob(f"{name}.g*"), folder / f"{name}{suffix}"]:
         if not p.exists():
             continue
-        if p.name != keep and not p.name.startswith("."):
+        if p.name not in kept and not p.name.startswith("."):
             try:
                 p.unlink()
                 gone.append(p)

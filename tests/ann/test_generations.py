@@ -87,7 +87,7 @@ def test_a_reader_that_must_catch_up_reads_a_private_copy(store):
     assert read_record(st.root, space.id, "image")["ntotal"] == 50  # a reader never writes
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "pq"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "pq", "ondisk"])
 def test_rebuilds_stream_from_the_database_in_blocks(store, kind, monkeypatch):
     st, space = store
     _add(st, space, 50, 1150)  # 1,200 vectors: enough for pq

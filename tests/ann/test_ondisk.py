@@ -93,3 +93,18 @@ def test_unreadable_files_are_reported(built, tmp_path, case):
     else:
         with pytest.raises(CorruptIndexError):
             ondisk.read_ondisk(built["index"], DIM + 1)
+
+
+@pytest.mark.parametrize("k,filtered,n,pool", [
+    (10, False, 0, 100),            # today's floor: 10·k, at least 100
+    (10, False, 40_000, 100),       # sqrt growth starts past ~40,000 vectors
+    (10, False, 1_000_000, 500),    # measured at 1M × 512: 200 caps R@10 at 0.943, 500 reaches 0.983
+    (10, True, 1_000_000, 2000),    # four times under a filter
+    (10, False, 10**9, 4000),       # capped: each candidate is a database read
+    (50, False, 1000, 500),
+])
+def test_the_rerank_pool_grows_with_the_index(k, filtered, n, pool):
+    from mmsearch.ann.rerank import pool_size
+
+    assert pool_size(k, filtered, n) == pool
+    assert pool_size(k, filtered, n) <= pool_size(k, filtered, 4 * n + 1)  # never shrinks as the index grows

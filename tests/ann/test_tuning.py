@@ -69,9 +69,9 @@ def held_out_recall(path, kind: str, queries: np.ndarray, **params) -> float:
     return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw", "pq"])
+@pytest.mark.parametrize("kind", ["ivf", "hnsw", "pq", "ondisk"])
 def test_tuned_index_meets_its_target_on_held_out_image_and_text_queries(tmp_path, kind):
-    st, sp = fill(tmp_path / "s", n=N if kind != "pq" else 3000)
+    st, sp = fill(tmp_path / "s", n=N if kind not in ("pq", "ondisk") else 3000)
     IndexSet(st, kind).sync(sp, ["image"], save=True)
     tuned = read_record(st.root, sp.id, "image")["tuning"]
     st.close()
@@ -203,6 +203,8 @@ def test_stats_show_the_tuned_breadth_and_recall_per_query_kind(tmp_path):
     (100_000, 512, 10**9, "ivf"),          # 205 MB of float32 vectors fit 1 GB
     (1_000_000, 512, 10**9, "pq"),         # 2 GB do not: compressed codes, re-ranked from the database
     (1_000_000, 512, 4 * 10**9, "ivf"),
+    (1_000_000, 512, 72 * 10**6, "pq"),      # 64-byte codes + 8-byte ids: 72 MB just fit
+    (1_000_000, 512, 72 * 10**6 - 1, "ondisk"),  # and do not: the lists stay on disk, memory-mapped
 ])
 def test_auto_picks_exact_ivf_or_pq_by_size_and_memory_budget(n, dim, budget, kind):
     assert choose_kind("auto", n, dim, budget) == kind

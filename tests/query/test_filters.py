@@ -216,7 +216,7 @@ def opened(large):
 
 
 PATHS = pytest.mark.parametrize("route", ["exact-subset", "ann-selector"])
-KINDS = pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "pq"])
+KINDS = pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "pq", "ondisk"])
 
 
 @KINDS

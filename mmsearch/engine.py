@@ -369,7 +369,8 @@ class Engine:
         return evaluate_dataset(self, dataset, root=images_root, split=split, fold=fold, prompt=prompt)
 
     def errors(self) -> list[ErrorInfo]:
-        return [ErrorInfo(e.uri, e.reason, e.at) for e in self.store.errors()]
+        specs = {sp.id: sp.spec for sp in self.store.spaces()}
+        return [ErrorInfo(e.uri, e.reason, e.at, specs.get(e.space_id)) for e in self.store.errors()]
 
     def doctor(self, repair: bool = True) -> DoctorReport:
         """Check the store (database, index files vs database, files on disk, lock) and repair what can be.

@@ -220,9 +220,9 @@ def report(out: Console, r: IndexReport, fmt: Format) -> None:
 
 
 def errors(out: Console, items: Iterable[tuple[str, str]] | Sequence[ErrorInfo], fmt: Format, *, limit: int | None = None) -> None:
-    rows = [(e.path, e.reason) if isinstance(e, ErrorInfo) else e for e in items]
+    rows = [(e.path, e.reason, e.space) if isinstance(e, ErrorInfo) else (*e, None) for e in items]
     if fmt in (Format.json, Format.jsonl):
-        data = [{"path": p, "reason": r} for p, r in rows]
+        data = [{"path": p, "reason": r, **({"space": sp} if sp is not None else {})} for p, r, sp in rows]
         if fmt is Format.json:
             print(_dump(data))
         else:
@@ -230,8 +230,9 @@ def errors(out: Console, items: Iterable[tuple[str, str]] | Sequence[ErrorInfo],
                 print(_dump(d))
         return
     shown = rows if limit is None else rows[:limit]
-    for p, r in shown:
-        out.print(styled("[red]skipped[/red] {}: {}", p, r))
+    for p, r, sp in shown:  # a model's space named when the file failed only there (a soundtrack, not the frames)
+        out.print(styled("[red]skipped[/red] {} [dim]({})[/dim]: {}", p, sp, r) if sp is not None
+                  else styled("[red]skipped[/red] {}: {}", p, r))
     if limit is not None and len(rows) > limit:
         out.print(f"… and {len(rows) - limit} more (see `mmsearch errors`)")
 

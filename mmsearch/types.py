@@ -151,9 +151,12 @@ class CachedExport:
 
 @dataclass(frozen=True)
 class ErrorInfo:
+    """A path that could not be indexed: why, when, and in which model's space (None: the file itself)."""
+
     path: str
     reason: str
     at: float
+    space: str | None = None  # the model spec whose space lacks the file
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -938,26 +938,44 @@ def write_video(path: Path, scenes: list[tuple[float, Any]], *, fps: int = 10, s
                   audio_codec="aac", rotate_cw=rotate_cw)
 
 
+#: Revision 0001's ``errors`` table (one record per path), as :func:`make_revision_0001` puts it back.
+_ERRORS_0001 = ("CREATE TABLE errors_0001 (id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, uri TEXT NOT NULL, "
+                "reason TEXT NOT NULL, gen INTEGER NOT NULL, at FLOAT NOT NULL, UNIQUE (uri));"
+                "INSERT INTO errors_0001 (id, uri, reason, gen, at) SELECT MIN(id), uri, reason, gen, at FROM errors "
+                "GROUP BY uri;"
+                "DROP TABLE errors; ALTER TABLE errors_0001 RENAME TO errors;")
+
+
+def make_revision_0001(db: Path) -> None:
+    """Turn a store's SQLite file into one the release of revision 0001 (schema 3) made: one error per path."""
+    _script(db, _ERRORS_0001 + "UPDATE alembic_version SET version_num='0001';"
+                               "UPDATE meta SET value='3' WHERE key='schema_version';")
+
+
+def _script(db: Path, sql: str) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        con.executescript(sql)
+        con.commit()
+    finally:
+        con.close()
+
+
 def make_pre_alembic(db: Path, version: int) -> None:
     """Turn a store's SQLite file into one an older mmsearch made at schema ``version`` (1 to 3): no Alembic
     record, and without what later versions added (3: photo metadata; 2: sounds' columns and segments)."""
-    import sqlite3
-
     from mmsearch.store.migrate import V3_COLUMNS
 
-    steps = ["DROP TABLE alembic_version;"]
+    steps = [_ERRORS_0001, "DROP TABLE alembic_version;"]
     if version < 3:
         steps += [f"ALTER TABLE contents DROP COLUMN {c};" for c, _ in V3_COLUMNS]
     if version < 2:
         steps += ["DROP TABLE segments;"] + [f"ALTER TABLE contents DROP COLUMN {c};"
                                              for c in ("duration", "sample_rate", "channels", "info")]
     steps.append(f"UPDATE meta SET value='{version}' WHERE key='schema_version';")
-    con = sqlite3.connect(db)
-    try:
-        con.executescript("".join(steps))
-        con.commit()
-    finally:
-        con.close()
+    _script(db, "".join(steps))
 
 
 class Postgres:

@@ -223,6 +223,36 @@ def test_bad_videos_are_per_file_errors_and_a_sound_in_a_video_container_is_a_so
     assert again.indexed == 0 and again.unchanged == 3
 
 
+def test_a_video_failing_in_one_space_keeps_that_error_while_the_other_space_indexes_it(tmp_path):
+    """The image model is gone from this machine; the sound model still loads. A new video's soundtrack is
+    indexed, and its frames' failure stays recorded against the image model (not wiped out by the sound
+    space's success) until the model is back and the frames are embedded."""
+    from tests.kit import make_tiny_model
+
+    clip = make_tiny_model(tmp_path / "m" / "clip")
+    folder = tmp_path / "v"
+    _two_videos(folder)
+    spec = f"local-dir:{clip}"
+    with Engine.open(tmp_path / "store", model=[spec, "builtin:tones"], workers=0) as eng:
+        assert eng.index([folder]).ok
+    clip.rename(tmp_path / "m" / "away")
+    write_video(folder / "c.mp4", [Shot("cross", "pink", 2.0)], cues=[Cue("sweep-up", 0.0, 2.0)], size=(64, 48))
+    for _ in range(2):  # the record is the same after the next run too
+        with Engine.open(tmp_path / "store", workers=0) as eng:
+            report = eng.index([folder])
+            (err,) = eng.errors()
+            heard = eng.search("a rising whistle", type="video", space="builtin:tones")
+        assert [Path(p).name for p, _ in report.errors] == ["c.mp4"]
+        assert Path(err.path).name == "c.mp4" and err.space == spec and "not embedded" in err.reason
+        assert "c.mp4" in {Path(h.path).name for h in heard}  # its soundtrack is searchable meanwhile
+    shown = cli("errors", "--store", str(tmp_path / "store"), "--json")
+    assert shown.exit_code == 0 and json.loads(shown.stdout) == [{"path": err.path, "reason": err.reason, "space": spec}]
+    (tmp_path / "m" / "away").rename(clip)
+    with Engine.open(tmp_path / "store", workers=0) as eng:
+        back = eng.index([folder])
+        assert back.ok and back.indexed == 1 and eng.errors() == []
+
+
 def _index_in_child(store: Path, folder: Path, query: str) -> tuple[list[str], int]:
     """Index ``folder`` and run one video query in a fresh process, decoding in it too (no workers, so its
     peak RSS is the whole run's): (its printed line, peak RSS in KiB)."""

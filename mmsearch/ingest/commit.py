@@ -39,7 +39,7 @@ class Committed:
 def commit(store: Store, encoder: Encoder | None, space: Space | None, items: Sequence[Loaded], *, kind: str = "file",
            errors: Sequence[tuple[str, str]] = (), partial: Partial | None = None,
            vectors: Mapping[str, np.ndarray] | None = None, segments: Segments | None = None,
-           counted: Collection[str] | None = None) -> Committed:
+           counted: Collection[str] | None = None, error_space: int = 0) -> Committed:
     """Embed the items whose content has no vector in ``space``, then write the batch in one transaction.
 
     ``vectors``: sha256 → vector already embedded for some items (streamed ingest), with ``segments``
@@ -49,13 +49,13 @@ def commit(store: Store, encoder: Encoder | None, space: Space | None, items: Se
     a text embedded into a second space is not a second file).
 
     ``kind``: what the items' paths are (``file`` paths or ``text`` uris). Items with an error, and
-    ``errors``, are recorded as errors (paths stored as printable text: a non-UTF-8 name cannot be a
-    database string).
+    ``errors``, are recorded as errors of ``space`` (paths stored as printable text: a non-UTF-8 name
+    cannot be a database string); with no space, of ``error_space`` (0: about the file itself).
     """
     ok = [x for x in items if x.error is None]
     errors = [(display(p), r) for p, r in errors] + [(display(x.path), x.error) for x in items if x.error is not None]
     if space is None:  # errors only
-        res = store.apply([], None, errors=errors)
+        res = store.apply([], None, errors=errors, error_space=error_space)
         return Committed(res.generation, (), tuple(p for p, _ in errors), errors)
     known = store.contents_by_sha([x.sha256 for x in ok], space.id)
     previous = store.lookup_sources([x.path for x in ok])

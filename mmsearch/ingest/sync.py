@@ -144,6 +144,8 @@ def sync_paths(store: Store, targets: Sequence[Target], paths: Sequence[str | os
             run.flush(None, [], p.walk_errors)
         for target in targets:
             run.target(target)
+        if run.later:
+            run.flush(None, [], run.later)
         gone = vanished(store, p, {path for path, _ in report.errors}) + gone_uris(store, deleted)
         report.notices += [f"{root} is empty now: its {n} entries are kept (an unmounted disk or share?); "
                            f"`mmsearch remove {root}` forgets them" for root, n in p.kept]
@@ -171,16 +173,20 @@ class _Run:
         self.total = sum(1 for t in targets for c in candidates if c.modality in t.counted)
         self.done = 0
         self.failed: set[str] = set()
+        #: files a model with no space yet could not embed: recorded after every space has had its turn, so a
+        #: success in another space (which supersedes errors about the file itself) does not wipe them out
+        self.later: list[tuple[str, str]] = []
         self.tell(0, self.total)
 
     def flush(self, target: Target | None, items: list[Loaded], errors: Sequence[tuple[str, str]] = (),
-              vectors: dict[str, np.ndarray] | None = None, segments: Segments | None = None) -> None:
-        """Commit one batch into ``target``'s space (None: only ``errors`` to record)."""
+              vectors: dict[str, np.ndarray] | None = None, segments: Segments | None = None,
+              error_space: int = 0) -> None:
+        """Commit one batch into ``target``'s space (None: only ``errors`` to record, in ``error_space``)."""
         counted = target.counted if target is not None else ()
         mine = sum(x.modality in counted for x in items)
         start = self.done
         if target is None:
-            res = commit(self.store, None, None, [], errors=errors)
+            res = commit(self.store, None, None, [], errors=errors, error_space=error_space)
         else:
             res = commit(self.store, target.encoder, target.space, items, errors=errors, vectors=vectors,
                          segments=segments, counted=counted,
@@ -232,8 +238,10 @@ class _Run:
             return True
         except ModelError as exc:
             needed = [x for x in items if x.modality not in target.optional]
-            if needed:
-                self.flush(None, [], [(x.path, f"not embedded: {exc}") for x in needed])
+            failed = [(x.path, f"not embedded: {exc}") for x in needed]
+            if failed and target.space is not None:
+                self.flush(None, [], failed, error_space=target.space.id)
+            self.later += failed if target.space is None else []
             note = f"model {target.spec} could not load, so its space was not updated: {exc}"
             if note not in self.report.notices:
                 self.report.notices.append(note)

@@ -24,7 +24,7 @@ from mmsearch.store.schema import SCHEMA_VERSION, Meta
 
 SCRIPTS = Path(__file__).resolve().parent / "migrations"
 #: Every revision, oldest first (a test checks this against the scripts); the last is the one a store opens at.
-REVISIONS = ("0001",)
+REVISIONS = ("0001", "0002")
 HEAD = REVISIONS[-1]
 #: Key of the PostgreSQL advisory lock a migration holds (and :mod:`mmsearch.store.lock`'s writer lock + 1).
 MIGRATION_LOCK = 0x6D6D_7300

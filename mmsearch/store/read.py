@@ -132,7 +132,7 @@ class Reads:
     def error_uris_under(self, root: str) -> list[str]:
         """Paths with a recorded error equal to ``root`` or below it."""
         with self.db.read() as s:
-            return list(s.scalars(select(ErrorRecord.uri).where(under_clause(ErrorRecord.uri, root))))
+            return list(s.scalars(select(ErrorRecord.uri).distinct().where(under_clause(ErrorRecord.uri, root))))
 
     def file_uris(self) -> list[str]:
         with self.db.read() as s:
@@ -140,7 +140,7 @@ class Reads:
 
     def error_uris(self) -> list[str]:
         with self.db.read() as s:
-            return list(s.scalars(select(ErrorRecord.uri)))
+            return list(s.scalars(select(ErrorRecord.uri).distinct()))
 
     # ---- vectors: what indexes are built from ----------------------------------------------------
     def filtered_ids(self, conds: Sequence["Cond"], space_id: int, modality: str) -> np.ndarray:
@@ -317,7 +317,7 @@ class Reads:
 
     def errors(self) -> list[ErrorRecord]:
         with self.db.read() as s:
-            return list(s.scalars(select(ErrorRecord).order_by(ErrorRecord.uri)))
+            return list(s.scalars(select(ErrorRecord).order_by(ErrorRecord.uri, ErrorRecord.space_id)))
 
     def stats(self) -> dict:
         with self.db.read() as s:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 3  # 2: sounds (duration, rate, channels, info on contents; segments); 3: photo metadata (EXIF)
+SCHEMA_VERSION = 4  # 2: sounds (duration, rate, channels, info on contents; segments); 3: photo metadata (EXIF);
+# 4 (revision 0002): errors recorded per (path, space)
 # (Schema changes after 3 are Alembic revisions, mmsearch/store/migrations; each bumps SCHEMA_VERSION, which a
 # release before Alembic reads from ``meta`` to refuse a store newer than it.)
 
@@ -151,12 +152,18 @@ class Tombstone(Base):
 
 
 class ErrorRecord(Base):
-    """The last problem seen with one path (cleared when the path later indexes fine)."""
+    """The last problem seen with one path in one space (cleared when the path later indexes fine there).
+
+    ``space_id`` 0: a problem with the file itself, found before any space (a folder that cannot be read),
+    or for a model whose space does not exist yet; a success in any space clears it. Otherwise the space
+    whose model could not embed the file: a video whose frames index but whose soundtrack fails keeps
+    that error while its image vectors are written (revision 0002)."""
 
     __tablename__ = "errors"
-    __table_args__ = (UniqueConstraint("uri"), {"sqlite_autoincrement": True})
+    __table_args__ = (UniqueConstraint("uri", "space_id", name="uq_errors_uri_space"), {"sqlite_autoincrement": True})
     id: Mapped[int] = mapped_column(primary_key=True)
     uri: Mapped[str] = mapped_column(Text)
+    space_id: Mapped[int] = mapped_column(default=0, server_default="0")
     reason: Mapped[str] = mapped_column(Text)
     gen: Mapped[int]
     at: Mapped[float]

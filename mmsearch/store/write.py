@@ -116,8 +116,12 @@ class Writes:
         return space
 
     def apply(self, upserts: Sequence[Upsert], space_id: int | None, *, errors: Sequence[tuple[str, str]] = (),
-              remove_uris: Sequence[str] = ()) -> ApplyResult:
-        """Write one batch in one transaction: contents, vectors, sources, errors, removals."""
+              remove_uris: Sequence[str] = (), error_space: int | None = None) -> ApplyResult:
+        """Write one batch in one transaction: contents, vectors, sources, errors, removals.
+
+        ``errors`` are recorded in ``error_space`` (default: ``space_id``; 0 or None: about the file itself).
+        A path written into a space, or failing there, supersedes its errors there and those about the file;
+        removing a path clears all of its errors."""
         result = ApplyResult()
         with self.db.write() as (s, gen):
             result.generation = gen
@@ -132,10 +136,15 @@ class Writes:
                 result.removed_contents += gc_contents(s, removed, gen)
             if errors:
                 now = time.time()
+                where = (error_space if error_space is not None else space_id) or 0
+                if where:  # what a space's model found now supersedes an older word about the file itself
+                    for part in chunks([uri for uri, _ in errors]):
+                        s.execute(delete(ErrorRecord).where(ErrorRecord.uri.in_(part), ErrorRecord.space_id == 0))
                 stmt = insert_for(s, ErrorRecord)
-                s.execute(stmt.on_conflict_do_update(index_elements=["uri"],
+                s.execute(stmt.on_conflict_do_update(index_elements=["uri", "space_id"],
                                                      set_={"reason": stmt.excluded.reason, "gen": gen, "at": now}),
-                          [{"uri": uri, "reason": reason, "gen": gen, "at": now} for uri, reason in errors])
+                          [{"uri": uri, "space_id": where, "reason": reason, "gen": gen, "at": now}
+                           for uri, reason in dict(errors).items()])
         return result
 
     def set_meta(self, key: str, value: str) -> None:
@@ -265,7 +274,7 @@ def _upsert(s: Session, upserts: Sequence[Upsert], space_id: int | None, gen: in
         stmt = insert_for(s, Source)
         s.execute(stmt.on_conflict_do_update(index_elements=["uri"], set_={k: stmt.excluded[k] for k in changing}),
                   src_rows)
-    for part in chunks(uris):
-        s.execute(delete(ErrorRecord).where(ErrorRecord.uri.in_(part)))
+    for part in chunks(uris):  # written into this space: its errors here, and those about the file, are past
+        s.execute(delete(ErrorRecord).where(ErrorRecord.uri.in_(part), ErrorRecord.space_id.in_((space_id or 0, 0))))
     new_cid = {u.uri: ids[u.sha256] for u in upserts}
     result.removed_contents += gc_contents(s, {cid for uri, cid in old.items() if cid != new_cid[uri]}, gen)

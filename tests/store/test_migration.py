@@ -10,7 +10,7 @@ import pytest
 from mmsearch import Engine
 from mmsearch.errors import StoreError
 from mmsearch.store.migrate import V3_COLUMNS
-from tests.kit import make_pre_alembic, unit, write_exif_jpeg, write_images
+from tests.kit import make_pre_alembic, make_revision_0001, unit, write_exif_jpeg, write_images
 
 
 def _schema(db) -> tuple[str, set[str]]:
@@ -35,7 +35,7 @@ def test_a_schema_2_store_upgrades_and_the_next_index_backfills_exif(tmp_path, t
     assert _schema(db)[0] == "2"
 
     with Engine.open(store, model=tiny_model, workers=0) as eng:  # migrated on open
-        assert _schema(db) == ("3", _schema(db)[1]) and {c for c, _ in V3_COLUMNS} <= _schema(db)[1]
+        assert _schema(db) == ("4", _schema(db)[1]) and {c for c, _ in V3_COLUMNS} <= _schema(db)[1]
         hits = eng.search(vector=unit(32), k=10)
         assert len(hits) == 4 and all(h.camera is None and h.taken_at is None for h in hits)  # not read yet
         assert eng.search(vector=unit(32), where=["make~canon"]) == []
@@ -66,11 +66,11 @@ def test_backfill_reads_only_the_folders_indexed(tmp_path, tiny_model):
         assert sorted(h.camera for h in eng.search(vector=unit(32), where=["camera"])) == ["Canon", "Nikon"]
 
 
-def test_a_new_store_is_schema_3(tmp_path, tiny_model):
+def test_a_new_store_is_schema_4(tmp_path, tiny_model):
     with Engine.open(tmp_path / "store", model=tiny_model) as eng:
         eng.stats()
     version, columns = _schema(tmp_path / "store" / "mmsearch.sqlite3")
-    assert version == "3" and {c for c, _ in V3_COLUMNS} <= columns
+    assert version == "4" and {c for c, _ in V3_COLUMNS} <= columns
 
 
 # ---- Alembic: one chain of revisions for SQLite and PostgreSQL --------------------------------------------
@@ -103,22 +103,29 @@ def test_the_revisions_listed_are_the_scripts():
     assert scripts.get_current_head() == migrate.HEAD
 
 
-@pytest.mark.parametrize("old", [None, 1, 2, 3])
+@pytest.mark.parametrize("old", [None, 1, 2, 3, "0001"])
 def test_every_sqlite_store_migrates_to_exactly_the_models(tmp_path, tiny_model, old):
     data = tmp_path / "data"
     write_images(data, 3)
+    (data / "broken.png").write_bytes(b"not a png")
     store = tmp_path / "store"
     with Engine.open(store, model=tiny_model, workers=0) as eng:
         eng.index([data])
         before = [(h.path, round(h.score, 4)) for h in eng.search(vector=unit(32), k=5)]
+        errors = [(e.path, e.reason) for e in eng.errors()]
+    assert [p for p, _ in errors] == [str(data / "broken.png")]
     db = store / "mmsearch.sqlite3"
-    if old is not None:  # as the release before Alembic (schema 3), or older ones, made it
+    if old == "0001":  # as the first Alembic release made it
+        make_revision_0001(db)
+    elif old is not None:  # as the release before Alembic (schema 3), or older ones, made it
         make_pre_alembic(db, old)
     with Engine.open(store, model=tiny_model, workers=0) as eng:
         assert [(h.path, round(h.score, 4)) for h in eng.search(vector=unit(32), k=5)] == before
+        assert [(e.path, e.reason) for e in eng.errors()] == errors  # recorded errors kept
         assert eng.index([data]).indexed == 0  # nothing embedded again
+        assert [(e.path, e.reason) for e in eng.errors()] == errors  # and recorded once, not once per schema
     con = sqlite3.connect(db)
-    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
     con.close()
     assert _differences(f"sqlite:///{db}") == []
 
@@ -136,5 +143,39 @@ def test_a_store_of_an_unknown_revision_is_refused_before_anything_is_written(tm
     con.execute("UPDATE alembic_version SET version_num = '9999'")
     con.commit()
     con.close()
-    with pytest.raises(StoreError, match="revision 9999, this mmsearch knows up to 0001"):
+    with pytest.raises(StoreError, match="revision 9999, this mmsearch knows up to 0002"):
         Engine.open(tmp_path / "store")
+
+
+def test_a_postgres_store_of_revision_0001_upgrades_keeping_its_errors(tmp_path, tiny_model, postgres_url):
+    from sqlalchemy import create_engine, text
+
+    data = tmp_path / "data"
+    write_images(data, 2)
+    (data / "broken.png").write_bytes(b"not a png")
+    with Engine.open(tmp_path / "pg", model=tiny_model, workers=0, db=postgres_url) as eng:
+        eng.index([data])
+        errors = [(e.path, e.reason) for e in eng.errors()]
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:  # the errors table as revision 0001 made it: one record per path
+        conn.execute(text("ALTER TABLE errors DROP CONSTRAINT uq_errors_uri_space"))
+        conn.execute(text("ALTER TABLE errors DROP COLUMN space_id"))
+        conn.execute(text("ALTER TABLE errors ADD CONSTRAINT errors_uri_key UNIQUE (uri)"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+        conn.execute(text("UPDATE meta SET value = '3' WHERE key = 'schema_version'"))
+    engine.dispose()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "broken.gif").write_bytes(b"nor a gif")
+    with Engine.open(tmp_path / "pg", model=tiny_model, workers=0, db=postgres_url) as eng:
+        assert [(e.path, e.reason) for e in eng.errors()] == errors
+        r = eng.index([other])  # a new record beside the copied ones: the id sequence moved past them
+        assert [p for p, _ in r.errors] == [str(other / "broken.gif")]
+        assert sorted(e.path for e in eng.errors()) == sorted([str(data / "broken.png"), str(other / "broken.gif")])
+    assert _differences(postgres_url) == []
+    engine = create_engine(postgres_url)
+    with engine.connect() as conn:  # named as in a new database, for the revisions to come
+        assert conn.execute(text("SELECT pg_get_serial_sequence('errors', 'id')")).scalar_one() == "public.errors_id_seq"
+        assert conn.execute(text("SELECT conname FROM pg_constraint WHERE conrelid = 'errors'::regclass "
+                                 "AND contype = 'p'")).scalar_one() == "errors_pkey"
+    engine.dispose()

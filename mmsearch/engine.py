@@ -298,7 +298,9 @@ class Engine:
             from mmsearch.query import dups
 
             threshold = dups.DEFAULT_THRESHOLD if collapse_dups is True else collapse_dups
-            hits = dups.collapsed(top, self._vectors_of, query.k, threshold)
+            videos = dups.space_for(self._spaces_now(), "video", preferred=self.models())
+            hits = dups.collapsed(top, self._vectors_of, query.k, threshold,
+                                  video_space=videos.spec if videos is not None else None)
         self.notices = skipped + self.notices
         return hits
 

@@ -380,6 +380,30 @@ def test_a_video_and_its_re_encode_are_near_duplicates(tmp_path):
     assert clusters[0].keep.endswith("clip.mp4") and clusters[0].space == "builtin:shapes"  # more pixels; by frames
 
 
+def test_collapsing_duplicates_compares_videos_by_their_frames_whatever_found_them(tmp_path):
+    """A sound query finds videos by their soundtracks alone. Two different videos with one soundtrack both
+    stay (heard alike is not the same video); a re-encode folds into its original."""
+    from mmsearch.world.videos import SAMPLE_RATE, soundtrack
+
+    folder = tmp_path / "v"
+    folder.mkdir()
+    whistle = [Cue("sweep-up", 0.5, 2.5)]
+    write_video(folder / "beach.mp4", [Shot("circle", "red", 3.0)], cues=whistle, size=(128, 96))
+    write_video(folder / "beach-small.webm", [Shot("circle", "red", 3.0)], cues=whistle, size=(64, 48))
+    write_video(folder / "city.mp4", [Shot("star", "yellow", 3.0)], cues=whistle, size=(128, 96))
+    query = write_sound(tmp_path / "whistle.wav", soundtrack(whistle, 3.0), SAMPLE_RATE)
+    with Engine.open(tmp_path / "store", model=MODELS, workers=0) as eng:
+        assert eng.index([folder]).ok
+        plain = eng.search(audio=query, type="video", k=3)
+        folded = eng.search(audio=query, type="video", k=3, collapse_dups=0.9)
+    assert {Path(h.path).name for h in plain} == {"beach.mp4", "beach-small.webm", "city.mp4"}
+    assert all(h.moments[0].evidence == "heard" for h in plain)
+    names = {Path(h.path).name: h for h in folded}
+    assert "city.mp4" in names and len(folded) == 2, [h.path for h in folded]
+    kept = next(h for n, h in names.items() if n.startswith("beach"))
+    assert [Path(p).name for p in kept.duplicates] == [n for n in ("beach.mp4", "beach-small.webm") if n not in names]
+
+
 def test_a_video_row_holds_what_each_space_read_of_it(sample_store):
     """The image space writes a video's row first; its soundtrack's rate and channels come from the sound space."""
     from mmsearch.store.store import Store

@@ -269,20 +269,27 @@ def _rank(m: DupMember) -> tuple:
 
 # ---- at query time ---------------------------------------------------------------------------------
 def fold(hits: Sequence[Hit], vectors: Callable[[str, list[int]], dict[int, np.ndarray]],
-         threshold: float) -> list[Hit]:
+         threshold: float, *, video_space: str | None = None) -> list[Hit]:
     """Hits with each one within ``threshold`` of a higher-ranked kept hit (same space and kind) folded into
-    that one (its paths added to the kept hit's ``duplicates``); ranks renumbered."""
+    that one (its paths added to the kept hit's ``duplicates``); ranks renumbered.
+
+    Videos are compared in ``video_space`` (the model :func:`space_for` compares videos in: by their frames)
+    whichever evidence found them: two videos heard alike (the same music, silence) are not the same video,
+    and a re-encode found by its soundtrack folds into the original found by its frames."""
+    def where(h: Hit) -> str:
+        return video_space if h.modality == "video" and video_space else h.space
+
     by_space: dict[str, dict[int, np.ndarray]] = {}
-    for spec in {h.space for h in hits}:
-        by_space[spec] = vectors(spec, [h.id for h in hits if h.space == spec])
+    for spec in {where(h) for h in hits}:
+        by_space[spec] = vectors(spec, [h.id for h in hits if where(h) == spec])
     kept: list[Hit] = []
     for h in hits:
-        v = by_space[h.space].get(h.id)
+        v = by_space[where(h)].get(h.id)
         home = None
         if v is not None:
             for i, other in enumerate(kept):
-                w = by_space[other.space].get(other.id)
-                if other.space == h.space and other.modality == h.modality and w is not None and v @ w >= threshold:
+                w = by_space[where(other)].get(other.id)
+                if where(other) == where(h) and other.modality == h.modality and w is not None and v @ w >= threshold:
                     home = i
                     break
         if home is None:
@@ -293,14 +300,14 @@ def fold(hits: Sequence[Hit], vectors: Callable[[str, list[int]], dict[int, np.n
 
 
 def collapsed(search: Callable[[int], list[Hit]], vectors: Callable[[str, list[int]], dict[int, np.ndarray]],
-              k: int, threshold: float) -> list[Hit]:
+              k: int, threshold: float, *, video_space: str | None = None) -> list[Hit]:
     """``k`` distinct hits: ``search(n)`` (the top ``n``) fetched with room for folding, again with more while
     folding left fewer than ``k`` and the search returned all it was asked for."""
     threshold = check_threshold(threshold)
     n = 2 * k
     while True:
         hits = search(n)
-        kept = fold(hits, vectors, threshold)
+        kept = fold(hits, vectors, threshold, video_space=video_space)
         if len(kept) >= k or len(hits) < n:
             return kept[:k]
         n *= 4

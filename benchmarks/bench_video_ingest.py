@@ -82,6 +82,7 @@ def make_video(path: Path, seconds: int, gop_s: float, content: str, size=(1920,
     if path.exists():
         return path
     w, h = size
+    path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)
     pan = 8 if content == "scenes" else 0
     margin = pan * int(scene_s * fps) + 1

@@ -173,6 +173,24 @@ def test_moved_videos_cost_nothing_removed_ones_leave_no_moment_changed_ones_are
     assert report.ok, report.problems
 
 
+def test_a_lone_video_embedded_while_it_decodes_equals_one_decoded_by_the_workers(tmp_path):
+    """One video is decoded in the indexing process with its frames embedded as they come; two go to a
+    decode worker and are embedded whole: the same moments and scores either way."""
+    alone, pair = tmp_path / "alone", tmp_path / "pair"
+    _two_videos(pair)
+    alone.mkdir()
+    shutil.copy(pair / "a.mp4", alone / "a.mp4")
+    found = []
+    for folder, workers in ((alone, 0), (pair, 1)):
+        with Engine.open(tmp_path / f"store-{folder.name}", model=MODELS, workers=workers) as eng:
+            assert eng.index([folder]).indexed == len(list(folder.iterdir()))
+            hit = next(h for h in eng.search("a blue square", type="video", k=2) if h.path.endswith("a.mp4"))
+            found.append((hit.moments, hit.score))
+    (m1, s1), (m2, s2) = found
+    assert [(m.start, m.end, m.peak, m.evidence) for m in m1] == [(m.start, m.end, m.peak, m.evidence) for m in m2]
+    assert s1 == pytest.approx(s2, abs=1e-4)  # the raw cosine (calibration differs: one store holds more)
+
+
 def test_a_silent_video_is_settled_in_the_sound_space_without_a_vector(tmp_path):
     folder = tmp_path / "v"
     folder.mkdir()

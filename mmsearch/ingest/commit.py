@@ -163,9 +163,48 @@ def _pooled(part: Sequence[Loaded], rows_of: Callable[[Loaded], np.ndarray], run
     for x, parts in zip(part, got):
         mine = np.concatenate(parts)
         segments[x.sha256] = (list(x.spans or []), mine)
-        mean = mine.mean(axis=0)
-        out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+        out.append(_unit_mean(mine))
     return np.stack(out)
+
+
+def _unit_mean(rows: np.ndarray) -> np.ndarray:
+    mean = rows.mean(axis=0)
+    return mean / max(float(np.linalg.norm(mean)), 1e-12)
+
+
+class WhileDecoding:
+    """A sink for one video decoded in this process (:func:`mmsearch.ingest.video.load_video`): its frames
+    are embedded on a thread as they come, while the rest decode (the encoders' runtimes, ONNX Runtime and
+    torch, release the GIL), so a lone video's decode and model overlap instead of taking turns.
+    :meth:`result` gives what :func:`embed` would: the video's vector and its frames as segments."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.encoder, self.recipe = encoder, encoder.image_recipe()
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="mmsearch-frames")
+        self.parts: list = []
+
+    def __call__(self, rows: np.ndarray) -> None:
+        self.parts.append(self.pool.submit(self._embed, rows))
+
+    def _embed(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.encoder.embed_image_batch(_image_input(list(rows), self.recipe)), np.float32)
+
+    def result(self, x: Loaded) -> tuple[dict[str, np.ndarray], Segments]:
+        """({sha256: vector}, {sha256: segments}) of ``x`` once its frames are embedded (nothing when it failed)."""
+        try:
+            rows = [f.result() for f in self.parts]
+        finally:
+            self.close()
+        if x.error is not None or not rows:
+            return {}, {}
+        mine = np.concatenate(rows)
+        return {x.sha256: _unit_mean(mine)}, {x.sha256: (list(x.spans or []), mine)}
+
+    def close(self) -> None:
+        """Stop: steps not started are dropped (an interrupted or failed decode)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _image_input(pixels: list, recipe: dict) -> object:

@@ -280,13 +280,15 @@ def decode_text(data: bytes, limit: int = MAX_TEXT_BYTES) -> str:
 
 # ---- worker entry point ----------------------------------------------------------------------------
 def load(
-    path: str, modality: str, recipe: dict[str, Any] | None, limits: dict[str, int] | None = None, decode: bool = True
+    path: str, modality: str, recipe: dict[str, Any] | None, limits: dict[str, int] | None = None, decode: bool = True,
+    sink: Callable[[np.ndarray], None] | None = None,
 ) -> Loaded:
     """Read and hash one file; with ``decode``, also decode it (and prepare the model input when
     ``recipe`` is given: an image's ``uint8`` crop, :func:`mmsearch.ingest.pixels.prepare`; a sound's
     log-mel windows, :func:`mmsearch.ingest.audio.windows`, from a recipe of kind ``"clap"``).
 
-    A video: :func:`mmsearch.ingest.video.load_video` (hashed as a stream, ``max_video_bytes``).
+    A video: :func:`mmsearch.ingest.video.load_video` (hashed as a stream, ``max_video_bytes``; its frames
+    handed to ``sink`` as they decode when one is given).
     A sound is hashed as a stream (``limits["max_audio_bytes"]``, default 8 GiB) and, with a recipe,
     its first ``limits["max_audio_seconds"]`` (default 600) are decoded at the recipe's rate; without
     a recipe only its duration, sample rate and channels are filled (a short probe decode)."""
@@ -306,7 +308,7 @@ def load(
             if decode and modality == "audio":
                 _load_audio(out, recipe, limits)
             elif decode:
-                _load_video(out, recipe, limits)
+                _load_video(out, recipe, limits, sink)
             return out
         max_bytes = limits.get("max_text_bytes", MAX_TEXT_BYTES) if modality == "text" else limits.get("max_file_bytes", MAX_FILE_BYTES)
         data, st = read_file(path, max_bytes)
@@ -332,11 +334,12 @@ def load(
     return out
 
 
-def _load_video(out: Loaded, recipe: dict[str, Any] | None, limits: dict[str, Any]) -> None:
+def _load_video(out: Loaded, recipe: dict[str, Any] | None, limits: dict[str, Any],
+                sink: Callable[[np.ndarray], None] | None = None) -> None:
     from mmsearch.ingest.video import load_video
 
     try:
-        load_video(out, recipe, limits)
+        load_video(out, recipe, limits, sink)
     except (BadInput, MemoryError):
         raise
     except Exception as exc:  # a demuxer or decoder failing in a way not foreseen: this file, not the run

@@ -17,7 +17,7 @@ import numpy as np
 from mmsearch.encoders.base import Encoder
 from mmsearch.encoders.registry import Portable, portable
 from mmsearch.errors import IndexInterrupted, ModelError
-from mmsearch.ingest.commit import Segments, commit, embed
+from mmsearch.ingest.commit import Segments, WhileDecoding, commit, embed
 from mmsearch.ingest.decode import Loaded
 from mmsearch.ingest.discover import Candidate, check_roots, display
 from mmsearch.ingest.pipeline import INLINE_BELOW, DecodePool
@@ -256,6 +256,12 @@ class _Run:
         if self.ray is not None:
             return self._on_ray(target, [(c.path, c.modality, recipes[c.modality], self.limits) for c in fresh],
                                 chunk, part or int(getattr(encoder, "batch_size", 64) or 64), ahead)
+        videos = [c for c in fresh if c.modality == "video"]
+        if videos and _tower(encoder.space.modalities) == "image" and (len(videos) < 2 or self.workers == 0):
+            self._while_decoding(target, videos, recipes["video"])  # decoded here: overlap within each video
+            fresh = [c for c in fresh if c.modality != "video"]
+            if not fresh:
+                return None
         tensors, fresh = self._tensor_path(encoder, recipes, fresh)
         # a video decodes for seconds: two are enough for the workers to decode one while the model embeds another
         with DecodePool(self.workers, len(fresh), inline_below=2 if "video" in recipes else INLINE_BELOW) as pool:
@@ -269,6 +275,21 @@ class _Run:
                 self.flush(target, chunk_items, vectors=vectors, segments=segments)
                 if tensors is not None:  # counted once committed, as the rest of the report
                     self.report.gpu_decoded += sum(x.path in tensors[2] for x in chunk_items if x.error is None)
+
+    def _while_decoding(self, target: Target, videos: list[Candidate], recipe: dict | None) -> None:
+        """Videos decoded in this process (one alone, or ``workers=0``), each committed as it is done: its
+        frames embedded on a thread as they decode (:class:`~mmsearch.ingest.commit.WhileDecoding`)."""
+        from mmsearch.ingest.decode import load
+
+        for c in videos:
+            sink = WhileDecoding(target.encoder)
+            try:
+                x = load(c.path, c.modality, recipe, self.limits, sink=sink)
+            except BaseException:
+                sink.close()
+                raise
+            vectors, segments = sink.result(x)
+            self.flush(target, [x], vectors=vectors, segments=segments)
 
     def _on_ray(self, target: Target, tasks: list[tuple], chunk: int, step: int, ahead: int) -> None:
         """Decode as Ray tasks and embed on Ray actors (the tensor path is local-only); commit here."""

@@ -39,7 +39,7 @@ import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -52,6 +52,8 @@ VIDEO_EXTENSIONS = frozenset("." + e for e in "mp4 m4v mov qt mkv webm avi wmv a
 MAX_SOUNDTRACK_SECONDS = 7200.0  # a soundtrack is embedded up to two hours (bounded cost, as for sounds)
 EVERY = 1.0  # seconds between sampled frames, by default
 MAX_FRAMES = 600  # per video: a longer video is sampled more sparsely (bounded memory and time)
+#: Frames handed to a ``sink`` at a time (:func:`load_video`): one model step of a CPU image tower.
+SINK_ROWS = 16
 SAME_SHOT = 3.0  # mean |Δ| of 16×16 colour thumbnails (0-255) below which a frame repeats the last kept one
 _PROBE_PACKETS = 300  # packets demuxed (not decoded) to learn how far apart keyframes are
 _MAX_DECODE_ERRORS = 50
@@ -116,12 +118,16 @@ def spans(times: list[float], duration: float) -> list[tuple[float, float]]:
     return [(t, max(e, t)) for t, e in zip(times, ends)]
 
 
-def load_video(out: Loaded, recipe: dict[str, Any] | None, limits: dict[str, Any]) -> None:
+def load_video(out: Loaded, recipe: dict[str, Any] | None, limits: dict[str, Any],
+               sink: Callable[[np.ndarray], None] | None = None) -> None:
     """Fill a hashed video's fields in a decode worker: what it is (size, duration, codec, date and place
     from the container), and the input of the space's tower its ``recipe`` names: the sampled frames'
     crops (``pixels``, ``(n, H, W, 3)`` uint8, with their ``spans``) for an image model, the soundtrack's
     log-mel ``windows`` for a sound model (none when it is silent: ``info["video"]["audio"]`` says so).
-    A file with no video stream becomes a sound (``modality`` "audio"). Problems are :class:`BadInput`."""
+    A file with no video stream becomes a sound (``modality`` "audio"). Problems are :class:`BadInput`.
+
+    ``sink`` (decoding in the indexing process): the frames' crops are handed to it in steps of
+    :data:`SINK_ROWS` as they decode, so the model embeds them meanwhile, and are not kept in ``pixels``."""
     from mmsearch.ingest.audio import decode_windows, probe_audio
 
     try:
@@ -152,13 +158,23 @@ def load_video(out: Loaded, recipe: dict[str, Any] | None, limits: dict[str, Any
         return
     _, sampled = frames(out.path, recipe, every=float(limits.get("video_every", EVERY)),
                         max_frames=min(int(limits.get("max_video_frames", MAX_FRAMES)), MOMENT_SLOTS))
-    kept = list(sampled)
-    if not kept:
+    times, held = [], []
+    for f in sampled:
+        times.append(f.time)
+        held.append(f.pixels)
+        if sink is not None and len(held) >= SINK_ROWS:
+            sink(np.stack(held))
+            held = []
+    if not times:
         raise BadInput("no frame could be decoded (truncated or corrupt video)")
-    out.pixels = np.stack([f.pixels for f in kept])
+    if sink is not None:
+        if held:
+            sink(np.stack(held))
+    else:
+        out.pixels = np.stack(held)
     # a container that does not say how long it is (a live recording): as long as its frames reach
-    out.duration = info.duration or kept[-1].time + float(limits.get("video_every", EVERY))
-    out.spans = spans([f.time for f in kept], out.duration)
+    out.duration = info.duration or times[-1] + float(limits.get("video_every", EVERY))
+    out.spans = spans(times, out.duration)
 
 
 def _slot_seconds(recipe: dict[str, Any]) -> float:

@@ -134,3 +134,20 @@ def test_bad_files_are_clear_errors_or_keep_what_came_before(tmp_path, damage):
     else:
         with pytest.raises(BadInput):
             sampled(path)
+
+
+def test_a_sink_gets_the_frames_in_steps_as_they_decode(tmp_path):
+    """Decoding in the indexing process, the frames go to a sink (the model) step by step as they decode;
+    together they are the frames the whole-video path keeps."""
+    from mmsearch.ingest.decode import load
+    from mmsearch.ingest.video import SINK_ROWS
+
+    scenes = [(1.0, (i * 9 % 256, 255 - i * 7 % 256, i * 13 % 256)) for i in range(SINK_ROWS + 5)]
+    path = str(write_video(tmp_path / "many.mp4", scenes, fps=4))
+    whole = load(path, "video", RECIPE)
+    steps: list[np.ndarray] = []
+    streamed = load(path, "video", RECIPE, sink=steps.append)
+    assert whole.error is None and streamed.error is None
+    assert [len(s) for s in steps] == [SINK_ROWS, len(whole.pixels) - SINK_ROWS]
+    assert np.array_equal(np.concatenate(steps), whole.pixels) and streamed.pixels is None
+    assert streamed.spans == whole.spans and streamed.duration == whole.duration

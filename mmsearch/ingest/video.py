@@ -255,21 +255,23 @@ def _skipping(path: str, stream_index: int, interval: float) -> str:
     the next reference frame, a fraction of the interval late); else nothing (sparse frames)."""
     probe = _open(path)  # its own: a file without a seek index (live recordings) cannot rewind to the start
     try:
-        key_gap, frame_gap = _packet_gaps(probe, probe.streams[stream_index])
+        key_gap, frame_gap, tail = _packet_gaps(probe, probe.streams[stream_index])
     finally:
         probe.close()
-    if key_gap <= interval:
+    if key_gap <= interval and (tail is None or _tail_sampled(*tail, interval)):
         return "NONKEY"
     return "NONREF" if frame_gap * 4 <= interval else "DEFAULT"
 
 
-def _packet_gaps(container, stream) -> tuple[float, float]:
+def _packet_gaps(container, stream) -> tuple[float, float, tuple[float, float] | None]:
     """(the longest gap between keyframes, the median gap between frames) in seconds among the first
     packets, demuxed only (timestamps, not the stream's nominal rate: phones write variable rates);
-    inf when unknown."""
-    keys, every = [], []
+    inf when unknown. Third: (the last keyframe's time, the last frame's) when the probe saw the whole
+    stream, else None."""
+    keys, every, whole = [], [], True
     for i, packet in enumerate(container.demux(stream)):
         if i >= _PROBE_PACKETS:
+            whole = False
             break
         if packet.pts is not None:
             t = float(packet.pts * packet.time_base)
@@ -280,7 +282,15 @@ def _packet_gaps(container, stream) -> tuple[float, float]:
     def gaps(times: list[float]) -> np.ndarray:
         return np.diff(np.unique(times)) if len(times) > 1 else np.array([math.inf])
 
-    return float(gaps(keys).max()), float(np.median(gaps(every)))
+    tail = (max(keys), max(every)) if whole and keys else None
+    return float(gaps(keys).max()), float(np.median(gaps(every))), tail
+
+
+def _tail_sampled(last_key: float, last_frame: float, interval: float) -> bool:
+    """Whether sampling keyframes alone still samples the stretch after the last keyframe: no sampling time
+    falls after it (a short clip with keyframes at 0 and 1 s, a cut, and a 2 s shot after it, sampled every
+    1.5 s, would otherwise show only its first shot: the keyframe at 1 s is in the first sample's stretch)."""
+    return math.floor(last_frame / interval + 1e-9) <= math.floor(last_key / interval + 1e-9)
 
 
 def _decoded(container, stream, interval: float | None = None) -> Iterator[Any]:

@@ -151,3 +151,13 @@ def test_a_sink_gets_the_frames_in_steps_as_they_decode(tmp_path):
     assert [len(s) for s in steps] == [SINK_ROWS, len(whole.pixels) - SINK_ROWS]
     assert np.array_equal(np.concatenate(steps), whole.pixels) and streamed.pixels is None
     assert streamed.spans == whole.spans and streamed.duration == whole.duration
+
+
+@pytest.mark.parametrize("every", [1.0, 1.5, 2.0, 2.5])
+def test_a_shot_after_the_last_keyframe_is_sampled(tmp_path, every):
+    """A short clip: a 1 s shot, a cut (the encoder puts a keyframe there) and a 2 s shot with no keyframe
+    after it. Sampling keyframes alone every 1.5 s or 2 s would take the first shot at 0 s, pass over the
+    cut's keyframe (inside the first sample's stretch) and never show the second shot."""
+    path = write_video(tmp_path / "cut.mp4", [(1.0, RED), (2.0, BLUE)], fps=4)
+    _, got = sampled(path, every=every)
+    assert [colour(f.pixels) for f in got] == ["red", "blue"]

@@ -298,7 +298,7 @@ class Engine:
             from mmsearch.query import dups
 
             threshold = dups.DEFAULT_THRESHOLD if collapse_dups is True else collapse_dups
-            videos = dups.space_for(self._spaces_now(), "video", preferred=self.models())
+            videos = dups.space_for(self._spaces_now(), "video")  # by frames, whichever models search
             hits = dups.collapsed(top, self._vectors_of, query.k, threshold,
                                   video_space=videos.spec if videos is not None else None)
         self.notices = skipped + self.notices
@@ -372,7 +372,7 @@ class Engine:
 
     def errors(self) -> list[ErrorInfo]:
         specs = {sp.id: sp.spec for sp in self.store.spaces()}
-        return [ErrorInfo(e.uri, e.reason, e.at, specs.get(e.space_id)) for e in self.store.errors()]
+        return [ErrorInfo(uri, why, at, specs.get(sid)) for uri, why, at, sid in self.store.errors_by_path()]
 
     def doctor(self, repair: bool = True) -> DoctorReport:
         """Check the store (database, index files vs database, files on disk, lock) and repair what can be.

@@ -140,6 +140,7 @@ class CountingEncoder:
 
     def __init__(self, inner: Any) -> None:
         self.inner, self.space, self.calls, self.items = inner, inner.space, 0, 0
+        self.image_batches: list[int] = []  # rows of each image call, in order
 
     def image_recipe(self) -> dict[str, Any]:
         return self.inner.image_recipe()
@@ -147,6 +148,7 @@ class CountingEncoder:
     def embed_image_batch(self, pixels):
         self.calls += 1
         self.items += len(pixels)
+        self.image_batches.append(len(pixels))
         return self.inner.embed_image_batch(pixels)
 
     def embed_texts(self, texts):

@@ -108,7 +108,7 @@ def test_query_table_shows_every_name_and_text_as_is_and_machine_output_stays_ra
 # (command, extra args, exit code, what must appear as is); values name keys of the `where` dict below
 CASES = [
     ("stats", (), 0, ("store ${store}", "space 1: ${model}")),
-    ("errors", (), 0, ("skipped ${bad} (${model}): ",)),  # the model whose space lacks the file
+    ("errors", (), 0, ("skipped ${bad}: ",)),
     ("doctor", (), 0, ("store ${store}", "model ${model}")),
     ("query", ("--image", "${bad}"), 2, ("${bad}",)),
 ]

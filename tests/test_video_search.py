@@ -191,6 +191,22 @@ def test_a_lone_video_embedded_while_it_decodes_equals_one_decoded_by_the_worker
     assert s1 == pytest.approx(s2, abs=1e-4)  # the raw cosine (calibration differs: one store holds more)
 
 
+def test_a_lone_videos_frames_reach_the_model_in_steps_while_it_decodes(tmp_path):
+    from mmsearch.ingest.video import SINK_ROWS
+    from tests.kit import counting_encoders
+
+    folder = tmp_path / "v"
+    folder.mkdir()
+    shots = [Shot(("circle", "square", "star")[i % 3], ("red", "blue", "green", "yellow")[i % 4], 1.0, seed=i)
+             for i in range(2 * SINK_ROWS + 3)]  # a new picture every second: every sample kept
+    write_video(folder / "long.mp4", shots, size=(64, 48), fps=4)
+    with counting_encoders() as rec:
+        with Engine.open(tmp_path / "store", model=rec.spec("builtin:shapes"), workers=0) as eng:
+            assert eng.index([folder]).indexed == 1
+        (enc,) = rec.made
+    assert enc.image_batches == [SINK_ROWS, SINK_ROWS, 3]  # in steps as they decoded, not in one call at the end
+
+
 def test_a_silent_video_is_settled_in_the_sound_space_without_a_vector(tmp_path):
     folder = tmp_path / "v"
     folder.mkdir()
@@ -269,6 +285,20 @@ def test_a_video_failing_in_one_space_keeps_that_error_while_the_other_space_ind
     with Engine.open(tmp_path / "store", workers=0) as eng:
         back = eng.index([folder])
         assert back.ok and back.indexed == 1 and eng.errors() == []
+
+
+def test_a_damaged_video_is_one_error_about_the_file_not_one_per_model(tmp_path):
+    folder = tmp_path / "v"
+    folder.mkdir()
+    (folder / "empty.mov").write_bytes(b"")
+    (folder / "notes.avi").write_text("not a video at all\n" * 20)
+    with Engine.open(tmp_path / "store", model=MODELS, workers=0) as eng:
+        report = eng.index([folder])
+        errors = eng.errors()
+        count = eng.stats().errors
+    assert sorted(Path(p).name for p, _ in report.errors) == ["empty.mov", "notes.avi"]
+    assert sorted(Path(e.path).name for e in errors) == ["empty.mov", "notes.avi"] and count == 2
+    assert all(e.space is None for e in errors)  # failed alike in both models: about the file itself
 
 
 def _index_in_child(store: Path, folder: Path, query: str) -> tuple[list[str], int]:

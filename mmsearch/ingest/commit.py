@@ -186,6 +186,9 @@ class WhileDecoding:
         self.parts: list = []
 
     def __call__(self, rows: np.ndarray) -> None:
+        failed = next((f for f in self.parts if f.done() and f.exception() is not None), None)
+        if failed is not None:  # the model failed on an earlier step: stop decoding now, not at the end
+            raise failed.exception()  # type: ignore[misc]
         self.parts.append(self.pool.submit(self._embed, rows))
 
     def _embed(self, rows: np.ndarray) -> np.ndarray:

@@ -36,6 +36,8 @@ SOUNDS_AHEAD = 16
 SOUNDS_PER_STEP = 8
 #: Videos decoded ahead of the model: one weighs up to ~90 MB of frames (600 crops of 224², the cap).
 VIDEOS_AHEAD = 4
+#: Videos decoded in this process are committed at least this often (seconds of work kept if interrupted).
+COMMIT_SECONDS = 30.0
 
 
 class Target:
@@ -281,6 +283,10 @@ class _Run:
         frames embedded on a thread as they decode (:class:`~mmsearch.ingest.commit.WhileDecoding`)."""
         from mmsearch.ingest.decode import load
 
+        done: list[Loaded] = []
+        vectors: dict[str, np.ndarray] = {}
+        segments: Segments = {}
+        since = time.monotonic()
         for c in videos:
             sink = WhileDecoding(target.encoder)
             try:
@@ -288,8 +294,15 @@ class _Run:
             except BaseException:
                 sink.close()
                 raise
-            vectors, segments = sink.result(x)
-            self.flush(target, [x], vectors=vectors, segments=segments)
+            got, windows = sink.result(x)
+            done.append(x)
+            vectors.update(got)
+            segments.update(windows)
+            # committed a batch at a time, or every COMMIT_SECONDS (a video takes seconds: an interrupted run
+            # keeps what it embedded)
+            if len(done) >= self.batch or time.monotonic() - since >= COMMIT_SECONDS or c is videos[-1]:
+                self.flush(target, done, vectors=vectors, segments=segments)
+                done, vectors, segments, since = [], {}, {}, time.monotonic()
 
     def _on_ray(self, target: Target, tasks: list[tuple], chunk: int, step: int, ahead: int) -> None:
         """Decode as Ray tasks and embed on Ray actors (the tensor path is local-only); commit here."""

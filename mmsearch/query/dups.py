@@ -276,8 +276,10 @@ def fold(hits: Sequence[Hit], vectors: Callable[[str, list[int]], dict[int, np.n
     Videos are compared in ``video_space`` (the model :func:`space_for` compares videos in: by their frames)
     whichever evidence found them: two videos heard alike (the same music, silence) are not the same video,
     and a re-encode found by its soundtrack folds into the original found by its frames."""
-    def where(h: Hit) -> str:
-        return video_space if h.modality == "video" and video_space else h.space
+    framed = vectors(video_space, [h.id for h in hits if h.modality == "video"]) if video_space else {}
+
+    def where(h: Hit) -> str:  # (a video with no frames' vector, e.g. indexed by a sound model alone: its own)
+        return video_space if h.modality == "video" and h.id in framed and video_space else h.space
 
     by_space: dict[str, dict[int, np.ndarray]] = {}
     for spec in {where(h) for h in hits}:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import distinct, func, select
 
 from mmsearch.store.schema import Content, ErrorRecord, Meta, Segment, Source, Space, Tombstone, Vector
 from mmsearch.util import chunks, under_bounds
@@ -319,13 +319,25 @@ class Reads:
         with self.db.read() as s:
             return list(s.scalars(select(ErrorRecord).order_by(ErrorRecord.uri, ErrorRecord.space_id)))
 
+    def errors_by_path(self) -> list[tuple[str, str, float, int | None]]:
+        """(path, reason, when, space id) per path and reason: the space is named only where it tells
+        something, i.e. the store has several and the path failed so in just one of them (a damaged file
+        fails alike in every model: one row, no space)."""
+        rows = self.errors()
+        several = len({sp.id for sp in self.spaces()}) > 1
+        groups: dict[tuple[str, str], list[ErrorRecord]] = {}
+        for e in rows:
+            groups.setdefault((e.uri, e.reason), []).append(e)
+        return [(uri, why, max(e.at for e in g), (g[0].space_id or None) if several and len(g) == 1 else None)
+                for (uri, why), g in groups.items()]
+
     def stats(self) -> dict:
         with self.db.read() as s:
             return {
                 "contents": dict(s.execute(select(Content.modality, func.count()).group_by(Content.modality)).all()),
                 "sources": dict(s.execute(select(Source.kind, func.count()).group_by(Source.kind)).all()),
                 "vectors_per_space": dict(s.execute(select(Vector.space_id, func.count()).group_by(Vector.space_id)).all()),
-                "errors": s.execute(select(func.count()).select_from(ErrorRecord)).scalar_one(),
+                "errors": s.execute(select(func.count(distinct(ErrorRecord.uri)))).scalar_one(),  # paths
                 "generation": int(s.execute(select(Meta.value).where(Meta.key == "generation")).scalar_one()),
                 "spaces": list(s.scalars(select(Space).order_by(Space.id))),
             }

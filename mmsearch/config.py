@@ -10,7 +10,7 @@ Config file: ``$MMSEARCH_CONFIG`` or ``~/.config/mmsearch/config.toml``, e.g.::
     batch_size = 128
     gpu_decode = "auto"     # auto | on | off  (JPEGs decoded by nvJPEG and preprocessed on the GPU of a CUDA model)
     max_audio_seconds = 600 # longer sounds: the first this-many seconds are indexed
-    video_every = 1.0       # seconds between a video's sampled frames
+    video_every = 1.5       # seconds between a video's sampled frames
     max_video_frames = 600  # frames kept per video at most (a longer video is sampled more sparsely)
     k = 20                  # results per query (`mmsearch query -k`)
     recall_target = 0.95    # approximate indexes are tuned at build to this Recall@10 against exact search
@@ -59,7 +59,7 @@ class Settings:
     gpu_decode: str = "auto"  # auto | on | off: JPEGs decoded on the model's device (see GPU_DECODE)
     index: str = "auto"  # auto | flat | ivf | hnsw | pq
     max_audio_seconds: float = 600.0  # a longer sound is indexed by its first this-many seconds (recorded)
-    video_every: float = 1.0  # seconds between a video's sampled frames (mmsearch.ingest.video)
+    video_every: float = 1.5  # seconds between a video's sampled frames (mmsearch.ingest.video)
     max_video_frames: int = 600  # frames kept per video at most: a longer one is sampled more sparsely
     k: int = 10  # results per query when a query does not say
     recall_target: float | None = None  # R@10 approximate indexes are tuned to; None: each keeps its own (0.95 new)

@@ -197,8 +197,8 @@ def test_a_lone_videos_frames_reach_the_model_in_steps_while_it_decodes(tmp_path
 
     folder = tmp_path / "v"
     folder.mkdir()
-    shots = [Shot(("circle", "square", "star")[i % 3], ("red", "blue", "green", "yellow")[i % 4], 1.0, seed=i)
-             for i in range(2 * SINK_ROWS + 3)]  # a new picture every second: every sample kept
+    shots = [Shot(("circle", "square", "star")[i % 3], ("red", "blue", "green", "yellow")[i % 4], 2.0, seed=i)
+             for i in range(2 * SINK_ROWS + 3)]  # a new picture every 2 s: one frame kept per shot
     write_video(folder / "long.mp4", shots, size=(64, 48), fps=4)
     with counting_encoders() as rec:
         with Engine.open(tmp_path / "store", model=rec.spec("builtin:shapes"), workers=0) as eng:

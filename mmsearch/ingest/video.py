@@ -50,7 +50,7 @@ from mmsearch.util import MOMENT_SLOTS
 #: Files read as videos (by extension; ``.ts`` is left out: it names TypeScript as often as MPEG-TS).
 VIDEO_EXTENSIONS = frozenset("." + e for e in "mp4 m4v mov qt mkv webm avi wmv asf flv mpg mpeg m2v mts m2ts 3gp 3g2 ogv vob".split())
 MAX_SOUNDTRACK_SECONDS = 7200.0  # a soundtrack is embedded up to two hours (bounded cost, as for sounds)
-EVERY = 1.0  # seconds between sampled frames, by default
+EVERY = 1.5  # seconds between sampled frames, by default (10x real time on 2 CPU cores: benchmarks/RESULTS.md)
 MAX_FRAMES = 600  # per video: a longer video is sampled more sparsely (bounded memory and time)
 #: Frames handed to a ``sink`` at a time (:func:`load_video`): one model step of a CPU image tower.
 SINK_ROWS = 16

@@ -213,10 +213,25 @@ def moments_of(line: _Line, n: int, duration: float) -> list[Moment]:
         seen_ok = line.seen[a:b].max() >= peak - MOMENT_DROP
         heard_ok = line.heard[a:b].max() >= peak - MOMENT_DROP
         evidence = "both" if seen_ok and heard_ok else "seen" if seen_ok else "heard"
-        at = float(line.frame_at[t]) if np.isfinite(line.frame_at[t]) else t + 0.5
+        at = _picture_at(line, t, a, b)
         out.append(Moment(start=float(a), end=round(min(float(b), max(duration, a)), 3), peak=round(min(at, duration), 3),
                           score=round(peak, 4), evidence=evidence))
     return out
+
+
+def _picture_at(line: _Line, t: int, a: int, b: int) -> float:
+    """The time of the frame that pictures a moment [a, b) peaking at second ``t``: the best frame covering
+    the peak when it was sampled inside the moment; else the best-scoring frame sampled inside it (a heard
+    moment that starts just before the next frame: not the last shot's frame, seconds earlier); else the
+    covering one; the peak's middle when no frame covers it."""
+    times = line.frame_at[a:b]
+    at = float(line.frame_at[t])
+    if np.isfinite(at) and at >= a - 1e-6:
+        return at
+    inside = np.flatnonzero(np.isfinite(times) & (times >= a - 1e-6))
+    if len(inside):
+        return float(times[inside[np.argmax(line.seen[a:b][inside])]])
+    return at if np.isfinite(at) else t + 0.5
 
 
 def _extent(fused: np.ndarray, free: np.ndarray, t: int, floor: float) -> tuple[int, int]:

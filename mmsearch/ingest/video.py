@@ -5,13 +5,14 @@ soundtrack's windows and moment queries build on it.
 
 **By time, not by frame count.** A frame is kept when its timestamp (``pts × time_base``) reaches
 the next sampling time, so variable frame rates and dropped frames cost nothing extra. The
-interval is ``every`` seconds (default 1), widened for a long video so that at most ``max_frames``
+interval is ``every`` seconds (default :data:`EVERY`, 1.5), widened for a long video so that at most ``max_frames``
 are kept (a 2-hour film at the default cap: one frame every 12 s): the cost of any input is bounded.
 
 **Skipping what is never sampled.** Seeking per sample is slower than decoding when keyframes are
 far apart (benchmarks on 2 cores in ``shared/ANCHORS.md``: 2.5× real time at 8 s GOPs), so the
 stream is decoded in order, and the codec is told to skip frames the samples never need: with
-keyframes at least as often as the samples (probed from the first packets, no decode), only
+keyframes at least as often as the samples (probed from the first packets, no decode; in a clip
+the probe sees whole, the stretch after the last keyframe must hold no sampling time), only
 keyframes are decoded (``skip_frame="NONKEY"``, ~89× real time for 1080p H.264 here); otherwise
 non-reference frames are skipped (``NONREF``: what later frames need is still decoded; a sample may
 then land on the next reference frame, up to a B-frame run late).

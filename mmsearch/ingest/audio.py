@@ -21,7 +21,7 @@ empty (0-byte) file, a file that is not audio (e.g. text named ``.wav``), trunca
 that yields no samples, a codec this FFmpeg cannot decode (named where known), a container with no
 audio stream (e.g. a video-only ``.mp4``), zero duration.
 
-**Model input** (:func:`windows`). The encoder hands over a picklable *recipe* (for CLAP: made from
+**Model input** (:func:`windows`, in :mod:`mmsearch.ingest.audio_input`). The encoder hands over a picklable *recipe* (for CLAP: made from
 transformers' ``ClapFeatureExtractor``). The sound is cut into windows of ``recipe["window"]``
 samples every ``recipe["hop"]`` samples; each window is padded as ``ClapFeatureExtractor`` pads a clip
 no longer than its max length, and its log-mel spectrogram is computed as
@@ -45,15 +45,16 @@ the whole sound (`benchmarks/bench_soundtrack_memory.py`).
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from mmsearch.ingest.audio_input import _pad, check_recipe, feature_bytes, log_mel, window_starts, windows  # noqa: F401
 from mmsearch.ingest.decode import MAX_AUDIO_SECONDS, BadInput
 from mmsearch.ingest.sniff import SNIFF_BYTES, read_head, sniff  # noqa: F401  (part of this module's API too)
+# (audio_input's names are part of this module's API too: the windows are this module's to describe)
 
 #: Extensions read as sounds (libsndfile or FFmpeg decodes them). Video containers (``.mp4``,
 #: ``.webm``, ``.mkv``) are not here: their audio is not what people mean by a sound file.
@@ -376,88 +377,6 @@ def probe_audio(path: str) -> Sound:
     """Duration, sample rate and channels of a sound file, decoding at most :data:`PROBE_SECONDS` of it
     (at the file's own rate): enough to know it is audio. ``samples`` holds what was decoded."""
     return decode_audio(path, None, PROBE_SECONDS)
-
-
-# ---- the model input -----------------------------------------------------------------------------------
-_PADDINGS = ("repeatpad", "repeat", "pad")
-
-
-def check_recipe(recipe: dict[str, Any]) -> None:
-    """Raise ``ValueError`` when ``recipe`` is not an audio recipe :func:`windows` can follow."""
-    if not isinstance(recipe, dict) or recipe.get("kind") != "clap":
-        kind = recipe.get("kind") if isinstance(recipe, dict) else type(recipe).__name__
-        raise ValueError(f"an audio recipe must be of kind 'clap', not {kind!r}")
-    missing = [k for k in ("sampling_rate", "window", "hop", "n_fft", "hop_length", "mel") if k not in recipe]
-    if missing:
-        raise ValueError(f"audio recipe lacks {', '.join(missing)}")
-    if recipe.get("padding", "repeatpad") not in _PADDINGS:
-        raise ValueError(f"audio recipe padding {recipe['padding']!r} is not one of {', '.join(_PADDINGS)}")
-    if int(recipe["window"]) <= 0 or int(recipe["hop"]) <= 0 or int(recipe["hop_length"]) <= 0:
-        raise ValueError("audio recipe window, hop and hop_length must be positive")
-    mel = np.asarray(recipe["mel"])
-    if mel.ndim != 2 or mel.shape[0] != int(recipe["n_fft"]) // 2 + 1:
-        raise ValueError(f"audio recipe mel matrix has shape {mel.shape}, not (n_fft//2+1, n_mels)")
-
-
-def window_starts(n: int, window: int, hop: int) -> list[int]:
-    """Where each window starts: every ``hop`` samples until one reaches the end (one for a short clip)."""
-    starts = [0]
-    while starts[-1] + window < n:
-        starts.append(starts[-1] + hop)
-    return starts
-
-
-def _pad(clip: np.ndarray, window: int, padding: str) -> np.ndarray:
-    """``ClapFeatureExtractor._get_input_mel``'s padding of a clip no longer than ``window``."""
-    if len(clip) >= window:
-        return clip[:window]
-    if padding == "repeat":
-        clip = np.tile(clip, window // len(clip) + 1)[:window]
-    elif padding == "repeatpad":
-        clip = np.tile(clip, window // len(clip))
-    return np.pad(clip, (0, window - len(clip)), mode="constant", constant_values=0)
-
-
-def log_mel(clip: np.ndarray, recipe: dict[str, Any]) -> np.ndarray:
-    """(frames, mels) float32 log-mel of one padded window, as ``ClapFeatureExtractor`` computes it."""
-    n_fft, hop_length = int(recipe["n_fft"]), int(recipe["hop_length"])
-    mel = np.asarray(recipe["mel"], dtype=np.float64)
-    floor = max(float(recipe.get("mel_floor", 1e-10)), 1e-10)  # spectrogram's mel_floor, then power_to_db's min
-    x = np.pad(clip, (n_fft // 2, n_fft // 2), mode="reflect").astype(np.float64)
-    hann = np.hanning(n_fft + 1)[:-1]  # periodic
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop_length]
-    spec = np.fft.rfft(frames * hann, axis=-1).astype(np.complex64)  # transformers keeps the FFT in complex64
-    power = np.abs(spec, dtype=np.float64) ** 2
-    out = 10.0 * np.log10(np.maximum(floor, power @ mel))
-    return out.astype(np.float32)
-
-
-def windows(samples: np.ndarray, recipe: dict[str, Any]) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """The model input for a sound: ``(n_windows, channels, frames, mels)`` float32 log-mel features
-    and each window's (start, end) in seconds. See the module doc."""
-    check_recipe(recipe)
-    x = np.asarray(samples, dtype=np.float32).reshape(-1)
-    if not len(x):
-        raise ValueError("no samples to cut into windows")
-    rate, window, hop = int(recipe["sampling_rate"]), int(recipe["window"]), int(recipe["hop"])
-    padding, channels = recipe.get("padding", "repeatpad"), int(recipe.get("channels", 1))
-    starts = window_starts(len(x), window, hop)
-    first = log_mel(_pad(x[:window], window, padding), recipe)
-    out = np.empty((len(starts), *first.shape), np.float32)
-    out[0] = first
-    for i, s in enumerate(starts[1:], 1):
-        out[i] = log_mel(_pad(x[s:s + window], window, padding), recipe)
-    spans = [(s / rate, min(s + window, len(x)) / rate) for s in starts]
-    feats = np.broadcast_to(out[:, None], (len(starts), channels, *first.shape)) if channels > 1 else out[:, None]
-    return feats, spans
-
-
-def feature_bytes(recipe: dict[str, Any], seconds: float) -> int:
-    """Bytes of :func:`windows`' output for ``seconds`` of sound (one channel: the others are views)."""
-    rate, window, hop = int(recipe["sampling_rate"]), int(recipe["window"]), int(recipe["hop"])
-    n = len(window_starts(max(1, int(math.ceil(seconds * rate))), window, hop))
-    frames = window // int(recipe["hop_length"]) + 1
-    return n * frames * np.asarray(recipe["mel"]).shape[1] * 4
 
 
 __all__ = ["AUDIO_EXTENSIONS", "MAX_AUDIO_SECONDS", "Sound", "sniff", "read_head", "decode_audio", "decode_windows",

@@ -371,8 +371,7 @@ class Engine:
         return evaluate_dataset(self, dataset, root=images_root, split=split, fold=fold, prompt=prompt)
 
     def errors(self) -> list[ErrorInfo]:
-        specs = {sp.id: sp.spec for sp in self.store.spaces()}
-        return [ErrorInfo(uri, why, at, specs.get(sid)) for uri, why, at, sid in self.store.errors_by_path()]
+        return [ErrorInfo(*row) for row in self.store.errors_by_path()]
 
     def doctor(self, repair: bool = True) -> DoctorReport:
         """Check the store (database, index files vs database, files on disk, lock) and repair what can be.

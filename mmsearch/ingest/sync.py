@@ -279,9 +279,10 @@ class _Run:
                     self.report.gpu_decoded += sum(x.path in tensors[2] for x in chunk_items if x.error is None)
 
     def _while_decoding(self, target: Target, videos: list[Candidate], recipe: dict | None) -> None:
-        """Videos decoded in this process (one alone, or ``workers=0``), each committed as it is done: its
-        frames embedded on a thread as they decode (:class:`~mmsearch.ingest.commit.WhileDecoding`)."""
-        from mmsearch.ingest.decode import load
+        """Videos decoded in this process (one alone, or ``workers=0``), one after another, each one's frames
+        embedded on a thread as they decode (:class:`~mmsearch.ingest.commit.WhileDecoding`); committed a
+        batch at a time, or every :data:`COMMIT_SECONDS`."""
+        from mmsearch.ingest import decode  # looked up per call, as the pool's workers do (benchmarks wrap it)
 
         done: list[Loaded] = []
         vectors: dict[str, np.ndarray] = {}
@@ -290,7 +291,7 @@ class _Run:
         for c in videos:
             sink = WhileDecoding(target.encoder)
             try:
-                x = load(c.path, c.modality, recipe, self.limits, sink=sink)
+                x = decode.load(c.path, c.modality, recipe, self.limits, sink=sink)
             except BaseException:
                 sink.close()
                 raise
@@ -298,8 +299,6 @@ class _Run:
             done.append(x)
             vectors.update(got)
             segments.update(windows)
-            # committed a batch at a time, or every COMMIT_SECONDS (a video takes seconds: an interrupted run
-            # keeps what it embedded)
             if len(done) >= self.batch or time.monotonic() - since >= COMMIT_SECONDS or c is videos[-1]:
                 self.flush(target, done, vectors=vectors, segments=segments)
                 done, vectors, segments, since = [], {}, {}, time.monotonic()

@@ -283,7 +283,9 @@ def fold(hits: Sequence[Hit], vectors: Callable[[str, list[int]], dict[int, np.n
 
     by_space: dict[str, dict[int, np.ndarray]] = {}
     for spec in {where(h) for h in hits}:
-        by_space[spec] = vectors(spec, [h.id for h in hits if where(h) == spec])
+        have = framed if spec == video_space else {}  # the videos' frame vectors: fetched once, above
+        rest = [h.id for h in hits if where(h) == spec and h.id not in have]
+        by_space[spec] = {**have, **(vectors(spec, rest) if rest else {})}
     kept: list[Hit] = []
     for h in hits:
         v = by_space[where(h)].get(h.id)

@@ -319,16 +319,15 @@ class Reads:
         with self.db.read() as s:
             return list(s.scalars(select(ErrorRecord).order_by(ErrorRecord.uri, ErrorRecord.space_id)))
 
-    def errors_by_path(self) -> list[tuple[str, str, float, int | None]]:
-        """(path, reason, when, space id) per path and reason: the space is named only where it tells
+    def errors_by_path(self) -> list[tuple[str, str, float, str | None]]:
+        """(path, reason, when, model spec) per path and reason: the model is named only where it tells
         something, i.e. the store has several and the path failed so in just one of them (a damaged file
-        fails alike in every model: one row, no space)."""
-        rows = self.errors()
-        several = len({sp.id for sp in self.spaces()}) > 1
+        fails alike in every model: one row, no model)."""
+        specs = {sp.id: sp.spec for sp in self.spaces()}
         groups: dict[tuple[str, str], list[ErrorRecord]] = {}
-        for e in rows:
+        for e in self.errors():
             groups.setdefault((e.uri, e.reason), []).append(e)
-        return [(uri, why, max(e.at for e in g), (g[0].space_id or None) if several and len(g) == 1 else None)
+        return [(uri, why, max(e.at for e in g), specs.get(g[0].space_id) if len(specs) > 1 and len(g) == 1 else None)
                 for (uri, why), g in groups.items()]
 
     def stats(self) -> dict:

@@ -47,6 +47,7 @@ import _shapes_vectors as shapes  # noqa: E402
 from _common import save  # noqa: E402
 
 K = 10
+TIE = 1e-3  # mmsearch.ann.tuning.TIE (set here too, so the script also measures versions without it)
 IVF_KINDS = ("ivf", "pq")
 
 
@@ -68,8 +69,8 @@ def fill_store(root: Path, base: np.ndarray) -> tuple[int, float]:
     return sp.id, seconds
 
 
-def exact_truth(root: Path, space_id: int, queries: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Top-K content ids per query by exact inner product over the vectors as stored (fp16 → float32)."""
+def exact_truth(root: Path, space_id: int, queries: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Top-K (scores, content ids) per query by exact inner product over the vectors as stored (fp16 → float32)."""
     import faiss
 
     from mmsearch.store.store import Store
@@ -79,7 +80,11 @@ def exact_truth(root: Path, space_id: int, queries: dict[str, np.ndarray]) -> di
     store.close()
     flat = faiss.IndexFlatIP(stored.shape[1])
     flat.add(np.ascontiguousarray(stored, np.float32))
-    return {name: ids[flat.search(np.ascontiguousarray(q, np.float32), K)[1]] for name, q in queries.items()}
+    out = {}
+    for name, q in queries.items():
+        scores, rows = flat.search(np.ascontiguousarray(q, np.float32), K)
+        out[name] = (scores, ids[rows])
+    return out
 
 
 def _files(folder: Path, pattern: str) -> int:
@@ -92,17 +97,23 @@ def sizes(root: Path) -> dict:
             "db_bytes": sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and "ann" not in p.parts)}
 
 
-def run_queries(eng, queries: dict[str, np.ndarray], truth: dict[str, np.ndarray], params: dict) -> dict:
-    """Single queries through Engine.search: recall@K per query kind, latency over all of them."""
+def run_queries(eng, queries: dict[str, np.ndarray], truth: dict[str, tuple[np.ndarray, np.ndarray]],
+                params: dict) -> dict:
+    """Single queries through Engine.search: recall@K per query kind by ids alone (``recall_<kind>``) and
+    with ties within mmsearch.ann.tuning.TIE of the K-th true score counted (``ties_<kind>``, the
+    tuner's and ann-benchmarks' definition), latency over all of them."""
     lat, out = [], {}
     for name, qs in queries.items():
-        rec = []
-        for q, t in zip(qs, truth[name]):
+        rec, tied = [], []
+        for q, t_scores, t in zip(qs, *truth[name]):
             t0 = time.perf_counter()
             hits = eng.search(vector=q, k=K, **params)
             lat.append(time.perf_counter() - t0)
-            rec.append(len({h.id for h in hits} & set(t.tolist())) / K)
+            want = set(t.tolist())
+            rec.append(len({h.id for h in hits} & want) / K)
+            tied.append(min(K, sum(h.id in want or h.score >= t_scores[-1] - TIE for h in hits)) / K)
         out[f"recall_{name}"] = round(float(np.mean(rec)), 4)
+        out[f"ties_{name}"] = round(float(np.mean(tied)), 4)
     lat.sort()
     out.update(p50_ms=round(1000 * statistics.median(lat), 3), p95_ms=round(1000 * lat[int(0.95 * (len(lat) - 1))], 3),
                qps=round(len(lat) / sum(lat), 1))
@@ -201,10 +212,11 @@ def measure_kind(root: Path, kind: str, dim: int, queries: dict, truth: dict, ar
         return {"built": built, "build_s": round(build_s, 2), **sizes(root), "tuning": tuned, "rows": rows}
 
 
-def first_reaching(rows: list[dict], qkind: str, target: float) -> dict | None:
-    """The first swept parameter value at which ``qkind`` reaches ``target`` recall (None: never)."""
+def first_reaching(rows: list[dict], qkind: str, target: float, measure: str = "recall") -> dict | None:
+    """The first swept parameter value at which ``qkind`` reaches ``target`` recall (None: never);
+    ``measure``: "recall" (ids alone) or "ties"."""
     for row in rows[1:]:
-        if row[f"recall_{qkind}"] >= target:
+        if row[f"{measure}_{qkind}"] >= target:
             return row["params"]
     return None
 
@@ -261,13 +273,15 @@ def print_kind(kind: str, n: int, res: dict, flat: dict | None, qkinds: list[str
         label = ",".join(f"{k}={v}" for k, v in row["params"].items()) or "default"
         ratio = f"{row['qps'] / exact_qps:6.1f}x" if exact_qps else "    -  "
         fratio = f"{row['faiss_qps'] / exact_fq:7.1f}x" if exact_fq and row["faiss_qps"] else "     -  "
-        recalls = "  ".join(f"R@10 {q} {row[f'recall_{q}']:.3f}" for q in qkinds)
+        recalls = "  ".join(f"R@10 {q} {row[f'recall_{q}']:.3f} (ties {row[f'ties_{q}']:.3f})" for q in qkinds)
         print(f"  {label:14s} p50 {row['p50_ms']:7.3f} ms  p95 {row['p95_ms']:7.3f} ms  {row['qps']:8.0f} q/s {ratio}"
               f"  faiss {row['faiss_qps'] or 0:9.0f} q/s {fratio}  {recalls}", flush=True)
     if len(res["rows"]) > 1:
-        reach = {q: first_reaching(res["rows"], q, target) for q in qkinds}
-        print(f"  first reaching R@10 >= {target}: " + ", ".join(f"{q}: {v or 'never'}" for q, v in reach.items()))
-        res["first_reaching"] = reach
+        for measure in ("recall", "ties"):
+            reach = {q: first_reaching(res["rows"], q, target, measure) for q in qkinds}
+            print(f"  first reaching R@10 ({'ids alone' if measure == 'recall' else 'ties counted'}) >= {target}: "
+                  + ", ".join(f"{q}: {v or 'never'}" for q, v in reach.items()))
+            res["first_reaching" + ("" if measure == "recall" else "_ties")] = reach
     if res["tuning"]:
         print(f"  engine tuning: {res['tuning']}")
 

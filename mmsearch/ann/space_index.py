@@ -248,18 +248,19 @@ class SpaceIndex:
                 pass
         ann = self.ann
 
-        def search(q: np.ndarray, k: int, params: SearchParams) -> np.ndarray:
+        def search(q: np.ndarray, k: int, params: SearchParams) -> tuple[np.ndarray, np.ndarray]:
             if ann.kind in RERANKED:
                 # the pool a user's k=K query gets (tuning asks K + 1, to leave the query itself out)
                 rows = reranked(self.store, self.space_id, ann, q, k, params, pool=pool_size(K, False, ann.ntotal),
                                 modality=self.modality)
-                out = np.full((len(q), k), -1, np.int64)
+                ids, scores = np.full((len(q), k), -1, np.int64), np.full((len(q), k), -np.inf, np.float32)
                 for r, row in enumerate(rows):
-                    out[r, : len(row)] = [i for _, i in row]
-                return out
-            return ann.search(q, k, params)[1]
+                    scores[r, : len(row)] = [s for s, _ in row]
+                    ids[r, : len(row)] = [i for _, i in row]
+                return scores, ids
+            return ann.search(q, k, params)
 
-        self.ann.tuned = tune(ann.kind, ann.breadth(), search, probes, {k: t.ranked() for k, t in truth.items()},
+        self.ann.tuned = tune(ann.kind, ann.breadth(), search, probes, {k: t.best() for k, t in truth.items()},
                               target=target, n=ann.ntotal)
 
     def _stale_tuning(self) -> bool:

@@ -15,8 +15,15 @@ against exact search), and what was measured is kept with the index and shown by
 
 Exact neighbours are found in the same pass that fills the index (:class:`TopK` over its blocks), so
 tuning costs one batched search per candidate value, not another read of the store. A value is taken
-when the recall's lower bound (mean − 2 standard errors over the queries) reaches the target, so a
-fresh sample of queries meets the target too (tests/ann/test_tuning.py checks on held-out queries).
+when the recall's lower bound (mean − 2√2 standard errors over the queries) reaches the target, so a
+fresh sample of as many queries meets the target too (tests/ann/test_tuning.py checks on held-out queries).
+
+Recall counts ties (:data:`TIE`), as ann-benchmarks' recall does: a neighbour found whose exact score is
+within 0.001 of the 10th true neighbour's counts as one of the 10. The store keeps vectors in fp16, whose
+rounding alone moves a score by up to 2⁻¹¹·|q|·|x| ≈ 0.0005, so two neighbours closer than ~0.001 are in
+an order that rounding chose, not the model. Where neighbours crowd (1M scenes of one world: the 10th
+and 11th differ by 0.00005, benchmarks/RESULTS.md) the ids alone would ask for a search 2× wider to
+reproduce that order; the ids-alone recall is kept beside it (``Tuned.strict``) and shown by ``stats``.
 """
 
 from __future__ import annotations
@@ -32,14 +39,29 @@ from mmsearch.ann.faiss_index import MAX_EF, SearchParams
 
 K = 10
 TARGET = 0.95
+#: Found neighbours scoring within this of the k-th true neighbour count as true ones (ann-benchmarks'
+#: epsilon; about twice the error fp16 storage puts on a unit vectors' inner product).
+TIE = 1e-3
 QUERIES = 400  # per kind of query: the standard error of a recall near 0.95 is then ~0.004
-#: Candidate values, widest last; each is tried only up to what the index has (IVF: its list count).
-NPROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048,
-           3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768, 49152, 65536)
-EFS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288, MAX_EF)
 
-#: ``search(queries, k, params)``: the ids of the best ``k`` per query, best first, as users get them.
-Searcher = Callable[[np.ndarray, int, SearchParams], np.ndarray]
+
+def _steps(first: int, last: int) -> tuple[int, ...]:
+    """Candidate values from ``first`` to ``last``: every value up to 8, then four per doubling (8, 10, 12,
+    14, 16, 20, …). A value one step wider costs at most 25 % more per query, so the chosen one is never far
+    past the narrowest that meets the target (steps of 1.5× cost up to 50 %: at 1M, nprobe 32 where 20–28
+    would do, benchmarks/RESULTS.md)."""
+    small = range(1, 8)
+    grown = (p * q // 4 for e in range(3, 31) for p in (2 ** e,) for q in (4, 5, 6, 7))
+    return tuple(v for v in (*small, *grown) if first <= v < last) + (last,)
+
+
+#: Candidate values, widest last; each is tried only up to what the index has (IVF: its list count).
+NPROBES = _steps(1, 65536)
+EFS = _steps(16, MAX_EF)
+
+#: ``search(queries, k, params)``: (scores, ids) of the best ``k`` per query, best first, as users get
+#: them; the scores exact (inner products of the stored vectors: re-ranked where the codes are compressed).
+Searcher = Callable[[np.ndarray, int, SearchParams], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -59,7 +81,8 @@ class Probe:
 @dataclass
 class Tuned:
     """What tuning chose and measured: ``param`` (``nprobe``/``ef_search``) = ``value``; ``recall`` per kind of
-    query (R@10 against exact search); ``met``: every kind reached ``target`` (else ``value`` is the widest tried)."""
+    query (R@10 against exact search, ties within :data:`TIE` counted); ``strict``: the same by ids alone;
+    ``met``: every kind reached ``target`` (else ``value`` is the widest tried)."""
 
     param: str
     value: int
@@ -69,6 +92,7 @@ class Tuned:
     n: int = 0
     seconds: float = 0.0
     met: bool = True
+    strict: dict[str, float] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,7 +106,8 @@ class Tuned:
             return cls(str(rec["param"]), int(rec["value"]), float(rec["target"]),
                        {str(k): float(v) for k, v in rec.get("recall", {}).items()},
                        {str(k): int(v) for k, v in rec.get("queries", {}).items()},
-                       int(rec.get("n", 0)), float(rec.get("seconds", 0.0)), bool(rec.get("met", True)))
+                       int(rec.get("n", 0)), float(rec.get("seconds", 0.0)), bool(rec.get("met", True)),
+                       {str(k): float(v) for k, v in rec.get("strict", {}).items()})
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -112,19 +137,35 @@ class TopK:
 
     def ranked(self) -> np.ndarray:
         """The neighbours' ids per query, best first."""
+        return self.best()[1]
+
+    def best(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the neighbours per query, best first."""
         order = np.argsort(-self.scores, axis=1, kind="stable")
-        return np.take_along_axis(self.ids, order, axis=1)
+        return np.take_along_axis(self.scores, order, axis=1), np.take_along_axis(self.ids, order, axis=1)
 
 
-def recall_at(found: np.ndarray, truth: np.ndarray, own: np.ndarray, k: int = K) -> np.ndarray:
+def recall_at(found: np.ndarray, truth: np.ndarray, own: np.ndarray, k: int = K, *,
+              found_scores: np.ndarray | None = None, truth_scores: np.ndarray | None = None,
+              tie: float = 0.0) -> np.ndarray:
     """Per query, the share of its ``k`` true neighbours among the ``k`` found, itself left out of both
-    (``found`` and ``truth`` hold k + 1 each, best first, so k others remain either way)."""
+    (``found`` and ``truth`` hold k + 1 each, best first, so k others remain either way).
+
+    With scores given and ``tie`` > 0, a found neighbour that is not among the true ids still counts when
+    it scores within ``tie`` of the k-th true neighbour (an equally good one, in rounding's order)."""
+    ties = tie > 0 and found_scores is not None and truth_scores is not None
     out = np.ones(len(truth))
     for r, (f, t, me) in enumerate(zip(found, truth, own)):
-        want = [int(i) for i in t if i >= 0 and i != me][:k]
-        got = [int(i) for i in f if i >= 0 and i != me][:k]
-        if want:
-            out[r] = len(set(got) & set(want)) / len(want)
+        keep_t = [j for j, i in enumerate(t) if i >= 0 and i != me][:k]
+        keep_f = [j for j, i in enumerate(f) if i >= 0 and i != me][:k]
+        if not keep_t:
+            continue
+        want = {int(t[j]) for j in keep_t}
+        hits = sum(int(f[j]) in want for j in keep_f)
+        if ties:
+            floor = float(truth_scores[r][keep_t[-1]]) - tie
+            hits += sum(int(f[j]) not in want and float(found_scores[r][j]) >= floor for j in keep_f)
+        out[r] = min(hits, len(want)) / len(want)
     return out
 
 
@@ -136,28 +177,40 @@ def candidates(kind: str, limit: int) -> list[int]:
 
 
 def lower_bound(r: np.ndarray) -> float:
-    """Mean recall less two standard errors: what a fresh sample of such queries is very likely to beat."""
+    """Mean recall less 2·√2 standard errors: what the mean of a fresh sample of as many such queries is
+    very likely (~98 %) to beat. The difference of two samples' means has √2 times one's standard error;
+    two standard errors alone bound the queries' true mean, and a fresh 300 queries then fell below the
+    target (0.9497 where tuning measured 0.961, tests/ann/test_tuning.py)."""
     if len(r) < 2:
         return float(r.mean()) if len(r) else 1.0
-    return float(r.mean() - 2.0 * r.std(ddof=1) / math.sqrt(len(r)))
+    return float(r.mean() - 2.0 * math.sqrt(2.0) * r.std(ddof=1) / math.sqrt(len(r)))
 
 
-def tune(kind: str, limit: int, search: Searcher, probes: list[Probe], truth: dict[str, np.ndarray], *,
-         target: float = TARGET, n: int = 0, k: int = K) -> Tuned:
-    """The narrowest value of the kind's knob at which every probe's recall bound reaches ``target``."""
+def tune(kind: str, limit: int, search: Searcher, probes: list[Probe],
+         truth: dict[str, tuple[np.ndarray, np.ndarray]], *, target: float = TARGET, n: int = 0, k: int = K,
+         tie: float = TIE) -> Tuned:
+    """The narrowest value of the kind's knob at which every probe's recall bound reaches ``target``;
+    ``truth``: per probe kind, the exact (scores, ids) of its k + 1 best (:meth:`TopK.best`)."""
     t0 = time.perf_counter()
     param = "ef_search" if kind == "hnsw" else "nprobe"
     probes = [p for p in probes if len(p.vectors)]
     tried = candidates(kind, limit)
     best: dict[str, float] = {}
+    strict: dict[str, float] = {}
     chosen = tried[-1]
     met = False
     for value in tried:
         p = SearchParams(ef_search=value) if param == "ef_search" else SearchParams(nprobe=value)
-        recalls = {pr.kind: recall_at(search(pr.vectors, k + 1, p), truth[pr.kind], pr.ids, k) for pr in probes}
+        recalls = {}
+        for pr in probes:
+            scores, ids = search(pr.vectors, k + 1, p)
+            t_scores, t_ids = truth[pr.kind]
+            strict[pr.kind] = float(recall_at(ids, t_ids, pr.ids, k).mean())
+            recalls[pr.kind] = recall_at(ids, t_ids, pr.ids, k, found_scores=scores, truth_scores=t_scores, tie=tie)
         best = {name: float(r.mean()) for name, r in recalls.items()}
         if all(lower_bound(r) >= target for r in recalls.values()):
             chosen, met = value, True
             break
     return Tuned(param, chosen, target, {name: round(v, 4) for name, v in best.items()},
-                 {pr.kind: len(pr.vectors) for pr in probes}, n, round(time.perf_counter() - t0, 3), met)
+                 {pr.kind: len(pr.vectors) for pr in probes}, n, round(time.perf_counter() - t0, 3), met,
+                 {name: round(v, 4) for name, v in strict.items()})

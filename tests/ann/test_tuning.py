@@ -15,7 +15,7 @@ from mmsearch import Engine
 from mmsearch.ann.faiss_index import SearchParams, choose_kind
 from mmsearch.ann.indexes import IndexSet
 from mmsearch.ann.space_index import read_record
-from mmsearch.ann.tuning import TopK, recall_at
+from mmsearch.ann.tuning import TIE, TopK, recall_at
 from mmsearch.config import Settings
 from mmsearch.encoders.base import SpaceInfo
 from mmsearch.errors import UsageError
@@ -55,18 +55,33 @@ def fill(root, n: int = N, stored_texts: int = TEXTS):
     return st, sp
 
 
-def held_out_recall(path, kind: str, queries: np.ndarray, **params) -> float:
+def held_out_recall(path, kind: str, queries: np.ndarray, tie: float = TIE, **params) -> float:
+    return float(held_out(path, kind, queries, tie, **params).mean())
+
+
+def meets(recalls: np.ndarray, target: float = 0.95) -> bool:
+    """Whether a fresh sample's recalls are consistent with a true mean at or above ``target``: its mean
+    is not more than two standard errors below. (A tuner that meets the target exactly still sees half
+    of all fresh samples fall just short, so ``mean >= target`` would test the draw, not the tuner.)"""
+    return float(recalls.mean() + 2 * recalls.std(ddof=1) / np.sqrt(len(recalls))) >= target
+
+
+def held_out(path, kind: str, queries: np.ndarray, tie: float = TIE, **params) -> np.ndarray:
     """Mean Recall@10 of single ``queries`` through the query layer's search (what ``Engine.search`` runs:
-    the index as loaded from its file, PQ re-ranked) against exact search."""
+    the index as loaded from its file, PQ re-ranked) against exact search, ties within ``tie`` counted."""
     st = Store(path)
     sp = st.spaces()[0]
     ids, vecs = st.vectors(sp.id, "image")
-    truth = ids[np.argsort(-(queries @ vecs.T), axis=1)[:, :10]]
+    all_scores = queries @ vecs.T
+    order = np.argsort(-all_scores, axis=1)[:, :10]
     idx = IndexSet(st, kind).get(sp, "image")
     idx.sync(save=False)
-    found = [[i for _, i in top_ids(st, idx, q[None], 10, SearchParams(**params))[0]] for q in queries]
+    rows = [top_ids(st, idx, q[None], 10, SearchParams(**params))[0] for q in queries]
     st.close()
-    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
+    found = np.array([[i for _, i in row] + [-1] * (10 - len(row)) for row in rows])
+    scores = np.array([[s for s, _ in row] + [-np.inf] * (10 - len(row)) for row in rows])
+    return recall_at(found, ids[order], np.full(len(queries), -1), found_scores=scores,
+                     truth_scores=np.take_along_axis(all_scores, order, axis=1), tie=tie)
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw", "pq", "ondisk"])
@@ -78,7 +93,7 @@ def test_tuned_index_meets_its_target_on_held_out_image_and_text_queries(tmp_pat
     assert tuned["param"] == ("ef_search" if kind == "hnsw" else "nprobe") and tuned["met"]
     assert set(tuned["recall"]) == {"image", "text"} and min(tuned["recall"].values()) >= 0.95
     for queries in (images(300, 11), texts(300, 12)):  # drawn afresh: not what it was tuned on
-        assert held_out_recall(tmp_path / "s", kind, queries) >= 0.95
+        assert meets(held_out(tmp_path / "s", kind, queries))
 
 
 def test_text_queries_need_the_wider_search_they_were_tuned_for(tmp_path):
@@ -93,8 +108,8 @@ def test_text_queries_need_the_wider_search_they_were_tuned_for(tmp_path):
     st.close()
     assert set(alone["recall"]) == {"image"} and both["value"] > alone["value"]
     fresh = texts(300, 12)
-    assert held_out_recall(tmp_path / "images-only", "hnsw", fresh) < 0.95
-    assert held_out_recall(tmp_path / "with-texts", "hnsw", fresh) >= 0.95
+    assert not meets(held_out(tmp_path / "images-only", "hnsw", fresh))
+    assert meets(held_out(tmp_path / "with-texts", "hnsw", fresh))
 
 
 def test_prompts_given_to_the_index_set_are_tuned_for(tmp_path):
@@ -208,6 +223,43 @@ def test_stats_show_the_tuned_breadth_and_recall_per_query_kind(tmp_path):
 ])
 def test_auto_picks_exact_ivf_or_pq_by_size_and_memory_budget(n, dim, budget, kind):
     assert choose_kind("auto", n, dim, budget) == kind
+
+
+@pytest.mark.parametrize("found, scores, expected", [
+    ([5, 1, 2], [0.9, 0.8, 0.7], 1.0),          # the same ids, itself (5) left out: all found
+    ([5, 1, 9], [0.9, 0.8, 0.6995], 1.0),       # 9 is not a true neighbour but ties the 2nd within 0.001
+    ([5, 1, 9], [0.9, 0.8, 0.698], 0.5),        # 9 scores 0.002 below: a miss
+    ([5, 9, 8], [0.9, 0.7, 0.6995], 1.0),       # two stand-ins, both tied
+    ([5, 1, -1], [0.9, 0.8, -np.inf], 0.5),     # padding is never a hit
+])
+def test_recall_counts_a_found_neighbour_that_ties_the_kth_true_one(found, scores, expected):
+    truth, truth_scores = np.array([[5, 1, 2]]), np.array([[1.0, 0.8, 0.7]])
+    r = recall_at(np.array([found]), truth, np.array([5]), k=2, found_scores=np.array([scores]),
+                  truth_scores=truth_scores, tie=TIE)
+    assert r[0] == pytest.approx(expected)
+    strict = recall_at(np.array([found]), truth, np.array([5]), k=2)
+    assert strict[0] <= r[0] and strict[0] == len({1, 2} & set(found)) / 2
+
+
+def test_crowded_neighbours_are_tuned_by_score_and_the_ids_alone_recall_is_kept(tmp_path):
+    """Copies a hair apart (bursts of near-identical photos): any ten of a burst are as good as the ten
+    exact search lists first. Tuning counts them, stores the ids-alone recall beside, and stats show both."""
+    r = np.random.default_rng(7)
+    centres = _unit(r.normal(size=(60, DIM)))
+    crowd = _unit(np.repeat(centres, 100, axis=0) + 1e-3 * r.normal(size=(6000, DIM)))
+    st = Store(tmp_path / "s", create=True)
+    sp = st.ensure_space(SpaceInfo(spec="test:crowd", family="test", weights="w", dim=DIM, modalities=("image",)))
+    st.apply([Upsert(f"/c/{i}.png", "file", 1, 1, f"{i:064x}", "image", vector=crowd[i]) for i in range(6000)], sp.id)
+    IndexSet(st, "ivf").sync(sp, ["image"], save=True)
+    tuned = read_record(st.root, sp.id, "image")["tuning"]
+    st.close()
+    assert tuned["met"] and tuned["recall"]["image"] >= 0.95 and tuned["strict"]["image"] < 0.95
+    queries = _unit(centres[:30] + 1e-3 * r.normal(size=(30, DIM)))
+    assert meets(held_out(tmp_path / "s", "ivf", queries))
+    assert not meets(held_out(tmp_path / "s", "ivf", queries, tie=0.0))  # by ids alone it would not
+    out = cli("stats", "--store", str(tmp_path / "s"))
+    assert out.exit_code == 0, out.output
+    assert f"same ids {tuned['strict']['image']:.3f}" in out.output
 
 
 def test_exact_neighbours_found_block_by_block_match_one_full_search():

@@ -278,6 +278,10 @@ class Engine:
                            max_audio_seconds=self.settings.max_audio_seconds, moments=moments, pooling=pooling)
         filters = Filters.make(where, since=since, until=until, path=path)
         self.notices = []
+        with self.store.snapshot():  # one state, and its generation read once, for every read of the search
+            return self._search(query, filters, space, collapse_dups)
+
+    def _search(self, query: Query, filters: Filters, space: str | None, collapse_dups: bool | float) -> list[Hit]:
         gen = self.store.generation()
         query = with_examples(query, self.store)
         wanted = [space] if space else self.models()

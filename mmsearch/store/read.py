@@ -78,6 +78,7 @@ class Reads:
     """Read methods of :class:`mmsearch.store.store.Store` (``self.db`` is its :class:`Database`)."""
 
     db: "Database"
+    _held: dict[tuple[int, int, str], bool]  # has_vectors per (generation, space, modality)
 
     def generation(self) -> int:
         return self.db.generation()
@@ -257,9 +258,18 @@ class Reads:
             return int(s.execute(q).scalar_one())
 
     def has_vectors(self, space_id: int, modality: str) -> bool:
-        """Whether a space holds any vector of a modality (an index probe, not a count)."""
+        """Whether a space holds any vector of a modality (an index probe, not a count); asked by every
+        search without a type, so kept per generation (only a write, which commits a new one, changes it)."""
         with self.db.read() as s:
-            return s.execute(select(Vector.content_id).where(*_where(space_id, modality)).limit(1)).first() is not None
+            key = (self.generation(), space_id, modality)
+            found = self._held.get(key)
+            if found is None:
+                found = s.execute(select(Vector.content_id).where(*_where(space_id, modality)).limit(1)).first() \
+                    is not None
+                if len(self._held) > 256:  # older generations' answers
+                    self._held.clear()
+                self._held[key] = found
+            return found
 
     def changes(self, space_id: int, modality: str, after: int, until: int | None = None) -> tuple[int, int]:
         """(vectors added, vectors removed) in one space and modality in generations ``after < gen <= until``."""

@@ -84,6 +84,9 @@ def shown_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+_GENERATION = "SELECT value FROM meta WHERE key = 'generation'"
+
+
 @contextmanager
 def _storage_errors(path: str) -> Iterator[None]:
     """A storage failure inside becomes one clear StoreError (statement bugs pass through)."""
@@ -155,7 +158,11 @@ class Database:
             try:
                 yield
             finally:
+                # what was read here lives on (an engine caches its spaces): detach it as read, before an
+                # exception's rollback would expire it and leave it unreadable outside
+                session.expunge_all()
                 self._local.session = None
+                self._local.generation = None
 
     @contextmanager
     def write(self) -> Iterator[tuple[Session, int]]:
@@ -203,8 +210,19 @@ class Database:
                     conn.commit()
 
     def generation(self) -> int:
-        with self.read() as s:
-            return int(s.execute(select(Meta.value).where(Meta.key == "generation")).scalar_one())
+        """The store's generation (a write commits the next one); read once per :meth:`snapshot`, which
+        sees one state (a search reads it for its spaces, indexes and calibration alike). Every query asks,
+        so it is one statement on a pooled connection, not an ORM session (0.18 ms against 0.6 ms)."""
+        session = getattr(self._local, "session", None)
+        if session is not None and getattr(self._local, "generation", None) is not None:
+            return self._local.generation
+        with _storage_errors(self.path):
+            if session is not None:
+                gen = int(session.connection().exec_driver_sql(_GENERATION).scalar_one())
+                self._local.generation = gen
+                return gen
+            with self.reader.connect() as conn:
+                return int(conn.exec_driver_sql(_GENERATION).scalar_one())
 
     # ---- checks ----------------------------------------------------------------------------------
     def integrity(self) -> tuple[list[str], list[tuple]]:

@@ -44,6 +44,7 @@ class Store(MomentReads, Writes, Checks):
 
     def __init__(self, root: Path, *, create: bool = False, db: str | None = None) -> None:
         self.root = Path(root).expanduser().absolute()
+        self._held = {}
         url = _bound(self.root, db)
         self.db_path = None if url else self.root / DB_NAME  # the SQLite file; None on a database server
         if url:

@@ -67,7 +67,8 @@ def main() -> None:
     ap.add_argument("--quantizer-ef", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--queries", type=int, default=300)
     args = ap.parse_args()
-    base = shapes.image_vectors(args.n).astype(np.float16).astype(np.float32)
+    model = shapes.image_vectors(args.n).astype(np.float32)
+    base = model.astype(np.float16).astype(np.float32)  # as the store keeps them
     qs = shapes.query_sets(1000)
     sets = {"text": unit(qs["text"])[: args.queries], "prompt": unit(qs["prompt"]),
             "image": unit(qs["image"])[: args.queries]}
@@ -77,10 +78,15 @@ def main() -> None:
     crowd = {k: {"gap_10th_11th": float(np.median(D[:, K - 1] - D[:, K])),
                  "gap_10th_20th": float(np.median(D[:, K - 1] - D[:, 2 * K - 1])),
                  "gap_1st_10th": float(np.median(D[:, 0] - D[:, K - 1]))} for k, (D, _) in truth.items()}
+    for k, (D, I) in truth.items():  # how far fp16 storage moves a true neighbour's score from the model's
+        moved = np.abs(np.einsum("qkd,qd->qk", model[I[:, :K]] - base[I[:, :K]], sets[k]))
+        crowd[k]["fp16_moves_median"] = float(np.median(moved))
+        crowd[k]["fp16_moves_max"] = float(moved.max())
     truth = {k: (D[:, :K], I[:, :K]) for k, (D, I) in truth.items()}
     for k, c in crowd.items():
         print(f"{k}: median score gap 10th-11th {c['gap_10th_11th']:.1e}, 10th-20th {c['gap_10th_20th']:.1e}, "
-              f"1st-10th {c['gap_1st_10th']:.1e}", flush=True)
+              f"1st-10th {c['gap_1st_10th']:.1e}; fp16 storage moves a score by {c['fp16_moves_median']:.1e} "
+              f"(median), {c['fp16_moves_max']:.1e} (max)", flush=True)
     exact = per_query(lambda q: flat.search(q, K), sets["text"][:100])
     print(f"exact: {exact * 1e3:.2f} ms per query", flush=True)
     rows = []
@@ -95,9 +101,11 @@ def main() -> None:
         print(f"{fac}: build {build:.1f} s", flush=True)
         for nprobe in args.nprobe:
             for qef in args.quantizer_ef if "HNSW" in fac else [None]:
-                sp = faiss.SearchParametersIVF(nprobe=nprobe)
-                if qef is not None:
-                    sp.quantizer_params = faiss.SearchParametersHNSW(efSearch=max(qef, nprobe))
+                # the quantizer's parameters go in the constructor and stay referenced here: SWIG does not
+                # keep a Python object alive through an attribute set on another
+                qp = faiss.SearchParametersHNSW(efSearch=max(qef, nprobe)) if qef is not None else None
+                sp = (faiss.SearchParametersIVF(nprobe=nprobe, quantizer_params=qp) if qp is not None
+                      else faiss.SearchParametersIVF(nprobe=nprobe))
                 rec = {k: recalls(*ix.search(v, K, params=sp), truth[k]) for k, v in sets.items()}
                 t = per_query(lambda q: ix.search(q, K, params=sp), np.concatenate([sets["text"]] * 2))
                 row = {"factory": fac, "build_s": round(build, 1), "nprobe": nprobe, "quantizer_ef": qef,

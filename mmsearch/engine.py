@@ -278,7 +278,11 @@ class Engine:
                            max_audio_seconds=self.settings.max_audio_seconds, moments=moments, pooling=pooling)
         filters = Filters.make(where, since=since, until=until, path=path)
         self.notices = []
-        with self.store.snapshot():  # one state, and its generation read once, for every read of the search
+        # one state, and its generation read once, for every read of the search. The snapshot stays open
+        # while the query is embedded (a first query loads its model: seconds); a read transaction that
+        # long costs nothing a writer waits on: SQLite's WAL lets it commit (its checkpoint stops at the
+        # snapshot until it closes), and PostgreSQL's MVCC reads never block a write
+        with self.store.snapshot():
             return self._search(query, filters, space, collapse_dups)
 
     def _search(self, query: Query, filters: Filters, space: str | None, collapse_dups: bool | float) -> list[Hit]:

@@ -287,25 +287,32 @@ def test_a_video_failing_in_one_space_keeps_that_error_while_the_other_space_ind
         assert back.ok and back.indexed == 1 and eng.errors() == []
 
 
-def test_a_model_with_no_space_yet_keeps_its_failure_though_a_later_model_indexes_the_file(tmp_path):
-    """A store that holds only sounds gets a video: the default image model (no space yet, and not on this
-    machine) fails its frames before the store's sound model indexes its soundtrack. The failure is
-    recorded after every model has had its turn, so the soundtrack's success does not wipe it out."""
+def test_a_model_with_no_space_yet_keeps_its_failure_though_a_later_model_indexes_the_file(tmp_path, monkeypatch):
+    """A store that holds only sounds gets a video: the default image model (no space yet, and made to fail
+    here through the registry, whatever this machine has cached) fails its frames before the store's sound
+    model indexes its soundtrack. The failure is recorded after every model has had its turn, so the
+    soundtrack's success does not wipe it out."""
     from mmsearch.config import DEFAULT_MODELS
+    from mmsearch.encoders.registry import registered
+    from mmsearch.errors import ModelError
 
+    def unloadable(spec, rest, **kw):
+        raise ModelError(f"{spec}: no weights on this machine")
+
+    monkeypatch.setitem(DEFAULT_MODELS, "image", "unloadable:frames")
     folder = tmp_path / "v"
     folder.mkdir()
     write_sound(folder / "beep.wav", tone(1.0, 16000, 880.0), 16000)
     with Engine.open(tmp_path / "store", model="builtin:tones", workers=0) as eng:
         assert eng.index([folder]).ok
     write_video(folder / "c.mp4", [Shot("cross", "pink", 2.0)], cues=[Cue("sweep-up", 0.0, 2.0)], size=(64, 48))
-    with Engine.open(tmp_path / "store", workers=0) as eng:
+    with registered("unloadable", unloadable), Engine.open(tmp_path / "store", workers=0) as eng:
         report = eng.index([folder])
         errors = eng.errors()
         heard = eng.search("a rising whistle", type="video")
     assert [Path(p).name for p, _ in report.errors] == ["c.mp4"]
     (err,) = errors
-    assert Path(err.path).name == "c.mp4" and "not embedded" in err.reason and DEFAULT_MODELS["image"] in err.reason
+    assert Path(err.path).name == "c.mp4" and "not embedded" in err.reason and "unloadable:frames" in err.reason
     assert [Path(h.path).name for h in heard] == ["c.mp4"]  # its soundtrack is searchable meanwhile
 
 

@@ -260,7 +260,7 @@ class Reads:
     def has_vectors(self, space_id: int, modality: str) -> bool:
         """Whether a space holds any vector of a modality (an index probe, not a count); asked by every
         search without a type, so kept per generation (only a write, which commits a new one, changes it)."""
-        with self.db.read() as s:
+        with self.db.snapshot(), self.db.read() as s:  # the generation and the probe from one state
             key = (self.generation(), space_id, modality)
             found = self._held.get(key)
             if found is None:

@@ -24,6 +24,9 @@ from mmsearch.store.store import Store, Upsert
 from tests.kit import cli
 
 DIM, CENTRES, N, TEXTS = 32, 48, 6000, 400
+#: Fresh queries a held-out check draws: its mean is then within ~0.005 (2 SE) of what every query would
+#: get, and it must reach the target itself (the tuner's margin is for its own sample's noise).
+FRESH = 1000
 _rng = np.random.default_rng(0)
 _C = _rng.normal(size=(CENTRES, DIM))
 _GAP = _rng.normal(size=DIM)
@@ -60,9 +63,11 @@ def held_out_recall(path, kind: str, queries: np.ndarray, tie: float = TIE, **pa
 
 
 def meets(recalls: np.ndarray, target: float = 0.95) -> bool:
-    """Whether a fresh sample's recalls are consistent with a true mean at or above ``target``: its mean
-    is not more than two standard errors below. (A tuner that meets the target exactly still sees half
-    of all fresh samples fall just short, so ``mean >= target`` would test the draw, not the tuner.)"""
+    """Whether a fresh sample's recalls could come from a true mean at or above ``target``: its mean is not
+    more than two standard errors below. Used only as ``not meets(...)``, to say an index *falls short*
+    beyond the draw's noise; that the tuner meets its target is checked on the mean itself, as users see
+    it (the tuner takes a value only where mean − 2√2 SE reaches the target, so a fresh sample of as
+    many queries has its mean above the target but for ~1 draw in 40)."""
     return float(recalls.mean() + 2 * recalls.std(ddof=1) / np.sqrt(len(recalls))) >= target
 
 
@@ -92,8 +97,8 @@ def test_tuned_index_meets_its_target_on_held_out_image_and_text_queries(tmp_pat
     st.close()
     assert tuned["param"] == ("ef_search" if kind == "hnsw" else "nprobe") and tuned["met"]
     assert set(tuned["recall"]) == {"image", "text"} and min(tuned["recall"].values()) >= 0.95
-    for queries in (images(300, 11), texts(300, 12)):  # drawn afresh: not what it was tuned on
-        assert meets(held_out(tmp_path / "s", kind, queries))
+    for queries in (images(FRESH, 11), texts(FRESH, 12)):  # drawn afresh: not what it was tuned on
+        assert held_out(tmp_path / "s", kind, queries).mean() >= 0.95
 
 
 def test_text_queries_need_the_wider_search_they_were_tuned_for(tmp_path):
@@ -107,9 +112,9 @@ def test_text_queries_need_the_wider_search_they_were_tuned_for(tmp_path):
     both = read_record(st.root, sp.id, "image")["tuning"]
     st.close()
     assert set(alone["recall"]) == {"image"} and both["value"] > alone["value"]
-    fresh = texts(300, 12)
+    fresh = texts(FRESH, 12)
     assert not meets(held_out(tmp_path / "images-only", "hnsw", fresh))
-    assert meets(held_out(tmp_path / "with-texts", "hnsw", fresh))
+    assert held_out(tmp_path / "with-texts", "hnsw", fresh).mean() >= 0.95
 
 
 def test_prompts_given_to_the_index_set_are_tuned_for(tmp_path):
@@ -255,7 +260,7 @@ def test_crowded_neighbours_are_tuned_by_score_and_the_ids_alone_recall_is_kept(
     st.close()
     assert tuned["met"] and tuned["recall"]["image"] >= 0.95 and tuned["strict"]["image"] < 0.95
     queries = _unit(centres[:30] + 1e-3 * r.normal(size=(30, DIM)))
-    assert meets(held_out(tmp_path / "s", "ivf", queries))
+    assert held_out(tmp_path / "s", "ivf", queries).mean() >= 0.95
     assert not meets(held_out(tmp_path / "s", "ivf", queries, tie=0.0))  # by ids alone it would not
     out = cli("stats", "--store", str(tmp_path / "s"))
     assert out.exit_code == 0, out.output

@@ -62,7 +62,7 @@ def testrecall_at_counts_a_hit_when_the_right_item_is_within_k():
 
 
 def test_eval_end_to_end_exact_equals_flat_andrecall_at_is_monotone(tmp_path, images, tiny_model):
-    lines = [f"image,caption"] + [f"imgs/{p.name},caption number {i}" for i, p in enumerate(images)]
+    lines = ["image,caption"] + [f"imgs/{p.name},caption number {i}" for i, p in enumerate(images)]
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
     r = cli("eval", tmp_path / "d.csv", "--model", tiny_model, "--index", "flat", "--json")
     assert r.exit_code == 0, r.output

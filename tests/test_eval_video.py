@@ -11,7 +11,6 @@ first eval that uses it (later evals only sync it). Run with -s to see the figur
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 

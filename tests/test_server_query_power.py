@@ -149,7 +149,7 @@ def test_similar_is_like_an_item(client, engine):
     ({"q": "x", "dups_threshold": 1.5}, "dups_threshold"),
 ])
 def test_a_bad_filter_or_query_text_is_a_422_naming_it(client, params, named):
-    for path in ("/api/search", f"/api/similar/1"):
+    for path in ("/api/search", "/api/similar/1"):
         if path != "/api/search" and "where" not in params and "since" not in params and "until" not in params:
             continue
         r = client.get(path, params=params)

@@ -14,7 +14,8 @@ import numpy as np
 from mmsearch.ann.faiss_index import KINDS, CorruptIndexError
 from mmsearch.ann.placement import choose
 from mmsearch.errors import StoreLockedError, UsageError
-from mmsearch.ann.space_index import ANN_DIR, SpaceIndex, SyncReport, index_ids, index_name, read_record
+from mmsearch.ann.faiss_index import index_ids
+from mmsearch.ann.space_index import ANN_DIR, SpaceIndex, SyncReport, index_name, read_record
 from mmsearch.ann.tuning import Tuned
 from mmsearch.store.checks import some
 from mmsearch.store.files import temp_files

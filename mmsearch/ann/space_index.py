@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from mmsearch.ann import ondisk
-from mmsearch.ann.faiss_index import (AnnIndex, CorruptIndexError, SearchParams, check_file, choose_kind, index_ids,
+from mmsearch.ann.faiss_index import (AnnIndex, CorruptIndexError, SearchParams, check_file, choose_kind,
                                       needs_rebuild)
 from mmsearch.ann.placement import Placed, place
 from mmsearch.ann.rerank import RERANKED, pool_size, reranked

@@ -8,7 +8,8 @@ import pytest
 
 from mmsearch.ann.faiss_index import choose_kind
 from mmsearch.ann.indexes import IndexSet
-from mmsearch.ann.space_index import SpaceIndex, index_ids, read_record
+from mmsearch.ann.faiss_index import index_ids
+from mmsearch.ann.space_index import SpaceIndex, read_record
 from mmsearch.encoders.base import SpaceInfo
 from mmsearch.store.store import Store
 from tests.kit import add_vectors, clustered, exact_top, recall

@@ -494,3 +494,23 @@ def test_a_video_row_holds_what_each_space_read_of_it(sample_store):
         st.close()
     assert (meta[hits["holiday.mp4"]].sample_rate, meta[hits["holiday.mp4"]].channels) == (16000, 1)
     assert meta[hits["garden.webm"]].sample_rate is None  # no soundtrack
+
+
+def test_copies_of_a_new_video_are_decoded_and_embedded_once(tmp_path, counting):
+    folder = tmp_path / "v"
+    folder.mkdir()
+    write_video(folder / "a.mp4", [Shot("cross", "pink", 2.0)], size=(64, 48))
+    alone = tmp_path / "alone"
+    shutil.copytree(folder, alone)
+    for name in ("b.mp4", "c.mp4"):
+        shutil.copy(folder / "a.mp4", folder / name)
+    with Engine.open(tmp_path / "one", model=counting.spec("builtin:shapes"), workers=0) as eng:
+        assert eng.index([alone]).ok
+    frames = sum(sum(e.image_batches) for e in counting.made)
+    with Engine.open(tmp_path / "three", model=counting.spec("builtin:shapes"), workers=0) as eng:
+        report = eng.index([folder])
+        hit = eng.search("a pink cross", type="video", k=1)[0]
+    assert report.ok and (report.indexed, report.reused) == (1, 2), report
+    again = sum(sum(e.image_batches) for e in counting.made) - frames
+    assert again == frames > 0  # the frames of one video reached the model, not three
+    assert sorted(Path(p).name for p in hit.paths) == ["a.mp4", "b.mp4", "c.mp4"]

@@ -3,7 +3,8 @@
 1. ``unchanged``: same (size, mtime) as its row, and its content has a vector in this space.
 2. Hash the rest on threads (read + sha256 release the GIL; no process start-up). Content the store
    already has a vector for (moved, renamed, copied, touched) is *linkable*: no decode, no model call.
-3. The rest is *fresh*: decoded and embedded.
+3. The rest is *fresh*: decoded and embedded; a file with the bytes of a fresh one hashed before it in this
+   run (a folder and its backup) is a *copy*, linked once that one is embedded instead of decoded again.
 4. ``vanished``: rows under a walked root not seen now (and not under a folder that failed to read);
    with a watcher's changes, also the rows at or below paths that were deleted (:func:`gone_uris`).
 """
@@ -69,16 +70,26 @@ def current(store: Store, space_id: int | None, candidates: Sequence[Candidate],
 
 
 def hashed(store: Store, space_id: int | None, todo: Sequence[Candidate], batch: int,
-           limits: dict[str, int] | None = None) -> Iterator[tuple[list[Loaded], list[Candidate]]]:
-    """Hash ``todo`` a batch at a time: yields (linkable items incl. read errors, fresh candidates)."""
+           limits: dict[str, int] | None = None) -> Iterator[tuple[list[Loaded], list[Candidate], list[Loaded]]]:
+    """Hash ``todo`` a batch at a time: yields (linkable items incl. read errors, fresh candidates, copies).
+
+    *Copies* have the bytes of a fresh candidate yielded before them in this run (a folder and its backup,
+    indexed for the first time): they are to be linked once that one is embedded, not decoded again."""
+    first: set[str] = set()  # the contents of the fresh candidates so far
     with ThreadPoolExecutor(max_workers=HASH_THREADS) as hasher:
         for part in batched(todo, batch):
             chunk = list(hasher.map(lambda c: load(c.path, c.modality, None, limits, decode=False), part))
             known = store.contents_by_sha([x.sha256 for x in chunk if x.error is None], -1 if space_id is None else space_id)
             linkable = [x for x in chunk if x.error is not None or known.get(x.sha256, (0, False))[1]]
-            fresh = [Candidate(x.path, x.modality, x.size, x.mtime_ns) for x in chunk
-                     if x.error is None and not known.get(x.sha256, (0, False))[1]]
-            yield linkable, fresh
+            fresh, copies = [], []
+            for x in chunk:
+                if x.error is None and not known.get(x.sha256, (0, False))[1]:
+                    if x.sha256 in first:
+                        copies.append(x)
+                    else:
+                        first.add(x.sha256)
+                        fresh.append(Candidate(x.path, x.modality, x.size, x.mtime_ns))
+            yield linkable, fresh, copies
 
 
 def vanished(store: Store, p: Plan, failed_now: set[str]) -> list[str]:

@@ -222,15 +222,32 @@ class _Run:
         self.report.unchanged += settled
         self.done += settled
         fresh: list[Candidate] = []
-        for linkable, new in hashed(self.store, space_id, todo, self.batch, self.limits):
+        copies: list[Loaded] = []
+        for linkable, new, same in hashed(self.store, space_id, todo, self.batch, self.limits):
             fresh += new
+            copies += same
             if linkable:  # known content (and read errors): linked with no model, even one that cannot load
                 if target.space is not None:
                     self.flush(target, linkable)
                 else:
                     self.flush(None, [], [(x.path, x.error) for x in linkable if x.error is not None])
-        if fresh and self._ready(target, fresh):
+        if fresh and self._ready(target, [*fresh, *copies]):
             self._decode(target, fresh)
+            self._link_copies(target, copies)
+
+    def _link_copies(self, target: Target, copies: list[Loaded]) -> None:
+        """Files with the bytes of a fresh file of this run, linked to the content it was embedded as; a copy
+        of one that failed (or changed since it was hashed) is decoded itself, and fails with its own error."""
+        if not copies:
+            return
+        known = self.store.contents_by_sha([x.sha256 for x in copies], target.space.id)
+        embedded = [x for x in copies if known.get(x.sha256, (0, False))[1]]
+        for part in batched(embedded, self.batch):
+            self.flush(target, part)
+        rest = [Candidate(x.path, x.modality, x.size, x.mtime_ns) for x in copies
+                if not known.get(x.sha256, (0, False))[1]]
+        if rest:
+            self._decode(target, rest)
 
     def _ready(self, target: Target, items: Sequence[Any]) -> bool:
         """Load the target's model for ``items``; when it cannot load, their files fail with the reason (or,

@@ -139,3 +139,32 @@ def test_moved_files_are_hashed_but_not_decoded(engine_factory, tmp_path, monkey
     r = eng.index([tmp_path / "data"])
     assert (r.reused, r.indexed, r.removed) == (3, 1, 3)
     assert len(calls) == 1  # only the new image was decoded
+
+
+def test_copies_of_a_new_file_are_decoded_once_and_linked(engine_factory, tmp_path, monkeypatch):
+    """A first run over a folder and its backup: each content is decoded once, its copies linked to it,
+    even when the copies fall in later hashing batches than the first."""
+    import mmsearch.ingest.decode as decode
+
+    eng = engine_factory(batch_size=2)
+    imgs = write_images(tmp_path / "data" / "a", 3)
+    (tmp_path / "data" / "z").mkdir()
+    for p in imgs:
+        shutil.copy(p, tmp_path / "data" / "z" / p.name)
+    calls = []
+    real = decode.decode_image
+    monkeypatch.setattr(decode, "decode_image", lambda data, *a, **kw: calls.append(1) or real(data, *a, **kw))
+    r = eng.index([tmp_path / "data"])
+    assert r.ok and (r.indexed, r.reused) == (3, 3), r
+    assert len(calls) == 3  # one decode per content, not per file
+    hit = eng.search(image=imgs[1], k=1)[0]
+    assert set(hit.paths) == {str(imgs[1]), str(tmp_path / "data" / "z" / imgs[1].name)}
+
+
+def test_copies_of_a_file_that_fails_to_decode_fail_each_with_their_own_path(engine_factory, tmp_path):
+    data = tmp_path / "data"
+    write_images(data, 1)
+    (data / "bad.png").write_bytes(b"\\x89PNG\\r\\n\\x1a\\n" + b"not really a png" * 20)
+    shutil.copy(data / "bad.png", data / "bad copy.png")
+    r = engine_factory().index([data])
+    assert r.indexed == 1 and sorted(os.path.basename(p) for p, _ in r.errors) == ["bad copy.png", "bad.png"]

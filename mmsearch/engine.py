@@ -77,6 +77,15 @@ class Engine:
                                     db=db)
         return cls(Store(Path(settings.store), create=create, db=settings.db), settings)
 
+    @staticmethod
+    def downgrade(revision: str, path: str | os.PathLike | None = None, *, db: str | None = None) -> str:
+        """Take the store at ``path`` back to schema ``revision`` (``mmsearch.store.migrate.REVISIONS``), for an
+        older release; returns the revision it had. Opening it with this release upgrades it again."""
+        from mmsearch.store.store import downgrade
+
+        settings = Settings.resolve(store=os.fspath(path) if path is not None else None, db=db)
+        return downgrade(Path(settings.store), revision, db=settings.db)
+
     def close(self) -> None:
         self.store.close()
 
@@ -278,10 +287,8 @@ class Engine:
                            max_audio_seconds=self.settings.max_audio_seconds, moments=moments, pooling=pooling)
         filters = Filters.make(where, since=since, until=until, path=path)
         self.notices = []
-        # one state, and its generation read once, for every read of the search. The snapshot stays open
-        # while the query is embedded (a first query loads its model: seconds); a read transaction that
-        # long costs nothing a writer waits on: SQLite's WAL lets it commit (its checkpoint stops at the
-        # snapshot until it closes), and PostgreSQL's MVCC reads never block a write
+        # one state, its generation read once, for every read; open while the query embeds (a first query
+        # loads its model): no writer waits on a reader, in SQLite's WAL or PostgreSQL's MVCC
         with self.store.snapshot():
             return self._search(query, filters, space, collapse_dups)
 

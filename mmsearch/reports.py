@@ -70,6 +70,16 @@ def settings(out: Console, s: Any, sources: dict[str, str], config_file: Any, fm
     out.print(table)
 
 
+def downgraded(out: Console, had: str, revision: str, fmt: Format) -> None:
+    if fmt in (Format.json, Format.jsonl):
+        print(_dump({"from": had, "to": revision}))
+    elif had == revision:
+        out.print(styled("the store is at revision {} already: nothing to do", revision))
+    else:
+        out.print(styled("store taken from schema revision {} to {}; opening it with this mmsearch upgrades it again",
+                         had, revision))
+
+
 def runtime_cache(out: Console, items: Sequence[CachedExport], fmt: Format, *, cleared: bool = False) -> None:
     if fmt in (Format.json, Format.jsonl):
         print(_dump({"cleared": cleared, "exports": [c.to_dict() for c in items]}))

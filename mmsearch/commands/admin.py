@@ -1,5 +1,5 @@
-"""Commands that inspect, check, serve or measure a store: dups, stats, errors, doctor, serve, config,
-cache, eval."""
+"""Commands that inspect, check, serve or measure a store: dups, stats, errors, doctor, downgrade, serve,
+config, cache, eval."""
 
 from __future__ import annotations
 
@@ -77,6 +77,21 @@ def doctor(
     reports.doctor(out, report, present.Format.json if as_json else present.Format.table)
     if not report.ok:
         raise typer.Exit(3)
+
+
+@app.command()
+@handle_errors
+def downgrade(
+    revision: Annotated[str, typer.Argument(help="The schema revision an older release reads (0001: releases before errors per model).")],
+    store: StoreOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take the store back to an older schema revision, for an older mmsearch release (this one upgrades it again when it opens it)."""
+    from mmsearch.engine import Engine
+
+    had = Engine.downgrade(revision, store, db=db)
+    reports.downgraded(out, had, revision, present.Format.json if as_json else present.Format.table)
 
 
 @app.command()

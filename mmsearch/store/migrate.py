@@ -19,7 +19,7 @@ from typing import Callable
 from sqlalchemy import inspect, select
 from sqlalchemy.engine import Connection
 
-from mmsearch.errors import StoreError
+from mmsearch.errors import StoreError, UsageError
 from mmsearch.store.schema import SCHEMA_VERSION, Meta
 
 SCRIPTS = Path(__file__).resolve().parent / "migrations"
@@ -97,6 +97,25 @@ def upgrade(conn: Connection, *, create: bool, where: str) -> None:
     if found != HEAD:
         _alembic(conn, "upgrade", HEAD)
         conn.execute(Meta.__table__.update().where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+
+
+def downgrade(conn: Connection, target: str, *, where: str) -> str:
+    """Take the database on ``conn`` (in a write transaction) back to revision ``target``, for an older
+    release of mmsearch; returns the revision it had. This release upgrades it again when it next opens it."""
+    if target not in REVISIONS:
+        raise UsageError(f"revision {target!r}: not one this mmsearch knows (known: {', '.join(REVISIONS)})")
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+    found = revision(conn)
+    if found not in REVISIONS:
+        raise StoreError(f"store has schema revision {found}, this mmsearch knows up to {HEAD}", path=where,
+                         hint="use the mmsearch release that made it")
+    if REVISIONS.index(target) > REVISIONS.index(found):
+        raise UsageError(f"revision {target!r}: the store is at {found}, older; opening it with this mmsearch "
+                         "upgrades it")
+    if target != found:
+        _alembic(conn, "downgrade", target)
+    return found
 
 
 def _alembic(conn: Connection, what: str, target: str) -> None:

@@ -242,6 +242,21 @@ class Database:
         return res, fk
 
 
+def downgrade(url: str, target: str, where: str) -> str:
+    """Take the database at ``url`` back to schema revision ``target`` (for an older release) in one write
+    transaction; returns the revision it had. On PostgreSQL a writer holding the store is refused."""
+    engine = _make_engine(url, "BEGIN IMMEDIATE")
+    try:
+        with _storage_errors(where), engine.begin() as conn:
+            if conn.dialect.name == "postgresql" and \
+                    not conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({WRITER_LOCK})").scalar_one():
+                raise StoreLockedError(f"store is being written by {_holder(conn)}", path=where,
+                                       hint="wait for it to finish, or stop it")
+            return migrate.downgrade(conn, target, where=where)
+    finally:
+        engine.dispose()
+
+
 def _holder(conn) -> str:
     import json
 

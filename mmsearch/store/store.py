@@ -31,6 +31,7 @@ from mmsearch.store.moments import MomentReads
 from mmsearch.store.read import ContentMeta, SourceState
 from mmsearch.store.schema import SCHEMA_VERSION
 from mmsearch.store.session import BACKENDS, Database, shown_url
+from mmsearch.store.session import downgrade as downgrade_database
 from mmsearch.store.write import ApplyResult, Upsert, Writes
 from mmsearch.util import folder_size
 
@@ -111,6 +112,18 @@ class Store(MomentReads, Writes, Checks):
                         "modalities": sp.modalities.split(","), "preprocess_version": sp.preprocess_version}
                        for sp in self.spaces()],
         })
+
+
+def downgrade(root: Path, target: str, *, db: str | None = None) -> str:
+    """Take the store at ``root`` back to schema revision ``target``, for an older release of mmsearch,
+    holding its writer lock; returns the revision it had (this release upgrades it again on opening it)."""
+    root = Path(root).expanduser().absolute()
+    url = _bound(root, db)
+    if url is None and not (root / DB_NAME).exists():
+        raise StoreError("no mmsearch store here", path=str(root), hint="pass --store")
+    url = url or f"sqlite:///{root / DB_NAME}"
+    with writer_lock(root, "downgrade"):
+        return downgrade_database(url, target, str(root / DB_NAME) if url.startswith("sqlite") else shown_url(url))
 
 
 def _bound(root: Path, db: str | None) -> str | None:

@@ -10,7 +10,7 @@ import pytest
 from mmsearch import Engine
 from mmsearch.errors import StoreError
 from mmsearch.store.migrate import V3_COLUMNS
-from tests.kit import make_pre_alembic, make_revision_0001, unit, write_exif_jpeg, write_images
+from tests.kit import cli, make_pre_alembic, make_revision_0001, unit, write_exif_jpeg, write_images
 
 
 def _schema(db) -> tuple[str, set[str]]:
@@ -103,7 +103,7 @@ def test_the_revisions_listed_are_the_scripts():
     assert scripts.get_current_head() == migrate.HEAD
 
 
-@pytest.mark.parametrize("old", [None, 1, 2, 3, "0001"])
+@pytest.mark.parametrize("old", [None, 1, 2, 3, "0001", "downgraded"])
 def test_every_sqlite_store_migrates_to_exactly_the_models(tmp_path, tiny_model, old):
     data = tmp_path / "data"
     write_images(data, 3)
@@ -117,6 +117,9 @@ def test_every_sqlite_store_migrates_to_exactly_the_models(tmp_path, tiny_model,
     db = store / "mmsearch.sqlite3"
     if old == "0001":  # as the first Alembic release made it
         make_revision_0001(db)
+    elif old == "downgraded":  # taken back for that release by `mmsearch downgrade`
+        out = cli("downgrade", "0001", "--store", str(store))
+        assert out.exit_code == 0 and "from schema revision 0002 to 0001" in out.output, out.output
     elif old is not None:  # as the release before Alembic (schema 3), or older ones, made it
         make_pre_alembic(db, old)
     with Engine.open(store, model=tiny_model, workers=0) as eng:
@@ -179,3 +182,76 @@ def test_a_postgres_store_of_revision_0001_upgrades_keeping_its_errors(tmp_path,
         assert conn.execute(text("SELECT conname FROM pg_constraint WHERE conrelid = 'errors'::regclass "
                                  "AND contype = 'p'")).scalar_one() == "errors_pkey"
     engine.dispose()
+
+
+def _errors_table(db) -> tuple[list, list, list]:
+    """(columns, unique column sets, rows) of a SQLite store's errors table."""
+    con = sqlite3.connect(db)
+    try:
+        columns = [r[1] for r in con.execute("PRAGMA table_info(errors)")]
+        unique = sorted([r[2] for r in con.execute(f"PRAGMA index_info('{ix[1]}')")]
+                        for ix in con.execute("PRAGMA index_list(errors)") if ix[2])
+        rows = con.execute("SELECT uri, reason FROM errors ORDER BY uri").fetchall()
+        return columns, unique, rows
+    finally:
+        con.close()
+
+
+def test_a_downgraded_store_is_what_revision_0001_made_one_record_per_path(tmp_path, tiny_model):
+    data = tmp_path / "data"
+    write_images(data, 1)
+    (data / "a.png").write_bytes(b"not a png")
+    (data / "b.png").write_bytes(b"nor this")
+    store, db = tmp_path / "store", tmp_path / "store" / "mmsearch.sqlite3"
+    with Engine.open(store, model=tiny_model, workers=0) as eng:
+        eng.index([data])
+        space = eng.stats().spaces[0].id
+    con = sqlite3.connect(db)  # a.png: a record about the file itself, which is kept; b.png: a later one, kept
+    con.executemany("INSERT INTO errors (uri, space_id, reason, gen, at) VALUES (?, ?, ?, ?, 0)",
+                    [(str(data / "a.png"), 0, "about the file", 0), (str(data / "b.png"), space + 7, "later", 99)])
+    con.commit()
+    con.close()
+    reference = tmp_path / "reference.sqlite3"  # the errors table as the release of revision 0001 made it
+    reference.write_bytes(db.read_bytes())
+    make_revision_0001(reference)
+    assert Engine.downgrade("0001", store) == "0002"
+    columns, unique, rows = _errors_table(db)
+    assert (columns, unique) == _errors_table(reference)[:2] and "space_id" not in columns
+    assert [uri for uri, _ in rows] == [str(data / "a.png"), str(data / "b.png")]
+    assert rows[0][1] == "about the file" and rows[1][1] == "later"
+    assert _schema(db)[0] == "3"
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+    con.close()
+    assert Engine.downgrade("0001", store) == "0001"  # already there: nothing to do
+
+
+@pytest.mark.parametrize("revision, message", [
+    ("0003", "revision '0003': not one this mmsearch knows"),
+    ("head", "revision 'head': not one this mmsearch knows"),
+])
+def test_downgrade_to_a_revision_it_does_not_know_is_refused_naming_it(tmp_path, tiny_model, revision, message):
+    with Engine.open(tmp_path / "store", model=tiny_model) as eng:
+        eng.stats()
+    out = cli("downgrade", revision, "--store", str(tmp_path / "store"))
+    assert out.exit_code != 0 and message in out.output, out.output
+    with Engine.open(tmp_path / "store", create=False) as eng:  # untouched: opens at this release's schema
+        assert eng.stats().items == {}
+
+
+def test_downgrade_with_no_store_there_names_the_folder(tmp_path):
+    out = cli("downgrade", "0001", "--store", str(tmp_path / "nothing"))
+    assert out.exit_code != 0 and "no mmsearch store here" in out.output and "nothing" in out.output, out.output
+
+
+def test_a_postgres_store_downgraded_and_opened_again_keeps_its_errors(tmp_path, tiny_model, postgres_url):
+    data = tmp_path / "data"
+    write_images(data, 2)
+    (data / "broken.png").write_bytes(b"not a png")
+    with Engine.open(tmp_path / "pg", model=tiny_model, workers=0, db=postgres_url) as eng:
+        eng.index([data])
+        errors = [(e.path, e.reason) for e in eng.errors()]
+    assert Engine.downgrade("0001", tmp_path / "pg", db=postgres_url) == "0002"
+    with Engine.open(tmp_path / "pg", model=tiny_model, workers=0, db=postgres_url) as eng:
+        assert [(e.path, e.reason) for e in eng.errors()] == errors
+    assert _differences(postgres_url) == []

@@ -241,11 +241,14 @@ class _Run:
         if not copies:
             return
         known = self.store.contents_by_sha([x.sha256 for x in copies], target.space.id)
-        embedded = [x for x in copies if known.get(x.sha256, (0, False))[1]]
+        embedded, rest = [], []
+        for x in copies:
+            if known.get(x.sha256, (0, False))[1]:
+                embedded.append(x)
+            else:
+                rest.append(Candidate(x.path, x.modality, x.size, x.mtime_ns))
         for part in batched(embedded, self.batch):
             self.flush(target, part)
-        rest = [Candidate(x.path, x.modality, x.size, x.mtime_ns) for x in copies
-                if not known.get(x.sha256, (0, False))[1]]
         if rest:
             self._decode(target, rest)
 

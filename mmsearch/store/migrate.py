@@ -92,8 +92,7 @@ def upgrade(conn: Connection, *, create: bool, where: str) -> None:
         conn.execute(Meta.__table__.update().where(Meta.key == "schema_version").values(value="3"))
         _alembic(conn, "stamp", "0001")
     elif found not in REVISIONS:
-        raise StoreError(f"store has schema revision {found}, this mmsearch knows up to {HEAD}", path=where,
-                         hint="upgrade mmsearch")
+        raise _unknown(found, where, "upgrade mmsearch")
     if found != HEAD:
         _alembic(conn, "upgrade", HEAD)
         conn.execute(Meta.__table__.update().where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
@@ -108,14 +107,17 @@ def downgrade(conn: Connection, target: str, *, where: str) -> str:
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
     found = revision(conn)
     if found not in REVISIONS:
-        raise StoreError(f"store has schema revision {found}, this mmsearch knows up to {HEAD}", path=where,
-                         hint="use the mmsearch release that made it")
+        raise _unknown(found, where, "use the mmsearch release that made it")
     if REVISIONS.index(target) > REVISIONS.index(found):
         raise UsageError(f"revision {target!r}: the store is at {found}, older; opening it with this mmsearch "
                          "upgrades it")
     if target != found:
         _alembic(conn, "downgrade", target)
     return found
+
+
+def _unknown(found: str | None, where: str, hint: str) -> StoreError:
+    return StoreError(f"store has schema revision {found}, this mmsearch knows up to {HEAD}", path=where, hint=hint)
 
 
 def _alembic(conn: Connection, what: str, target: str) -> None:

@@ -107,7 +107,7 @@ class Database:
         self.url = url
         backend = make_url(url).get_backend_name()
         self.backend = backend
-        self.path = (make_url(url).database or "") if backend == "sqlite" else shown_url(url)
+        self.path = shown_path(url)
         self._local = threading.local()
         self.reader = _make_engine(url, "BEGIN")
         self.writer = _make_engine(url, "BEGIN IMMEDIATE")
@@ -191,8 +191,7 @@ class Database:
         with _storage_errors(self.path), self.writer.connect() as conn:
             if not conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({WRITER_LOCK})").scalar_one():
                 conn.rollback()
-                raise StoreLockedError(f"store is being written by {_holder(conn)}", path=str(self.path),
-                                       hint="wait for it to finish, or stop it")
+                raise _busy(conn, str(self.path))
             holder = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": what, "since": time.time()})
             conn.execute(insert_for(conn, Meta).values(key="writer", value=holder)
                          .on_conflict_do_update(index_elements=["key"], set_={"value": holder}))
@@ -242,19 +241,29 @@ class Database:
         return res, fk
 
 
-def downgrade(url: str, target: str, where: str) -> str:
+def downgrade(url: str, target: str) -> str:
     """Take the database at ``url`` back to schema revision ``target`` (for an older release) in one write
     transaction; returns the revision it had. On PostgreSQL a writer holding the store is refused."""
-    engine = _make_engine(url, "BEGIN IMMEDIATE")
+    where, engine = shown_path(url), _make_engine(url, "BEGIN IMMEDIATE")
     try:
         with _storage_errors(where), engine.begin() as conn:
             if conn.dialect.name == "postgresql" and \
                     not conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({WRITER_LOCK})").scalar_one():
-                raise StoreLockedError(f"store is being written by {_holder(conn)}", path=where,
-                                       hint="wait for it to finish, or stop it")
+                raise _busy(conn, where)
             return migrate.downgrade(conn, target, where=where)
     finally:
         engine.dispose()
+
+
+def shown_path(url: str) -> str:
+    """What errors name for a database: the SQLite file, or the server's URL without its password."""
+    return (make_url(url).database or "") if make_url(url).get_backend_name() == "sqlite" else shown_url(url)
+
+
+def _busy(conn, where: str) -> StoreLockedError:
+    """The error for a store another process holds the PostgreSQL writer lock of."""
+    return StoreLockedError(f"store is being written by {_holder(conn)}", path=where,
+                            hint="wait for it to finish, or stop it")
 
 
 def _holder(conn) -> str:

@@ -123,7 +123,7 @@ def downgrade(root: Path, target: str, *, db: str | None = None) -> str:
         raise StoreError("no mmsearch store here", path=str(root), hint="pass --store")
     url = url or f"sqlite:///{root / DB_NAME}"
     with writer_lock(root, "downgrade"):
-        return downgrade_database(url, target, str(root / DB_NAME) if url.startswith("sqlite") else shown_url(url))
+        return downgrade_database(url, target)
 
 
 def _bound(root: Path, db: str | None) -> str | None:

@@ -150,15 +150,20 @@ def test_a_store_of_an_unknown_revision_is_refused_before_anything_is_written(tm
         Engine.open(tmp_path / "store")
 
 
-def test_a_postgres_store_of_revision_0001_upgrades_keeping_its_errors(tmp_path, tiny_model, postgres_url):
-    from sqlalchemy import create_engine, text
-
+def _postgres_store_with_an_error(tmp_path, tiny_model, postgres_url) -> tuple:
+    """A store on PostgreSQL at ``tmp_path/pg`` of two images and a broken one: (its data folder, its errors)."""
     data = tmp_path / "data"
     write_images(data, 2)
     (data / "broken.png").write_bytes(b"not a png")
     with Engine.open(tmp_path / "pg", model=tiny_model, workers=0, db=postgres_url) as eng:
         eng.index([data])
-        errors = [(e.path, e.reason) for e in eng.errors()]
+        return data, [(e.path, e.reason) for e in eng.errors()]
+
+
+def test_a_postgres_store_of_revision_0001_upgrades_keeping_its_errors(tmp_path, tiny_model, postgres_url):
+    from sqlalchemy import create_engine, text
+
+    data, errors = _postgres_store_with_an_error(tmp_path, tiny_model, postgres_url)
     engine = create_engine(postgres_url)
     with engine.begin() as conn:  # the errors table as revision 0001 made it: one record per path
         conn.execute(text("ALTER TABLE errors DROP CONSTRAINT uq_errors_uri_space"))
@@ -245,12 +250,7 @@ def test_downgrade_with_no_store_there_names_the_folder(tmp_path):
 
 
 def test_a_postgres_store_downgraded_and_opened_again_keeps_its_errors(tmp_path, tiny_model, postgres_url):
-    data = tmp_path / "data"
-    write_images(data, 2)
-    (data / "broken.png").write_bytes(b"not a png")
-    with Engine.open(tmp_path / "pg", model=tiny_model, workers=0, db=postgres_url) as eng:
-        eng.index([data])
-        errors = [(e.path, e.reason) for e in eng.errors()]
+    _, errors = _postgres_store_with_an_error(tmp_path, tiny_model, postgres_url)
     assert Engine.downgrade("0001", tmp_path / "pg", db=postgres_url) == "0002"
     with Engine.open(tmp_path / "pg", model=tiny_model, workers=0, db=postgres_url) as eng:
         assert [(e.path, e.reason) for e in eng.errors()] == errors
